@@ -1,0 +1,1 @@
+"""Triton kernels for hybrid window + linear attention, installed as ``lolsearch.kernels``."""
