@@ -54,7 +54,7 @@ class ModelConfig(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     revision: str | None = None
     trust_remote_code: bool = False
-    toy: ToyModelOptions = ToyModelOptions()
+    toy: ToyModelOptions = Field(default_factory=ToyModelOptions)
 
     @field_validator("source")
     @classmethod
@@ -124,7 +124,7 @@ class LayerOverride(StrictModel):
 class AttentionConfig(StrictModel):
     """How each softmax attention is replaced (DESIGN.md, method.md §2)."""
 
-    feature_map: FeatureMapConfig = FeatureMapConfig()
+    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
     layout: str = "terrace"
     window: int = Field(64, ge=0, le=4096)
     softmax_layers: tuple[int, ...] = ()
@@ -241,7 +241,7 @@ class DistillConfig(StageConfig):
     lr: float = Field(1e-2, gt=0)
     mse_factor: float = Field(1000.0, ge=0)
     xent_factor: float = Field(0.0, ge=0)
-    layer_weights: LayerWeightsConfig = LayerWeightsConfig()
+    layer_weights: LayerWeightsConfig = Field(default_factory=LayerWeightsConfig)
 
     @model_validator(mode="after")
     def _some_loss(self) -> DistillConfig:
@@ -278,7 +278,7 @@ class FinetuneConfig(StageConfig):
 
     tokens: int | None = Field(40_000_000, gt=0)
     lr: float = Field(1e-4, gt=0)
-    lora: LoraConfig = LoraConfig()
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     train_feature_maps: bool | None = None
 
 
@@ -311,13 +311,13 @@ class EfficiencyConfig(StrictModel):
 class TrialConfig(StrictModel):
     """Everything one trial needs. ``trial_id`` is a hash of the canonical resolved config."""
 
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    attention: AttentionConfig = AttentionConfig()
-    distill: DistillConfig = DistillConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
-    eval: EvalConfig = EvalConfig()
-    efficiency: EfficiencyConfig = EfficiencyConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    attention: AttentionConfig = Field(default_factory=AttentionConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -1,0 +1,282 @@
+"""The linearized attention layer that replaces an HF Llama/Mistral/Qwen2/Qwen3 attention module.
+
+It reuses the teacher's q/k/v/o projections (so LoRA targets keep their names), applies RoPE, then
+φ after RoPE per query head (k expanded first, method.md §2.1), and mixes window softmax with
+linear attention (LoLCATs, arXiv 2410.10254, Eq. 7). Modes:
+
+- ``student``: the linearized attention (training stage 2, evaluation, generation).
+- ``teacher``: the original softmax attention through the same projections (with PEFT adapters
+  disabled this is exactly the teacher; used for KL/agreement metrics without a second model copy).
+- ``distill``: computes the teacher's softmax output and the student's output per head (before
+  o_proj), hands both to a :class:`DistillRecorder`, and passes the *teacher's* output on
+  (teacher forcing), so every layer trains on exact teacher inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from lolsearch.attention.cache import LayerState, LinearizedCache, decode_readout
+from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
+from lolsearch.attention.layouts import get_layout
+from lolsearch.attention.ops import hybrid_attention, resolve_backend
+from lolsearch.attention.reference import EPS, hybrid_masks
+from lolsearch.featuremaps import build_feature_map
+
+MODES = ("student", "teacher", "distill")
+
+
+@dataclass
+class DistillRecorder:
+    """Per-layer attention-transfer losses of one forward pass (attached to every linearized layer)."""
+
+    xent: bool = False
+    xent_chunk: int = 256
+    mse: dict[int, torch.Tensor] = field(default_factory=dict)
+    xent_loss: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.mse.clear()
+        self.xent_loss.clear()
+
+
+class LinearizedAttention(nn.Module):
+    """Hybrid window-softmax + linear attention in place of a softmax attention module."""
+
+    def __init__(
+        self,
+        base: nn.Module,
+        layer_idx: int,
+        *,
+        layout: str,
+        window: int,
+        feature_map: str,
+        feature_map_params: dict,
+        gamma_init: float,
+        train_gamma: bool,
+        backend: str,
+        chunk_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+    ) -> None:
+        super().__init__()
+        self.config = getattr(base, "config", None)
+        self.layer_idx = layer_idx
+        self.layout, self.window = layout, window
+        self.backend, self.chunk_size = backend, chunk_size
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = base.q_proj, base.k_proj, base.v_proj, base.o_proj
+        self.q_norm = getattr(base, "q_norm", None)
+        self.k_norm = getattr(base, "k_norm", None)
+        device = base.q_proj.weight.device
+        self.feature_map_q = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
+        self.feature_map_k = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
+        w0 = torch.full((num_heads,), math.log(gamma_init / (1 - gamma_init)), device=device)
+        if train_gamma:
+            self.window_factors = nn.Parameter(w0)
+        else:
+            self.register_buffer("window_factors", w0)
+        self.mode = "student"
+        self.recorder: DistillRecorder | None = None
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        """Softmax weight per head, ``[H]``."""
+        return torch.sigmoid(self.window_factors)
+
+    def extra_repr(self) -> str:
+        return f"layout={self.layout}, window={self.window}, heads={self.num_heads}/{self.num_kv_heads}, backend={self.backend}"
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: object | None = None,
+        cache: object | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None]:
+        b, t, _ = hidden_states.shape
+        q, k, v = self._qkv(hidden_states, position_embeddings)
+        cache = cache if cache is not None else past_key_values
+        if self.mode == "distill":
+            y = self._distill(q, k, v)
+        elif self.mode == "teacher":
+            if cache is not None:
+                raise ValueError("teacher mode runs full forwards only (no generation cache)")
+            y = self._softmax(q, k, v)
+        elif cache is not None:
+            y = self._with_cache(q, k, v, cache)
+        else:
+            y = hybrid_attention(
+                q, k, v, *self._features(q, k), self.gamma, self.window, self.layout, self.backend, self.chunk_size
+            )
+        y = y.transpose(1, 2).reshape(b, t, -1).to(hidden_states.dtype)
+        return self.o_proj(y), None
+
+    # ------------------------------------------------------------------------------------------ pieces
+    def _qkv(self, x: torch.Tensor, position_embeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projections + (Qwen3) q/k norms + RoPE -> q ``[B, H, T, D]``, k/v ``[B, Hkv, T, D]``."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, -1, self.head_dim)
+        k = self.k_proj(x).view(b, t, -1, self.head_dim)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        if position_embeddings is None:
+            raise ValueError("linearized attention needs position_embeddings (RoPE cos, sin) from the model")
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return q, k, v
+
+    def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first)."""
+        phi_q = self.feature_map_q(q.float())
+        phi_k = self.feature_map_k(expand_kv(k, self.num_heads).float())
+        if resolve_backend(self.backend, q.device) == "triton":
+            phi_q, phi_k = phi_q.to(q.dtype), phi_k.to(q.dtype)
+        return phi_q, phi_k
+
+    def _softmax(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The teacher's causal softmax attention ``[B, H, T, D]``."""
+        ke, ve = expand_kv(k, self.num_heads), expand_kv(v, self.num_heads)
+        return F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
+
+    def _distill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Records student-vs-teacher losses and returns the teacher's output (teacher forcing)."""
+        if self.recorder is None:
+            raise RuntimeError("distill mode needs a DistillRecorder (use lolsearch.surgery.distill_mode)")
+        with torch.no_grad():
+            y_teacher = self._softmax(q, k, v)
+        ke = expand_kv(k, self.num_heads)
+        phi_q, phi_k = self._features(q, k)
+        gamma = self.gamma
+        y_student = hybrid_attention(
+            q, k, v, phi_q, phi_k, gamma, self.window, self.layout, self.backend, self.chunk_size
+        )
+        self.recorder.mse[self.layer_idx] = F.mse_loss(y_student.float(), y_teacher.float())
+        if self.recorder.xent:
+            self.recorder.xent_loss[self.layer_idx] = attention_xent(
+                q, ke, phi_q, phi_k, gamma, self.window, self.layout, self.recorder.xent_chunk
+            )
+        return y_teacher
+
+    def _with_cache(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: object) -> torch.Tensor:
+        """Prefill or decode against the constant-size generation state of this layer."""
+        if not isinstance(cache, LinearizedCache):
+            raise TypeError(
+                "a linearized model needs a lolsearch LinearizedCache for incremental decoding "
+                "(model.generate() creates one; or pass lolsearch.attention.new_cache(model))"
+            )
+        st = cache.linear.get(self.layer_idx)
+        if st is None:
+            st = self._empty_state(q)
+            cache.linear[self.layer_idx] = st
+        if q.shape[-2] == 1:
+            return self._decode_step(q, k, v, st)
+        return self._prefill(q, k, v, st)
+
+    def _empty_state(self, q: torch.Tensor) -> LayerState:
+        b, dev = q.shape[0], q.device
+        f = self.feature_map_q.output_dim
+        cap = get_layout("linear" if self.window == 0 else self.layout).window_capacity(self.window)
+        return LayerState(
+            state=LinearState.zeros(b, self.num_heads, f, self.head_dim, device=dev),
+            k=torch.zeros(b, self.num_kv_heads, cap, self.head_dim, device=dev, dtype=q.dtype),
+            v=torch.zeros(b, self.num_kv_heads, cap, self.head_dim, device=dev, dtype=q.dtype),
+            slot_pos=torch.full((cap,), -1, dtype=torch.long, device=dev),
+            seen=0,
+        )
+
+    def _prefill(self, q, k, v, st: LayerState) -> torch.Tensor:
+        p0 = st.seen
+        k_win, v_win, first = st.window_in_order()
+        keys, vals = torch.cat([k_win, k.to(k_win.dtype)], dim=-2), torch.cat([v_win, v.to(v_win.dtype)], dim=-2)
+        phi_q, phi_k = self._features(q, keys)
+        if p0 == 0 and resolve_backend(self.backend, q.device) == "triton":
+            o, state, covered = hybrid_attention(
+                q, k, v, phi_q, phi_k, self.gamma, self.window, self.layout, "triton", return_state=True
+            )
+        else:
+            o, state, covered = hybrid_attention_chunked(
+                q, keys, vals, phi_q.float(), phi_k.float(), self.gamma, self.window, self.layout,
+                chunk_size=self.chunk_size, state=st.state, q_start=p0, return_state=True,
+            )
+        st.state = LinearState(state.S.float(), state.z.float())
+        st.seen = p0 + q.shape[-2]
+        st.store_window(keys[..., covered - first :, :], vals[..., covered - first :, :], covered)
+        return o
+
+    def _decode_step(self, q, k, v, st: LayerState) -> torch.Tensor:
+        pos = st.seen
+        start = int(get_layout("linear" if self.window == 0 else self.layout).softmax_start(pos, self.window))
+        cap = st.k.shape[-2]
+        # Keys leaving the window now: cached ones before `start`, and the new key itself when it is linear.
+        leaving = (st.slot_pos >= 0) & (st.slot_pos < start)
+        k_out, v_out = st.k[..., leaving, :], st.v[..., leaving, :]
+        st.slot_pos[leaving] = -1
+        if pos < start:
+            k_out, v_out = torch.cat([k_out, k.to(k_out.dtype)], -2), torch.cat([v_out, v.to(v_out.dtype)], -2)
+        else:
+            slot = pos % cap
+            st.k[..., slot, :], st.v[..., slot, :] = k[..., 0, :], v[..., 0, :]
+            st.slot_pos[slot] = pos
+        if k_out.shape[-2]:
+            phi_out = self.feature_map_k(expand_kv(k_out, self.num_heads).float())
+            st.state = st.state.absorb(phi_out, expand_kv(v_out, self.num_heads))
+        st.seen = pos + 1
+        phi_q = self.feature_map_q(q.float())[..., 0, :]
+        return decode_readout(q[..., 0, :], phi_q, st, self.gamma, start).unsqueeze(-2)
+
+
+def attention_xent(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    gamma: torch.Tensor,
+    window: int,
+    layout: str,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """Cross-entropy −Σ_j a_ij log â_ij between teacher softmax weights and hybrid weights, mean over queries.
+
+    Computed per query chunk under activation checkpointing, so no T×T map is ever held for the
+    whole sequence (peak O(chunk × T) per layer). q, k: ``[B, H, T, D]``; phi: ``[B, H, T, F]``.
+    """
+    t = q.shape[-2]
+    total = q.new_zeros((), dtype=torch.float32)
+    for s in range(0, t, chunk):
+        e = min(s + chunk, t)
+        total = total + checkpoint(
+            _xent_chunk, q[..., s:e, :], k[..., :e, :], phi_q[..., s:e, :], phi_k[..., :e, :], gamma, window, layout, s,
+            use_reentrant=False,
+        )
+    return total / (q.shape[0] * q.shape[1] * t)
+
+
+def _xent_chunk(q, k, phi_q, phi_k, gamma, window: int, layout: str, q_start: int) -> torch.Tensor:
+    """Sum over the chunk's queries of −Σ_j a_ij log â_ij (keys 0..q_start+C)."""
+    c, tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    qf, kf = q.float(), k.float()
+    s = torch.einsum("bhid,bhjd->bhij", qf, kf) * d**-0.5
+    causal = torch.arange(tk, device=q.device)[None, :] <= torch.arange(q_start, q_start + c, device=q.device)[:, None]
+    with torch.no_grad():
+        teacher = s.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    soft, lin = hybrid_masks(c, tk, window, layout, q_start=q_start, k_start=0, device=q.device)
+    ss = s.masked_fill(~soft, float("-inf"))
+    m = ss.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    a = gamma.float().view(1, -1, 1, 1) * torch.exp(ss - m)
+    a = a + torch.einsum("bhif,bhjf->bhij", phi_q.float(), phi_k.float()) * lin
+    log_a = torch.log(a.clamp_min(EPS)) - torch.log(a.sum(dim=-1, keepdim=True) + EPS)
+    return -(teacher * log_a.masked_fill(~causal, 0.0)).sum()

@@ -1,0 +1,76 @@
+"""Backend dispatch for hybrid attention: ``reference`` (materialized), ``torch`` (chunked), ``triton``.
+
+``auto`` picks Triton on CUDA when it is importable, the chunked PyTorch path elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
+from lolsearch.attention.reference import hybrid_attention_reference
+
+BACKENDS = ("auto", "torch", "triton", "reference")
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the Triton kernels can run here (CUDA + triton importable)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from lolsearch.kernels import hybrid_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend ``auto`` stands for on ``device``; unknown names raise ValueError."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend == "triton" and device.type != "cuda" and not _interpreting():
+        raise ValueError("attention.backend 'triton' needs a CUDA device (or TRITON_INTERPRET=1)")
+    return backend
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def hybrid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    gamma: torch.Tensor,
+    window: int,
+    layout: str,
+    backend: str = "auto",
+    chunk_size: int = 64,
+    return_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LinearState, int]:
+    """Hybrid attention from position 0 on the chosen backend.
+
+    Args:
+        q: ``[B, H, T, D]``; k, v: ``[B, Hkv, T, D]``; phi_q, phi_k: ``[B, H, T, F]``; gamma ``[H]``.
+        return_state: also return the final :class:`LinearState` and the position it covers up to.
+    """
+    name = resolve_backend(backend, q.device)
+    if name == "triton":
+        from lolsearch.kernels import hybrid_attention as triton_hybrid
+
+        return triton_hybrid(q, k, v, phi_q, phi_k, gamma, window, layout, return_state=return_state)
+    if name == "reference" and not return_state:
+        h = q.shape[1]
+        return hybrid_attention_reference(q, expand_kv(k, h), expand_kv(v, h), phi_q, phi_k, gamma, window, layout)
+    return hybrid_attention_chunked(
+        q, k, v, phi_q, phi_k, gamma, window, layout, chunk_size=chunk_size, return_state=return_state
+    )

@@ -1,0 +1,192 @@
+"""Model surgery: swap softmax attention for linearized attention in HF Llama-family models.
+
+``linearize(model, cfg)`` replaces every attention module except the layers kept as softmax,
+freezes everything but the feature maps and γ, and returns a :class:`SurgeryReport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from lolsearch.attention.cache import LinearizedCache
+from lolsearch.attention.layer import DistillRecorder, LinearizedAttention
+from lolsearch.config import AttentionConfig
+
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+
+
+class SurgeryError(ValueError):
+    """The model cannot be linearized as asked."""
+
+
+@dataclass(frozen=True)
+class SurgeryReport:
+    """What :func:`linearize` did."""
+
+    architecture: str
+    num_layers: int
+    replaced: tuple[int, ...]
+    kept_softmax: tuple[int, ...]
+    plan: tuple[tuple[str, int], ...]
+    feature_dim: int
+    trainable_params: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder's layer list of an HF causal LM (also through a PEFT wrapper)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper
+    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else getattr(inner, "model", None)
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise SurgeryError(f"cannot find decoder layers in {type(model).__name__}")
+    return layers
+
+
+def linearize(model: nn.Module, cfg: AttentionConfig) -> SurgeryReport:
+    """Replaces attention modules in place per ``cfg``; freezes all but feature maps and γ.
+
+    Raises:
+        SurgeryError: unsupported architecture, missing attention modules, or nothing to replace.
+    """
+    arch = getattr(getattr(model, "config", None), "model_type", None)
+    if arch not in SUPPORTED:
+        raise SurgeryError(f"architecture '{arch}' is not supported (supported: {', '.join(SUPPORTED)})")
+    mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    num_heads, num_kv = mc.num_attention_heads, mc.num_key_value_heads
+    head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // num_heads
+    layers = decoder_layers(model)
+    try:
+        plan = cfg.layer_plan(len(layers))
+    except ValueError as err:
+        raise SurgeryError(str(err)) from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    replaced, kept = [], []
+    for i, (layer, (layout, window)) in enumerate(zip(layers, plan)):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+            raise SurgeryError(f"layer {i} has no q/k/v/o attention module to replace")
+        if layout == "softmax":
+            kept.append(i)
+            continue
+        layer.self_attn = LinearizedAttention(
+            attn, i, layout=layout, window=window, feature_map=cfg.feature_map.kind,
+            feature_map_params=cfg.feature_map.params, gamma_init=cfg.gamma_init, train_gamma=cfg.train_gamma,
+            backend=cfg.backend, chunk_size=cfg.chunk_size, num_heads=num_heads, num_kv_heads=num_kv,
+            head_dim=head_dim,
+        )
+        replaced.append(i)
+    if not replaced:
+        raise SurgeryError("no attention layer was replaced: every layer is kept as softmax")
+    # Plain forwards must not build a DynamicCache the linearized layers cannot use; generate() still
+    # caches (generation_config.use_cache) through the LinearizedCache that _install_generate passes.
+    model.config.use_cache = False
+    _install_generate(model)
+    attns = list(linearized_layers(model))
+    return SurgeryReport(
+        architecture=arch, num_layers=len(layers), replaced=tuple(replaced), kept_softmax=tuple(kept),
+        plan=tuple(plan), feature_dim=attns[0].feature_map_q.output_dim,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
+
+
+def linearized_layers(model: nn.Module) -> Iterator[LinearizedAttention]:
+    for m in model.modules():
+        if isinstance(m, LinearizedAttention):
+            yield m
+
+
+def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Feature-map weights and γ of every linearized layer (the stage-1 trainables)."""
+    params = []
+    for m in linearized_layers(model):
+        params += list(m.feature_map_q.parameters()) + list(m.feature_map_k.parameters())
+        if isinstance(m.window_factors, nn.Parameter):
+            params.append(m.window_factors)
+    return params
+
+
+@contextlib.contextmanager
+def distill_mode(model: nn.Module, recorder: DistillRecorder) -> Iterator[DistillRecorder]:
+    """Within the block every linearized layer runs teacher-forced and records its losses."""
+    layers = list(linearized_layers(model))
+    for m in layers:
+        m.mode, m.recorder = "distill", recorder
+    try:
+        yield recorder
+    finally:
+        for m in layers:
+            m.mode, m.recorder = "student", None
+
+
+@contextlib.contextmanager
+def teacher_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block the model computes the original teacher: softmax attention, LoRA adapters off."""
+    layers = list(linearized_layers(model))
+    adapters = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    for m in layers:
+        m.mode = "teacher"
+    try:
+        with adapters:
+            yield model
+    finally:
+        for m in layers:
+            m.mode = "student"
+
+
+def new_cache(model: nn.Module) -> LinearizedCache:
+    """An empty generation cache for a linearized model."""
+    config = getattr(model, "config", None)
+    try:
+        return LinearizedCache(config=config.get_text_config() if config is not None else None)
+    except TypeError:
+        return LinearizedCache()
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """Name under which this transformers version passes the cache to forward ('cache' or 'past_key_values')."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _install_generate(model: nn.Module) -> None:
+    """Makes ``model.generate()`` start from a :class:`LinearizedCache` unless one is passed."""
+    if getattr(model, "_lolsearch_generate", False):
+        return
+    original = model.generate
+    kwarg = _cache_kwarg(model)
+
+    @functools.wraps(original)
+    def generate(*args, **kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and bool((mask == 0).any()):
+            raise ValueError("linearized layers do not support padded batches in generate(); use prompts of equal length")
+        if kwargs.get(kwarg) is None and kwargs.get("use_cache", True):
+            kwargs[kwarg] = new_cache(model)
+        return original(*args, **kwargs)
+
+    model.generate = generate
+    model._lolsearch_generate = True
+
+
+def trainable_parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def set_requires_grad(params: list[nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
