@@ -1,0 +1,248 @@
+"""``lolsearch`` command line. Each command is a thin wrapper over a library function.
+
+Exit codes: 0 ok, 2 bad input (one line per problem: ``file: dotted.key: message``), 1 run failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lolsearch.config import TrialConfig, load_yaml, parse_overrides, parse_trial_config, set_dotted
+from lolsearch.errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search and ablate linearized LLMs (LoLCATs).")
+out = Console()
+SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+LISTS = ("feature-maps", "layouts", "models", "datasets", "layer-weights", "spaces")
+
+
+class RunFailed(RuntimeError):
+    """A run that was asked for did not succeed (exit 1)."""
+
+
+def _registry(kind: str):
+    if kind == "feature-maps":
+        from lolsearch.featuremaps import FEATURE_MAPS as reg
+    elif kind == "layouts":
+        from lolsearch.attention.layouts import LAYOUTS as reg
+    elif kind == "models":
+        from lolsearch.models import MODELS as reg
+    elif kind == "datasets":
+        from lolsearch.data import DATASETS as reg
+    else:
+        from lolsearch.layer_weights import LAYER_WEIGHTS as reg
+    return reg
+
+
+@app.command("ls")
+def ls(what: Annotated[str, typer.Argument(help=f"one of: {', '.join(LISTS)}")] = "feature-maps") -> None:
+    """List registered feature maps, layouts, models, datasets, layer-weight schedules or shipped spaces."""
+    if what not in LISTS:
+        from lolsearch.errors import did_you_mean
+
+        raise ConfigError.single("ls", "what", f"unknown list '{what}'{did_you_mean(what, LISTS)} (choose from {', '.join(LISTS)})")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(what[:-1] if what.endswith("s") else what)
+    table.add_column("description")
+    if what == "spaces":
+        for path in sorted(SPACES_DIR.glob("*.yaml")):
+            data = load_yaml(path)
+            table.add_row(str(path.relative_to(SPACES_DIR.parent)), str((data or {}).get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else "")
+    else:
+        for name, doc in _registry(what).describe().items():
+            table.add_row(name, doc)
+    out.print(table)
+
+
+def _is_space(data: Any) -> bool:
+    return isinstance(data, dict) and ("search" in data or "base" in data or "sampler" in data)
+
+
+def _load_trial(path: Path, overrides: list[str]) -> tuple[TrialConfig, str | None]:
+    """A TrialConfig from a trial config file or a space's ``base`` (plus ``--set`` overrides)."""
+    data = load_yaml(path)
+    space_name = None
+    prefix = ""
+    if _is_space(data):
+        from lolsearch.space import load_space
+
+        space_name = load_space(path).name
+        data, prefix = dict(data.get("base") or {}), "base"
+    if not isinstance(data, dict):
+        raise ConfigError.single(str(path), "", "expected a mapping of TrialConfig fields or a search space")
+    for key, value in parse_overrides(overrides):
+        data = set_dotted(data, key, value)
+    return parse_trial_config(data, str(path), prefix), space_name
+
+
+@app.command()
+def validate(
+    file: Path,
+    samples: Annotated[int, typer.Option(help="points to sample and validate from a space")] = 20,
+) -> None:
+    """Validate a space (and N sampled trial configs) or a trial config; loads no model."""
+    data = load_yaml(file)
+    if _is_space(data):
+        from lolsearch.space import load_space
+
+        space = load_space(file)
+        configs = space.sample(samples, seed=0)
+        out.print(f"{file}: ok — space '{space.name}', {len(configs)} sampled trial configs valid")
+    else:
+        cfg, _ = _load_trial(file, [])
+        out.print(f"{file}: ok — trial {cfg.trial_id}")
+
+
+@app.command()
+def plan(space_file: Path) -> None:
+    """Show the trials a sweep would run (no compute)."""
+    from lolsearch.space import load_space, plan_table
+
+    space = load_space(space_file)
+    out.print(plan_table(space))
+
+
+@app.command()
+def run(
+    file: Path,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="trial directory (default results/runs/<trial_id>)")] = None,
+) -> None:
+    """Run one trial from a trial config or a space's base config."""
+    from lolsearch.pipeline import run_trial
+
+    cfg, space_name = _load_trial(file, set_ or [])
+    target = out_dir or Path("results") / "runs" / cfg.trial_id
+    out.print(f"trial {cfg.trial_id} -> {target}")
+    result = run_trial(cfg, target, space=space_name)
+    m = result.metrics
+    shown = {k: m[k] for k in ("ppl_teacher", "ppl_teacher_ft", "ppl_swap", "ppl_distill", "ppl", "ppl_ratio", "ppl_ratio_ft", "state_ratio_32k") if k in m}
+    out.print(f"status {result.status}" + (f" ({result.error})" if result.error else ""))
+    out.print(" ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    if result.status != "ok":
+        raise RunFailed(f"trial {cfg.trial_id} {result.status}: {result.error}")
+
+
+@app.command()
+def sweep(
+    space_file: Path,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="sweep directory (default results/<space name>)")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs Ray may use (default: all visible)")] = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs Ray may use (default: all)")] = None,
+    address: Annotated[str | None, typer.Option(help="join a Ray cluster: auto or HOST:PORT")] = None,
+    resume: Annotated[bool, typer.Option(help="continue a killed sweep in --out")] = False,
+    max_trials: Annotated[int | None, typer.Option(help="run at most this many trials (smoke runs)")] = None,
+) -> None:
+    """Run a search space with Ray Tune + Optuna; one result per trial under OUT/trials/."""
+    from lolsearch.space import load_space
+    from lolsearch.sweep import run_sweep
+
+    space = load_space(space_file)
+    target = out_dir or Path("results") / space.name
+    summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume, max_trials=max_trials)
+    out.print(summary)
+
+
+@app.command()
+def report(sweep_dir: Path) -> None:
+    """Write report.md, trials.csv, pareto.csv, report.tex and plots/ for a sweep folder."""
+    from lolsearch.report import write_report
+
+    if not sweep_dir.is_dir():
+        raise ConfigError.single(str(sweep_dir), "", "not a directory")
+    path = write_report(sweep_dir)
+    out.print(f"report: {path}")
+
+
+@app.command()
+def compare(
+    dirs: list[Path],
+    out_dir: Annotated[Path, typer.Option("--out", help="where compare.md/compare.csv go")] = Path("results/compare"),
+) -> None:
+    """One table across several sweeps (e.g. two models)."""
+    from lolsearch.report import compare as compare_sweeps
+
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise ConfigError.single(missing[0], "", "not a directory")
+    out.print(f"compare: {compare_sweeps(dirs, out_dir)}")
+
+
+@app.command()
+def generate(
+    source: Annotated[Path, typer.Argument(help="a trial directory (trained adapter) or a config/space file (untrained)")],
+    prompt: Annotated[str, typer.Option(help="text to continue")] = "The capital of France is",
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 40,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override for config files")] = None,
+    chat: Annotated[bool, typer.Option(help="wrap the prompt in the tokenizer's chat template")] = False,
+) -> None:
+    """Generate text with a linearized model (constant-memory cache)."""
+    import torch
+
+    from lolsearch.adapters import load_trial_model
+    from lolsearch.models import load_model, resolve_device
+    from lolsearch.surgery import linearize
+
+    if source.is_dir():
+        cfg = None
+        model, tok, cfg = load_trial_model(source, resolve_device("auto"))
+    else:
+        cfg, _ = _load_trial(source, set_ or [])
+        model, tok = load_model(cfg.model, resolve_device(cfg.device))
+        linearize(model, cfg.attention)
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True) if chat else prompt
+    ids = tok(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    with torch.no_grad():
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id)
+    out.print(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+
+
+@app.command()
+def bench(
+    out_dir: Annotated[Path, typer.Option("--out", help="where bench.csv/bench.md go")] = Path("results/kernels"),
+    quick: Annotated[bool, typer.Option(help="small shapes only")] = False,
+) -> None:
+    """Benchmark the attention kernels against SDPA / fla / the PyTorch paths (needs a GPU for real numbers)."""
+    from lolsearch.kernels.bench import main as bench_main
+
+    bench_main(["--out", str(out_dir), *(["--quick"] if quick else [])])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: maps bad input to exit 2 and failed runs to exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "ray", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConfigError as err:
+        for p in err.problems:
+            print(str(p), file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        return 130
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # click usage errors arrive here too
+        import click
+
+        if isinstance(err, click.exceptions.UsageError):
+            print(f"usage: {err.format_message()}", file=sys.stderr)
+            return 2
+        if isinstance(err, click.exceptions.Exit):
+            return err.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""``run_trial``: the one function a sweep calls. Teacher → linearize → attention transfer → LoRA →
+quality → efficiency → :class:`TrialResult` (and, with ``out_dir``, result.json + adapter on disk).
+
+It reads no globals, environment or argv (the model/data cache location aside), works without Ray,
+and never raises for a failing trial: the record says ``failed`` and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import random
+import socket
+import subprocess
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lolsearch import baselines
+from lolsearch.adapters import ADAPTER_FILE, CONFIG_FILE, save_adapter, write_config
+from lolsearch.config import TrialConfig
+from lolsearch.data import packed_batches
+from lolsearch.distill import run_distill
+from lolsearch.finetune import add_lora, run_finetune
+from lolsearch.models import load_model, resolve_device
+from lolsearch.surgery import linearize
+
+log = logging.getLogger(__name__)
+Report = Callable[[dict], None]
+
+
+@dataclass
+class TrialResult:
+    """The record of one trial (``result.json``)."""
+
+    trial_id: str
+    space: str | None
+    config: dict
+    status: str = "ok"
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=_json_default, allow_nan=True)
+
+    def write(self, path: Path) -> None:
+        """Atomic write (temp file + rename)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.to_json())
+        os.replace(tmp, path)
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return str(x)
+
+
+def run_trial(
+    cfg: TrialConfig, out_dir: Path | None = None, *, space: str | None = None, report: Report | None = None
+) -> TrialResult:
+    """Runs one trial end to end; see the module docstring. ``report`` gets intermediate metrics."""
+    result = TrialResult(trial_id=cfg.trial_id, space=space, config=cfg.model_dump(mode="json"))
+    result.env = environment(resolve_device(cfg.device))
+    handler = _log_to(out_dir / "log.txt") if out_dir is not None else None
+    start = time.perf_counter()
+    try:
+        if out_dir is not None:
+            write_config(cfg, out_dir / CONFIG_FILE)
+        _run(cfg, result, out_dir, report)
+    except Exception as err:  # a failing trial is data, not a crash of the sweep
+        result.status = "failed"
+        result.error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        log.error("trial %s failed: %s\n%s", cfg.trial_id, result.error, traceback.format_exc())
+    finally:
+        result.timing["total_s"] = time.perf_counter() - start
+        if handler is not None:
+            logging.getLogger("lolsearch").removeHandler(handler)
+            handler.close()
+    if out_dir is not None:
+        result.write(out_dir / "result.json")
+    return result
+
+
+def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Report | None) -> None:
+    from lolsearch import efficiency, evaluate
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    m, timing = result.metrics, result.timing
+    notify = report or (lambda _: None)
+
+    t = time.perf_counter()
+    model, tok = load_model(cfg.model, device)
+    timing["load_s"] = time.perf_counter() - t
+
+    def eval_batches() -> Iterable[dict]:
+        return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
+                              num_tokens=cfg.eval.tokens, device=device)
+
+    t = time.perf_counter()
+    m.update(baselines.teacher_metrics(cfg, model, tok, eval_batches, device))
+    timing["baseline_s"] = time.perf_counter() - t
+
+    surgery = linearize(model, cfg.attention)
+    m["linearized_layers"] = len(surgery.replaced)
+    m["feature_dim"] = surgery.feature_dim
+    t = time.perf_counter()
+    m["ppl_swap"] = evaluate.perplexity(model, eval_batches())
+    timing["eval_s"] = time.perf_counter() - t
+    notify({"stage": "swap", "ppl_swap": m["ppl_swap"]})
+
+    if cfg.distill.enabled:
+        stage, weights = run_distill(model, cfg.distill, _train(cfg, tok, device, cfg.distill.batch_size, 1),
+                                     _val(cfg, tok, device, cfg.distill), cfg.data.seq_len, notify)
+        _stage_record(result, "distill", stage)
+        m["layer_weights"] = weights
+        m["ppl_distill"] = evaluate.perplexity(model, eval_batches())
+        notify({"stage": "distill_done", "ppl_distill": m["ppl_distill"]})
+
+    if cfg.finetune.enabled:
+        model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps())
+        stage = run_finetune(model, cfg.finetune, _train(cfg, tok, device, cfg.finetune.batch_size, 2),
+                             _val(cfg, tok, device, cfg.finetune), cfg.data.seq_len, notify)
+        _stage_record(result, "finetune", stage)
+
+    t = time.perf_counter()
+    m["ppl"] = evaluate.perplexity(model, eval_batches())
+    m["ppl_ratio"] = m["ppl"] / m["ppl_teacher"]
+    if "ppl_teacher_ft" in m:
+        m["ppl_ratio_ft"] = m["ppl"] / m["ppl_teacher_ft"]
+    m.update(evaluate.teacher_agreement(model, eval_batches()))
+    m["mse_eval"], m["mse_by_layer"] = evaluate.attention_mse(model, _limited(eval_batches(), cfg.eval.batch_size * 4))
+    for task in cfg.eval.mc_tasks:
+        m.update(evaluate.multiple_choice(model, tok, task))
+    if cfg.eval.lm_eval_tasks:
+        try:
+            m.update(evaluate.lm_eval(model, tok, list(cfg.eval.lm_eval_tasks), cfg.eval.lm_eval_limit))
+        except RuntimeError as err:
+            m["lm_eval_error"] = str(err)
+    timing["eval_s"] += time.perf_counter() - t
+    notify({"stage": "eval", "ppl": m["ppl"], "ppl_ratio": m["ppl_ratio"]})
+    for key in ("ppl", "ppl_ratio", "kl_teacher"):
+        if not math.isfinite(m[key]):
+            raise FloatingPointError(f"{key} is {m[key]}")
+
+    t = time.perf_counter()
+    hf_config = model.config
+    m.update(efficiency.analytic(hf_config, list(surgery.plan), surgery.feature_dim, list(cfg.efficiency.contexts)))
+    if cfg.efficiency.measure:
+        m.update(efficiency.measure(model, cfg.efficiency, device, len(tok)))
+    timing["efficiency_s"] = time.perf_counter() - t
+
+    if out_dir is not None:
+        m["adapter_bytes"] = save_adapter(model, out_dir / ADAPTER_FILE)
+
+
+def _limited(batches: Iterable[dict], max_batches: int) -> Iterable[dict]:
+    for i, b in enumerate(batches):
+        if i >= max_batches:
+            return
+        yield b
+
+
+def _train(cfg: TrialConfig, tok, device, batch_size: int, stream: int):
+    """Training batches of one stage; each stage gets its own seeded order."""
+    return packed_batches(cfg.data, tok, "train", batch_size, cfg.seed * 1000 + stream,
+                          mask_prompt=stream == 2, device=device)
+
+
+def _val(cfg: TrialConfig, tok, device, stage) -> Callable[[], Iterable[dict]]:
+    tokens = stage.eval_batches * stage.batch_size * cfg.data.seq_len
+    return lambda: packed_batches(cfg.data, tok, "val", stage.batch_size, 0, shuffle=False, num_tokens=tokens,
+                                  mask_prompt=True, device=device)
+
+
+def _stage_record(result: TrialResult, name: str, stage) -> None:
+    result.curves[name] = stage.curve
+    result.curves[f"{name}_eval"] = stage.eval_curve
+    result.timing[f"{name}_s"] = stage.wall_s
+    result.metrics[f"tokens_{name}"] = stage.tokens
+    result.metrics[f"steps_{name}"] = stage.steps
+    result.metrics[f"trainable_params_{name}"] = stage.trainable_params
+    result.metrics[f"tok_s_{name}"] = stage.tokens / stage.wall_s if stage.wall_s else float("nan")
+    if stage.best_eval is not None:
+        result.metrics[f"best_eval_{name}"] = stage.best_eval
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def environment(device: torch.device) -> dict:
+    """Provenance of a record: git sha, package versions, device, host, start time."""
+    import peft
+    import transformers
+
+    import lolsearch
+
+    env = {
+        "git_sha": git_sha(),
+        "lolsearch": getattr(lolsearch, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "hostname": socket.gethostname(),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return env
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _log_to(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lg = logging.getLogger("lolsearch")
+    lg.addHandler(handler)
+    if lg.level == logging.NOTSET or lg.level > logging.INFO:
+        lg.setLevel(logging.INFO)
+    return handler
