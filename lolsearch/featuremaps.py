@@ -228,7 +228,8 @@ def _orthogonal_gaussian(num_heads: int, d: int, m: int, gen: torch.Generator) -
     for _ in range(num_heads):
         blocks, left = [], m
         while left > 0:
-            q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen))
+            q, r = torch.linalg.qr(torch.randn(d, d, generator=gen))
+            q = q * torch.sign(torch.diagonal(r))  # sign fix: makes q Haar-distributed (uniform directions)
             blocks.append(q[:, : min(d, left)])
             left -= d
         w = torch.cat(blocks, dim=1)
