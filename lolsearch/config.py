@@ -218,6 +218,14 @@ class StageConfig(StrictModel):
     eval_batches: int = Field(8, ge=1)
     keep_best: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_replace_default_tokens(cls, data: Any) -> Any:
+        # Giving `steps` alone means a step budget, not steps on top of the default token budget.
+        if isinstance(data, dict) and data.get("steps") is not None and "tokens" not in data:
+            data = {**data, "tokens": None}
+        return data
+
     @model_validator(mode="after")
     def _one_budget(self) -> StageConfig:
         if self.enabled and (self.tokens is None) == (self.steps is None):

@@ -20,38 +20,56 @@ from lolsearch.attention.reference import EPS, acc_dtype
 
 @dataclass
 class LayerState:
-    """Generation state of one linearized layer."""
+    """Generation state of one linearized layer.
+
+    The window holds the keys at positions ``win_start .. seen-1``, key ``p`` in ring slot
+    ``p % C``. Positions are plain ints (equal across the batch), so no step needs a device sync.
+    """
 
     state: LinearState
     k: torch.Tensor  # [B, Hkv, C, D]
     v: torch.Tensor  # [B, Hkv, C, D]
-    slot_pos: torch.Tensor  # [C] long, -1 = empty
+    win_start: int
     seen: int
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[-2]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.state.S, self.state.z, self.k, self.v))
 
-    def window_in_order(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Occupied window keys/values sorted by position, and the position of the first one."""
-        occupied = (self.slot_pos >= 0).nonzero().flatten()
-        if occupied.numel() == 0:
-            return self.k[..., :0, :], self.v[..., :0, :], self.seen
-        order = occupied[self.slot_pos[occupied].argsort()]
-        return self.k[..., order, :], self.v[..., order, :], int(self.slot_pos[order[0]])
+    def slots(self, first: int, end: int) -> slice | torch.Tensor:
+        """Ring slots of positions ``first .. end-1`` (a slice when contiguous)."""
+        cap = self.capacity
+        if end <= first:
+            return slice(0, 0)
+        lo = first % cap
+        if lo + (end - first) <= cap:
+            return slice(lo, lo + end - first)
+        return torch.arange(first, end, device=self.k.device) % cap
+
+    def window(self, first: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window keys/values from position ``first`` (default ``win_start``) to ``seen-1``, in order."""
+        idx = self.slots(self.win_start if first is None else first, self.seen)
+        return self.k[..., idx, :], self.v[..., idx, :]
+
+    def slot_positions(self) -> list[int]:
+        """Absolute position held by each ring slot (−1 = empty)."""
+        pos = [-1] * self.capacity
+        for p in range(self.win_start, self.seen):
+            pos[p % self.capacity] = p
+        return pos
 
     def store_window(self, k: torch.Tensor, v: torch.Tensor, first_pos: int) -> None:
-        """Replaces the window by keys ``k, v [B, Hkv, n, D]`` at positions ``first_pos ..``."""
-        cap = self.k.shape[-2]
+        """Makes keys ``k, v [B, Hkv, n, D]`` at positions ``first_pos ..`` the window (``seen`` must be set)."""
         n = k.shape[-2]
-        if n > cap:
-            raise RuntimeError(f"window of {n} keys exceeds the cache capacity {cap}")
-        self.slot_pos.fill_(-1)
-        if n:
-            pos = torch.arange(first_pos, first_pos + n, device=self.slot_pos.device)
-            slots = pos % cap
-            self.k[..., slots, :] = k.to(self.k.dtype)
-            self.v[..., slots, :] = v.to(self.v.dtype)
-            self.slot_pos[slots] = pos
+        if n > self.capacity:
+            raise RuntimeError(f"window of {n} keys exceeds the cache capacity {self.capacity}")
+        idx = self.slots(first_pos, first_pos + n)
+        self.k[..., idx, :] = k.to(self.k.dtype)
+        self.v[..., idx, :] = v.to(self.v.dtype)
+        self.win_start = first_pos
 
 
 class LinearizedCache(DynamicCache):
@@ -74,12 +92,12 @@ class LinearizedCache(DynamicCache):
 
 
 def decode_readout(
-    q: torch.Tensor, phi_q: torch.Tensor, st: LayerState, gamma: torch.Tensor, window_start: int
+    q: torch.Tensor, phi_q: torch.Tensor, st: LayerState, gamma: torch.Tensor
 ) -> torch.Tensor:
-    """One query over the window (softmax) and the state (linear), plain PyTorch.
+    """One query at position ``st.seen - 1`` over the whole window (softmax) and the state (linear).
 
     Args:
-        q: ``[B, H, D]``; phi_q: ``[B, H, F]``; window_start: first position that gets softmax.
+        q: ``[B, H, D]``; phi_q: ``[B, H, F]``; ``st`` after the step's eviction and insertion.
 
     Returns:
         ``[B, H, D]`` in fp32.
@@ -89,11 +107,10 @@ def decode_readout(
     qf, fq = q.to(f), phi_q.to(f)
     num = torch.einsum("bhf,bhfd->bhd", fq, st.state.S)
     den = torch.einsum("bhf,bhf->bh", fq, st.state.z)
-    valid = st.slot_pos >= window_start
-    if bool(valid.any()):
-        k, v = expand_kv(st.k, h).to(f), expand_kv(st.v, h).to(f)
+    if st.seen > st.win_start:
+        k, v = st.window()
+        k, v = expand_kv(k, h).to(f), expand_kv(v, h).to(f)
         s = torch.einsum("bhd,bhcd->bhc", qf, k) * d**-0.5
-        s = s.masked_fill(~valid, float("-inf"))
         a = gamma.to(f).view(1, h, 1) * torch.exp(s - s.amax(dim=-1, keepdim=True))
         num = num + torch.einsum("bhc,bhcd->bhd", a, v)
         den = den + a.sum(dim=-1)

@@ -193,13 +193,16 @@ class LinearizedAttention(nn.Module):
             state=LinearState.zeros(b, self.num_heads, f, self.head_dim, device=dev),
             k=torch.zeros(b, self.num_kv_heads, cap, self.head_dim, device=dev, dtype=q.dtype),
             v=torch.zeros(b, self.num_kv_heads, cap, self.head_dim, device=dev, dtype=q.dtype),
-            slot_pos=torch.full((cap,), -1, dtype=torch.long, device=dev),
+            win_start=0,
             seen=0,
         )
 
+    def _softmax_start(self, pos: int) -> int:
+        return int(get_layout("linear" if self.window == 0 else self.layout).softmax_start(pos, self.window))
+
     def _prefill(self, q, k, v, st: LayerState) -> torch.Tensor:
-        p0 = st.seen
-        k_win, v_win, first = st.window_in_order()
+        p0, first = st.seen, st.win_start
+        k_win, v_win = st.window()
         keys, vals = torch.cat([k_win, k.to(k_win.dtype)], dim=-2), torch.cat([v_win, v.to(v_win.dtype)], dim=-2)
         phi_q, phi_k = self._features(q, keys)
         if p0 == 0 and resolve_backend(self.backend, q.device) == "triton":
@@ -218,24 +221,26 @@ class LinearizedAttention(nn.Module):
 
     def _decode_step(self, q, k, v, st: LayerState) -> torch.Tensor:
         pos = st.seen
-        start = int(get_layout("linear" if self.window == 0 else self.layout).softmax_start(pos, self.window))
-        cap = st.k.shape[-2]
-        # Keys leaving the window now: cached ones before `start`, and the new key itself when it is linear.
-        leaving = (st.slot_pos >= 0) & (st.slot_pos < start)
-        k_out, v_out = st.k[..., leaving, :], st.v[..., leaving, :]
-        st.slot_pos[leaving] = -1
-        if pos < start:
-            k_out, v_out = torch.cat([k_out, k.to(k_out.dtype)], -2), torch.cat([v_out, v.to(v_out.dtype)], -2)
+        start = self._softmax_start(pos)
+        leave_end = min(start, pos)  # cached keys before `start` leave the window for the state
+        if leave_end > st.win_start:
+            idx = st.slots(st.win_start, leave_end)
+            self._absorb(st, st.k[..., idx, :], st.v[..., idx, :])
+            st.win_start = leave_end
+        if pos < start:  # the new key is linear already (linear layout): straight into the state
+            self._absorb(st, k, v)
+            st.win_start = pos + 1
         else:
-            slot = pos % cap
+            slot = pos % st.capacity
             st.k[..., slot, :], st.v[..., slot, :] = k[..., 0, :], v[..., 0, :]
-            st.slot_pos[slot] = pos
-        if k_out.shape[-2]:
-            phi_out = self.feature_map_k(expand_kv(k_out, self.num_heads).float())
-            st.state = st.state.absorb(phi_out, expand_kv(v_out, self.num_heads))
         st.seen = pos + 1
         phi_q = self.feature_map_q(q.float())[..., 0, :]
-        return decode_readout(q[..., 0, :], phi_q, st, self.gamma, start).unsqueeze(-2)
+        return decode_readout(q[..., 0, :], phi_q, st, self.gamma).unsqueeze(-2)
+
+    def _absorb(self, st: LayerState, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Adds keys ``[B, Hkv, n, D]`` to the recurrent state (features of the query heads)."""
+        phi = self.feature_map_k(expand_kv(k, self.num_heads).float())
+        st.state = st.state.absorb(phi, expand_kv(v, self.num_heads))
 
 
 def attention_xent(

@@ -1,0 +1,30 @@
+# On a fresh machine: `make demo` (main job: CPU sweep of spaces/quickstart.yaml + its report) and `make test`.
+# Both create .venv and install the project into it first. Without an NVIDIA GPU, torch is pinned to a CPU
+# build through .ci/cpu-constraints.txt so no multi-GB CUDA wheels are pulled.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+CONSTRAINTS := $(if $(HAS_GPU),,-c .ci/cpu-constraints.txt)
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml .ci/cpu-constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lolsearch sweep spaces/quickstart.yaml --out results/quickstart
+	$(VENV)/bin/lolsearch report results/quickstart
+	@echo "report: results/quickstart/report.md"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
