@@ -83,6 +83,19 @@ def test_registry_lists_one_line_docs() -> None:
     assert all(doc and "\n" not in doc for doc in docs.values())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_load_defaults_to_bf16_for_built_and_saved_models(tmp_path: Path) -> None:
+    toy, tok = M.load_model(ModelConfig(source="toy-llama"), "cuda")
+    toy.save_pretrained(tmp_path / "saved")
+    tok.save_pretrained(tmp_path / "saved")
+    saved, _ = M.load_model(ModelConfig(source=str(tmp_path / "saved")), "cuda")  # from_pretrained(device_map=)
+    ids = torch.tensor([tok("To be, or not to be")["input_ids"]], device="cuda")
+    for model in (toy, saved):
+        assert model.device.type == "cuda" and model.dtype == torch.bfloat16
+        assert torch.isfinite(model(input_ids=ids).logits.float()).all()
+
+
 # ------------------------------------------------------------------------------ local dir, hub, gguf
 def test_local_directory_loads_like_the_original(tmp_path: Path) -> None:
     toy, tok = M.load_model(ModelConfig(source="toy-llama"))
