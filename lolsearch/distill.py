@@ -41,9 +41,9 @@ def layer_losses(model: nn.Module, batch: dict, recorder: DistillRecorder) -> tu
 def distill_loss(mse: list[torch.Tensor], xent: list[torch.Tensor], weights: list[float], cfg: DistillConfig) -> torch.Tensor:
     """Weighted attention-transfer loss (weights have mean 1, so uniform = LoLCATs' mean over layers)."""
     n = len(mse)
-    loss = cfg.mse_factor * sum(w * m for w, m in zip(weights, mse)) / n
+    loss = cfg.mse_factor * sum(w * m for w, m in zip(weights, mse, strict=True)) / n
     if cfg.xent_factor > 0 and xent:
-        loss = loss + cfg.xent_factor * sum(w * x for w, x in zip(weights, xent)) / n
+        loss = loss + cfg.xent_factor * sum(w * x for w, x in zip(weights, xent, strict=True)) / n
     return loss
 
 
@@ -94,7 +94,7 @@ def initial_layer_mse(model: nn.Module, batches: Iterable[dict], recorder: Disti
     for batch in batches:
         _, mse, _ = layer_losses(model, batch, recorder)
         vals = [m.item() for m in mse]
-        sums = vals if sums is None else [a + b for a, b in zip(sums, vals)]
+        sums = vals if sums is None else [a + b for a, b in zip(sums, vals, strict=True)]
         n += 1
     if sums is None:
         raise RuntimeError("no validation batches to measure the initial MSE")

@@ -72,7 +72,7 @@ def linearize(model: nn.Module, cfg: AttentionConfig) -> SurgeryReport:
     for p in model.parameters():
         p.requires_grad_(False)
     replaced, kept = [], []
-    for i, (layer, (layout, window)) in enumerate(zip(layers, plan)):
+    for i, (layer, (layout, window)) in enumerate(zip(layers, plan, strict=True)):
         attn = getattr(layer, "self_attn", None)
         if attn is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
             raise SurgeryError(f"layer {i} has no q/k/v/o attention module to replace")

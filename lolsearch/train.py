@@ -132,7 +132,7 @@ def run_stage(
                     best_state = [p.detach().clone() for p in params]
     if best_state is not None:
         with torch.no_grad():
-            for p, b in zip(params, best_state):
+            for p, b in zip(params, best_state, strict=True):
                 p.copy_(b)
     result.wall_s = time.perf_counter() - t0
     return result

@@ -1,0 +1,320 @@
+"""Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
+
+    python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch]
+    python -m lolsearch.perf generate [--contexts 8192 32768] [--batch 64]
+    python -m lolsearch.perf scaling  SPACE --gpus 1 4
+
+``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
+same model, data and batches (micro-batch 1 × 8 accumulation, as the LoLCATs recipe).
+``generate``: decode tokens/s of the linearized model vs the softmax teacher (HF SDPA + DynamicCache)
+at a batch and context, and the largest batch each can decode at the context. The caches are built
+at the target context directly (random keys/values and states), which costs what a prefilled cache
+costs in memory and per-step time, without paying for the prefill.
+``scaling``: wall time of the same sweep on 1 GPU and on N GPUs.
+Each writes ``<name>.csv`` and appends its table to ``perf.md`` under ``--out`` (default results/perf).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lolsearch.config import AttentionConfig, DataConfig, LoraConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_mem(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+# -------------------------------------------------------------------------------------------- train
+def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: AttentionConfig, device: torch.device,
+                     micro_batch: int = 1, accum: int = 8, steps: int = 3, warmup: int = 1) -> list[dict]:
+    """Tokens/s and peak GiB of one attention-transfer step and one LoRA step (same batches)."""
+    from lolsearch.attention.layer import DistillRecorder
+    from lolsearch.data import packed_batches
+    from lolsearch.distill import layer_losses
+    from lolsearch.finetune import add_lora, lm_loss
+    from lolsearch.models import load_model
+    from lolsearch.surgery import attention_parameters, linearize
+
+    rows = []
+    model, tok = load_model(model_cfg, device)
+    linearize(model, attention)
+    batches = packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
+    tokens_per_step = micro_batch * accum * data_cfg.seq_len
+    base = {"backend": attention.backend, "seq_len": data_cfg.seq_len, "batch": f"{micro_batch}x{accum}",
+            "layout": f"{attention.layout}{attention.window}", "device": _device_name(device)}
+
+    def stage(name: str, params: list, loss_fn: Callable[[dict], torch.Tensor]) -> None:
+        opt = torch.optim.AdamW(params, lr=1e-4)
+
+        def step() -> None:
+            for _ in range(accum):
+                (loss_fn(next(batches)) / accum).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        _reset_mem(device)
+        try:
+            sec = _timed(step, steps, warmup, device)
+            rows.append({**base, "stage": name, "tok_s": tokens_per_step / sec, "step_s": sec,
+                         "peak_gib": _peak_gib(device), "status": "ok"})
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
+            if not _is_oom(err):
+                raise
+            rows.append({**base, "stage": name, "tok_s": float("nan"), "step_s": float("nan"),
+                         "peak_gib": float("nan"), "status": "oom"})
+        opt.zero_grad(set_to_none=True)
+
+    recorder = DistillRecorder()
+
+    def distill_loss(batch: dict) -> torch.Tensor:
+        _, mse, _ = layer_losses(model, batch, recorder)
+        return 1000 * sum(mse) / len(mse)
+
+    model.train()
+    stage("attention_transfer", attention_parameters(model), distill_loss)
+    peft_model = add_lora(model, LoraConfig(), cotrain_attention=False)
+    peft_model.train()
+    stage("lora", [p for p in peft_model.parameters() if p.requires_grad], lambda b: lm_loss(peft_model, b))
+    return rows
+
+
+def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
+    device = torch.device(args.device)
+    rows = []
+    for seq in args.seq:
+        for backend in args.backends:
+            att = AttentionConfig(layout=args.layout, window=args.window, backend=backend)
+            data = DataConfig(source="shakespeare", seq_len=seq)
+            log.info("train throughput: backend %s seq %d", backend, seq)
+            rows += train_throughput(ModelConfig(source=args.model), data, att, device, steps=args.steps)
+    df = pd.DataFrame(rows)
+    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage"], higher_better=True)
+    return df
+
+
+# ----------------------------------------------------------------------------------------- generate
+def teacher_cache_at(model, batch: int, context: int):
+    """A DynamicCache holding ``context`` random keys/values per layer (what a prefill leaves)."""
+    from transformers import DynamicCache
+
+    cfg = model.config
+    kv, d = cfg.num_key_value_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    p = next(model.parameters())
+    try:
+        cache = DynamicCache(config=cfg)
+    except TypeError:
+        cache = DynamicCache()
+    for i in range(cfg.num_hidden_layers):
+        k = torch.randn(batch, kv, context, d, device=p.device, dtype=p.dtype)
+        cache.update(k, torch.randn_like(k), i)
+    return cache
+
+
+def linear_cache_at(model, batch: int, context: int):
+    """A LinearizedCache at ``context``: random positive states, a full window of random keys."""
+    from lolsearch.surgery import linearized_layers, new_cache
+
+    cache = new_cache(model)
+    p = next(model.parameters())
+    for layer in linearized_layers(model):
+        st = layer._empty_state(torch.empty(batch, 1, 1, 1, device=p.device, dtype=p.dtype))
+        st.state.S.uniform_(0, 1e-2)
+        st.state.z.uniform_(0.5, 1.0)
+        st.k.normal_()
+        st.v.normal_()
+        st.seen = context
+        st.win_start = max(layer._softmax_start(context), context - st.capacity)
+        cache.linear[layer.layer_idx] = st
+    return cache
+
+
+def decode_rate(model, cache, batch: int, vocab: int, steps: int, warmup: int = 2) -> float:
+    """Decoded tokens/s (batch × steps / time) continuing from ``cache``."""
+    device = next(model.parameters()).device
+    kwarg = "cache" if "cache" in type(model).forward.__code__.co_varnames else "past_key_values"
+    ids = torch.randint(0, vocab, (batch, 1), device=device)
+
+    def step() -> None:
+        nonlocal ids
+        logits = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{kwarg: cache}).logits
+        ids = logits[:, -1].argmax(-1, keepdim=True)
+
+    with torch.no_grad():
+        sec = _timed(step, steps, warmup, device)
+    return batch / sec
+
+
+def max_batch(make: Callable[[int], object], model, vocab: int, start: int, limit: int) -> int:
+    """Largest batch (doubling from ``start``) whose cache fits and decodes 2 steps; 0 if none."""
+    best, b = 0, start
+    while b <= limit:
+        try:
+            cache = make(b)
+            decode_rate(model, cache, b, vocab, steps=1, warmup=1)
+            best = b
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
+            if not _is_oom(err):
+                raise
+            break
+        finally:
+            cache = None
+            _reset_mem(next(model.parameters()).device)
+        b *= 2
+    return best
+
+
+def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
+    from lolsearch.models import load_model
+    from lolsearch.surgery import linearize
+
+    device = torch.device(args.device)
+    teacher, tok = load_model(ModelConfig(source=args.model), device)
+    student, _ = load_model(ModelConfig(source=args.model), device)
+    linearize(student, AttentionConfig(layout=args.layout, window=args.window, backend=args.backend))
+    vocab, rows = len(tok), []
+    for name, model, make in (("teacher_sdpa", teacher, lambda b, c: teacher_cache_at(teacher, b, c)),
+                              ("linearized", student, lambda b, c: linear_cache_at(student, b, c))):
+        for ctx in args.contexts:
+            row = {"model": name, "context": ctx, "batch": args.batch, "device": _device_name(device)}
+            _reset_mem(device)
+            try:
+                cache = make(args.batch, ctx)
+                row["decode_tok_s"] = decode_rate(model, cache, args.batch, vocab, args.steps)
+                row["peak_gib"] = _peak_gib(device)
+                row["status"] = "ok"
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
+                if not _is_oom(err):
+                    raise
+                row.update(decode_tok_s=float("nan"), peak_gib=float("nan"), status="oom")
+            cache = None
+            _reset_mem(device)
+            if ctx == max(args.contexts):
+                limit = args.max_batch_limit
+                row["max_batch"] = max_batch(lambda b, c=ctx, mk=make: mk(b, c), model, vocab, args.batch, limit)
+                row["max_batch_limit"] = limit
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    _ratios(df, "decode_tok_s", "model", "linearized", ["context"], higher_better=True)
+    return df
+
+
+# ------------------------------------------------------------------------------------------ scaling
+def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
+    rows = []
+    for gpus in args.gpus:
+        out = Path(args.work) / f"gpus{gpus}"
+        cmd = [sys.executable, "-m", "lolsearch", "sweep", str(args.space), "--out", str(out), "--gpus", str(gpus)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        ok = len([p for p in out.glob("trials/*/result.json") if json.loads(p.read_text())["status"] == "ok"])
+        rows.append({"gpus": gpus, "wall_s": wall, "trials_ok": ok, "returncode": proc.returncode,
+                     "command": shlex.join(cmd)})
+        if proc.returncode:
+            log.error("sweep failed: %s", proc.stderr[-2000:])
+    df = pd.DataFrame(rows)
+    base = df.iloc[0]
+    df["speedup"] = base["wall_s"] / df["wall_s"]
+    df["efficiency_vs_linear"] = df["speedup"] / (df["gpus"] / base["gpus"])
+    return df
+
+
+# -------------------------------------------------------------------------------------------- output
+def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], higher_better: bool) -> None:
+    """Adds ``<col>_vs_<others>`` columns: ``ref``'s value over each row's (or the inverse)."""
+    if df.empty:
+        return
+    refs = df[df[by] == ref].set_index(keys)[col]
+    ratio = []
+    for _, row in df.iterrows():
+        key = tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]
+        r = refs.get(key, float("nan"))
+        ratio.append(r / row[col] if higher_better else row[col] / r)
+    df[f"{ref}_speedup"] = ratio
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lolsearch.perf", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/perf"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--layout", default="sliding")
+    parser.add_argument("--window", type=int, default=64)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--seq", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--backends", nargs="+", default=["triton", "reference"])
+    p.add_argument("--steps", type=int, default=3)
+    p = sub.add_parser("generate")
+    p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--max-batch-limit", type=int, default=16384)
+    p = sub.add_parser("scaling")
+    p.add_argument("space", type=Path)
+    p.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--work", type=Path, default=Path("/tmp/lolsearch-scaling"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling}[args.cmd](args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out / f"{args.cmd}.csv", index=False)
+    command = "python -m lolsearch.perf " + shlex.join(argv if argv is not None else sys.argv[1:])
+    with open(args.out / "perf.md", "a") as fh:
+        fh.write(f"\n## {args.cmd}\n\n`{command}`\n\n{df.to_markdown(index=False, floatfmt='.4g')}\n")
+    print(df.to_markdown(index=False, floatfmt=".4g"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
