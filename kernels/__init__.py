@@ -1,1 +1,48 @@
-"""Triton kernels for hybrid window + linear attention, installed as ``lolsearch.kernels``."""
+"""Triton kernels for hybrid window + linear attention, installed as ``lolsearch.kernels``.
+
+Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`` can still be set):
+- :func:`hybrid_attention` — training / prefill, forward and backward (autograd).
+- :func:`hybrid_decode_step` — one decode step over a ring-buffer window cache + linear state.
+- :func:`hybrid_decode_step_torch` — the plain-PyTorch twin of the decode step (CPU path, test reference).
+- :func:`triton_available` — whether the Triton kernels can run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+
+def triton_available() -> bool:
+    """True when triton is importable and either CUDA is present or ``TRITON_INTERPRET=1``."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def hybrid_attention(q, k, v, phi_q, phi_k, gamma, window, layout="sliding", initial_state=None, return_state=False):
+    """See :func:`lolsearch.kernels.hybrid.hybrid_attention`."""
+    from lolsearch.kernels.hybrid import hybrid_attention as fn
+
+    return fn(q, k, v, phi_q, phi_k, gamma, window, layout, initial_state, return_state)
+
+
+def hybrid_decode_step(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
+                       phi_k_absorb=None, v_absorb=None):
+    """See :func:`lolsearch.kernels.decode.hybrid_decode_step`."""
+    from lolsearch.kernels.decode import hybrid_decode_step as fn
+
+    return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
+
+
+def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
+                             phi_k_absorb=None, v_absorb=None):
+    """See :func:`lolsearch.kernels.decode_torch.hybrid_decode_step_torch` (no Triton needed)."""
+    from lolsearch.kernels.decode_torch import hybrid_decode_step_torch as fn
+
+    return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
+
+
+__all__ = ["hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "triton_available"]

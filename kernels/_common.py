@@ -1,0 +1,98 @@
+"""Shared pieces of the Triton kernels: backend checks, layout ids, launch configs, jit helpers.
+
+Importing this module imports Triton, so ``TRITON_INTERPRET`` must be set before the first import
+(the interpreter is chosen when ``@triton.jit`` decorates a function).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Autotuning compiles every config once per key; tests turn it off to keep compile time down.
+AUTOTUNE = not INTERPRET and os.environ.get("LOLSEARCH_KERNELS_AUTOTUNE", "1") != "0"
+
+BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
+EPS = 1e-12  # same as lolsearch.attention.reference.EPS
+LOG2E = 1.4426950408889634
+LAYOUT_IDS = {"linear": 0, "sliding": 1, "terrace": 2}
+
+
+def layout_id(layout: str, window: int) -> tuple[int, int]:
+    """Maps (layout, window) to the kernels' (layout id, window); window 0 or 'linear' is pure linear."""
+    if layout not in LAYOUT_IDS:
+        raise ValueError(f"layout must be 'sliding', 'terrace' or 'linear', got {layout!r}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    if window == 0 or layout == "linear":
+        return 0, 0
+    return LAYOUT_IDS[layout], int(window)
+
+
+def block(n: int) -> int:
+    """Power-of-two tile width >= n and >= 16 (tl.dot needs 16)."""
+    return max(16, triton.next_power_of_2(int(n)))
+
+
+def configs(options: list[tuple[int, int]]) -> list[triton.Config]:
+    """(num_warps, num_stages) pairs as triton configs; a single one under the interpreter or without autotune."""
+    if not AUTOTUNE:
+        options = options[:1]
+    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in options]
+
+
+def num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+@triton.jit
+def soft_start(pos, W, LAYOUT):
+    """First softmax key of the query at ``pos`` (int scalar or tensor); keys before it are linear.
+
+    LAYOUT: 0 linear (pos + 1), 1 sliding (pos - W + 1), 2 terrace ((pos // W - 1) * W), clamped at 0.
+    """
+    if LAYOUT == 1:
+        r = tl.maximum(pos - W + 1, 0)
+    elif LAYOUT == 2:
+        r = tl.maximum((pos // W - 1) * W, 0)
+    else:
+        r = pos + 1
+    return r
+
+
+@triton.jit
+def tile_lo(n, W, LAYOUT, BT: tl.constexpr):
+    """First key tile that query chunk ``n`` scores directly; tiles before it live in the state."""
+    return tl.minimum(soft_start(n * BT, W, LAYOUT) // BT, n)
+
+
+@triton.jit
+def seg_key_start(s, L, NS, T, W, LAYOUT, BT: tl.constexpr):
+    """Key position where segment ``s`` begins: the state handed to segment s covers keys before it.
+
+    For s == NS it is the final cover ``min(soft_start(T), T)`` (keys the next query needs no softmax for).
+    """
+    if s < NS:
+        r = tile_lo(s * L, W, LAYOUT, BT) * BT
+    else:
+        r = tl.minimum(soft_start(T, W, LAYOUT), T)
+    return r
+
+
+@triton.jit
+def last_chunk_end(t, NT, W, LAYOUT, BT: tl.constexpr):
+    """One past the last query chunk that scores key tile ``t`` directly (closed forms of tile_lo(n) <= t)."""
+    if LAYOUT == 1:
+        r = tl.cdiv((t + 1) * BT + W - 1, BT)
+    elif LAYOUT == 2:
+        a = tl.cdiv((t + 1) * BT, W)
+        r = tl.cdiv((a + 1) * W, BT)
+    else:
+        r = t + 1
+    return tl.minimum(r, NT)

@@ -1,0 +1,224 @@
+"""Forward kernels of the hybrid window + linear attention (LoLCATs Eq. 7, arXiv 2410.10254).
+
+Schedule (see NOTES.md): the sequence is cut into NS segments of L query chunks (BT = 64 rows each).
+1. ``seg_sums``: per segment, the sum ``Σ φk_j v_jᵀ`` / ``Σ φk_j`` of the keys the segment's walk absorbs.
+2. ``prefix_scan``: turns them into the state each segment starts from (plus the initial state); the
+   last entry is the final state.
+3. ``fwd_state``: per (b, h, segment, D-tile) walk the segment's chunks with the state in registers and
+   write the state part of every query (``φq·S`` and ``φq·z``).
+4. ``fwd_window``: per (b, h, query chunk), chunk-parallel: the window tiles (newest to oldest, online
+   stabilizer) plus the state part, normalized. Splitting 3 and 4 keeps both within the register file
+   at 64-row tiles (a fused walk spills; see NOTES.md).
+
+All buffers are row-major ``[B*H, T, X]``; k/v are read at kv head ``h // G`` (GQA, no repeat).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from lolsearch.kernels._common import BT, configs, seg_key_start, soft_start, tile_lo
+
+NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
+
+
+@triton.jit(do_not_specialize=NO_SPEC)
+def seg_sums_kernel(
+    fk, v, st, T, W, LAYOUT, L, NS, H, G, HKV,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+):
+    """st[bh, s+1] = Σ over keys j in [K_s, K_{s+1}) of φk_j v_jᵀ (S part) and φk_j (z part)."""
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    nd = tl.cdiv(D, BD)
+    fi = pid // nd
+    di = pid % nd
+    b = bh // H
+    kvh = b * HKV + (bh % H) // G
+    rf = fi * BF + tl.arange(0, BF)
+    rd = di * BD + tl.arange(0, BD)
+    rt = tl.arange(0, BT)
+    k0 = seg_key_start(s, L, NS, T, W, LAYOUT, BT)
+    k1 = seg_key_start(s + 1, L, NS, T, W, LAYOUT, BT)
+    acc = tl.zeros([BF, BD], dtype=tl.float32)
+    zacc = tl.zeros([BF], dtype=tl.float32)
+    fk_base = fk + bh * T * F
+    v_base = v + kvh * T * D
+    for j0 in range(k0, k1, BT):
+        rows = j0 + rt
+        rm = rows < k1
+        a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=rm[:, None] & (rf[None, :] < F), other=0.0)
+        b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=rm[:, None] & (rd[None, :] < D), other=0.0)
+        acc = tl.dot(tl.trans(a), b_v, acc)
+        zacc += tl.sum(a.to(tl.float32), 0)
+    SZ = F * D + F
+    base = st + (bh * (NS + 1) + s + 1) * SZ
+    tl.store(base + rf[:, None] * D + rd[None, :], acc, mask=(rf[:, None] < F) & (rd[None, :] < D))
+    if di == 0:
+        tl.store(base + F * D + rf, zacc, mask=rf < F)
+
+
+@triton.jit(do_not_specialize=["N", "SZ"])
+def scan_kernel(st, N, SZ, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """In-place inclusive scan over the N entries (axis 1) of ``st [BH, N, SZ]`` (suffix scan if REVERSE)."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    r = pid * BLOCK + tl.arange(0, BLOCK)
+    m = r < SZ
+    base = st + bh * N * SZ
+    if REVERSE:
+        acc = tl.load(base + (N - 1) * SZ + r, mask=m, other=0.0)
+        for i in range(1, N):
+            p = base + (N - 1 - i) * SZ + r
+            acc += tl.load(p, mask=m, other=0.0)
+            tl.store(p, acc, mask=m)
+    else:
+        acc = tl.load(base + r, mask=m, other=0.0)
+        for i in range(1, N):
+            p = base + i * SZ + r
+            acc += tl.load(p, mask=m, other=0.0)
+            tl.store(p, acc, mask=m)
+
+
+@triton.jit
+def col0(rows: tl.constexpr, dtype: tl.constexpr):
+    """[rows, 16] matrix with ones in column 0: ``xᵀ @ col0`` puts column sums of x in column 0 (tensor cores)."""
+    return tl.where(tl.arange(0, 16)[None, :] == 0, 1.0, 0.0).to(dtype) + tl.zeros([rows, 16], dtype=dtype)
+
+
+@triton.jit
+def state_dot(a, s_mat, acc):
+    """acc += a @ s_mat with an fp32 state: bf16 tensor-core inputs for 16-bit a, fp32 (tf32 on GPU) otherwise."""
+    if a.dtype == tl.float32:
+        acc = tl.dot(a, s_mat, acc)
+    else:
+        acc = tl.dot(a.to(tl.bfloat16), s_mat.to(tl.bfloat16), acc)
+    return acc
+
+
+@triton.autotune(configs=configs([(8, 2), (4, 2), (8, 3)]), key=["D", "F", "BD"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def fwd_state_kernel(
+    fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+):
+    """State part of every query of segment s: ys = φq·S (value columns of D-tile di) and dens = φq·z.
+
+    Walks the segment's chunks with S ``[F, BD]`` fp32 in registers, absorbing the key tiles that
+    leave the window (those below tile_lo(n)) before chunk n.
+    """
+    di = tl.program_id(0)
+    s = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    b = bh // H
+    kvh = b * HKV + (bh % H) // G
+    NT = tl.cdiv(T, BT)
+    rt = tl.arange(0, BT)
+    rf = tl.arange(0, BF)
+    rd = di * BD + tl.arange(0, BD)
+    r16 = tl.arange(0, 16)
+    mf = rf < F
+    md = rd < D
+    fq_base = fq + bh * T * F
+    fk_base = fk + bh * T * F
+    v_base = v + kvh * T * D
+    SZ = F * D + F
+    sbase = st + (bh * (NS + 1) + s) * SZ
+    S = tl.load(sbase + rf[:, None] * D + rd[None, :], mask=mf[:, None] & md[None, :], other=0.0)
+    # z lives in column 0 of a [F, 16] matrix: φq·z and Σ φk then run on tensor cores
+    zs = tl.load(sbase + F * D + rf[:, None] + r16[None, :] * 0, mask=mf[:, None] & (r16[None, :] == 0), other=0.0)
+    ones = col0(BT, fk.dtype.element_ty)
+    n0 = s * L
+    cur = tile_lo(n0, W, LAYOUT, BT)
+    for n in range(n0, tl.minimum(n0 + L, NT)):
+        tlo = tile_lo(n, W, LAYOUT, BT)
+        for t in range(cur, tlo):
+            rows = t * BT + rt
+            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
+            b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
+            S = tl.dot(tl.trans(a), b_v, S)
+            zs = tl.dot(tl.trans(a), ones, zs)
+        cur = tl.maximum(cur, tlo)
+        qpos = n * BT + rt
+        qm = qpos < T
+        b_fq = tl.load(fq_base + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
+        y = state_dot(b_fq, S, tl.zeros([BT, BD], dtype=tl.float32))
+        tl.store(ys + bh * T * D + qpos[:, None] * D + rd[None, :], y.to(ys.dtype.element_ty), mask=qm[:, None] & md[None, :])
+        den = tl.sum(state_dot(b_fq, zs, tl.zeros([BT, 16], dtype=tl.float32)), 1)
+        tl.store(dens + bh * T + qpos, den, mask=qm & ((qpos * 0 + di) == 0))
+
+
+@triton.autotune(configs=configs([(4, 2), (4, 1), (8, 2)]), key=["D", "F"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def fwd_window_kernel(
+    q, k, v, fq, fk, gamma, ys, dens, o, m_out, z_out, am_out,
+    T, W, LAYOUT, H, G, HKV, qk_scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+):
+    """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
+    state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
+    and the argmax key for the backward."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    kvh = b * HKV + h // G
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, BDK)
+    rf = tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    g = tl.load(gamma + h).to(tl.float32)
+    k_base = k + kvh * T * D
+    v_base = v + kvh * T * D
+    fk_base = fk + bh * T * F
+    qpos = n * BT + rt
+    qm = qpos < T
+    b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
+    start = soft_start(qpos, W, LAYOUT)
+    start_lo = soft_start(n * BT, W, LAYOUT)
+    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+    tlo = tile_lo(n, W, LAYOUT, BT)
+    m = tl.full([BT], -1e30, dtype=tl.float32)
+    l = tl.zeros([BT], dtype=tl.float32)
+    am = tl.zeros([BT], dtype=tl.int32)
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    # newest -> oldest: a row's linear keys come after all of its softmax keys, so the online
+    # rescaling only ever touches rows that hold softmax mass alone (linear terms are not scaled by e^-m).
+    for tt in range(0, n - tlo + 1):
+        t = n - tt
+        kpos = t * BT + rt
+        km = kpos < T
+        p = tl.zeros([BT, BT], dtype=tl.float32)
+        if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
+            b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+            sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+            sc = tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]), sc, float("-inf"))
+            mt, at = tl.max(sc, 1, return_indices=True)
+            m_new = tl.maximum(m, mt)
+            alpha = tl.exp2(m - m_new)
+            acc = acc * alpha[:, None]
+            l = l * alpha
+            am = tl.where(mt > m, t * BT + at, am)
+            m = m_new
+            p = g * tl.exp2(sc - m[:, None])
+        if t * BT < start_hi:
+            b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+            a_lin = tl.dot(b_fq, tl.trans(b_fk))
+            p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
+        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+        l += tl.sum(p, 1)
+        acc = tl.dot(p.to(b_v.dtype), b_v, acc)
+    out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
+    acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
+    z = l + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
+    tl.store(o + out_off, (acc / z[:, None]).to(o.dtype.element_ty), mask=qm[:, None] & mk[None, :])
+    tl.store(m_out + bh * T + qpos, m, mask=qm)
+    tl.store(z_out + bh * T + qpos, z, mask=qm)
+    tl.store(am_out + bh * T + qpos, am, mask=qm)
+
+
+__all__ = ["col0", "fwd_state_kernel", "fwd_window_kernel", "scan_kernel", "seg_sums_kernel", "state_dot"]

@@ -1,0 +1,232 @@
+"""``hybrid_attention``: Triton forward/backward of the LoLCATs hybrid attention (arXiv 2410.10254, Eq. 7).
+
+Same function as :func:`lolsearch.attention.hybrid_attention_reference` (and the state semantics of
+:func:`lolsearch.attention.hybrid_attention_chunked`), computed chunkwise: window tiles scored directly,
+older keys through a fp32 linear state carried per segment (see ``_fwd.py`` / ``_bwd.py`` / NOTES.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+from lolsearch.attention.chunked import LinearState, state_cover
+from lolsearch.kernels._bwd import (
+    bwd_kv_kernel,
+    bwd_q_kernel,
+    bwd_rsum_kernel,
+    bwd_state_kv_kernel,
+    bwd_state_q_kernel,
+)
+from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms
+from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
+
+# Query chunks per segment; None = pick from the machine size (tests override it to force many segments).
+SEGMENT_CHUNKS: int | None = None
+# Programs the segment walk aims for, per SM.
+PROGRAMS_PER_SM = 4
+
+
+def _value_block(bdk: int, bf: int) -> int:
+    """Value columns per program of the state walks: the fp32 state [F, BD] must stay in registers
+    (F*BD <= 128*128 at 8 warps); env LOLSEARCH_KERNELS_BD overrides it for experiments."""
+    env = os.environ.get("LOLSEARCH_KERNELS_BD")
+    return min(bdk, int(env) if env else (128 if bf <= 128 else 64))
+
+
+def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
+    """(chunks per segment L, number of segments NS) for T = t."""
+    nt = triton.cdiv(t, BT)
+    if SEGMENT_CHUNKS:
+        seg = SEGMENT_CHUNKS
+    else:
+        want = max(1, triton.cdiv(PROGRAMS_PER_SM * num_sms(device), bh * nd))
+        seg = triton.cdiv(nt, want)
+    seg = max(1, min(seg, nt))
+    return seg, triton.cdiv(nt, seg)
+
+
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0):
+    """Returns o, the segment states ``[BH, NS+1, F*D+F]`` and the per-row stats (m, Z, argmax)."""
+    b, h, t, d = q.shape
+    hkv, f = k.shape[1], fq.shape[-1]
+    bdk, bf = block(d), block(f)
+    bd = _value_block(bdk, bf)
+    nd = triton.cdiv(d, bd)
+    seg, ns = _plan(t, b * h, nd, q.device)
+    sz = f * d + f
+    st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
+    if s0 is None:
+        st[:, 0].zero_()
+    else:
+        st[:, 0, : f * d] = s0.reshape(b * h, f * d)
+        st[:, 0, f * d :] = z0.reshape(b * h, f)
+    bf1, bd1 = min(bf, 64), min(bdk, 64)
+    common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
+    seg_sums_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
+        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
+    )
+    scan_kernel[(triton.cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
+    # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
+    ys = torch.empty_like(q)
+    dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+    fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT)
+    o = torch.empty_like(q)
+    m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+    zden = torch.empty_like(m2)
+    am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
+    fwd_window_kernel[(triton.cdiv(t, BT), b * h)](
+        q, k, v, fq, fk, gamma, ys, dens, o, m2, zden, am, T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
+        qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT,
+    )
+    return o, st, (m2, zden, am), (seg, ns)
+
+
+def _backward(ctx, do):
+    q, k, v, fq, fk, gamma, o, st, m2, zden, am = ctx.saved_tensors
+    lay, w, (seg, ns) = ctx.lay, ctx.w, ctx.plan
+    b, h, t, d = q.shape
+    hkv, f = k.shape[1], fq.shape[-1]
+    bdk, bf = block(d), block(f)
+    nt = triton.cdiv(t, BT)
+    dev, f32 = q.device, torch.float32
+    do = do.contiguous().to(q.dtype)
+    sc = dict(T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv)
+    dq = torch.empty(b, h, t, d, device=dev, dtype=f32)
+    dfq = torch.empty(b, h, t, f, device=dev, dtype=f32)
+    e = torch.empty(b * h, t, device=dev, dtype=f32)
+    dc = torch.empty_like(e)
+    dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
+    scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
+    bwd_q_kernel[(nt, b * h)](
+        q, k, v, fq, fk, gamma, o, do, m2, zden, am, dq, dfq, e, dc, dgp, **sc, **scales,
+        D=d, F=f, BDK=bdk, BF=bf, BT=BT,
+    )
+    dk = torch.empty(b, h, t, d, device=dev, dtype=f32)
+    dv = torch.empty_like(dk)
+    dfk = torch.empty(b, h, t, f, device=dev, dtype=f32)
+    bwd_kv_kernel[(nt, b * h)](
+        q, k, v, fq, fk, gamma, o, do, m2, zden, e, dc, am, dk, dv, dfk, **sc, **scales,
+        D=d, F=f, BDK=bdk, BF=bf, BT=BT,
+    )
+    sc.update(L=seg, NS=ns)
+    bf1 = min(bf, 64)
+    bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
+        fk, v, do, o, zden, e, st, dfq, **sc, D=d, F=f, BDK=bdk, BF=bf1, BT=BT
+    )
+    sz = f * d + f
+    r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
+    r[:, ns].zero_()
+    bd1 = min(bdk, 64)
+    bwd_rsum_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
+        fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
+    )
+    scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
+    bd = _value_block(bdk, bf)
+    nd = triton.cdiv(d, bd)
+    bwd_state_kv_kernel[(nd, ns, b * h)](
+        fq, fk, v, do, zden, e, r, dfk, dv, **sc, D=d, F=f, BF=bf, BD=bd, BT=BT, ATOMIC=nd > 1
+    )
+    g = h // hkv
+    dk = dk.view(b, hkv, g, t, d).sum(2) if g > 1 else dk
+    dv = dv.view(b, hkv, g, t, d).sum(2) if g > 1 else dv
+    dgamma = dgp.view(b, h, nt).sum((0, 2))
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dfq.to(fq.dtype), dfk.to(fk.dtype), dgamma
+
+
+class HybridAttentionFn(torch.autograd.Function):
+    """Autograd wrapper; inputs already validated, contiguous and in one dtype."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state):
+        o, st, (m2, zden, am), plan = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0)
+        ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am)
+        ctx.lay, ctx.w, ctx.plan = lay, w, plan
+        if not want_state:
+            return o
+        b, h, _, d = q.shape
+        f = fq.shape[-1]
+        ns = plan[1]
+        s_fin = st[:, ns, : f * d].reshape(b, h, f, d).clone()
+        z_fin = st[:, ns, f * d :].reshape(b, h, f).clone()
+        ctx.mark_non_differentiable(s_fin, z_fin)
+        return o, s_fin, z_fin
+
+    @staticmethod
+    def backward(ctx, do, *_state_grads):
+        grads = _backward(ctx, do)
+        return (*grads, None, None, None, None, None)
+
+
+def _check(q, k, v, phi_q, phi_k, gamma, initial_state) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v must be [B, H, T, D], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    b, h, t, d = q.shape
+    hkv = k.shape[1]
+    if k.shape != (b, hkv, t, d) or v.shape != k.shape:
+        raise ValueError(f"k and v must be [B, Hkv, T, D] = [{b}, Hkv, {t}, {d}], got {tuple(k.shape)}, {tuple(v.shape)}")
+    if hkv == 0 or h % hkv:
+        raise ValueError(f"{h} query heads are not a multiple of {hkv} kv heads")
+    f = phi_q.shape[-1]
+    if phi_q.shape != (b, h, t, f) or phi_k.shape != (b, h, t, f):
+        raise ValueError(f"phi_q, phi_k must be [B, H, T, F] = [{b}, {h}, {t}, F], got {tuple(phi_q.shape)}, {tuple(phi_k.shape)}")
+    if gamma.shape != (h,):
+        raise ValueError(f"gamma must be [H] = [{h}], got {tuple(gamma.shape)}")
+    if t == 0:
+        raise ValueError("need at least one position (T >= 1)")
+    if initial_state is not None:
+        s0, z0 = initial_state
+        if s0.requires_grad or z0.requires_grad:
+            raise ValueError("hybrid_attention has no gradient through initial_state: pass it detached")
+        if s0.shape != (b, h, f, d) or z0.shape != (b, h, f):
+            raise ValueError(f"initial_state must be S [B, H, F, D] = [{b}, {h}, {f}, {d}] and z [B, H, F], "
+                             f"got {tuple(s0.shape)}, {tuple(z0.shape)}")
+
+
+def hybrid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    gamma: torch.Tensor,
+    window: int,
+    layout: str = "sliding",
+    initial_state: LinearState | None = None,
+    return_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LinearState, int]:
+    """Hybrid window-softmax + linear attention, Triton forward and backward.
+
+    Args:
+        q: ``[B, H, T, D]`` (RoPE applied); k, v: ``[B, Hkv, T, D]`` with Hkv dividing H (GQA, not repeated).
+        phi_q, phi_k: ``[B, H, T, F]`` non-negative features (per query head).
+        gamma: ``[H]`` softmax weight per head. window: int >= 0 (0 = pure linear attention).
+        layout: ``"sliding"``, ``"terrace"`` or ``"linear"``.
+        initial_state: LinearState (S ``[B, H, F, D]``, z ``[B, H, F]``) of keys before position 0, linear for
+            every query; no gradient flows into it.
+        return_state: also return the state of the keys before ``covered = state_cover(layout, window, T)``.
+
+    Returns:
+        o ``[B, H, T, D]`` in q's dtype, or ``(o, LinearState(S fp32, z fp32), covered)``.
+        Gradients flow to q, k, v, phi_q, phi_k and gamma.
+    """
+    _check(q, k, v, phi_q, phi_k, gamma, initial_state)
+    lay, w = layout_id(layout, window)
+    dt = q.dtype
+    if dt not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"hybrid_attention supports fp32/bf16/fp16 inputs, got {dt}")
+    args = [x.to(dt).contiguous() for x in (q, k, v, phi_q, phi_k)]
+    s0 = z0 = None
+    if initial_state is not None:
+        s0 = initial_state.S.detach().float().contiguous()
+        z0 = initial_state.z.detach().float().contiguous()
+    out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state)
+    if not return_state:
+        return out
+    o, s_fin, z_fin = out
+    return o, LinearState(s_fin, z_fin), state_cover(layout if w else "linear", w, q.shape[2])
+
+
+__all__ = ["SEGMENT_CHUNKS", "HybridAttentionFn", "hybrid_attention"]
