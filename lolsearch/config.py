@@ -312,7 +312,7 @@ class EfficiencyConfig(StrictModel):
     measure: bool = True
     prefill_lengths: tuple[int, ...] | None = None
     decode_context: int | None = Field(None, gt=0)
-    decode_tokens: int = Field(32, ge=1)
+    decode_tokens: int = Field(32, ge=2)
     batch_size: int = Field(1, ge=1)
 
 

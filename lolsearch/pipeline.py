@@ -162,8 +162,11 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
             raise FloatingPointError(f"{key} is {m[key]}")
 
     t = time.perf_counter()
-    hf_config = model.config
-    m.update(efficiency.analytic(hf_config, list(surgery.plan), surgery.feature_dim, list(cfg.efficiency.contexts)))
+    fm = cfg.attention.feature_map
+    proj = efficiency.feature_projection_dim(fm.kind, fm.params, efficiency.attention_shape(model.config)[3])
+    kv_bytes = next(model.parameters()).element_size()
+    m.update(efficiency.analytic(model.config, list(surgery.plan), surgery.feature_dim, list(cfg.efficiency.contexts),
+                                 kv_dtype_bytes=kv_bytes, proj_dim=proj))
     if cfg.efficiency.measure:
         m.update(efficiency.measure(model, cfg.efficiency, device, len(tok)))
     timing["efficiency_s"] = time.perf_counter() - t
