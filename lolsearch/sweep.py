@@ -35,6 +35,7 @@ from lolsearch.space import SearchSpace, define_by_run, label_of, load_space, ma
 from lolsearch.sweep_study import GridRecorder, TrialSearcher, study_storage
 from lolsearch.sweep_trial import (
     FINAL_STATUSES,
+    TRIAL_KEY,
     point_identity,
     read_record,
     read_records,
@@ -316,6 +317,14 @@ def _scheduler(space: SearchSpace) -> Any:
                          grace_period=s.grace_period, reduction_factor=s.reduction_factor)
 
 
+# Keys Tune adds to every result, and ours that are not metrics.
+_TUNE_KEYS = {
+    "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s", "time_total_s", "pid",
+    "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+    "should_checkpoint", "experiment_tag", "config", TRIAL_KEY, "status", "error",
+}
+
+
 class SweepCallback(Callback):
     """Driver side of each finished trial: make sure it has a record, add grid trials to the Optuna
     study, print a progress row. Picklable (Tuner.restore brings it back)."""
@@ -327,6 +336,10 @@ class SweepCallback(Callback):
         self.recorder = _grid_recorder(space, out) if space.is_grid else None
         self._header = False
         self._done: int | None = None
+        self._started = time.time()
+
+    def setup(self, **info: Any) -> None:
+        self._started = time.time()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print_header()
@@ -345,15 +358,30 @@ class SweepCallback(Callback):
         path = self.out / "trials" / trial_id / "result.json"
         record = read_record(path)
         if record is None or record.get("status") not in FINAL_STATUSES:
-            last = trial.last_result or {}
-            it = last.get("training_iteration", 0)
-            why = f"trial process failed: {error}" if error else f"stopped before finishing (scheduler or time budget) after {it} reports"
-            metrics = {k: v for k, v in last.items() if k in self.metrics or k in ("loss", "eval_loss")}
-            record = static_record(trial_id, self.space.name, cfg, point["trial"], "failed" if error else "pruned", why, metrics)
+            record = self._fallback_record(trial, trial_id, cfg, point, error)
             write_json_atomic(path, record)
         if self.recorder is not None:
             self.recorder.record(record, point.get("params") or {})
         self._print_row(record, point.get("params") or {})
+
+    def _fallback_record(self, trial: Any, trial_id: str, cfg: Any, point: dict, error: str | None) -> dict:
+        """The record of a trial whose own result.json is not on this machine."""
+        last = trial.last_result or {}
+        metrics = {k: v for k, v in last.items() if k not in _TUNE_KEYS}
+        if not error and last.get("status") in FINAL_STATUSES:
+            # it finished on a node that does not share DIR: keep its scalar metrics here
+            log.warning("trial %s finished on %s, whose DIR is not this one; its curves and adapter stay there",
+                        trial_id, last.get("hostname"))
+            return static_record(trial_id, self.space.name, cfg, point["trial"], last["status"],
+                                 last.get("error") or None, metrics)
+        if error:
+            why = f"trial process failed: {error}"
+        elif self.space.budget.time_s and time.time() - self._started >= self.space.budget.time_s:
+            why = f"stopped by the time budget ({self.space.budget.time_s:g} s)"
+        else:
+            why = f"stopped early by the scheduler after {last.get('training_iteration', 0)} reports"
+        keep = {k: v for k, v in metrics.items() if k in self.metrics or k in ("loss", "eval_loss", "stage", "step")}
+        return static_record(trial_id, self.space.name, cfg, point["trial"], "failed" if error else "pruned", why, keep)
 
     def _columns(self) -> list[tuple[str, int]]:
         cols = [("done", 7), ("status", 7), ("trial_id", 10), *((m, max(len(m), 9)) for m in self.metrics), ("time_s", 6)]
