@@ -1,6 +1,7 @@
 """``lolsearch sweep``: run a search space with Ray Tune (+ Optuna) on every CPU/GPU Ray can see.
 
-One Ray trial = one point of the space = one ``run_trial`` call in its own process. Grid spaces feed
+One Ray trial = one point of the space = one ``run_trial`` call in a Ray worker process (reused from trial
+to trial, memory released in between; only plain config dicts travel through Ray). Grid spaces feed
 their exact, de-duplicated points to Tune (``tune.grid_search``) and record each finished trial into the
 Optuna study; other samplers use ``OptunaSearch`` with :func:`lolsearch.space.define_by_run`. Sweep
 folder layout (contracts)::
@@ -172,6 +173,8 @@ def _sweep_json(space: SearchSpace, out: Path, planned: int, resume: bool, comma
     import ray
     import torch
 
+    import lolsearch
+
     s = space.sampler
     data = {
         "space": space.name,
@@ -180,8 +183,8 @@ def _sweep_json(space: SearchSpace, out: Path, planned: int, resume: bool, comma
         "started_at": previous.get("started_at", _now()),
         "finished_at": None,
         "git_sha": git_sha(),
-        "versions": {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": {"lolsearch": lolsearch.__version__, "ray": ray.__version__, "optuna": optuna.__version__,
+                     "torch": torch.__version__, "python": sys.version.split()[0]},
         "devices": previous.get("devices", []),
         "num_trials_planned": planned,
         "sampler": s.model_dump(mode="json", exclude_none=True),
@@ -422,3 +425,9 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(soft_wrap=True)
+
+
+if __name__ == "__main__":  # python -m lolsearch.sweep SPACE [--out DIR] ... == lolsearch sweep SPACE ...
+    from lolsearch.cli import main
+
+    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -34,6 +34,9 @@ def ray_session():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
+    if ray.is_initialized():  # another module's session Ray: share it
+        yield
+        return
     ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False)
     yield
     ray.shutdown()
