@@ -23,11 +23,12 @@ KNOWN_METRICS = (
     "ppl_teacher", "ppl_teacher_ft", "ppl_swap", "ppl_distill", "ppl", "ppl_ratio", "ppl_ratio_ft", "kl_teacher",
     "top1_agree", "mse_eval", "decode_tok_s", "peak_mem_mb", "trainable_params_distill", "trainable_params_finetune",
     "tokens_distill", "tokens_finetune", "state_bytes_32k", "state_ratio_32k", "attn_flops_per_token_32k",
-    "prefill_tok_s_256",
+    "prefill_tok_s_256", "adapter_bytes", "measured_state_bytes", "linearized_layers", "feature_dim",
 )
 METRIC_FAMILIES = re.compile(
     r"^((state_bytes|kv_bytes_teacher|state_ratio|attn_flops_per_token|teacher_attn_flops_per_token)_\d+k"
-    r"|prefill_tok_s_\d+|mc_\w+_acc|lm_eval_\w+)$"
+    r"|prefill_tok_s_\d+|(tok_s|best_eval|steps|tokens|trainable_params)_(distill|finetune)"
+    r"|mc_\w+_acc(_norm)?|lm_eval_\w+)$"
 )
 TRAINING_METRICS = ("loss", "eval_loss")
 
