@@ -5,12 +5,14 @@ dA_ij = g_i·v_j − e_i. Softmax keys (A = γ·exp(s − c)): ds = dA·A, dγ =
 c_i = max_j s_ij adds dc_i = −Σ_j dA_ij·A_ij at the saved argmax key. Linear keys in the window tiles:
 dφq_i += Σ dA_ij φk_j, dφk_j += Σ dA_ij φq_i. Keys in the state: dφq_i += S_i g_i − z_i e_i, and per key
 dφk_j += dS_j v_j − dz_j, dv_j += dS_jᵀ φk_j with dS_j = Σ φq_i g_iᵀ, dz_j = Σ φq_i e_i over the queries
-whose state holds key j (a reverse scan).
+whose state holds key j (a reverse scan over segments).
 
-Kernels: ``bwd_q`` (per query chunk: dq, window part of dφq, e, dc, dγ parts), ``bwd_kv`` (per key tile:
-dk, dv, window part of dφk), ``bwd_state_q`` (state part of dφq, forward walk), ``bwd_rsum`` + suffix scan
-+ ``bwd_state_kv`` (state part of dφk and dv, backward walk). No tl.trans of a dot accumulator anywhere
-(Hopper miscompile with Triton 3.4-3.7, fla #640): states that feed a transposed product are kept transposed.
+Order (hybrid.py): ``bwd_pre`` (e), ``bwd_rsum`` + suffix scan, ``bwd_state_kv`` and ``bwd_state_q`` (state
+parts into fp32 buffers), then ``bwd_q`` (per query chunk: dq, dφq, dc, dγ parts) and ``bwd_kv`` (per key
+tile and kv head: dk, dv summed over the GQA group, dφk), which add the window parts and write the final
+gradients. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64 wgmma), so each
+window kernel keeps one [64, D] accumulator live at a time (one loop per output). No tl.trans of a dot
+accumulator anywhere (Hopper miscompile with Triton 3.4-3.7, fla #640).
 """
 
 from __future__ import annotations
@@ -22,189 +24,18 @@ from lolsearch.kernels._common import configs, last_chunk_end, soft_start, tile_
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
-@triton.jit
-def _row_stats(do, o, zden, rows, rk, qm, mk, D):
-    """g = do / Z (fp32) and e = (do·o) / Z for query rows; padded rows give zeros."""
-    b_do = tl.load(do + rows[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
-    b_o = tl.load(o + rows[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
-    z = tl.load(zden + rows, mask=qm, other=1.0)
-    e = tl.sum(b_do * b_o, 1) / z
-    return b_do / z[:, None], e
-
-
-@triton.autotune(configs=configs([(8, 2), (4, 2), (8, 1)]), key=["D", "F"])
-@triton.jit(do_not_specialize=NO_SPEC)
-def bwd_q_kernel(
-    q, k, v, fq, fk, gamma, o, do, m2, zden, am,
-    dq, dfq, e_out, dc_out, dg_part,
-    T, W, LAYOUT, H, G, HKV, qk_scale, scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-):
+@triton.jit(do_not_specialize=["T"])
+def bwd_pre_kernel(o, do, zden, e_out, T, D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr):
+    """e_i = (do_i·o_i) / Z_i."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    kvh = b * HKV + h // G
-    NT = tl.cdiv(T, BT)
-    rt = tl.arange(0, BT)
+    rows = n * BT + tl.arange(0, BT)
     rk = tl.arange(0, BDK)
-    rf = tl.arange(0, BF)
-    mk = rk < D
-    mf = rf < F
-    gam = tl.load(gamma + h).to(tl.float32)
-    k_base = k + kvh * T * D
-    v_base = v + kvh * T * D
-    fk_base = fk + bh * T * F
-    qpos = n * BT + rt
-    qm = qpos < T
-    b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-    gq, e = _row_stats(do + bh * T * D, o + bh * T * D, zden + bh * T, qpos, rk, qm, mk, D)
-    gq_c = gq.to(b_q.dtype)
-    b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
-    start = soft_start(qpos, W, LAYOUT)
-    start_lo = soft_start(n * BT, W, LAYOUT)
-    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-    tlo = tile_lo(n, W, LAYOUT, BT)
-    acc_q = tl.zeros([BT, BDK], dtype=tl.float32)
-    acc_f = tl.zeros([BT, BF], dtype=tl.float32)
-    dsum = tl.zeros([BT], dtype=tl.float32)  # Σ_softmax dA·exp(s − c) per row (= dγ part, −dc/γ)
-    for t in range(tlo, n + 1):
-        kpos = t * BT + rt
-        km = kpos < T
-        causal = (kpos[None, :] <= qpos[:, None]) & qm[:, None]
-        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-        da = tl.dot(gq_c, tl.trans(b_v)) - e[:, None]
-        if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
-            b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-            sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
-            soft = causal & (kpos[None, :] >= start[:, None])
-            dae = tl.where(soft, da * tl.exp2(sc - b_m[:, None]), 0.0)
-            dsum += tl.sum(dae, 1)
-            acc_q = tl.dot((gam * dae).to(b_k.dtype), b_k, acc_q)
-        if t * BT < start_hi:
-            b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-            lin = causal & (kpos[None, :] < start[:, None])
-            acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f)
-    dc = -gam * dsum
-    if LAYOUT != 0:
-        b_am = tl.load(am + bh * T + qpos, mask=qm, other=0)
-        k_am = tl.load(k_base + b_am[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-        acc_q += dc[:, None] * k_am.to(tl.float32)
-    tl.store(dq + bh * T * D + qpos[:, None] * D + rk[None, :], acc_q * scale, mask=qm[:, None] & mk[None, :])
-    tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc_f, mask=qm[:, None] & mf[None, :])
-    tl.store(e_out + bh * T + qpos, e, mask=qm)
-    tl.store(dc_out + bh * T + qpos, dc, mask=qm)
-    tl.store(dg_part + bh * NT + n, tl.sum(tl.where(qm, dsum, 0.0), 0))
-
-
-@triton.autotune(configs=configs([(8, 2), (4, 2), (8, 1)]), key=["D", "F"])
-@triton.jit(do_not_specialize=NO_SPEC)
-def bwd_kv_kernel(
-    q, k, v, fq, fk, gamma, o, do, m2, zden, e_in, dc_in, am,
-    dk, dv, dfk,
-    T, W, LAYOUT, H, G, HKV, qk_scale, scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-):
-    t = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    kvh = b * HKV + h // G
-    NT = tl.cdiv(T, BT)
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, BDK)
-    rf = tl.arange(0, BF)
-    mk = rk < D
-    mf = rf < F
-    gam = tl.load(gamma + h).to(tl.float32)
-    kpos = t * BT + rt
-    km = kpos < T
-    b_k = tl.load(k + kvh * T * D + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-    b_v = tl.load(v + kvh * T * D + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-    b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-    acc_k = tl.zeros([BT, BDK], dtype=tl.float32)
-    acc_v = tl.zeros([BT, BDK], dtype=tl.float32)
-    acc_f = tl.zeros([BT, BF], dtype=tl.float32)
-    for n in range(t, last_chunk_end(t, NT, W, LAYOUT, BT)):
-        if tile_lo(n, W, LAYOUT, BT) <= t:
-            qpos = n * BT + rt
-            qm = qpos < T
-            b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-            b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-            gq, e = _row_stats(do + bh * T * D, o + bh * T * D, zden + bh * T, qpos, rk, qm, mk, D)
-            gq_c = gq.to(b_q.dtype)
-            start = soft_start(qpos, W, LAYOUT)
-            start_lo = soft_start(n * BT, W, LAYOUT)
-            start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-            causal = (kpos[:, None] <= qpos[None, :]) & qm[None, :]
-            da = tl.dot(b_v, tl.trans(gq_c)) - e[None, :]  # [keys, queries]
-            a_t = tl.zeros([BT, BT], dtype=tl.float32)
-            if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
-                b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
-                b_dc = tl.load(dc_in + bh * T + qpos, mask=qm, other=0.0)
-                b_am = tl.load(am + bh * T + qpos, mask=qm, other=-1)
-                sc = tl.dot(b_k, tl.trans(b_q)) * qk_scale
-                soft = causal & (kpos[:, None] >= start[None, :])
-                a_t = tl.where(soft, gam * tl.exp2(sc - b_m[None, :]), 0.0)
-                ds = da * a_t + tl.where(b_am[None, :] == kpos[:, None], b_dc[None, :], 0.0)
-                acc_k = tl.dot(ds.to(b_q.dtype), b_q, acc_k)
-            if t * BT < start_hi:
-                lin = causal & (kpos[:, None] < start[None, :])
-                a_t += tl.where(lin, tl.dot(b_fk, tl.trans(b_fq)), 0.0)
-                acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f)
-            acc_v = tl.dot(a_t.to(gq_c.dtype), gq_c, acc_v)
-    out = bh * T * D + kpos[:, None] * D + rk[None, :]
-    tl.store(dk + out, acc_k * scale, mask=km[:, None] & mk[None, :])
-    tl.store(dv + out, acc_v, mask=km[:, None] & mk[None, :])
-    tl.store(dfk + bh * T * F + kpos[:, None] * F + rf[None, :], acc_f, mask=km[:, None] & mf[None, :])
-
-
-@triton.autotune(configs=configs([(4, 2), (8, 2)]), key=["D", "F", "BF"])
-@triton.jit(do_not_specialize=NO_SPEC)
-def bwd_state_q_kernel(
-    fk, v, do, o, zden, e_in, st, dfq,
-    T, W, LAYOUT, L, NS, H, G, HKV,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-):
-    """dφq_i += S_i g_i − z_i e_i for the F-columns [fi*BF, fi*BF+BF), walking segment s forward."""
-    fi = tl.program_id(0)
-    s = tl.program_id(1)
-    bh = tl.program_id(2).to(tl.int64)
-    b = bh // H
-    kvh = b * HKV + (bh % H) // G
-    NT = tl.cdiv(T, BT)
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, BDK)
-    rf = fi * BF + tl.arange(0, BF)
-    mk = rk < D
-    mf = rf < F
-    fk_base = fk + bh * T * F
-    v_base = v + kvh * T * D
-    SZ = F * D + F
-    sbase = st + (bh * (NS + 1) + s) * SZ
-    st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)  # Sᵀ [D, BF]
-    zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
-    n0 = s * L
-    cur = tile_lo(n0, W, LAYOUT, BT)
-    for n in range(n0, tl.minimum(n0 + L, NT)):
-        tlo = tile_lo(n, W, LAYOUT, BT)
-        for t in range(cur, tlo):
-            rows = t * BT + rt
-            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
-            b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
-            st_t = tl.dot(tl.trans(b_v), a, st_t)
-            zs += tl.sum(a.to(tl.float32), 0)
-        cur = tl.maximum(cur, tlo)
-        qpos = n * BT + rt
-        qm = qpos < T
-        gq, _ = _row_stats(do + bh * T * D, o + bh * T * D, zden + bh * T, qpos, rk, qm, mk, D)
-        e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-        acc = state_dot(gq.to(do.dtype.element_ty), st_t, tl.zeros([BT, BF], dtype=tl.float32))
-        acc -= e[:, None] * zs[None, :]
-        ptr = dfq + bh * T * F + qpos[:, None] * F + rf[None, :]
-        msk = qm[:, None] & mf[None, :]
-        tl.store(ptr, tl.load(ptr, mask=msk, other=0.0) + acc, mask=msk)
+    msk = (rows < T)[:, None] & (rk < D)[None, :]
+    off = bh * T * D + rows[:, None] * D + rk[None, :]
+    dot_ = tl.sum(tl.load(do + off, mask=msk, other=0.0).to(tl.float32) * tl.load(o + off, mask=msk, other=0.0).to(tl.float32), 1)
+    z = tl.load(zden + bh * T + rows, mask=rows < T, other=1.0)
+    tl.store(e_out + bh * T + rows, dot_ / z, mask=rows < T)
 
 
 @triton.jit(do_not_specialize=NO_SPEC)
@@ -231,38 +62,16 @@ def bwd_rsum_kernel(
         qpos = n * BT + rt
         qm = qpos < T
         b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-        z = tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+        rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
         b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rd[None, :], mask=qm[:, None] & md[None, :], other=0.0)
-        gq = b_do.to(tl.float32) / z[:, None]
+        gq = b_do.to(tl.float32) * rz[:, None]
         acc = state_dot(tl.trans(b_fq), gq.to(b_fq.dtype), acc)
         zacc += tl.sum(b_fq.to(tl.float32) * e[:, None], 0)
     base = r + (bh * (NS + 1) + s) * (F * D + F)
     tl.store(base + rf[:, None] * D + rd[None, :], acc, mask=mf[:, None] & md[None, :])
     if di == 0:
         tl.store(base + F * D + rf, zacc, mask=mf)
-
-
-@triton.jit
-def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
-                    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-                    ATOMIC: tl.constexpr):
-    """Adds the state part to dφk (dS v − dz) and dv (dSᵀ φk) for the key tiles [t0, t1)."""
-    for t in range(t0, t1):
-        rows = t * BT + rt
-        b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
-        b_fk = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
-        # dφkᵀ [F, BT] = dS [F, BD] @ vᵀ: dS is the left operand, never transposed
-        dfk_t = state_dot_left(d_s, tl.trans(b_v), tl.zeros([BF, BT], dtype=tl.float32))
-        dfk_t -= tl.where(di == 0, dz, 0.0)[:, None]
-        ptr = dfk_base + rows[None, :] * F + rf[:, None]
-        if ATOMIC:
-            tl.atomic_add(ptr, dfk_t, mask=mf[:, None])
-        else:
-            tl.store(ptr, tl.load(ptr, mask=mf[:, None], other=0.0) + dfk_t, mask=mf[:, None])
-        dv_t = state_dot(b_fk, d_s, tl.zeros([BT, BD], dtype=tl.float32))
-        pv = dv_base + rows[:, None] * D + rd[None, :]
-        tl.store(pv, tl.load(pv, mask=md[None, :], other=0.0) + dv_t, mask=md[None, :])
 
 
 @triton.jit
@@ -275,15 +84,32 @@ def state_dot_left(s_mat, b, acc):
     return acc
 
 
-@triton.autotune(configs=configs([(4, 2), (8, 2)]), key=["D", "F", "BD"])
+@triton.jit
+def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
+                    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
+    """Adds the state part to dφk (dS v − dz) and dv (dSᵀ φk) for the key tiles [t0, t1) (atomics:
+    D-tiles share dφk, the heads of a GQA group share dv)."""
+    for t in range(t0, t1):
+        rows = t * BT + rt
+        b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
+        b_fk = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
+        # dφkᵀ [F, BT] = dS [F, BD] @ vᵀ: dS is the left operand, never transposed
+        dfk_t = state_dot_left(d_s, tl.trans(b_v), tl.zeros([BF, BT], dtype=tl.float32))
+        dfk_t -= tl.where(di == 0, dz, 0.0)[:, None]
+        tl.atomic_add(dfk_base + rows[None, :] * F + rf[:, None], dfk_t, mask=mf[:, None])
+        dv_t = state_dot(b_fk, d_s, tl.zeros([BT, BD], dtype=tl.float32))
+        tl.atomic_add(dv_base + rows[:, None] * D + rd[None, :], dv_t, mask=md[None, :])
+
+
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
     T, W, LAYOUT, L, NS, H, G, HKV,
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-    ATOMIC: tl.constexpr,
 ):
-    """State part of dφk and dv for the key tiles absorbed by segment s, walking it backwards."""
+    """State part of dφk ``[BH, T, F]`` and dv ``[B*HKV, T, D]`` (both zero-initialised fp32) for the key
+    tiles absorbed by segment s, walking it backwards with dS ``[F, BD]`` in registers."""
     di = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -302,25 +128,252 @@ def bwd_state_kv_kernel(
     fk_base = fk + bh * T * F
     v_base = v + kvh * T * D
     dfk_base = dfk + bh * T * F
-    dv_base = dv + bh * T * D
+    dv_base = dv + kvh * T * D
     n0 = s * L
     lo = tile_lo(n0, W, LAYOUT, BT)
     top = tl.minimum(n0 + L, NT) - 1
     hi = tile_lo(tl.minimum(n0 + L, NT - 1), W, LAYOUT, BT)
-    # tiles first needed by a chunk of a later segment: the suffix sum alone
+    # tiles first read through the state by a chunk of a later segment: the suffix sum alone
     _state_kv_tiles(tl.maximum(tile_lo(top, W, LAYOUT, BT), lo), hi, d_s, dz, fk_base, v_base, dfk_base, dv_base,
-                    rt, rf, rd, mf, md, di, D, F, BF, BD, BT, ATOMIC)
+                    rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
     for i in range(0, top - n0):
         n = top - i
         qpos = n * BT + rt
         qm = qpos < T
         b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-        z = tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+        rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
         b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rd[None, :], mask=qm[:, None] & md[None, :], other=0.0)
-        gq = b_do.to(tl.float32) / z[:, None]
+        gq = b_do.to(tl.float32) * rz[:, None]
         d_s = state_dot(tl.trans(b_fq), gq.to(b_fq.dtype), d_s)
         dz += tl.sum(b_fq.to(tl.float32) * e[:, None], 0)
         # tiles whose first state-reader is chunk n
         _state_kv_tiles(tile_lo(n - 1, W, LAYOUT, BT), tile_lo(n, W, LAYOUT, BT), d_s, dz, fk_base, v_base,
-                        dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT, ATOMIC)
+                        dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
+
+
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BF"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def bwd_state_q_kernel(
+    fk, v, do, zden, e_in, st, dfq,
+    T, W, LAYOUT, L, NS, H, G, HKV,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+):
+    """State part of dφq (S_i g_i − z_i e_i, F-columns [fi*BF, fi*BF+BF)) into fp32 ``dfq``, walking
+    segment s forward from its stored state with Sᵀ ``[D, BF]`` in registers."""
+    fi = tl.program_id(0)
+    s = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    b = bh // H
+    kvh = b * HKV + (bh % H) // G
+    NT = tl.cdiv(T, BT)
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, BDK)
+    rf = fi * BF + tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    fk_base = fk + bh * T * F
+    v_base = v + kvh * T * D
+    SZ = F * D + F
+    sbase = st + (bh * (NS + 1) + s) * SZ
+    st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
+    zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
+    n0 = s * L
+    cur = tile_lo(n0, W, LAYOUT, BT)
+    for n in range(n0, tl.minimum(n0 + L, NT)):
+        tlo = tile_lo(n, W, LAYOUT, BT)
+        for t in range(cur, tlo):
+            rows = t * BT + rt
+            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
+            b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
+            st_t = tl.dot(tl.trans(b_v), a, st_t)
+            zs += tl.sum(a.to(tl.float32), 0)
+        cur = tl.maximum(cur, tlo)
+        qpos = n * BT + rt
+        qm = qpos < T
+        rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+        e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+        b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+        acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
+        acc = acc * rz[:, None] - e[:, None] * zs[None, :]
+        tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc, mask=qm[:, None] & mf[None, :])
+
+
+@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def bwd_q_kernel(
+    q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
+    dq, dfq, dc_out, dg_part,
+    T, W, LAYOUT, H, G, HKV, qk_scale, scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+):
+    """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key), dφq = state part +
+    window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part)."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    kvh = b * HKV + h // G
+    NT = tl.cdiv(T, BT)
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, BDK)
+    rf = tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    k_base = k + kvh * T * D
+    v_base = v + kvh * T * D
+    fk_base = fk + bh * T * F
+    qpos = n * BT + rt
+    qm = qpos < T
+    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+    start = soft_start(qpos, W, LAYOUT)
+    start_lo = soft_start(n * BT, W, LAYOUT)
+    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+    tlo = tile_lo(n, W, LAYOUT, BT)
+    # dq over the tiles holding softmax keys
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    dsum = tl.zeros([BT], dtype=tl.float32)
+    if LAYOUT != 0:
+        gam = tl.load(gamma + h).to(tl.float32)
+        b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
+        for t in range(tl.maximum(tlo, start_lo // BT), n + 1):
+            kpos = t * BT + rt
+            km = kpos < T
+            b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+            b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+            da = tl.dot(b_do, tl.trans(b_v)) * rz[:, None] - e[:, None]
+            sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+            soft = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]) & qm[:, None]
+            dae = tl.where(soft, da * tl.exp2(sc - b_m[:, None]), 0.0)
+            dsum += tl.sum(dae, 1)
+            acc = tl.dot((gam * dae).to(b_k.dtype), b_k, acc)
+        dc = -gam * dsum
+        b_am = tl.load(am + bh * T + qpos, mask=qm, other=0)
+        k_am = tl.load(k_base + b_am[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+        acc += dc[:, None] * k_am.to(tl.float32)
+    else:
+        dc = dsum
+    tl.store(dq + bh * T * D + qpos[:, None] * D + rk[None, :], (acc * scale).to(dq.dtype.element_ty),
+             mask=qm[:, None] & mk[None, :])
+    tl.store(dc_out + bh * T + qpos, dc, mask=qm)
+    tl.store(dg_part + bh * NT + n, tl.sum(dsum, 0))
+    # dφq: state part plus the window tiles holding linear keys
+    f_off = bh * T * F + qpos[:, None] * F + rf[None, :]
+    fmask = qm[:, None] & mf[None, :]
+    acc_f = tl.load(dfq_s + f_off, mask=fmask, other=0.0)
+    for t in range(tlo, tl.minimum(n + 1, tl.cdiv(start_hi, BT))):
+        kpos = t * BT + rt
+        km = kpos < T
+        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+        b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+        da = tl.dot(b_do, tl.trans(b_v)) * rz[:, None] - e[:, None]
+        lin = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None])
+        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f)
+    tl.store(dfq + f_off, acc_f.to(dfq.dtype.element_ty), mask=fmask)
+
+
+@triton.jit
+def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
+    """Query rows q0 + rq: positions, row mask, q, do, 1/Z and e (unused loads are dropped by the compiler)."""
+    qpos = q0 + rq
+    qm = qpos < T
+    b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+    return qpos, qm, b_q, b_do, rz, e
+
+
+@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 1)]), key=["D", "F"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def bwd_kv_kernel(
+    q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
+    dk, dv, dfk,
+    T, W, LAYOUT, H, G, HKV, qk_scale, scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
+):
+    """Key tile t of kv head (b, j): dk and dv summed over the G query heads of the group (dv adds the
+    state part dv_s), and dφk per query head (adds dfk_s). One loop per output keeps one [BT, D]
+    accumulator live; queries go by in blocks of BQ rows ([keys, BQ] score tiles)."""
+    t = tl.program_id(0)
+    bkv = tl.program_id(1).to(tl.int64)
+    b = bkv // HKV
+    j = bkv % HKV
+    NT = tl.cdiv(T, BT)
+    rt = tl.arange(0, BT)
+    rq = tl.arange(0, BQ)
+    rk = tl.arange(0, BDK)
+    rf = tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    kpos = t * BT + rt
+    km = kpos < T
+    kv_off = bkv * T * D + kpos[:, None] * D + rk[None, :]
+    kv_mask = km[:, None] & mk[None, :]
+    b_k = tl.load(k + kv_off, mask=kv_mask, other=0.0)
+    b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
+    n_end = last_chunk_end(t, NT, W, LAYOUT, BT)
+    # dk: softmax keys only (with the stabilizer term where this key is a row's argmax)
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    if LAYOUT != 0:
+        for hh in range(0, G):
+            bh = b * H + j * G + hh
+            gam = tl.load(gamma + j * G + hh).to(tl.float32)
+            for n in range(t, n_end):
+                if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT)):
+                    for q0 in range(n * BT, n * BT + BT, BQ):
+                        qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                        start = soft_start(qpos, W, LAYOUT)
+                        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
+                        b_dc = tl.load(dc_in + bh * T + qpos, mask=qm, other=0.0)
+                        b_am = tl.load(am + bh * T + qpos, mask=qm, other=-1)
+                        da = tl.dot(b_v, tl.trans(b_do)) * rz[None, :] - e[None, :]  # [keys, queries]
+                        sc = tl.dot(b_k, tl.trans(b_q)) * qk_scale
+                        soft = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] >= start[None, :]) & qm[None, :]
+                        ds = tl.where(soft, gam * da * tl.exp2(sc - b_m[None, :]), 0.0)
+                        ds += tl.where(b_am[None, :] == kpos[:, None], b_dc[None, :], 0.0)
+                        acc = tl.dot(ds.to(b_q.dtype), b_q, acc)
+    tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
+    # dv: every window weight A_ij (softmax and linear) times g_i = do_i / Z_i, plus the state part
+    acc = tl.load(dv_s + kv_off, mask=kv_mask, other=0.0)
+    for hh in range(0, G):
+        bh = b * H + j * G + hh
+        gam = tl.load(gamma + j * G + hh).to(tl.float32)
+        b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+        for n in range(t, n_end):
+            if tile_lo(n, W, LAYOUT, BT) <= t:
+                has_soft = (LAYOUT != 0) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT))
+                has_lin = t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+                for q0 in range(n * BT, n * BT + BT, BQ):
+                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                    start = soft_start(qpos, W, LAYOUT)
+                    causal = (kpos[:, None] <= qpos[None, :]) & qm[None, :]
+                    a_t = tl.zeros([BT, BQ], dtype=tl.float32)
+                    if has_soft:
+                        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
+                        sc = tl.dot(b_k, tl.trans(b_q)) * qk_scale
+                        a_t = tl.where(causal & (kpos[:, None] >= start[None, :]), gam * tl.exp2(sc - b_m[None, :]), 0.0)
+                    if has_lin:
+                        b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
+                        a_t += tl.where(causal & (kpos[:, None] < start[None, :]), tl.dot(b_fk, tl.trans(b_fq)), 0.0)
+                    acc = tl.dot((a_t * rz[None, :]).to(b_do.dtype), b_do, acc)
+    tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
+    # dφk per query head: window linear keys plus the state part
+    for hh in range(0, G):
+        bh = b * H + j * G + hh
+        f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
+        fmask = km[:, None] & mf[None, :]
+        acc_f = tl.load(dfk_s + f_off, mask=fmask, other=0.0)
+        for n in range(t, n_end):
+            if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
+                for q0 in range(n * BT, n * BT + BT, BQ):
+                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                    start = soft_start(qpos, W, LAYOUT)
+                    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
+                    da = tl.dot(b_v, tl.trans(b_do)) * rz[None, :] - e[None, :]
+                    lin = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] < start[None, :]) & qm[None, :]
+                    acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f)
+        tl.store(dfk + f_off, acc_f.to(dfk.dtype.element_ty), mask=fmask)

@@ -98,7 +98,7 @@ def state_dot(a, s_mat, acc):
     return acc
 
 
-@triton.autotune(configs=configs([(8, 2), (4, 2), (8, 3)]), key=["D", "F", "BD"])
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
     fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,
@@ -150,7 +150,7 @@ def fwd_state_kernel(
         tl.store(dens + bh * T + qpos, den, mask=qm & ((qpos * 0 + di) == 0))
 
 
-@triton.autotune(configs=configs([(4, 2), (4, 1), (8, 2)]), key=["D", "F"])
+@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, m_out, z_out, am_out,

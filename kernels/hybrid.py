@@ -15,6 +15,7 @@ import triton
 from lolsearch.attention.chunked import LinearState, state_cover
 from lolsearch.kernels._bwd import (
     bwd_kv_kernel,
+    bwd_pre_kernel,
     bwd_q_kernel,
     bwd_rsum_kernel,
     bwd_state_kv_kernel,
@@ -93,47 +94,45 @@ def _backward(ctx, do):
     nt = triton.cdiv(t, BT)
     dev, f32 = q.device, torch.float32
     do = do.contiguous().to(q.dtype)
-    sc = dict(T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv)
-    dq = torch.empty(b, h, t, d, device=dev, dtype=f32)
-    dfq = torch.empty(b, h, t, f, device=dev, dtype=f32)
+    heads = dict(H=h, G=h // hkv, HKV=hkv)
+    walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
-    dc = torch.empty_like(e)
-    dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
-    scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
-    bwd_q_kernel[(nt, b * h)](
-        q, k, v, fq, fk, gamma, o, do, m2, zden, am, dq, dfq, e, dc, dgp, **sc, **scales,
-        D=d, F=f, BDK=bdk, BF=bf, BT=BT,
-    )
-    dk = torch.empty(b, h, t, d, device=dev, dtype=f32)
-    dv = torch.empty_like(dk)
-    dfk = torch.empty(b, h, t, f, device=dev, dtype=f32)
-    bwd_kv_kernel[(nt, b * h)](
-        q, k, v, fq, fk, gamma, o, do, m2, zden, e, dc, am, dk, dv, dfk, **sc, **scales,
-        D=d, F=f, BDK=bdk, BF=bf, BT=BT,
-    )
-    sc.update(L=seg, NS=ns)
-    bf1 = min(bf, 64)
-    bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
-        fk, v, do, o, zden, e, st, dfq, **sc, D=d, F=f, BDK=bdk, BF=bf1, BT=BT
-    )
+    bwd_pre_kernel[(nt, b * h)](o, do, zden, e, t, D=d, BDK=bdk, BT=BT, num_warps=4)
+    # state parts (fp32), reverse scan of Σ φq gᵀ over segments first
     sz = f * d + f
     r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
     r[:, ns].zero_()
-    bd1 = min(bdk, 64)
+    bf1, bd1 = min(bf, 64), min(bdk, 64)
     bwd_rsum_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
         fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
     scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
+    dv_s = torch.zeros(b, hkv, t, d, device=dev, dtype=f32)
+    dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf)
-    nd = triton.cdiv(d, bd)
-    bwd_state_kv_kernel[(nd, ns, b * h)](
-        fq, fk, v, do, zden, e, r, dfk, dv, **sc, D=d, F=f, BF=bf, BD=bd, BT=BT, ATOMIC=nd > 1
+    bwd_state_kv_kernel[(triton.cdiv(d, bd), ns, b * h)](
+        fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BD=bd, BT=BT
     )
-    g = h // hkv
-    dk = dk.view(b, hkv, g, t, d).sum(2) if g > 1 else dk
-    dv = dv.view(b, hkv, g, t, d).sum(2) if g > 1 else dv
+    dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
+    bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
+        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT
+    )
+    # window parts; these write the final gradients in the input dtypes
+    scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
+    dq, dfq = torch.empty_like(q), torch.empty_like(fq)
+    dc = torch.empty_like(e)
+    dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
+    bwd_q_kernel[(nt, b * h)](
+        q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq, dfq, dc, dgp, T=t, W=w, LAYOUT=lay, **heads,
+        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT,
+    )
+    dk, dv, dfk = torch.empty_like(k), torch.empty_like(v), torch.empty_like(fk)
+    bwd_kv_kernel[(nt, b * hkv)](
+        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk, dv, dfk, T=t, W=w, LAYOUT=lay, **heads,
+        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32,
+    )
     dgamma = dgp.view(b, h, nt).sum((0, 2))
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dfq.to(fq.dtype), dfk.to(fk.dtype), dgamma
+    return dq, dk, dv, dfq, dfk, dgamma
 
 
 class HybridAttentionFn(torch.autograd.Function):

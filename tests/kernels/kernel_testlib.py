@@ -1,0 +1,60 @@
+"""Shared inputs and checks of the kernel tests (CPU interpreter and GPU)."""
+
+from __future__ import annotations
+
+import torch
+
+from lolsearch.attention import hybrid_attention_reference
+from lolsearch.attention.chunked import expand_kv
+
+GRAD_NAMES = ("q", "k", "v", "phi_q", "phi_k", "gamma")
+
+
+def hedgehog_like(x: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
+    """Non-negative features [.., f] shaped like Hedgehog's [softmax(xW), softmax(−xW)] (f even)."""
+    w = torch.randn(x.shape[-1], f // 2, generator=gen, device="cpu").to(x.device, torch.float32) / x.shape[-1] ** 0.5
+    y = x.float() @ w
+    return torch.cat([y.softmax(-1), (-y).softmax(-1)], dim=-1)
+
+
+def make_inputs(b, h, hkv, t, d, f, device="cpu", dtype=torch.float32, seed=0):
+    """q [B,H,T,D], k/v [B,Hkv,T,D], phi_q/phi_k [B,H,T,F] (k features per query head), gamma [H], fp32 masters."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, t, d, generator=gen)
+    k = torch.randn(b, hkv, t, d, generator=gen)
+    v = torch.randn(b, hkv, t, d, generator=gen)
+    phi_q = hedgehog_like(q, f, gen)
+    phi_k = hedgehog_like(expand_kv(k, h), f, gen)
+    gamma = torch.rand(h, generator=gen) * 0.4 + 0.1
+    return [x.to(device=device, dtype=dtype if x.dim() > 1 else torch.float32) for x in (q, k, v, phi_q, phi_k, gamma)]
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative RMS error ||x − ref|| / ||ref|| in fp64."""
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def reference_and_grads(inputs, window, layout, do):
+    """fp32 reference output and gradients (k, v expanded to H heads, gradients summed back per kv head)."""
+    leaves = [x.detach().float().requires_grad_(True) for x in inputs]
+    q, k, v, phi_q, phi_k, gamma = leaves
+    h = q.shape[1]
+    o = hybrid_attention_reference(q, expand_kv(k, h), expand_kv(v, h), phi_q, phi_k, gamma, window, layout)
+    grads = torch.autograd.grad(o, leaves, do.float())
+    return o.detach(), grads
+
+
+def assert_close_grads(grads, ref_grads, tol: float, label: str) -> None:
+    """Relative RMS check per gradient. A gradient that is zero in exact arithmetic (e.g. dq with window 1,
+    dφ when every key is softmax) must stay below tol relative to the dv scale instead."""
+    scale = ref_grads[2].norm().item()
+    for name, g, r in zip(GRAD_NAMES, grads, ref_grads):
+        assert g is not None, f"{label}: no gradient for {name}"
+        assert g.shape == r.shape, f"{label}: d{name} shape {tuple(g.shape)} != {tuple(r.shape)}"
+        assert torch.isfinite(g).all(), f"{label}: d{name} has non-finite values"
+        if r.norm().item() <= 1e-4 * scale:
+            err = (g.double().norm() / scale).item()
+        else:
+            err = rel_err(g, r)
+        assert err <= tol, f"{label}: d{name} relative RMS error {err:.2e} > {tol:.0e}"

@@ -1,0 +1,123 @@
+"""Triton hybrid attention (forward, all gradients, states) against the plain-PyTorch reference.
+
+CPU: Triton interpreter in fp32, tolerance 1e-4 (relative RMS). GPU versions live in test_kernels_gpu.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from kernel_testlib import assert_close_grads, make_inputs, reference_and_grads, rel_err
+
+from lolsearch.attention import hybrid_attention_chunked
+from lolsearch.attention.chunked import LinearState, expand_kv
+
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+    pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests run on CPU-only machines (GPU: -m gpu)"),
+]
+
+TOL = 1e-4
+
+# (T, layout, window, D, F, H, Hkv, segment chunks) — windows below, at and above the 64-row chunk
+CASES = [
+    (257, "sliding", 0, 16, 16, 4, 2, None),
+    (257, "sliding", 1, 16, 16, 4, 2, None),
+    (257, "sliding", 16, 16, 16, 4, 2, 1),
+    (257, "sliding", 64, 16, 16, 4, 2, None),
+    (257, "sliding", 100, 16, 16, 4, 2, 2),
+    (257, "terrace", 1, 16, 16, 4, 2, None),
+    (257, "terrace", 16, 16, 16, 4, 2, None),
+    (257, "terrace", 64, 16, 16, 4, 2, 1),
+    (257, "terrace", 100, 16, 16, 4, 2, None),
+    (100, "sliding", 16, 64, 32, 4, 2, None),
+    (100, "terrace", 64, 64, 32, 4, 2, 1),
+    (100, "sliding", 100, 64, 32, 2, 2, None),
+    (63, "sliding", 64, 64, 16, 4, 2, None),
+    (63, "terrace", 16, 32, 16, 4, 1, None),
+    (1, "sliding", 64, 16, 16, 4, 2, None),
+    (1, "terrace", 0, 16, 16, 4, 2, None),
+]
+
+
+@pytest.fixture
+def segments(monkeypatch):
+    """Sets hybrid.SEGMENT_CHUNKS (None = automatic) for one test."""
+    import lolsearch.kernels.hybrid as hy
+
+    def set_(n):
+        monkeypatch.setattr(hy, "SEGMENT_CHUNKS", n)
+
+    return set_
+
+
+@pytest.mark.parametrize("t,layout,window,d,f,h,hkv,seg", CASES)
+def test_forward_and_gradients_match_reference(t, layout, window, d, f, h, hkv, seg, nan_alloc, segments):
+    from lolsearch.kernels import hybrid_attention
+
+    segments(seg)
+    inputs = make_inputs(1, h, hkv, t, d, f, seed=t + window)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
+    label = f"T={t} {layout} w={window} D={d} H={h}/{hkv}"
+    assert o.dtype == inputs[0].dtype and o.shape == o_ref.shape
+    assert rel_err(o, o_ref) <= TOL, f"{label}: output error {rel_err(o, o_ref):.2e}"
+    grads = torch.autograd.grad(o, leaves, do)
+    assert_close_grads(grads, ref_grads, TOL, label)
+
+
+@pytest.mark.parametrize(
+    "t,layout,window,seg", [(257, "sliding", 16, None), (200, "terrace", 64, 1), (100, "sliding", 0, None), (70, "terrace", 100, None)]
+)
+def test_states_and_gradients_match_chunked(t, layout, window, seg, nan_alloc, segments):
+    """Initial state in, final state out (covering exactly the keys before `covered`), gradients with a state."""
+    from lolsearch.kernels import hybrid_attention
+
+    segments(seg)
+    b, h, hkv, d, f = 2, 4, 2, 16, 16
+    inputs = make_inputs(b, h, hkv, t, d, f, seed=7)
+    gen = torch.Generator().manual_seed(3)
+    s0 = LinearState(torch.rand(b, h, f, d, generator=gen) * 5, torch.rand(b, h, f, generator=gen) * 20)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o, st, covered = hybrid_attention(*leaves, window, layout, initial_state=s0, return_state=True)
+    ref_leaves = [x.clone().requires_grad_(True) for x in inputs]
+    rq, rk, rv, rfq, rfk, rg = ref_leaves
+    o_ref, st_ref, cov_ref = hybrid_attention_chunked(
+        rq, expand_kv(rk, h), expand_kv(rv, h), rfq, rfk, rg, window, layout, state=s0, return_state=True
+    )
+    assert covered == cov_ref
+    assert rel_err(o, o_ref) <= TOL
+    assert st.S.dtype == torch.float32 and st.z.dtype == torch.float32
+    assert rel_err(st.S, st_ref.S) <= TOL and rel_err(st.z, st_ref.z) <= TOL
+    do = torch.randn(o.shape, generator=gen)
+    grads = torch.autograd.grad(o, leaves, do)
+    ref_grads = torch.autograd.grad(o_ref, ref_leaves, do)
+    assert_close_grads(grads, ref_grads, TOL, f"state T={t} {layout} w={window}")
+
+
+def test_zero_initial_state_matches_none():
+    from lolsearch.kernels import hybrid_attention
+
+    inputs = make_inputs(1, 2, 2, 80, 16, 16, seed=5)
+    o1 = hybrid_attention(*inputs, 16, "sliding")
+    o2 = hybrid_attention(*inputs, 16, "sliding", initial_state=LinearState.zeros(1, 2, 16, 16))
+    assert torch.equal(o1, o2)
+
+
+def test_rejects_bad_input():
+    from lolsearch.kernels import hybrid_attention
+
+    q, k, v, fq, fk, g = make_inputs(1, 4, 2, 10, 16, 16)
+    with pytest.raises(ValueError, match="no gradient through initial_state"):
+        s = LinearState(torch.zeros(1, 4, 16, 16, requires_grad=True), torch.zeros(1, 4, 16))
+        hybrid_attention(q, k, v, fq, fk, g, 4, "sliding", initial_state=s)
+    with pytest.raises(ValueError, match="not a multiple"):
+        hybrid_attention(q, k[:, :1].expand(1, 3, 10, 16), v[:, :1].expand(1, 3, 10, 16), fq, fk, g, 4, "sliding")
+    with pytest.raises(ValueError, match="layout"):
+        hybrid_attention(q, k, v, fq, fk, g, 4, "diagonal")
+    with pytest.raises(ValueError, match="phi_q"):
+        hybrid_attention(q, k, v, fq[..., :8], fk, g, 4, "sliding")
