@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import nn
 
 from lolsearch.cache import atomic_write_text, cache_path, fingerprint, locked
 from lolsearch.config import TrialConfig
@@ -46,17 +45,47 @@ def _cached(name: str, key: str, compute: Callable[[], float]) -> float:
 
 
 def teacher_metrics(
-    cfg: TrialConfig, teacher: nn.Module, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device
+    cfg: TrialConfig,
+    tokenizer,
+    eval_batches: Callable[[], Iterable[dict]],
+    device: torch.device,
+    teacher_ppl: Callable[[], float],
 ) -> dict[str, float]:
-    """``ppl_teacher`` (and ``ppl_teacher_ft`` when the trial has a LoRA stage and asks for it)."""
-    from lolsearch.evaluate import perplexity
-
-    out = {"ppl_teacher": _cached("ppl_teacher", _key(cfg, device, False), lambda: perplexity(teacher, eval_batches()))}
+    """``ppl_teacher`` (computed by ``teacher_ppl`` on a cache miss) and ``ppl_teacher_ft`` when the trial has
+    a LoRA stage and asks for it."""
+    out = {"ppl_teacher": _cached("ppl_teacher", _key(cfg, device, False), teacher_ppl)}
     if cfg.finetune.enabled and cfg.eval.teacher_ft:
         out["ppl_teacher_ft"] = _cached(
             "ppl_teacher_ft", _key(cfg, device, True), lambda: _teacher_ft(cfg, tokenizer, eval_batches, device)
         )
     return out
+
+
+def distinct_baselines(cfgs: Iterable[TrialConfig], device: torch.device) -> list[TrialConfig]:
+    """One config per distinct teacher baseline among ``cfgs`` (what a sweep precomputes in parallel)."""
+    seen, out = set(), []
+    for cfg in cfgs:
+        key = (_key(cfg, device, False), _key(cfg, device, True) if cfg.finetune.enabled and cfg.eval.teacher_ft else None)
+        if key not in seen:
+            seen.add(key)
+            out.append(cfg)
+    return out
+
+
+def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
+    """Computes (or reads) the teacher baselines of ``cfg`` on its device; safe to run beside trials."""
+    from lolsearch.data import packed_batches
+    from lolsearch.evaluate import perplexity
+    from lolsearch.models import load_model, resolve_device
+
+    device = resolve_device(cfg.device)
+    teacher, tok = load_model(cfg.model, device)
+
+    def eval_batches() -> Iterable[dict]:
+        return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
+                              num_tokens=cfg.eval.tokens, device=device)
+
+    return teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
 
 
 def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device) -> float:

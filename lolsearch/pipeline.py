@@ -33,7 +33,7 @@ from lolsearch.data import packed_batches
 from lolsearch.distill import run_distill
 from lolsearch.finetune import add_lora, run_finetune
 from lolsearch.models import load_model, resolve_device
-from lolsearch.surgery import linearize
+from lolsearch.surgery import linearize, teacher_mode
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict], None]
@@ -115,10 +115,6 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
         return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
                               num_tokens=cfg.eval.tokens, device=device)
 
-    t = time.perf_counter()
-    m.update(baselines.teacher_metrics(cfg, model, tok, eval_batches, device))
-    timing["baseline_s"] = time.perf_counter() - t
-
     surgery = linearize(model, cfg.attention)
     m["linearized_layers"] = len(surgery.replaced)
     m["feature_dim"] = surgery.feature_dim
@@ -143,9 +139,6 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
 
     t = time.perf_counter()
     m["ppl"] = evaluate.perplexity(model, eval_batches())
-    m["ppl_ratio"] = m["ppl"] / m["ppl_teacher"]
-    if "ppl_teacher_ft" in m:
-        m["ppl_ratio_ft"] = m["ppl"] / m["ppl_teacher_ft"]
     m.update(evaluate.teacher_agreement(model, eval_batches()))
     m["mse_eval"], m["mse_by_layer"] = evaluate.attention_mse(model, _limited(eval_batches(), cfg.eval.batch_size * 4))
     for task in cfg.eval.mc_tasks:
@@ -156,6 +149,16 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
         except RuntimeError as err:
             m["lm_eval_error"] = str(err)
     timing["eval_s"] += time.perf_counter() - t
+
+    # Teacher baselines last: a sweep precomputes them beside the first trials, so they are usually
+    # ready by now; otherwise the first trial to get here computes them and the others wait on its lock.
+    t = time.perf_counter()
+    with teacher_mode(model):
+        m.update(baselines.teacher_metrics(cfg, tok, eval_batches, device, lambda: evaluate.perplexity(model, eval_batches())))
+    timing["baseline_s"] = time.perf_counter() - t
+    m["ppl_ratio"] = m["ppl"] / m["ppl_teacher"]
+    if "ppl_teacher_ft" in m:
+        m["ppl_ratio_ft"] = m["ppl"] / m["ppl_teacher_ft"]
     notify({"stage": "eval", "ppl": m["ppl"], "ppl_ratio": m["ppl_ratio"]})
     for key in ("ppl", "ppl_ratio", "kl_teacher"):
         if not math.isfinite(m[key]):

@@ -31,6 +31,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from lolsearch.config import TrialConfig
 from lolsearch.errors import ConfigError
 from lolsearch.space import SearchSpace, define_by_run, label_of, load_space, make_sampler
 from lolsearch.sweep_study import GridRecorder, TrialSearcher, study_storage
@@ -114,8 +115,10 @@ def run_sweep(
         write_json_atomic(out / "sweep.json", sweep_json)
         tuner = _tuner(space, out, points, planned, resume)
         if tuner is not None:
+            baselines = _launch_baselines(space, max_trials)
             with _tune_env():
                 tuner.fit()
+            _wait_baselines(baselines)
     finally:
         if started:
             ray.shutdown()
@@ -129,6 +132,45 @@ def run_sweep(
     write_json_atomic(out / "sweep.json", sweep_json)
     records = read_records(out)
     return SweepSummary(space.name, out, planned, records, time.time() - start, resume)
+
+
+# --------------------------------------------------------------------------------------- baselines
+def _launch_baselines(space: SearchSpace, max_trials: int | None) -> list:
+    """Starts one Ray task per distinct teacher baseline of the planned trials, beside the trials.
+
+    Trials read the cached values at their end (waiting on the file lock when a task is still on it),
+    so the teacher's LoRA stage overlaps the students' training instead of running in every trial.
+    """
+    import ray
+    import torch
+
+    from lolsearch.baselines import distinct_baselines
+
+    configs = distinct_baselines(space.plan(max_trials), torch.device("cpu"))
+    res = space.resources
+    task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=0)(baseline_task)
+    return [task.remote(cfg.model_dump(mode="json"), res.cpu, res.gpu) for cfg in configs]
+
+
+def _wait_baselines(refs: list) -> None:
+    import ray
+
+    for problem in ray.get(refs):
+        if problem:
+            log.warning("teacher baseline task failed (trials compute it themselves): %s", problem)
+
+
+def baseline_task(config: dict, cpu: float, gpu: float) -> str | None:
+    """Ray task body: fill the baseline cache for one config; returns an error line or None."""
+    from lolsearch.baselines import ensure_baselines
+    from lolsearch.sweep_trial import limit_process
+
+    limit_process(cpu, gpu)
+    try:
+        ensure_baselines(TrialConfig.model_validate(config))
+    except Exception as err:  # a trial recomputes (and records) the problem itself
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    return None
 
 
 # ------------------------------------------------------------------------------------------ folder
