@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
 from lolsearch.kernels._common import configs, last_chunk_end, soft_start, tile_lo
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
@@ -77,7 +76,7 @@ def bwd_rsum_kernel(
 @triton.jit
 def state_dot_left(s_mat, b, acc):
     """acc += s_mat @ b with the fp32 state on the left; bf16 inputs unless b is fp32."""
-    if b.dtype == tl.float32:
+    if b.dtype == tl.float32:  # noqa: SIM108 - constexpr branch
         acc = tl.dot(s_mat, b, acc)
     else:
         acc = tl.dot(s_mat.to(tl.bfloat16), b.to(tl.bfloat16), acc)
@@ -101,7 +100,8 @@ def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf,
         tl.atomic_add(dv_base + rows[:, None] * D + rd[None, :], dv_t, mask=md[None, :])
 
 
-@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD"])
+# the kernel accumulates with atomics: autotuning must zero the outputs before every trial run
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD"], reset_to_zero=["dfk", "dv"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-from lolsearch.kernels._common import BT, configs, seg_key_start, soft_start, tile_lo
+from lolsearch.kernels._common import configs, seg_key_start, soft_start, tile_lo
 
 NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
 
@@ -91,7 +90,7 @@ def col0(rows: tl.constexpr, dtype: tl.constexpr):
 @triton.jit
 def state_dot(a, s_mat, acc):
     """acc += a @ s_mat with an fp32 state: bf16 tensor-core inputs for 16-bit a, fp32 (tf32 on GPU) otherwise."""
-    if a.dtype == tl.float32:
+    if a.dtype == tl.float32:  # noqa: SIM108 - constexpr branch
         acc = tl.dot(a, s_mat, acc)
     else:
         acc = tl.dot(a.to(tl.bfloat16), s_mat.to(tl.bfloat16), acc)
@@ -183,7 +182,7 @@ def fwd_window_kernel(
     start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
     tlo = tile_lo(n, W, LAYOUT, BT)
     m = tl.full([BT], -1e30, dtype=tl.float32)
-    l = tl.zeros([BT], dtype=tl.float32)
+    lsum = tl.zeros([BT], dtype=tl.float32)
     am = tl.zeros([BT], dtype=tl.int32)
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
     # newest -> oldest: a row's linear keys come after all of its softmax keys, so the online
@@ -201,7 +200,7 @@ def fwd_window_kernel(
             m_new = tl.maximum(m, mt)
             alpha = tl.exp2(m - m_new)
             acc = acc * alpha[:, None]
-            l = l * alpha
+            lsum = lsum * alpha
             am = tl.where(mt > m, t * BT + at, am)
             m = m_new
             p = g * tl.exp2(sc - m[:, None])
@@ -210,15 +209,15 @@ def fwd_window_kernel(
             a_lin = tl.dot(b_fq, tl.trans(b_fk))
             p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
         b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-        l += tl.sum(p, 1)
+        lsum += tl.sum(p, 1)
         acc = tl.dot(p.to(b_v.dtype), b_v, acc)
     out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
     acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
-    z = l + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
+    z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
     tl.store(o + out_off, (acc / z[:, None]).to(o.dtype.element_ty), mask=qm[:, None] & mk[None, :])
     tl.store(m_out + bh * T + qpos, m, mask=qm)
     tl.store(z_out + bh * T + qpos, z, mask=qm)
     tl.store(am_out + bh * T + qpos, am, mask=qm)
 
 
-__all__ = ["col0", "fwd_state_kernel", "fwd_window_kernel", "scan_kernel", "seg_sums_kernel", "state_dot"]
+__all__ = ["NO_SPEC", "col0", "fwd_state_kernel", "fwd_window_kernel", "scan_kernel", "seg_sums_kernel", "state_dot"]

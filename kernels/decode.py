@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from lolsearch.kernels._common import block
 from lolsearch.kernels.decode_torch import check_decode_args, window_start
 

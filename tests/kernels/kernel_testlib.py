@@ -49,12 +49,10 @@ def assert_close_grads(grads, ref_grads, tol: float, label: str) -> None:
     """Relative RMS check per gradient. A gradient that is zero in exact arithmetic (e.g. dq with window 1,
     dφ when every key is softmax) must stay below tol relative to the dv scale instead."""
     scale = ref_grads[2].norm().item()
-    for name, g, r in zip(GRAD_NAMES, grads, ref_grads):
+    for name, g, r in zip(GRAD_NAMES, grads, ref_grads, strict=True):
         assert g is not None, f"{label}: no gradient for {name}"
         assert g.shape == r.shape, f"{label}: d{name} shape {tuple(g.shape)} != {tuple(r.shape)}"
         assert torch.isfinite(g).all(), f"{label}: d{name} has non-finite values"
-        if r.norm().item() <= 1e-4 * scale:
-            err = (g.double().norm() / scale).item()
-        else:
-            err = rel_err(g, r)
+        zero = r.norm().item() <= 1e-4 * scale
+        err = (g.double().norm() / scale).item() if zero else rel_err(g, r)
         assert err <= tol, f"{label}: d{name} relative RMS error {err:.2e} > {tol:.0e}"

@@ -7,11 +7,11 @@ import importlib.util
 import pytest
 import torch
 from kernel_testlib import make_inputs, rel_err
+from lolsearch.kernels import hybrid_decode_step_torch
 
 from lolsearch.attention import hybrid_attention_reference
 from lolsearch.attention.chunked import LinearState, expand_kv
 from lolsearch.attention.layouts import get_layout
-from lolsearch.kernels import hybrid_decode_step_torch
 
 TOL = 1e-4
 
@@ -25,6 +25,7 @@ def decode_case(layout, window, pos, n_abs, d, f, device="cpu", dtype=torch.floa
     """
     t = pos + 1
     q, k, v, fq, fk, g = make_inputs(b, h, hkv, t, d, f, seed=seed)
+    q, k, v, fq, fk = (x.to(dtype).float() for x in (q, k, v, fq, fk))  # reference sees the rounded inputs
     lay = get_layout("linear" if window == 0 else layout)
     start = max(int(lay.softmax_start(pos, window)), 0)
     c0 = start - n_abs

@@ -1,0 +1,323 @@
+"""Benchmark of the hybrid attention kernels against the torch paths, SDPA and fla, side by side in one run.
+
+    python -m lolsearch.kernels.bench [--out results/kernels] [--quick]
+
+Writes ``bench.csv`` (impl, shape, T, pass, ms, device, backend, status, note) and ``bench.md`` (tables, the
+goals of the kernels issue as met / missed with the measured ratios, GPU and versions). Every cell is guarded:
+a failure or OOM is recorded as skipped with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import logging
+import os
+import sys
+import tempfile
+import time
+
+import torch
+from lolsearch.kernels import _bench_impls as bi
+
+log = logging.getLogger("lolsearch.kernels.bench")
+
+FIELDS = ["impl", "shape", "T", "pass", "ms", "device", "backend", "status", "note"]
+
+
+class Runner:
+    """Runs cells under a wall-clock budget and collects rows."""
+
+    def __init__(self, budget_s: float, rep_ms: float):
+        self.rows: list[dict] = []
+        self.deadline = time.time() + budget_s
+        self.rep_ms = rep_ms
+        self.device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+    def cell(self, impl: str, shape: str, t: int, pas: str, build, backend: str = "", timer=None) -> float | None:
+        row = dict(impl=impl, shape=shape, T=t, **{"pass": pas}, ms="", device=self.device, backend=backend,
+                   status="ok", note="")
+        try:
+            if time.time() > self.deadline:
+                raise bi.Skip("time budget of the run spent")
+            built = build()
+            fn, leaves, note = (built + ("",))[:3] if len(built) == 2 else built
+            row["note"] = note
+            if timer is not None:
+                ms, how = timer(fn)
+                row["note"] = "; ".join(x for x in (note, how) if x)
+            else:
+                ms = bi.time_ms(fn, self.rep_ms, grad_to_none=leaves)
+            row["ms"] = f"{ms:.4f}"
+        except bi.Skip as err:
+            row.update(status="skipped", note=str(err))
+        except torch.cuda.OutOfMemoryError:
+            row.update(status="skipped", note="out of memory")
+        except Exception as err:  # noqa: BLE001 - a failing cell must not end the run
+            row.update(status="error", note=f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+            log.exception("cell %s %s T=%s %s failed", impl, shape, t, pas)
+        finally:
+            torch.cuda.empty_cache()
+        self.rows.append(row)
+        log.info("%-14s %-10s T=%-6s %-8s %10s ms  %s %s", impl, shape, t, pas, row["ms"], row["status"], row["note"])
+        return float(row["ms"]) if row["ms"] else None
+
+
+def _prefill_cells(run: Runner, shape: bi.Shape, t: int) -> None:
+    """Our two layouts, SDPA backends and the fla pair, fwd and fwd+bwd."""
+    for pas, bwd in (("fwd", False), ("fwd+bwd", True)):
+        x: dict = {}
+
+        def inputs(bwd=bwd, x=x):
+            if not x:
+                x.update(bi.make_prefill(shape, t, grad=bwd))
+            return x
+
+        for layout in ("sliding", "terrace"):
+            run.cell(f"ours-{layout}", shape.name, t, pas,
+                     lambda layout=layout, inputs=inputs, bwd=bwd: bi.ours(inputs(), layout, bwd), "triton")
+        for be in ("flash", "cudnn"):
+            run.cell("sdpa", shape.name, t, pas, lambda be=be, inputs=inputs, bwd=bwd: bi.sdpa(inputs(), be, bwd), be)
+        run.cell("fla-pair", shape.name, t, pas, lambda inputs=inputs, bwd=bwd: bi.fla_pair(inputs(), bwd), "fla")
+        x.clear()
+
+
+def _torch_cells(run: Runner, shape: bi.Shape, t: int) -> None:
+    """The chunked torch path (T <= 32K fwd, 8K fwd+bwd) and the materialized reference (T <= 8K fwd, 2K fwd+bwd)."""
+    for pas, bwd in (("fwd", False), ("fwd+bwd", True)):
+        x: dict = {}
+
+        def inputs(bwd=bwd, x=x):
+            if not x:
+                x.update(bi.make_prefill(shape, t, grad=bwd))
+            return x
+
+        limit, rlimit = (32768, 8192) if not bwd else (8192, 2048)
+        run.cell("chunked-torch", shape.name, t, pas,
+                 lambda inputs=inputs, bwd=bwd, limit=limit: bi.chunked(inputs(), bwd) if t <= limit
+                 else _skip(f"T > {limit} (run budget)"), "torch")
+        run.cell("reference", shape.name, t, pas,
+                 lambda inputs=inputs, bwd=bwd, rlimit=rlimit: bi.reference(inputs(), bwd) if t <= rlimit
+                 else _skip(f"T > {rlimit}: O(T^2) memory/time"), "torch")
+        x.clear()
+
+
+def _schedule_sweep(run: Runner, shape: bi.Shape) -> None:
+    """Schedule knobs of our kernels at the goal shapes (no recompiles except BD): segment-walk programs per
+    SM (LOLSEARCH_KERNELS_PPS) and the value-tile width of the state walks (LOLSEARCH_KERNELS_BD)."""
+    for pas, t, bwd in (("fwd", 32768, False), ("fwd+bwd", 8192, True)):
+        x = bi.make_prefill(shape, t, grad=bwd)
+        knobs = [("LOLSEARCH_KERNELS_PPS", str(v)) for v in (2, 4, 16, 32)]
+        if not bwd:
+            knobs.append(("LOLSEARCH_KERNELS_BD", "64"))
+        for var, val in knobs:
+            old = os.environ.get(var)
+            os.environ[var] = val
+            try:
+                run.cell(f"ours-sliding-{var.rsplit('_', 1)[1].lower()}{val}", shape.name, t, pas,
+                         lambda x=x, bwd=bwd: bi.ours(x, "sliding", bwd), "triton")
+            finally:
+                if old is None:
+                    os.environ.pop(var)
+                else:
+                    os.environ[var] = old
+        x.clear()
+
+
+def _skip(reason: str):
+    raise bi.Skip(reason)
+
+
+def _decode_cells(run: Runner, shape: bi.Shape, batch: int, ctxs: list[int]) -> None:
+    for ctx in ctxs:
+        run.cell("ours-decode", shape.name, ctx, "decode",
+                 lambda ctx=ctx: (bi.decode_ours(bi.make_decode(shape, batch, ctx)), None), "triton", timer=bi.time_graph_ms)
+        run.cell("torch-decode", shape.name, ctx, "decode",
+                 lambda ctx=ctx: (bi.decode_ours(bi.make_decode(shape, batch, ctx), torch_twin=True), None), "torch",
+                 timer=bi.time_graph_ms)
+        for be in ("flash", "cudnn"):
+            run.cell("sdpa-decode", shape.name, ctx, "decode",
+                     lambda be=be, ctx=ctx: (lambda r: (r[0], None, r[1]))(bi.decode_sdpa(shape, batch, ctx, be)), be,
+                     timer=bi.time_graph_ms)
+
+
+def _ms(rows, impl, shape, t, pas, backend=None) -> float | None:
+    for r in rows:
+        if (r["impl"], r["shape"], r["T"], r["pass"]) == (impl, shape, t, pas) and r["ms"] and (
+            backend is None or r["backend"] == backend
+        ):
+            return float(r["ms"])
+    return None
+
+
+def _best_sdpa(rows, shape, t, pas, impl="sdpa"):
+    cands = [(float(r["ms"]), r["backend"]) for r in rows
+             if (r["impl"], r["shape"], r["T"], r["pass"]) == (impl, shape, t, pas) and r["ms"]]
+    return min(cands) if cands else (None, None)
+
+
+def _flash_or_best(rows, shape, t, pas, impl="sdpa"):
+    """SDPA time the goals compare against: the forced flash backend when it ran, else the best that ran."""
+    f = _ms(rows, impl, shape, t, pas, "flash")
+    return (f, "flash") if f is not None else _best_sdpa(rows, shape, t, pas, impl)
+
+
+def goals(rows) -> list[tuple[str, str, str]]:
+    """(goal, verdict, measured) for the issue's goals (Llama-3-8B shape)."""
+    s = "llama3-8b"
+    out = []
+
+    def ours_worst(t, pas, impls=("ours-sliding", "ours-terrace")):
+        vals = [(_ms(rows, i, s, t, pas), i) for i in impls]
+        vals = [v for v in vals if v[0] is not None]
+        return max(vals) if len(vals) == len(impls) else (None, None)
+
+    def verdict(ok):
+        return "n/a" if ok is None else ("met" if ok else "missed")
+
+    o32, which = ours_worst(32768, "fwd")
+    sd32, be32 = _flash_or_best(rows, s, 32768, "fwd")
+    fla32 = _ms(rows, "fla-pair", s, 32768, "fwd")
+    out.append(("fwd at 32K <= 1.0 ms", verdict(None if o32 is None else o32 <= 1.0),
+                f"{o32} ms (slower layout: {which})" if o32 is not None else "not measured"))
+    r = None if o32 is None or sd32 is None else sd32 / o32
+    out.append(("fwd at 32K >= 15x SDPA", verdict(None if r is None else r >= 15),
+                f"SDPA[{be32}] {sd32} ms / ours {o32} ms = {r:.1f}x" if r else "not measured"))
+    r = None if o32 is None or fla32 is None else fla32 / o32
+    out.append(("fwd at 32K >= 2.5x fla linear + SWA pair", verdict(None if r is None else r >= 2.5),
+                f"fla {fla32} ms / ours {o32} ms = {r:.1f}x" if r else "fla not measured (not installed)"))
+    o8, which = ours_worst(8192, "fwd+bwd")
+    sd8, be8 = _flash_or_best(rows, s, 8192, "fwd+bwd")
+    r = None if o8 is None or sd8 is None else sd8 / o8
+    out.append(("fwd+bwd at 8K >= 1.5x faster than SDPA", verdict(None if r is None else r >= 1.5),
+                f"SDPA[{be8}] {sd8} ms / ours {o8} ms = {r:.2f}x" if r else "not measured"))
+    for pas in ("fwd", "fwd+bwd"):
+        o2, which = ours_worst(2048, pas)
+        sd2, be2 = _flash_or_best(rows, s, 2048, pas)
+        r = None if o2 is None or sd2 is None else o2 / sd2
+        out.append((f"{pas} at 2K no slower than 2x SDPA", verdict(None if r is None else r <= 2.0),
+                    f"ours {o2} ms / SDPA[{be2}] {sd2} ms = {r:.2f}x" if r else "not measured"))
+    od = _ms(rows, "ours-decode", s, 131072, "decode")
+    sdd, bed = _flash_or_best(rows, s, 131072, "decode", impl="sdpa-decode")
+    r = None if od is None or sdd is None else sdd / od
+    out.append(("decode at 128K >= 20x faster than SDPA over the KV cache", verdict(None if r is None else r >= 20),
+                f"SDPA[{bed}] {sdd} ms / ours {od} ms = {r:.1f}x" if r else "not measured"))
+    return out
+
+
+def _versions() -> dict:
+    import triton
+
+    v = {"torch": torch.__version__, "triton": triton.__version__, "cuda": str(torch.version.cuda)}
+    try:
+        import fla
+
+        v["fla"] = getattr(fla, "__version__", "?")
+    except ImportError:
+        v["fla"] = "not installed"
+    return v
+
+
+def write_results(out: str, rows: list[dict], cmd: str, elapsed: float) -> None:
+    os.makedirs(out, exist_ok=True)
+    _atomic(os.path.join(out, "bench.csv"), _csv_text(rows))
+    _atomic(os.path.join(out, "bench.md"), _markdown(rows, cmd, elapsed))
+
+
+def _csv_text(rows) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _atomic(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _table(rows, shape, pas) -> list[str]:
+    sel = [r for r in rows if r["shape"] == shape and r["pass"] == pas]
+    ts = sorted({r["T"] for r in sel})
+    cols = []
+    for r in sel:
+        c = f"{r['impl']}[{r['backend']}]" if r["impl"].startswith("sdpa") else r["impl"]
+        if c not in cols:
+            cols.append(c)
+    lines = [f"| T | {' | '.join(cols)} |", "|---|" + "---|" * len(cols)]
+    for t in ts:
+        cells = []
+        for c in cols:
+            hit = [r for r in sel if r["T"] == t and (f"{r['impl']}[{r['backend']}]" if r["impl"].startswith("sdpa") else r["impl"]) == c]
+            cells.append(hit[0]["ms"] if hit and hit[0]["ms"] else ("skip" if hit else ""))
+        lines.append(f"| {t} | {' | '.join(cells)} |")
+    return lines
+
+
+def _markdown(rows, cmd: str, elapsed: float) -> str:
+    v = _versions()
+    dev = rows[0]["device"] if rows else "?"
+    lines = ["# Hybrid attention kernels: benchmark", "",
+             f"Command: `{cmd}`  ", f"GPU: {dev}  ",
+             f"torch {v['torch']} (CUDA {v['cuda']}), triton {v['triton']}, fla {v['fla']}  ",
+             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}, run time {elapsed:.0f} s  ",
+             f"Batch 1, bf16, window {bi.WINDOW}; times in ms (median). SDPA is causal, forced per backend.", "",
+             "## Goals (Llama-3-8B shape: 32 q / 8 kv heads, D 128, F 128)", "", "| goal | verdict | measured |", "|---|---|---|"]
+    lines += [f"| {g} | {vd} | {m} |" for g, vd, m in goals(rows)]
+    for shape in bi.SHAPES:
+        for pas in ("fwd", "fwd+bwd", "decode"):
+            tab = _table(rows, shape, pas)
+            if len(tab) > 2:
+                extra = " (16 sequences; T = context length)" if pas == "decode" else ""
+                lines += ["", f"## {shape} — {pas}{extra}", "", *tab]
+    notes = [r for r in rows if r["status"] != "ok" or r["note"]]
+    if notes:
+        lines += ["", "## Notes per cell", ""]
+        lines += [f"- {r['impl']} {r['backend']} {r['shape']} T={r['T']} {r['pass']}: {r['status']} — {r['note']}" for r in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results/kernels", help="output folder (bench.csv, bench.md)")
+    p.add_argument("--quick", action="store_true", help="Llama shape at 2K and 8K, decode at 4K only")
+    p.add_argument("--budget", type=float, default=300.0, help="wall-clock seconds before remaining cells are skipped")
+    p.add_argument("--rep-ms", type=float, default=40.0, help="do_bench rep time per cell")
+    p.add_argument("--shapes", nargs="+", choices=sorted(bi.SHAPES), help="head shapes (default: all; --quick: llama3-8b)")
+    p.add_argument("--seq-lens", nargs="+", type=int, help="prefill lengths (default 2K 8K 32K 128K; --quick: 2K 8K)")
+    p.add_argument("--decode-ctx", nargs="+", type=int, help="decode contexts (default 4K 32K 128K; --quick: 4K)")
+    p.add_argument("--decode-batch", type=int, default=16, help="sequences per decode step")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not torch.cuda.is_available():
+        print("lolsearch.kernels.bench needs a CUDA GPU", file=sys.stderr)  # noqa: T201
+        return 2
+    t0 = time.time()
+    cmd = "python -m lolsearch.kernels.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    run = Runner(args.budget, args.rep_ms)
+    shapes = args.shapes or (["llama3-8b"] if args.quick else list(bi.SHAPES))
+    ts = args.seq_lens or ([2048, 8192] if args.quick else [2048, 8192, 32768, 131072])
+    ctxs = args.decode_ctx or ([4096] if args.quick else [4096, 32768, 131072])
+    for name in shapes:
+        for t in ts:
+            _prefill_cells(run, bi.SHAPES[name], t)
+        _decode_cells(run, bi.SHAPES[name], args.decode_batch, ctxs)
+        if name == "llama3-8b" and not args.quick:
+            _schedule_sweep(run, bi.SHAPES[name])
+        write_results(args.out, run.rows, cmd, time.time() - t0)
+    for name in shapes:  # the torch paths last: slow, and no goal depends on them
+        for t in ts:
+            _torch_cells(run, bi.SHAPES[name], t)
+    write_results(args.out, run.rows, cmd, time.time() - t0)
+    print("\n".join(_markdown(run.rows, cmd, time.time() - t0).splitlines()[:16]))  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

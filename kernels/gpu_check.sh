@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-call GPU check of lolsearch.kernels: the GPU kernel tests, then the benchmark.
+#
+#   bash kernels/gpu_check.sh [OUT_DIR]      # from the repo root; OUT_DIR defaults to $OUT, else results/kernels
+#
+# Works with or without `pip install -e .` (kernels/_launch.py registers kernels/ as lolsearch.kernels when
+# needed). Optional: FLA_WHEELS=<dir with fla_core-*.whl einops-*.whl> installs fla (--no-deps, offline) so
+# that the bench measures fla's chunk_linear_attn + parallel_attn too. Stays under 10 minutes on an H200:
+# tests <= 240 s, bench budget 240 s (cells that would start later are recorded as skipped).
+set -u
+cd "$(dirname "$0")/.."
+OUT_DIR="${1:-${OUT:-results/kernels}}"
+mkdir -p "$OUT_DIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+start=$(date +%s)
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  "$PY" -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+} > "$OUT_DIR/versions.txt" 2>&1
+cat "$OUT_DIR/versions.txt"
+
+if [ -n "${FLA_WHEELS:-}" ] && [ -d "${FLA_WHEELS}" ]; then
+  "$PY" -m pip install --no-deps --no-index "${FLA_WHEELS}"/*.whl > "$OUT_DIR/fla_install.log" 2>&1 \
+    && echo "fla installed from ${FLA_WHEELS}" || echo "fla install failed (see fla_install.log); bench skips fla"
+fi
+
+# 1) kernel tests on the GPU (one launch config per kernel: no autotuning during tests)
+LOLSEARCH_KERNELS_AUTOTUNE=0 timeout 240 "$PY" kernels/_launch.py pytest -m gpu tests/kernels -x -q \
+  -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
+test_rc=${PIPESTATUS[0]}
+
+# 2) benchmark (autotuned kernels; compiled binaries of the tests are reused from the Triton cache)
+timeout 320 "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget 240 2>&1 | tee "$OUT_DIR/bench.log"
+bench_rc=${PIPESTATUS[0]}
+
+echo "gpu tests rc=$test_rc, bench rc=$bench_rc, $(( $(date +%s) - start )) s" | tee "$OUT_DIR/summary.txt"
+[ -f "$OUT_DIR/bench.md" ] && sed -n '1,20p' "$OUT_DIR/bench.md"
+[ "$test_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

@@ -1,0 +1,88 @@
+"""The kernels on a CUDA GPU: bf16/fp16 against an fp32 reference (5e-3 outputs, 1e-2 gradients), fp32 at 1e-3,
+larger T and the Llama-3-8B head shape. Run with ``pytest -m gpu tests/kernels``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_testlib import assert_close_grads, make_inputs, reference_and_grads, rel_err
+from test_decode_kernel import DECODE_CASES, decode_case
+
+from lolsearch.attention import hybrid_attention_chunked
+from lolsearch.attention.chunked import LinearState, expand_kv
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+DEV = "cuda"
+TOLS = {torch.bfloat16: (5e-3, 1e-2), torch.float16: (5e-3, 1e-2), torch.float32: (1e-3, 1e-3)}
+
+# (T, layout, window, D, F, H, Hkv, dtype)
+CASES = [
+    (63, "sliding", 64, 64, 128, 4, 2, torch.bfloat16),
+    (257, "terrace", 64, 64, 128, 4, 2, torch.bfloat16),
+    (257, "sliding", 16, 128, 128, 4, 1, torch.bfloat16),
+    (1000, "sliding", 64, 128, 128, 4, 2, torch.bfloat16),
+    (1000, "terrace", 100, 64, 128, 4, 2, torch.bfloat16),
+    (1000, "sliding", 0, 64, 128, 4, 2, torch.bfloat16),
+    (1000, "sliding", 256, 128, 128, 4, 2, torch.bfloat16),
+    (4096, "terrace", 64, 128, 128, 4, 2, torch.bfloat16),
+    (4096, "sliding", 64, 64, 128, 3, 1, torch.bfloat16),
+    (1000, "terrace", 16, 64, 128, 4, 2, torch.float16),
+    (257, "sliding", 64, 64, 64, 4, 2, torch.float32),
+    (1000, "terrace", 64, 64, 64, 4, 2, torch.float32),
+    (1000, "sliding", 1, 64, 64, 4, 2, torch.float32),
+]
+
+
+@pytest.mark.parametrize("t,layout,window,d,f,h,hkv,dtype", CASES)
+def test_gpu_forward_and_gradients(t, layout, window, d, f, h, hkv, dtype, nan_alloc):
+    from lolsearch.kernels import hybrid_attention
+
+    tol_o, tol_g = TOLS[dtype]
+    inputs = make_inputs(1, h, hkv, t, d, f, device=DEV, dtype=dtype, seed=t + window)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
+    label = f"T={t} {layout} w={window} D={d} F={f} {dtype}"
+    assert o.dtype == dtype
+    assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
+    grads = torch.autograd.grad(o, leaves, do)
+    assert_close_grads(grads, ref_grads, tol_g, label)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_gpu_llama_shape_and_states_vs_chunked(dtype, nan_alloc):
+    """Llama-3-8B heads (32 q / 8 kv, D = F = 128), T = 4096, initial and final state, vs the fp32 chunked path."""
+    from lolsearch.kernels import hybrid_attention
+
+    b, h, hkv, t, d, f = 1, 32, 8, 4096, 128, 128
+    inputs = make_inputs(b, h, hkv, t, d, f, device=DEV, dtype=dtype, seed=11)
+    gen = torch.Generator(DEV).manual_seed(2)
+    s0 = LinearState(torch.rand(b, h, f, d, device=DEV, generator=gen), torch.rand(b, h, f, device=DEV, generator=gen) * 4)
+    o, st, covered = hybrid_attention(*inputs, 64, "terrace", initial_state=s0, return_state=True)
+    q, k, v, fq, fk, g = (x.float() for x in inputs)
+    o_ref, st_ref, cov_ref = hybrid_attention_chunked(
+        q, expand_kv(k, h), expand_kv(v, h), fq, fk, g, 64, "terrace", state=s0, return_state=True
+    )
+    tol = TOLS[dtype][0]
+    assert covered == cov_ref
+    assert rel_err(o, o_ref) <= tol
+    assert rel_err(st.S, st_ref.S) <= 1e-4 and rel_err(st.z, st_ref.z) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("layout,window,pos,n_abs,d,f", DECODE_CASES)
+def test_gpu_decode_matches_torch_twin(layout, window, pos, n_abs, d, f, dtype, nan_alloc):
+    from lolsearch.kernels import hybrid_decode_step, hybrid_decode_step_torch
+
+    args, ref, _ = decode_case(layout, window, pos, n_abs, d, f, device=DEV, dtype=dtype)
+    twin = dict(args, S=args["S"].clone(), z=args["z"].clone())
+    o_twin = hybrid_decode_step_torch(**twin)
+    o = hybrid_decode_step(**args)
+    assert rel_err(o, o_twin) <= (1e-2 if dtype == torch.bfloat16 else 1e-4) * 0.5
+    assert rel_err(o, ref) <= TOLS[dtype][0]
+    assert rel_err(args["S"], twin["S"]) <= 1e-5 and rel_err(args["z"], twin["z"]) <= 1e-5
