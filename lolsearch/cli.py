@@ -139,6 +139,7 @@ def sweep(
     address: Annotated[str | None, typer.Option(help="join a Ray cluster: auto or HOST:PORT")] = None,
     resume: Annotated[bool, typer.Option(help="continue a killed sweep in --out")] = False,
     max_trials: Annotated[int | None, typer.Option(help="run at most this many trials (smoke runs)")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="stop after this many seconds; --resume continues")] = None,
 ) -> None:
     """Run a search space with Ray Tune + Optuna; one result per trial under OUT/trials/."""
     from lolsearch.space import load_space
@@ -146,7 +147,8 @@ def sweep(
 
     space = load_space(space_file)
     target = out_dir or Path("results") / space.name
-    summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume, max_trials=max_trials)
+    summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume,
+                        max_trials=max_trials, time_budget_s=time_budget)
     out.print(summary)
 
 

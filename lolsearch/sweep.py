@@ -84,6 +84,7 @@ def run_sweep(
     address: str | None = None,
     resume: bool = False,
     max_trials: int | None = None,
+    time_budget_s: float | None = None,
 ) -> SweepSummary:
     """Runs (or with ``resume`` continues) a sweep of ``space_path`` into ``out_dir``.
 
@@ -92,6 +93,8 @@ def run_sweep(
     """
     start = time.time()
     space = load_space(space_path)
+    if time_budget_s is not None:  # a wall-clock cap for this run only (trials it stops rerun on --resume)
+        space.budget = space.budget.model_copy(update={"time_s": time_budget_s})
     out = Path(out_dir).expanduser().resolve()
     _check_folder(space, out, resume)
     if address is not None and (gpus is not None or cpus is not None):
@@ -402,6 +405,11 @@ class SweepCallback(Callback):
         trial_id, cfg, _ = point_identity(point, self.space.name)
         path = self.out / "trials" / trial_id / "result.json"
         record = read_record(path)
+        if (record is None and not error and self.space.budget.time_s
+                and time.time() - self._started >= self.space.budget.time_s):
+            # cut off by the time budget: no final record, so `--resume` runs it again
+            _console().print(f"stopped  {trial_id} by the time budget; `--resume` reruns it", highlight=False)
+            return
         if record is None or record.get("status") not in FINAL_STATUSES:
             record = self._fallback_record(trial, trial_id, cfg, point, error)
             write_json_atomic(path, record)

