@@ -84,20 +84,28 @@ def state_dot_left(s_mat, b, acc):
 
 
 @triton.jit
+def _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
+                   D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
+    """Adds the state part to dφk (dS v − dz) and dv (dSᵀ φk) of key tile t (nothing for t < 0);
+    atomics: D-tiles share dφk, the heads of a GQA group share dv."""
+    rows = t * BT + rt
+    rv = rows >= 0
+    b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=rv[:, None] & md[None, :], other=0.0)
+    b_fk = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=rv[:, None] & mf[None, :], other=0.0)
+    # dφkᵀ [F, BT] = dS [F, BD] @ vᵀ: dS is the left operand, never transposed
+    dfk_t = state_dot_left(d_s, tl.trans(b_v), tl.zeros([BF, BT], dtype=tl.float32))
+    dfk_t -= tl.where(di == 0, dz, 0.0)[:, None]
+    tl.atomic_add(dfk_base + rows[None, :] * F + rf[:, None], dfk_t, mask=mf[:, None] & rv[None, :])
+    dv_t = state_dot(b_fk, d_s, tl.zeros([BT, BD], dtype=tl.float32))
+    tl.atomic_add(dv_base + rows[:, None] * D + rd[None, :], dv_t, mask=rv[:, None] & md[None, :])
+
+
+@triton.jit
 def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
                     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
-    """Adds the state part to dφk (dS v − dz) and dv (dSᵀ φk) for the key tiles [t0, t1) (atomics:
-    D-tiles share dφk, the heads of a GQA group share dv)."""
+    """_state_kv_tile for the key tiles [t0, t1)."""
     for t in range(t0, t1):
-        rows = t * BT + rt
-        b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
-        b_fk = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
-        # dφkᵀ [F, BT] = dS [F, BD] @ vᵀ: dS is the left operand, never transposed
-        dfk_t = state_dot_left(d_s, tl.trans(b_v), tl.zeros([BF, BT], dtype=tl.float32))
-        dfk_t -= tl.where(di == 0, dz, 0.0)[:, None]
-        tl.atomic_add(dfk_base + rows[None, :] * F + rf[:, None], dfk_t, mask=mf[:, None])
-        dv_t = state_dot(b_fk, d_s, tl.zeros([BT, BD], dtype=tl.float32))
-        tl.atomic_add(dv_base + rows[:, None] * D + rd[None, :], dv_t, mask=md[None, :])
+        _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
 
 
 # the kernel accumulates with atomics: autotuning must zero the outputs before every trial run
@@ -106,7 +114,7 @@ def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf,
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
     T, W, LAYOUT, L, NS, H, G, HKV,
-    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
 ):
     """State part of dφk ``[BH, T, F]`` and dv ``[B*HKV, T, D]`` (both zero-initialised fp32) for the key
     tiles absorbed by segment s, walking it backwards with dS ``[F, BD]`` in registers."""
@@ -147,9 +155,13 @@ def bwd_state_kv_kernel(
         gq = b_do.to(tl.float32) * rz[:, None]
         d_s = state_dot(tl.trans(b_fq), gq.to(b_fq.dtype), d_s)
         dz += tl.sum(b_fq.to(tl.float32) * e[:, None], 0)
-        # tiles whose first state-reader is chunk n
-        _state_kv_tiles(tile_lo(n - 1, W, LAYOUT, BT), tile_lo(n, W, LAYOUT, BT), d_s, dz, fk_base, v_base,
-                        dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
+        # tiles whose first state-reader is chunk n (SMALL: exactly tile n - 2, branch-free)
+        if SMALL:
+            _state_kv_tile(n - 2, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
+                           D, F, BF, BD, BT)
+        else:
+            _state_kv_tiles(tile_lo(n - 1, W, LAYOUT, BT), tile_lo(n, W, LAYOUT, BT), d_s, dz, fk_base, v_base,
+                            dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
 
 
 @triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BF"])
@@ -157,7 +169,7 @@ def bwd_state_kv_kernel(
 def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,
     T, W, LAYOUT, L, NS, H, G, HKV,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
 ):
     """State part of dφq (S_i g_i − z_i e_i, F-columns [fi*BF, fi*BF+BF)) into fp32 ``dfq``, walking
     segment s forward from its stored state with Sᵀ ``[D, BF]`` in registers."""
@@ -181,14 +193,22 @@ def bwd_state_q_kernel(
     n0 = s * L
     cur = tile_lo(n0, W, LAYOUT, BT)
     for n in range(n0, tl.minimum(n0 + L, NT)):
-        tlo = tile_lo(n, W, LAYOUT, BT)
-        for t in range(cur, tlo):
-            rows = t * BT + rt
-            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
-            b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
+        if SMALL:  # exactly tile n - 2 leaves the window before chunk n (see fwd_state_kernel)
+            rows = (n - 2) * BT + rt
+            keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
+            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
+            b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=keep[:, None] & mk[None, :], other=0.0)
             st_t = tl.dot(tl.trans(b_v), a, st_t)
             zs += tl.sum(a.to(tl.float32), 0)
-        cur = tl.maximum(cur, tlo)
+        else:
+            tlo = tile_lo(n, W, LAYOUT, BT)
+            for t in range(cur, tlo):
+                rows = t * BT + rt
+                a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
+                b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
+                st_t = tl.dot(tl.trans(b_v), a, st_t)
+                zs += tl.sum(a.to(tl.float32), 0)
+            cur = tl.maximum(cur, tlo)
         qpos = n * BT + rt
         qm = qpos < T
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)

@@ -101,12 +101,13 @@ def state_dot(a, s_mat, acc):
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
     fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,
-    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
 ):
     """State part of every query of segment s: ys = φq·S (value columns of D-tile di) and dens = φq·z.
 
     Walks the segment's chunks with S ``[F, BD]`` fp32 in registers, absorbing the key tiles that
-    leave the window (those below tile_lo(n)) before chunk n.
+    leave the window (those below tile_lo(n)) before chunk n. SMALL (tile_lo(n) = n - 1 for n >= 1): exactly
+    tile n - 2 is absorbed before chunk n, a branch-free loop body that Triton can software-pipeline.
     """
     di = tl.program_id(0)
     s = tl.program_id(1)
@@ -132,14 +133,22 @@ def fwd_state_kernel(
     n0 = s * L
     cur = tile_lo(n0, W, LAYOUT, BT)
     for n in range(n0, tl.minimum(n0 + L, NT)):
-        tlo = tile_lo(n, W, LAYOUT, BT)
-        for t in range(cur, tlo):
-            rows = t * BT + rt
-            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
-            b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
+        if SMALL:
+            rows = (n - 2) * BT + rt
+            keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
+            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
+            b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=keep[:, None] & md[None, :], other=0.0)
             S = tl.dot(tl.trans(a), b_v, S)
             zs = tl.dot(tl.trans(a), ones, zs)
-        cur = tl.maximum(cur, tlo)
+        else:
+            tlo = tile_lo(n, W, LAYOUT, BT)
+            for t in range(cur, tlo):
+                rows = t * BT + rt
+                a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
+                b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
+                S = tl.dot(tl.trans(a), b_v, S)
+                zs = tl.dot(tl.trans(a), ones, zs)
+            cur = tl.maximum(cur, tlo)
         qpos = n * BT + rt
         qm = qpos < T
         b_fq = tl.load(fq_base + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
@@ -149,16 +158,63 @@ def fwd_state_kernel(
         tl.store(dens + bh * T + qpos, den, mask=qm & ((qpos * 0 + di) == 0))
 
 
-@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F"])
+@triton.jit
+def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scale, T,
+                  D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+                  LIN_CUR: tl.constexpr):
+    """Window part of chunk n when its softmax keys lie in tiles n-1 and n (tile n-1 always holds some)."""
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, BDK)
+    rf = tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    kc = n * BT + rt
+    kp = kc - BT
+    kmc = kc < T
+    kmp = kp >= 0
+    # tile n: every row's own key is a softmax key, so m is finite for real rows
+    b_k = tl.load(k_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
+    sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    sc = tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] >= start[:, None]), sc, float("-inf"))
+    m, am = tl.max(sc, 1, return_indices=True)
+    m = tl.maximum(m, -1e30)
+    am += n * BT
+    p = g * tl.exp2(sc - m[:, None])
+    if LIN_CUR:
+        b_fk = tl.load(fk_base + kc[:, None] * F + rf[None, :], mask=kmc[:, None] & mf[None, :], other=0.0)
+        p += tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), tl.dot(b_fq, tl.trans(b_fk)), 0.0)
+    b_v = tl.load(v_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
+    acc = tl.dot(p.to(b_v.dtype), b_v)
+    lsum = tl.sum(p, 1)
+    # tile n-1: all keys causal; softmax from start(i) on, linear before (zero rows when n = 0)
+    b_k = tl.load(k_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
+    sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    sc = tl.where(kp[None, :] >= start[:, None], sc, float("-inf"))
+    mt, at = tl.max(sc, 1, return_indices=True)
+    m_new = tl.maximum(m, mt)
+    alpha = tl.exp2(m - m_new)
+    am = tl.where(mt > m, (n - 1) * BT + at, am)
+    p = g * tl.exp2(sc - m_new[:, None])
+    b_fk = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kmp[:, None] & mf[None, :], other=0.0)
+    p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk)), 0.0)
+    b_v = tl.load(v_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
+    acc = tl.dot(p.to(b_v.dtype), b_v, acc * alpha[:, None])
+    lsum = lsum * alpha + tl.sum(p, 1)
+    return acc, lsum, m_new, am
+
+
+@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F", "SMALL", "LIN_CUR"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
-    and the argmax key for the backward."""
+    and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
+    loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -185,9 +241,12 @@ def fwd_window_kernel(
     lsum = tl.zeros([BT], dtype=tl.float32)
     am = tl.zeros([BT], dtype=tl.int32)
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    if SMALL:
+        acc, lsum, m, am = _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scale, T,
+                                         D, F, BDK, BF, BT, LIN_CUR)
     # newest -> oldest: a row's linear keys come after all of its softmax keys, so the online
     # rescaling only ever touches rows that hold softmax mass alone (linear terms are not scaled by e^-m).
-    for tt in range(0, n - tlo + 1):
+    for tt in range(0, 0 if SMALL else n - tlo + 1):
         t = n - tt
         kpos = t * BT + rt
         km = kpos < T

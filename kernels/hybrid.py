@@ -7,6 +7,7 @@ older keys through a fp32 linear state carried per segment (see ``_fwd.py`` / ``
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -23,6 +24,7 @@ from lolsearch.kernels._common import BT, LOG2E, block, dot_options, layout_id, 
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 
 from lolsearch.attention.chunked import LinearState, state_cover
+from lolsearch.attention.layouts import get_layout
 
 # Query chunks per segment; None = pick from the machine size (tests override it to force many segments).
 SEGMENT_CHUNKS: int | None = None
@@ -35,6 +37,26 @@ def _value_block(bdk: int, bf: int) -> int:
     (F*BD <= 128*128 at 8 warps); env LOLSEARCH_KERNELS_BD overrides it for experiments."""
     env = os.environ.get("LOLSEARCH_KERNELS_BD")
     return min(bdk, int(env) if env else (128 if bf <= 128 else 64))
+
+
+@functools.lru_cache(maxsize=64)
+def small_window(lay: int, w: int) -> bool:
+    """True when tile_lo(n) = n - 1 for every chunk n >= 1 (softmax keys of chunk n within tiles n-1, n):
+    sliding 2 <= w <= 65, terrace w <= 32 or w = 64. The walks then absorb exactly one tile per chunk."""
+    if lay == 1:
+        return 2 <= w <= BT + 1
+    if lay == 2:
+        return 1 <= w <= BT // 2 or w == BT
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def linear_in_diagonal_tile(lay: int, w: int) -> bool:
+    """Whether some query of chunk n has linear keys inside key tile n (start(i) > 64 n) for this layout."""
+    lay_name = {0: "linear", 1: "sliding", 2: "terrace"}[lay]
+    layout = get_layout(lay_name)
+    # the pattern repeats every lcm(w, 64) / 64 <= w chunks
+    return any(int(layout.softmax_start(n * BT + r, w)) > n * BT for n in range(1, w + 3) for r in range(BT))
 
 
 def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
@@ -75,14 +97,16 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0):
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
-    fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT, **prec)
+    small = small_window(lay, w)
+    fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small, **prec)
     o = torch.empty_like(q)
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
     fwd_window_kernel[(triton.cdiv(t, BT), b * h)](
         q, k, v, fq, fk, gamma, ys, dens, o, m2, zden, am, T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
-        qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, **prec,
+        qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
+        LIN_CUR=small and linear_in_diagonal_tile(lay, w), **prec,
     )
     return o, st, (m2, zden, am), (seg, ns)
 
@@ -114,11 +138,11 @@ def _backward(ctx, do):
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf)
     bwd_state_kv_kernel[(triton.cdiv(d, bd), ns, b * h)](
-        fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BD=bd, BT=BT, **prec
+        fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small_window(lay, w), **prec
     )
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
-        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, **prec
+        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w), **prec
     )
     # window parts; these write the final gradients in the input dtypes
     scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)

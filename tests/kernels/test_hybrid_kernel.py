@@ -32,6 +32,7 @@ CASES = [
     (257, "terrace", 16, 16, 16, 4, 2, None),
     (257, "terrace", 64, 16, 16, 4, 2, 1),
     (257, "terrace", 100, 16, 16, 4, 2, None),
+    (257, "terrace", 31, 16, 16, 4, 2, 2),
     (100, "sliding", 16, 64, 32, 4, 2, None),
     (100, "terrace", 64, 64, 32, 4, 2, 1),
     (100, "sliding", 100, 64, 32, 2, 2, None),
@@ -121,3 +122,18 @@ def test_rejects_bad_input():
         hybrid_attention(q, k, v, fq, fk, g, 4, "diagonal")
     with pytest.raises(ValueError, match="phi_q"):
         hybrid_attention(q, k, v, fq[..., :8], fk, g, 4, "sliding")
+
+
+def test_small_window_rules_match_layouts():
+    """The branch-free variants' preconditions, checked against the layout definitions (C = 64)."""
+    from lolsearch.attention.layouts import get_layout
+    from lolsearch.kernels._common import LAYOUT_IDS
+    from lolsearch.kernels.hybrid import linear_in_diagonal_tile, small_window
+
+    for name in ("sliding", "terrace"):
+        lay = get_layout(name)
+        for w in range(1, 200):
+            tlo = [min(max(int(lay.softmax_start(64 * n, w)), 0) // 64, n) for n in range(300)]
+            assert small_window(LAYOUT_IDS[name], w) == all(t == max(n - 1, 0) for n, t in enumerate(tlo)), (name, w)
+            diag = any(int(lay.softmax_start(64 * n + r, w)) > 64 * n for n in range(1, 300) for r in range(64))
+            assert linear_in_diagonal_tile(LAYOUT_IDS[name], w) == diag, (name, w)
