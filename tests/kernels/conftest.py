@@ -1,4 +1,9 @@
-"""Kernel tests: the Triton interpreter on CPU (set up here, before Triton is imported), real kernels on GPU."""
+"""Kernel tests: the Triton interpreter on CPU, real kernels on GPU.
+
+The interpreter is chosen when ``@triton.jit`` decorates a kernel, i.e. when ``lolsearch.kernels.hybrid`` /
+``decode`` are first imported; the tests import them inside the test functions, after the fixture below has
+set ``TRITON_INTERPRET=1`` (only for these tests: other tests keep seeing ``triton_available() == False`` on CPU).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,21 @@ import sys
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-# one launch config per kernel: autotuning every config would multiply the compile time of the GPU tests
-os.environ.setdefault("LOLSEARCH_KERNELS_AUTOTUNE", "0")
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels"))
 from _launch import ensure_importable  # noqa: E402
 
 sys.path.pop(0)
 ensure_importable()
+
+
+@pytest.fixture(autouse=True)
+def kernel_env(monkeypatch):
+    """CPU: run the kernels in the Triton interpreter. Everywhere: one launch config per kernel (autotuning
+    every config would multiply the compile time of the GPU tests)."""
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    if "LOLSEARCH_KERNELS_AUTOTUNE" not in os.environ:
+        monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "0")
 
 
 @pytest.fixture
