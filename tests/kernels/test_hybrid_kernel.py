@@ -126,9 +126,10 @@ def test_rejects_bad_input():
 
 def test_small_window_rules_match_layouts():
     """The branch-free variants' preconditions, checked against the layout definitions (C = 64)."""
-    from lolsearch.attention.layouts import get_layout
     from lolsearch.kernels._common import LAYOUT_IDS
     from lolsearch.kernels.hybrid import linear_in_diagonal_tile, small_window
+
+    from lolsearch.attention.layouts import get_layout
 
     for name in ("sliding", "terrace"):
         lay = get_layout(name)
