@@ -24,15 +24,19 @@ from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
 @triton.jit(do_not_specialize=["T"])
-def bwd_pre_kernel(o, do, zden, e_out, T, D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr):
-    """e_i = (do_i·o_i) / Z_i."""
+def bwd_pre_kernel(o, o_lo, do, zden, e_out, T, D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr,
+                   HAS_LO: tl.constexpr):
+    """e_i = (do_i·o_i) / Z_i, with o = o + o_lo when the forward saved the rounding residual."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     rows = n * BT + tl.arange(0, BT)
     rk = tl.arange(0, BDK)
     msk = (rows < T)[:, None] & (rk < D)[None, :]
     off = bh * T * D + rows[:, None] * D + rk[None, :]
-    dot_ = tl.sum(tl.load(do + off, mask=msk, other=0.0).to(tl.float32) * tl.load(o + off, mask=msk, other=0.0).to(tl.float32), 1)
+    b_o = tl.load(o + off, mask=msk, other=0.0).to(tl.float32)
+    if HAS_LO:
+        b_o += tl.load(o_lo + off, mask=msk, other=0.0).to(tl.float32)
+    dot_ = tl.sum(tl.load(do + off, mask=msk, other=0.0).to(tl.float32) * b_o, 1)
     z = tl.load(zden + bh * T + rows, mask=rows < T, other=1.0)
     tl.store(e_out + bh * T + rows, dot_ / z, mask=rows < T)
 

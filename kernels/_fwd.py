@@ -203,18 +203,20 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     return acc, lsum, m_new, am
 
 
-@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F", "SMALL", "LIN_CUR"])
+@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
-    q, k, v, fq, fk, gamma, ys, dens, o, m_out, z_out, am_out,
+    q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-    SMALL: tl.constexpr, LIN_CUR: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
     and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
-    loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window."""
+    loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
+    SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
+    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -273,7 +275,11 @@ def fwd_window_kernel(
     out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
     acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
     z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
-    tl.store(o + out_off, (acc / z[:, None]).to(o.dtype.element_ty), mask=qm[:, None] & mk[None, :])
+    out = acc / z[:, None]
+    o_hi = out.to(o.dtype.element_ty)
+    tl.store(o + out_off, o_hi, mask=qm[:, None] & mk[None, :])
+    if SAVE_LO:
+        tl.store(o_lo + out_off, (out - o_hi.to(tl.float32)).to(o_lo.dtype.element_ty), mask=qm[:, None] & mk[None, :])
     tl.store(m_out + bh * T + qpos, m, mask=qm)
     tl.store(z_out + bh * T + qpos, z, mask=qm)
     tl.store(am_out + bh * T + qpos, am, mask=qm)

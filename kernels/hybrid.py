@@ -28,6 +28,9 @@ from lolsearch.attention.layouts import get_layout
 
 # Query chunks per segment; None = pick from the machine size (tests override it to force many segments).
 SEGMENT_CHUNKS: int | None = None
+# Save o's rounding residual for the backward also for fp32 inputs (the residual is then 0; tests use it
+# to exercise that path in the interpreter).
+FORCE_SAVE_LO = False
 # Segment-walk programs to aim for, per SM (env LOLSEARCH_KERNELS_PPS; the bench sweeps it).
 PROGRAMS_PER_SM = 8
 
@@ -72,8 +75,9 @@ def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
     return seg, triton.cdiv(nt, seg)
 
 
-def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0):
-    """Returns o, the segment states ``[BH, NS+1, F*D+F]`` and the per-row stats (m, Z, argmax)."""
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
+    """Returns o, the segment states ``[BH, NS+1, F*D+F]``, the per-row stats (m, Z, argmax) and the
+    rounding residual of o (``save_lo``; else None)."""
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
@@ -100,19 +104,21 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0):
     small = small_window(lay, w)
     fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small, **prec)
     o = torch.empty_like(q)
+    o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
     fwd_window_kernel[(triton.cdiv(t, BT), b * h)](
-        q, k, v, fq, fk, gamma, ys, dens, o, m2, zden, am, T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
+        q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
+        T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
-        LIN_CUR=small and linear_in_diagonal_tile(lay, w), **prec,
+        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo, **prec,
     )
-    return o, st, (m2, zden, am), (seg, ns)
+    return o, st, (m2, zden, am), (seg, ns), o_lo
 
 
 def _backward(ctx, do):
-    q, k, v, fq, fk, gamma, o, st, m2, zden, am = ctx.saved_tensors
+    q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = ctx.saved_tensors
     lay, w, (seg, ns) = ctx.lay, ctx.w, ctx.plan
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
@@ -124,7 +130,8 @@ def _backward(ctx, do):
     heads = dict(H=h, G=h // hkv, HKV=hkv)
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
-    bwd_pre_kernel[(nt, b * h)](o, do, zden, e, t, D=d, BDK=bdk, BT=BT, num_warps=4)
+    has_lo = o_lo.numel() > 0
+    bwd_pre_kernel[(nt, b * h)](o, o_lo if has_lo else o, do, zden, e, t, D=d, BDK=bdk, BT=BT, HAS_LO=has_lo, num_warps=4)
     # state parts (fp32), reverse scan of Σ φq gᵀ over segments first
     sz = f * d + f
     r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
@@ -167,8 +174,10 @@ class HybridAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state):
-        o, st, (m2, zden, am), plan = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0)
-        ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am)
+        save_lo = any(ctx.needs_input_grad[:6]) and (q.dtype != torch.float32 or FORCE_SAVE_LO)
+        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo)
+        o_lo = o_lo if o_lo is not None else o.new_empty(0)
+        ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
         ctx.lay, ctx.w, ctx.plan = lay, w, plan
         if not want_state:
             return o

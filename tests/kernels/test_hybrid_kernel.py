@@ -74,11 +74,14 @@ def test_forward_and_gradients_match_reference(t, layout, window, d, f, h, hkv, 
 @pytest.mark.parametrize(
     "t,layout,window,seg", [(257, "sliding", 16, None), (200, "terrace", 64, 1), (100, "sliding", 0, None), (70, "terrace", 100, None)]
 )
-def test_states_and_gradients_match_chunked(t, layout, window, seg, nan_alloc, segments):
-    """Initial state in, final state out (covering exactly the keys before `covered`), gradients with a state."""
+def test_states_and_gradients_match_chunked(t, layout, window, seg, nan_alloc, segments, monkeypatch):
+    """Initial state in, final state out (covering exactly the keys before `covered`), gradients with a state;
+    also runs the 16-bit path that saves o's rounding residual for the backward (zero in fp32)."""
+    import lolsearch.kernels.hybrid as hy
     from lolsearch.kernels import hybrid_attention
 
     segments(seg)
+    monkeypatch.setattr(hy, "FORCE_SAVE_LO", True)
     b, h, hkv, d, f = 2, 4, 2, 16, 16
     inputs = make_inputs(b, h, hkv, t, d, f, seed=7)
     gen = torch.Generator().manual_seed(3)
