@@ -214,8 +214,8 @@ def _versions() -> dict:
         import fla
 
         v["fla"] = getattr(fla, "__version__", "?")
-    except ImportError:
-        v["fla"] = "not installed"
+    except Exception as err:  # noqa: BLE001 - an fla that fails to import is reported, not fatal
+        v["fla"] = "not installed" if isinstance(err, ImportError) else f"import failed ({type(err).__name__})"
     return v
 
 
