@@ -31,6 +31,7 @@ class LayerState:
     v: torch.Tensor  # [B, Hkv, C, D]
     win_start: int
     seen: int
+    slot_pos_dev: torch.Tensor | None = None  # device copy of slot_positions() for the Triton decode kernel
 
     @property
     def capacity(self) -> int:
@@ -54,6 +55,12 @@ class LayerState:
         idx = self.slots(self.win_start if first is None else first, self.seen)
         return self.k[..., idx, :], self.v[..., idx, :]
 
+    def device_slot_positions(self) -> torch.Tensor:
+        """``slot_positions()`` as an int64 tensor on the cache's device (kept in step by the decode path)."""
+        if self.slot_pos_dev is None:
+            self.slot_pos_dev = torch.tensor(self.slot_positions(), dtype=torch.long, device=self.k.device)
+        return self.slot_pos_dev
+
     def slot_positions(self) -> list[int]:
         """Absolute position held by each ring slot (−1 = empty)."""
         pos = [-1] * self.capacity
@@ -70,6 +77,7 @@ class LayerState:
         self.k[..., idx, :] = k.to(self.k.dtype)
         self.v[..., idx, :] = v.to(self.v.dtype)
         self.win_start = first_pos
+        self.slot_pos_dev = None
 
 
 class LinearizedCache(DynamicCache):
