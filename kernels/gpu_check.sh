@@ -27,12 +27,12 @@ if [ -n "${FLA_WHEELS:-}" ] && [ -d "${FLA_WHEELS}" ]; then
 fi
 
 # 1) kernel tests on the GPU (one launch config per kernel: no autotuning during tests)
-LOLSEARCH_KERNELS_AUTOTUNE=0 timeout 240 "$PY" kernels/_launch.py pytest -m gpu tests/kernels -x -q \
+LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -x -q \
   -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 
 # 2) benchmark (autotuned kernels; compiled binaries of the tests are reused from the Triton cache)
-timeout 320 "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget 240 2>&1 | tee "$OUT_DIR/bench.log"
+timeout $(( ${BENCH_BUDGET:-240} + 80 )) "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget "${BENCH_BUDGET:-240}" 2>&1 | tee "$OUT_DIR/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
 echo "gpu tests rc=$test_rc, bench rc=$bench_rc, $(( $(date +%s) - start )) s" | tee "$OUT_DIR/summary.txt"

@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 t0=$(date +%s)
 case $phase in
 a)
-  PYTHON=python3 bash kernels/gpu_check.sh "$OUT/kernels"
+  PYTHON=python3 KERNEL_TEST_TIMEOUT=200 BENCH_BUDGET=200 bash kernels/gpu_check.sh "$OUT/kernels"
   tar czf "$OUT/kernels.tgz" -C "$OUT" kernels && rm -rf "$OUT/kernels"
   ;;
 b)
