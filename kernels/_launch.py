@@ -16,24 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ensure_importable() -> None:
-    """Makes ``import lolsearch.kernels`` work from this checkout."""
+    """Makes ``import lolsearch.kernels`` work from this checkout (``lolsearch`` registers the folder itself)."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    import lolsearch
-
-    try:
-        importlib.import_module("lolsearch.kernels")
-        return
-    except ModuleNotFoundError:
-        pass
-    kdir = os.path.join(ROOT, "kernels")
-    spec = importlib.util.spec_from_file_location(
-        "lolsearch.kernels", os.path.join(kdir, "__init__.py"), submodule_search_locations=[kdir]
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lolsearch.kernels"] = mod
-    spec.loader.exec_module(mod)
-    lolsearch.kernels = mod
+    importlib.import_module("lolsearch.kernels")
 
 
 def main(argv: list[str]) -> int:
