@@ -308,16 +308,18 @@ def _grid_recorder(space: SearchSpace, out: Path) -> GridRecorder:
 
 
 def _tuner(space: SearchSpace, out: Path, points: list, planned: int, resume: bool) -> Any:
-    """A new or restored Tuner, or None when a resumed sweep has nothing left to run."""
+    """A Tuner over what is left to run, or None when a resumed sweep has nothing left.
+
+    A resume never restores Ray's experiment: trials keep no mid-trial checkpoints, so restoring would
+    only bring back Tune's view of which trials ended, and Tune counts trials its time budget stopped
+    as ended. The records in ``DIR/trials`` and the Optuna journal are the state that matters.
+    """
     from ray import tune
 
     trainable = tune.with_resources(sweep_trainable, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     exp = out / "ray"
-    if resume and tune.Tuner.can_restore(str(exp)) and any(exp.glob("experiment_state-*.json")):
-        log.info("restoring the Ray experiment in %s", exp)
-        return tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
     done = {r["trial_id"] for r in read_records(out) if r.get("status") in FINAL_STATUSES}
-    if exp.exists():  # killed before Ray saved a restorable state: keep it aside, run what is left
+    if exp.exists():  # the previous run's Tune state: keep it aside, run what is left
         shutil.move(str(exp), str(out / f"ray.unrestorable.{int(time.time())}"))
     ctx = {"out": str(out), "space": space.name, "cpu": space.resources.cpu, "gpu": space.resources.gpu}
     if space.is_grid:

@@ -205,3 +205,17 @@ def test_trials_share_a_gpu(tmp_path):
     summary = run_sweep(path, tmp_path / "out", gpus=1)
     assert summary.counts == {"ok": 4}
     assert all(r["env"]["device"] != "cpu" for r in summary.records)
+
+
+def test_trials_cut_by_the_time_budget_rerun_on_resume(ray_session, tmp_path):
+    """A run stopped by --time-budget leaves no final record for the trials it cut; --resume runs them."""
+    space = load_space(TOY)
+    planned = {c.trial_id for c in space.plan()}
+    out = tmp_path / "budget"
+    first = run_sweep(TOY, out, time_budget_s=0.5)
+    cut = planned - set(records(out))
+    assert cut, "a half-second budget should stop some toy trials"
+    assert all(r["status"] == "ok" for r in records(out).values())  # nothing cut was recorded as final
+    again = run_sweep(TOY, out, resume=True)
+    assert set(records(out)) == planned and again.counts == {"ok": len(planned)}
+    assert first.planned == again.planned == len(planned)
