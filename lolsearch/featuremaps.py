@@ -82,9 +82,8 @@ class HedgehogParams(ProjectionParams):
     halfspace: bool = False
 
 
-@FEATURE_MAPS.register("hedgehog")
-class Hedgehog(FeatureMap):
-    """Hedgehog (Zhang et al. 2024, arXiv 2402.04347): [softmax(xW) ⊕ softmax(−xW)], W per head, 2F' features."""
+class _SignedProjection(FeatureMap):
+    """Shared by the Hedgehog-style maps: x̃ = xW per head, features of +x̃ and (unless halfspace) −x̃."""
 
     Params = HedgehogParams
 
@@ -95,6 +94,11 @@ class Hedgehog(FeatureMap):
     @property
     def output_dim(self) -> int:
         return self.params.feature_dim * (1 if self.params.halfspace else 2)
+
+
+@FEATURE_MAPS.register("hedgehog")
+class Hedgehog(_SignedProjection):
+    """Hedgehog (Zhang et al. 2024, arXiv 2402.04347): [softmax(xW) ⊕ softmax(−xW)], W per head, 2F' features."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xw = _project(x, self.weight)
@@ -104,18 +108,8 @@ class Hedgehog(FeatureMap):
 
 
 @FEATURE_MAPS.register("exp_dim")
-class ExpDim(FeatureMap):
+class ExpDim(_SignedProjection):
     """Exponential features (Hedgehog paper, arXiv 2402.04347): [exp(x̃ − max x̃) ⊕ exp(−x̃ + min x̃)]."""
-
-    Params = HedgehogParams
-
-    def __init__(self, num_heads: int, head_dim: int, params: HedgehogParams) -> None:
-        super().__init__(num_heads, head_dim, params)
-        self.weight = _projection(num_heads, head_dim, params.feature_dim, params.init)
-
-    @property
-    def output_dim(self) -> int:
-        return self.params.feature_dim * (1 if self.params.halfspace else 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xw = _project(x, self.weight)

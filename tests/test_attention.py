@@ -117,3 +117,22 @@ def test_reference_gradcheck_includes_stabilizer():
     assert torch.autograd.gradcheck(
         lambda *a: hybrid_attention_reference(*a, 2, "sliding"), (q, k, v, fq, fk, g), eps=1e-6, atol=1e-6
     )
+
+
+def test_chunked_attention_xent_equals_materialized_cross_entropy():
+    """The chunk-wise, checkpointed attention cross-entropy equals −Σ a log â on the full T×T maps."""
+    from lolsearch.attention import hybrid_attention_weights_reference
+    from lolsearch.attention.layer import attention_xent
+
+    q, k, v, fq, fk, g = (x.double().requires_grad_() for x in inputs(29, hkv=4))
+    student = hybrid_attention_weights_reference(q, k, fq, fk, g, 4, "terrace")
+    s = torch.einsum("bhid,bhjd->bhij", q, k) / 4.0
+    teacher = s.masked_fill(~torch.ones(29, 29, dtype=torch.bool).tril(), float("-inf")).softmax(-1).detach()
+    full = -(teacher * torch.log(student.clamp_min(1e-12))).sum() / (2 * 4 * 29)
+    for chunk in (7, 64):
+        got = attention_xent(q, k, fq, fk, g, 4, "terrace", chunk=chunk)
+        assert abs(got.item() - full.item()) < 1e-6 * abs(full.item())
+    ga = torch.autograd.grad(attention_xent(q, k, fq, fk, g, 4, "terrace", chunk=7), (fq, fk, g))
+    gb = torch.autograd.grad(full, (fq, fk, g))
+    for a, b in zip(ga, gb, strict=True):
+        assert rel_err(a, b) < 1e-6

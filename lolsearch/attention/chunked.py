@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from lolsearch.attention.layouts import get_layout
-from lolsearch.attention.reference import EPS, acc_dtype, hybrid_masks
+from lolsearch.attention.reference import EPS, acc_dtype, hybrid_masks, unnormalized_weights
 
 
 class LinearState(NamedTuple):
@@ -90,7 +90,7 @@ def hybrid_attention_chunked(
     f = acc_dtype(q)
     k, v = expand_kv(k, h).to(f), expand_kv(v, h).to(f)
     qf, fq, fk = q.to(f), phi_q.to(f), phi_k.to(f)
-    g = gamma.to(f).view(1, h, 1, 1)
+    g = gamma.to(f)
     st = state if state is not None else LinearState.zeros(b, h, fk.shape[-1], d, device=q.device, dtype=f)
     covered = k_start
     outs = []
@@ -103,11 +103,7 @@ def hybrid_attention_chunked(
         lo, qi = covered - k_start, slice(s - q_start, e - q_start)
         kt, vt, fkt = k[..., lo : e - k_start, :], v[..., lo : e - k_start, :], fk[..., lo : e - k_start, :]
         soft, lin = hybrid_masks(e - s, e - covered, window, layout, q_start=s, k_start=covered, device=q.device)
-        sc = torch.einsum("bhid,bhjd->bhij", qf[..., qi, :], kt) * d**-0.5
-        sc = sc.masked_fill(~soft, float("-inf"))
-        m = sc.amax(dim=-1, keepdim=True)
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        a = g * torch.exp(sc - m) + torch.einsum("bhif,bhjf->bhij", fq[..., qi, :], fkt) * lin
+        a = unnormalized_weights(qf[..., qi, :], kt, fq[..., qi, :], fkt, g, soft, lin)
         num = torch.einsum("bhij,bhjd->bhid", a, vt) + torch.einsum("bhif,bhfd->bhid", fq[..., qi, :], st.S)
         den = a.sum(dim=-1) + torch.einsum("bhif,bhf->bhi", fq[..., qi, :], st.z)
         outs.append(num / (den.unsqueeze(-1) + EPS))

@@ -27,7 +27,7 @@ from lolsearch.attention.cache import LayerState, LinearizedCache, decode_readou
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
-from lolsearch.attention.reference import EPS, hybrid_masks
+from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 from lolsearch.featuremaps import build_feature_map
 
 MODES = ("student", "teacher", "distill")
@@ -303,15 +303,11 @@ def _xent_chunk(q, k, phi_q, phi_k, gamma, window: int, layout: str, q_start: in
     """Sum over the chunk's queries of −Σ_j a_ij log â_ij (keys 0..q_start+C)."""
     c, tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
     qf, kf = q.float(), k.float()
-    s = torch.einsum("bhid,bhjd->bhij", qf, kf) * d**-0.5
-    causal = torch.arange(tk, device=q.device)[None, :] <= torch.arange(q_start, q_start + c, device=q.device)[:, None]
-    with torch.no_grad():
-        teacher = s.masked_fill(~causal, float("-inf")).softmax(dim=-1)
     soft, lin = hybrid_masks(c, tk, window, layout, q_start=q_start, k_start=0, device=q.device)
-    ss = s.masked_fill(~soft, float("-inf"))
-    m = ss.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    a = gamma.float().view(1, -1, 1, 1) * torch.exp(ss - m)
-    a = a + torch.einsum("bhif,bhjf->bhij", phi_q.float(), phi_k.float()) * lin
+    causal = soft | lin
+    with torch.no_grad():
+        s = torch.einsum("bhid,bhjd->bhij", qf, kf) * d**-0.5
+        teacher = s.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    a = unnormalized_weights(qf, kf, phi_q.float(), phi_k.float(), gamma.float(), soft, lin)
     log_a = torch.log(a.clamp_min(EPS)) - torch.log(a.sum(dim=-1, keepdim=True) + EPS)
     return -(teacher * log_a.masked_fill(~causal, 0.0)).sum()

@@ -32,6 +32,28 @@ def hybrid_masks(t_q: int, t_k: int, window: int, layout: str, q_start: int = 0,
     return soft, causal & ~soft
 
 
+def unnormalized_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    gamma: torch.Tensor,
+    soft: torch.Tensor,
+    lin: torch.Tensor,
+) -> torch.Tensor:
+    """A_ij = γ·exp(q_i·k_j/√D − c_i) on softmax keys, φq_i·φk_j on linear keys, 0 elsewhere ``[B, H, Tq, Tk]``.
+
+    The stabilizer c_i is the max over row i's softmax keys only; it is not applied to the linear terms
+    (Eq. 7), so it changes the softmax-vs-linear balance and gradients flow through it. Computes in the
+    dtype of its inputs; ``soft``/``lin`` are ``[Tq, Tk]`` masks from :func:`hybrid_masks`.
+    """
+    s = torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5
+    s = s.masked_fill(~soft, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return gamma.view(1, -1, 1, 1) * torch.exp(s - m) + torch.einsum("bhif,bhjf->bhij", phi_q, phi_k) * lin
+
+
 def hybrid_attention_weights_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -45,17 +67,10 @@ def hybrid_attention_weights_reference(
 
     Args: as :func:`hybrid_attention_reference`.
     """
-    t, d = q.shape[-2], q.shape[-1]
+    t = q.shape[-2]
     f = acc_dtype(q)
     soft, lin = hybrid_masks(t, t, window, layout, device=q.device)
-    s = torch.einsum("bhid,bhjd->bhij", q.to(f), k.to(f)) * d**-0.5
-    s = s.masked_fill(~soft, float("-inf"))
-    # Stabilizer c_i = max over the softmax keys only; it is not applied to the linear terms (Eq. 7).
-    m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    a_soft = gamma.to(f).view(1, -1, 1, 1) * torch.exp(s - m)
-    a_lin = torch.einsum("bhif,bhjf->bhij", phi_q.to(f), phi_k.to(f)) * lin
-    a = a_soft + a_lin
+    a = unnormalized_weights(q.to(f), k.to(f), phi_q.to(f), phi_k.to(f), gamma.to(f), soft, lin)
     return a / (a.sum(dim=-1, keepdim=True) + EPS)
 
 
