@@ -138,6 +138,13 @@ def test_toy_sweep_end_to_end(ray_session, tmp_path):
     again = run_sweep(TOY, out, resume=True)  # nothing left: every record kept as it was
     assert {r["trial_id"]: r["env"]["started_at"] for r in again.records} == {
         k: r["env"]["started_at"] for k, r in found.items()}
+    # the report of the toy sweep: every table and plot, from the records alone
+    from lolsearch.report import write_report
+
+    md = write_report(out).read_text()
+    assert f"{len(planned)} ok" in md and "## Ablations" in md
+    for name in ("trials.csv", "pareto.csv", "report.tex", "plots/pareto.png", "plots/curves.png"):
+        assert (out / name).stat().st_size > 0, name
 
 
 FAILING = """
