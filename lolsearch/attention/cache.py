@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from lolsearch.attention.chunked import LinearState, expand_kv
-from lolsearch.attention.reference import EPS, acc_dtype
+from lolsearch.attention.chunked import LinearState
 
 
 @dataclass
@@ -97,29 +96,3 @@ class LinearizedCache(DynamicCache):
     def linear_nbytes(self) -> int:
         """Bytes held by the linearized layers (state + window); constant in the sequence length."""
         return sum(s.nbytes() for s in self.linear.values())
-
-
-def decode_readout(
-    q: torch.Tensor, phi_q: torch.Tensor, st: LayerState, gamma: torch.Tensor
-) -> torch.Tensor:
-    """One query at position ``st.seen - 1`` over the whole window (softmax) and the state (linear).
-
-    Args:
-        q: ``[B, H, D]``; phi_q: ``[B, H, F]``; ``st`` after the step's eviction and insertion.
-
-    Returns:
-        ``[B, H, D]`` in fp32.
-    """
-    h, d = q.shape[1], q.shape[-1]
-    f = acc_dtype(q)
-    qf, fq = q.to(f), phi_q.to(f)
-    num = torch.einsum("bhf,bhfd->bhd", fq, st.state.S)
-    den = torch.einsum("bhf,bhf->bh", fq, st.state.z)
-    if st.seen > st.win_start:
-        k, v = st.window()
-        k, v = expand_kv(k, h).to(f), expand_kv(v, h).to(f)
-        s = torch.einsum("bhd,bhcd->bhc", qf, k) * d**-0.5
-        a = gamma.to(f).view(1, h, 1) * torch.exp(s - s.amax(dim=-1, keepdim=True))
-        num = num + torch.einsum("bhc,bhcd->bhd", a, v)
-        den = den + a.sum(dim=-1)
-    return num / (den.unsqueeze(-1) + EPS)

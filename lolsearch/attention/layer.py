@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from lolsearch.attention.cache import LayerState, LinearizedCache, decode_readout
+from lolsearch.attention.cache import LayerState, LinearizedCache
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
@@ -220,38 +220,19 @@ class LinearizedAttention(nn.Module):
         return o
 
     def _decode_step(self, q, k, v, st: LayerState) -> torch.Tensor:
-        if resolve_backend(self.backend, q.device) == "triton":
-            return self._decode_step_triton(q, k, v, st)
-        pos = st.seen
-        start = self._softmax_start(pos)
-        leave_end = min(start, pos)  # cached keys before `start` leave the window for the state
-        if leave_end > st.win_start:
-            idx = st.slots(st.win_start, leave_end)
-            self._absorb(st, st.k[..., idx, :], st.v[..., idx, :])
-            st.win_start = leave_end
-        if pos < start:  # the new key is linear already (linear layout): straight into the state
-            self._absorb(st, k, v)
-            st.win_start = pos + 1
-        else:
-            slot = pos % st.capacity
-            st.k[..., slot, :], st.v[..., slot, :] = k[..., 0, :], v[..., 0, :]
-        st.seen = pos + 1
-        phi_q = self.feature_map_q(q.float())[..., 0, :]
-        return decode_readout(q[..., 0, :], phi_q, st, self.gamma).unsqueeze(-2)
-
-    def _decode_step_triton(self, q, k, v, st: LayerState) -> torch.Tensor:
-        """The same step with the fused kernel: it absorbs the leaving keys into S, z in place and reads out."""
-        from lolsearch.kernels import hybrid_decode_step
+        """One token: keys leaving the window go into the state, the new key into its ring slot, then one
+        read-out over window and state (the fused Triton step on the triton backend, its PyTorch twin else)."""
+        from lolsearch.kernels.decode_torch import hybrid_decode_step_torch
 
         pos = st.seen
         start = self._softmax_start(pos)
         slot_pos = st.device_slot_positions()
-        leave_end = min(start, pos)
+        leave_end = min(start, pos)  # cached keys before `start` leave the window
         idx = st.slots(st.win_start, leave_end) if leave_end > st.win_start else slice(0, 0)
-        k_out, v_out = st.k[..., idx, :].clone(), st.v[..., idx, :].clone()  # the new key may reuse a slot
+        k_out, v_out = st.k[..., idx, :].clone(), st.v[..., idx, :].clone()  # the new key may reuse their slot
         slot_pos[idx] = -1
         st.win_start = max(st.win_start, leave_end)
-        if pos < start:
+        if pos < start:  # the new key is linear already (linear layout): straight into the state
             k_out, v_out = torch.cat([k_out, k.to(k_out.dtype)], -2), torch.cat([v_out, v.to(v_out.dtype)], -2)
             st.win_start = pos + 1
         else:
@@ -261,16 +242,13 @@ class LinearizedAttention(nn.Module):
         phi_out = self.feature_map_k(expand_kv(k_out, self.num_heads).float()) if k_out.shape[-2] else None
         st.seen = pos + 1
         phi_q = self.feature_map_q(q.float())[..., 0, :]
-        o = hybrid_decode_step(
-            q[..., 0, :], phi_q, st.k, st.v, slot_pos, st.state.S, st.state.z, self.gamma, self.window, self.layout,
-            pos, phi_out, v_out if phi_out is not None else None,
-        )
+        if resolve_backend(self.backend, q.device) == "triton":
+            from lolsearch.kernels import hybrid_decode_step as step
+        else:
+            step = hybrid_decode_step_torch
+        o = step(q[..., 0, :], phi_q, st.k, st.v, slot_pos, st.state.S, st.state.z, self.gamma, self.window,
+                 self.layout, pos, phi_out, v_out if phi_out is not None else None)
         return o.unsqueeze(-2)
-
-    def _absorb(self, st: LayerState, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Adds keys ``[B, Hkv, n, D]`` to the recurrent state (features of the query heads)."""
-        phi = self.feature_map_k(expand_kv(k, self.num_heads).float())
-        st.state = st.state.absorb(phi, expand_kv(v, self.num_heads))
 
 
 def attention_xent(
