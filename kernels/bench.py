@@ -66,15 +66,22 @@ class Runner:
         return float(row["ms"]) if row["ms"] else None
 
 
+def _lazy_inputs(shape: bi.Shape, t: int, bwd: bool, x: dict):
+    """Prefill inputs built on first use and kept in ``x`` (cleared by the caller after its cells)."""
+
+    def inputs() -> dict:
+        if not x:
+            x.update(bi.make_prefill(shape, t, grad=bwd))
+        return x
+
+    return inputs
+
+
 def _prefill_cells(run: Runner, shape: bi.Shape, t: int) -> None:
     """Our two layouts, SDPA backends and the fla pair, fwd and fwd+bwd."""
     for pas, bwd in (("fwd", False), ("fwd+bwd", True)):
         x: dict = {}
-
-        def inputs(bwd=bwd, x=x):
-            if not x:
-                x.update(bi.make_prefill(shape, t, grad=bwd))
-            return x
+        inputs = _lazy_inputs(shape, t, bwd, x)
 
         for layout in ("sliding", "terrace"):
             run.cell(f"ours-{layout}", shape.name, t, pas,
@@ -89,11 +96,7 @@ def _torch_cells(run: Runner, shape: bi.Shape, t: int) -> None:
     """The chunked torch path (T <= 32K fwd, 8K fwd+bwd) and the materialized reference (T <= 8K fwd, 2K fwd+bwd)."""
     for pas, bwd in (("fwd", False), ("fwd+bwd", True)):
         x: dict = {}
-
-        def inputs(bwd=bwd, x=x):
-            if not x:
-                x.update(bi.make_prefill(shape, t, grad=bwd))
-            return x
+        inputs = _lazy_inputs(shape, t, bwd, x)
 
         limit, rlimit = (32768, 8192) if not bwd else (8192, 2048)
         run.cell("chunked-torch", shape.name, t, pas,

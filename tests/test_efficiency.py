@@ -11,14 +11,7 @@ from lolsearch.surgery import linearize
 GIB, MIB = 2**30, 2**20
 CONTEXTS = [4096, 32768, 131072]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def llama3_8b() -> LlamaConfig:

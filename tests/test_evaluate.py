@@ -17,14 +17,7 @@ from lolsearch.surgery import linearize
 DATA = Path(__file__).parent / "data"
 VOCAB = 100
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy(vocab: int = VOCAB, layers: int = 3, init: float = 0.2) -> LlamaForCausalLM:
