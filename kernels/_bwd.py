@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import configs, last_chunk_end, soft_start, tile_lo
+from lolsearch.kernels._common import F32_DOT, configs, last_chunk_end, soft_start, tile_lo
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
@@ -81,9 +81,9 @@ def bwd_rsum_kernel(
 def state_dot_left(s_mat, b, acc):
     """acc += s_mat @ b with the fp32 state on the left; bf16 inputs unless b is fp32."""
     if b.dtype == tl.float32:  # noqa: SIM108 - constexpr branch
-        acc = tl.dot(s_mat, b, acc)
+        acc = tl.dot(s_mat, b, acc, input_precision=F32_DOT)
     else:
-        acc = tl.dot(s_mat.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+        acc = tl.dot(s_mat.to(tl.bfloat16), b.to(tl.bfloat16), acc, input_precision=F32_DOT)
     return acc
 
 
@@ -202,7 +202,7 @@ def bwd_state_q_kernel(
             keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
             a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
             b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=keep[:, None] & mk[None, :], other=0.0)
-            st_t = tl.dot(tl.trans(b_v), a, st_t)
+            st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
             zs += tl.sum(a.to(tl.float32), 0)
         else:
             tlo = tile_lo(n, W, LAYOUT, BT)
@@ -210,7 +210,7 @@ def bwd_state_q_kernel(
                 rows = t * BT + rt
                 a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
                 b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
-                st_t = tl.dot(tl.trans(b_v), a, st_t)
+                st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
                 zs += tl.sum(a.to(tl.float32), 0)
             cur = tl.maximum(cur, tlo)
         qpos = n * BT + rt
@@ -268,12 +268,12 @@ def bwd_q_kernel(
             km = kpos < T
             b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
             b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-            da = tl.dot(b_do, tl.trans(b_v)) * rz[:, None] - e[:, None]
-            sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+            da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
+            sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
             soft = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]) & qm[:, None]
             dae = tl.where(soft, da * tl.exp2(sc - b_m[:, None]), 0.0)
             dsum += tl.sum(dae, 1)
-            acc = tl.dot((gam * dae).to(b_k.dtype), b_k, acc)
+            acc = tl.dot((gam * dae).to(b_k.dtype), b_k, acc, input_precision=F32_DOT)
         dc = -gam * dsum
         b_am = tl.load(am + bh * T + qpos, mask=qm, other=0)
         k_am = tl.load(k_base + b_am[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
@@ -293,9 +293,9 @@ def bwd_q_kernel(
         km = kpos < T
         b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
         b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-        da = tl.dot(b_do, tl.trans(b_v)) * rz[:, None] - e[:, None]
+        da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
         lin = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None])
-        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f)
+        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f, input_precision=F32_DOT)
     tl.store(dfq + f_off, acc_f.to(dfq.dtype.element_ty), mask=fmask)
 
 
@@ -354,12 +354,12 @@ def bwd_kv_kernel(
                         b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
                         b_dc = tl.load(dc_in + bh * T + qpos, mask=qm, other=0.0)
                         b_am = tl.load(am + bh * T + qpos, mask=qm, other=-1)
-                        da = tl.dot(b_v, tl.trans(b_do)) * rz[None, :] - e[None, :]  # [keys, queries]
-                        sc = tl.dot(b_k, tl.trans(b_q)) * qk_scale
+                        da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]  # [keys, queries]
+                        sc = tl.dot(b_k, tl.trans(b_q), input_precision=F32_DOT) * qk_scale
                         soft = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] >= start[None, :]) & qm[None, :]
                         ds = tl.where(soft, gam * da * tl.exp2(sc - b_m[None, :]), 0.0)
                         ds += tl.where(b_am[None, :] == kpos[:, None], b_dc[None, :], 0.0)
-                        acc = tl.dot(ds.to(b_q.dtype), b_q, acc)
+                        acc = tl.dot(ds.to(b_q.dtype), b_q, acc, input_precision=F32_DOT)
     tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
     # dv: every window weight A_ij (softmax and linear) times g_i = do_i / Z_i, plus the state part
     acc = tl.load(dv_s + kv_off, mask=kv_mask, other=0.0)
@@ -378,12 +378,12 @@ def bwd_kv_kernel(
                     a_t = tl.zeros([BT, BQ], dtype=tl.float32)
                     if has_soft:
                         b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
-                        sc = tl.dot(b_k, tl.trans(b_q)) * qk_scale
+                        sc = tl.dot(b_k, tl.trans(b_q), input_precision=F32_DOT) * qk_scale
                         a_t = tl.where(causal & (kpos[:, None] >= start[None, :]), gam * tl.exp2(sc - b_m[None, :]), 0.0)
                     if has_lin:
                         b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-                        a_t += tl.where(causal & (kpos[:, None] < start[None, :]), tl.dot(b_fk, tl.trans(b_fq)), 0.0)
-                    acc = tl.dot((a_t * rz[None, :]).to(b_do.dtype), b_do, acc)
+                        a_t += tl.where(causal & (kpos[:, None] < start[None, :]), tl.dot(b_fk, tl.trans(b_fq), input_precision=F32_DOT), 0.0)
+                    acc = tl.dot((a_t * rz[None, :]).to(b_do.dtype), b_do, acc, input_precision=F32_DOT)
     tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
     # dφk per query head: window linear keys plus the state part
     for hh in range(0, G):
@@ -397,7 +397,7 @@ def bwd_kv_kernel(
                     qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
                     start = soft_start(qpos, W, LAYOUT)
                     b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-                    da = tl.dot(b_v, tl.trans(b_do)) * rz[None, :] - e[None, :]
+                    da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]
                     lin = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] < start[None, :]) & qm[None, :]
-                    acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f)
+                    acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f, input_precision=F32_DOT)
         tl.store(dfk + f_off, acc_f.to(dfk.dtype.element_ty), mask=fmask)

@@ -24,6 +24,11 @@ BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
 EPS = 1e-12  # same as lolsearch.attention.reference.EPS
 LOG2E = 1.4426950408889634
 LAYOUT_IDS = {"linear": 0, "sliding": 1, "terrace": 2}
+# Precision of every tl.dot whose operands are fp32 (fp32 inputs only; 16-bit operands ignore it): 3-pass TF32,
+# about fp32 accuracy. It has to be given per call: Triton 3.6-3.9's tl.dot falls back to TRITON_F32_DEFAULT or
+# "tf32" and never reads the `default_dot_input_precision` launch option, which left fp32 inputs at TF32
+# accuracy (1.1e-3 relative error on the H200). LOLSEARCH_KERNELS_FP32_DOT=tf32|ieee changes it.
+F32_DOT: tl.constexpr = tl.constexpr(os.environ.get("LOLSEARCH_KERNELS_FP32_DOT", "tf32x3"))
 
 
 def layout_id(layout: str, window: int) -> tuple[int, int]:
@@ -47,14 +52,6 @@ def configs(options: list[tuple[int, int]]) -> list[triton.Config]:
     if not AUTOTUNE:
         options = options[:1]
     return [triton.Config({}, num_warps=w, num_stages=s) for w, s in options]
-
-
-def dot_options(dtype: torch.dtype) -> dict:
-    """Launch options: fp32 inputs get 3-pass TF32 dots (~fp32 accuracy) on the GPU; 16-bit inputs use bf16/fp16
-    tensor cores with fp32 accumulation either way."""
-    if dtype == torch.float32 and not INTERPRET:
-        return {"default_dot_input_precision": os.environ.get("LOLSEARCH_KERNELS_FP32_DOT", "tf32x3")}
-    return {}
 
 
 def num_sms(device: torch.device) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import configs, seg_key_start, soft_start, tile_lo
+from lolsearch.kernels._common import F32_DOT, configs, seg_key_start, soft_start, tile_lo
 
 NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
 
@@ -50,7 +50,7 @@ def seg_sums_kernel(
         rm = rows < k1
         a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=rm[:, None] & (rf[None, :] < F), other=0.0)
         b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=rm[:, None] & (rd[None, :] < D), other=0.0)
-        acc = tl.dot(tl.trans(a), b_v, acc)
+        acc = tl.dot(tl.trans(a), b_v, acc, input_precision=F32_DOT)
         zacc += tl.sum(a.to(tl.float32), 0)
     SZ = F * D + F
     base = st + (bh * (NS + 1) + s + 1) * SZ
@@ -91,9 +91,9 @@ def col0(rows: tl.constexpr, dtype: tl.constexpr):
 def state_dot(a, s_mat, acc):
     """acc += a @ s_mat with an fp32 state: bf16 tensor-core inputs for 16-bit a, fp32 (tf32 on GPU) otherwise."""
     if a.dtype == tl.float32:  # noqa: SIM108 - constexpr branch
-        acc = tl.dot(a, s_mat, acc)
+        acc = tl.dot(a, s_mat, acc, input_precision=F32_DOT)
     else:
-        acc = tl.dot(a.to(tl.bfloat16), s_mat.to(tl.bfloat16), acc)
+        acc = tl.dot(a.to(tl.bfloat16), s_mat.to(tl.bfloat16), acc, input_precision=F32_DOT)
     return acc
 
 
@@ -138,16 +138,16 @@ def fwd_state_kernel(
             keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
             a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
             b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=keep[:, None] & md[None, :], other=0.0)
-            S = tl.dot(tl.trans(a), b_v, S)
-            zs = tl.dot(tl.trans(a), ones, zs)
+            S = tl.dot(tl.trans(a), b_v, S, input_precision=F32_DOT)
+            zs = tl.dot(tl.trans(a), ones, zs, input_precision=F32_DOT)
         else:
             tlo = tile_lo(n, W, LAYOUT, BT)
             for t in range(cur, tlo):
                 rows = t * BT + rt
                 a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
                 b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
-                S = tl.dot(tl.trans(a), b_v, S)
-                zs = tl.dot(tl.trans(a), ones, zs)
+                S = tl.dot(tl.trans(a), b_v, S, input_precision=F32_DOT)
+                zs = tl.dot(tl.trans(a), ones, zs, input_precision=F32_DOT)
             cur = tl.maximum(cur, tlo)
         qpos = n * BT + rt
         qm = qpos < T
@@ -174,7 +174,7 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     kmp = kp >= 0
     # tile n: every row's own key is a softmax key, so m is finite for real rows
     b_k = tl.load(k_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
-    sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
     sc = tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] >= start[:, None]), sc, float("-inf"))
     m, am = tl.max(sc, 1, return_indices=True)
     m = tl.maximum(m, -1e30)
@@ -182,13 +182,13 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     p = g * tl.exp2(sc - m[:, None])
     if LIN_CUR:
         b_fk = tl.load(fk_base + kc[:, None] * F + rf[None, :], mask=kmc[:, None] & mf[None, :], other=0.0)
-        p += tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), tl.dot(b_fq, tl.trans(b_fk)), 0.0)
+        p += tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
-    acc = tl.dot(p.to(b_v.dtype), b_v)
+    acc = tl.dot(p.to(b_v.dtype), b_v, input_precision=F32_DOT)
     lsum = tl.sum(p, 1)
     # tile n-1: all keys causal; softmax from start(i) on, linear before (zero rows when n = 0)
     b_k = tl.load(k_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
-    sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
     sc = tl.where(kp[None, :] >= start[:, None], sc, float("-inf"))
     mt, at = tl.max(sc, 1, return_indices=True)
     m_new = tl.maximum(m, mt)
@@ -196,9 +196,9 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     am = tl.where(mt > m, (n - 1) * BT + at, am)
     p = g * tl.exp2(sc - m_new[:, None])
     b_fk = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kmp[:, None] & mf[None, :], other=0.0)
-    p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk)), 0.0)
+    p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
-    acc = tl.dot(p.to(b_v.dtype), b_v, acc * alpha[:, None])
+    acc = tl.dot(p.to(b_v.dtype), b_v, acc * alpha[:, None], input_precision=F32_DOT)
     lsum = lsum * alpha + tl.sum(p, 1)
     return acc, lsum, m_new, am
 
@@ -255,7 +255,7 @@ def fwd_window_kernel(
         p = tl.zeros([BT, BT], dtype=tl.float32)
         if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
             b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-            sc = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+            sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
             sc = tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]), sc, float("-inf"))
             mt, at = tl.max(sc, 1, return_indices=True)
             m_new = tl.maximum(m, mt)
@@ -267,11 +267,11 @@ def fwd_window_kernel(
             p = g * tl.exp2(sc - m[:, None])
         if t * BT < start_hi:
             b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-            a_lin = tl.dot(b_fq, tl.trans(b_fk))
+            a_lin = tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT)
             p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
         b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
         lsum += tl.sum(p, 1)
-        acc = tl.dot(p.to(b_v.dtype), b_v, acc)
+        acc = tl.dot(p.to(b_v.dtype), b_v, acc, input_precision=F32_DOT)
     out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
     acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
     z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12

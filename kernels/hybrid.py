@@ -20,7 +20,7 @@ from lolsearch.kernels._bwd import (
     bwd_state_kv_kernel,
     bwd_state_q_kernel,
 )
-from lolsearch.kernels._common import BT, LOG2E, block, dot_options, layout_id, num_sms
+from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 
 from lolsearch.attention.chunked import LinearState, state_cover
@@ -91,18 +91,17 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
     else:
         st[:, 0, : f * d] = s0.reshape(b * h, f * d)
         st[:, 0, f * d :] = z0.reshape(b * h, f)
-    prec = dot_options(q.dtype)
     bf1, bd1 = min(bf, 64), min(bdk, 64)
     common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
     seg_sums_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
-        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4, **prec
+        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
     scan_kernel[(triton.cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     small = small_window(lay, w)
-    fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small, **prec)
+    fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -112,7 +111,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
-        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo, **prec,
+        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
@@ -126,7 +125,6 @@ def _backward(ctx, do):
     nt = triton.cdiv(t, BT)
     dev, f32 = q.device, torch.float32
     do = do.contiguous().to(q.dtype)
-    prec = dot_options(q.dtype)
     heads = dict(H=h, G=h // hkv, HKV=hkv)
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
@@ -138,18 +136,18 @@ def _backward(ctx, do):
     r[:, ns].zero_()
     bf1, bd1 = min(bf, 64), min(bdk, 64)
     bwd_rsum_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
-        fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4, **prec
+        fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
     scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
     dv_s = torch.zeros(b, hkv, t, d, device=dev, dtype=f32)
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf)
     bwd_state_kv_kernel[(triton.cdiv(d, bd), ns, b * h)](
-        fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small_window(lay, w), **prec
+        fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small_window(lay, w)
     )
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
-        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w), **prec
+        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)
     )
     # window parts; these write the final gradients in the input dtypes
     scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
@@ -158,12 +156,12 @@ def _backward(ctx, do):
     dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
     bwd_q_kernel[(nt, b * h)](
         q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq, dfq, dc, dgp, T=t, W=w, LAYOUT=lay, **heads,
-        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, **prec,
+        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT,
     )
     dk, dv, dfk = torch.empty_like(k), torch.empty_like(v), torch.empty_like(fk)
     bwd_kv_kernel[(nt, b * hkv)](
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk, dv, dfk, T=t, W=w, LAYOUT=lay, **heads,
-        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, **prec,
+        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32,
     )
     dgamma = dgp.view(b, h, nt).sum((0, 2))
     return dq, dk, dv, dfq, dfk, dgamma
