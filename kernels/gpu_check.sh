@@ -27,7 +27,7 @@ if [ -n "${FLA_WHEELS:-}" ] && [ -d "${FLA_WHEELS}" ]; then
 fi
 
 # 1) kernel tests on the GPU (one launch config per kernel: no autotuning during tests)
-LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -x -q \
+LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q \
   -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 
