@@ -170,12 +170,15 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
     kv_bytes = next(model.parameters()).element_size()
     m.update(efficiency.analytic(model.config, list(surgery.plan), surgery.feature_dim, list(cfg.efficiency.contexts),
                                  kv_dtype_bytes=kv_bytes, proj_dim=proj))
-    if cfg.efficiency.measure:
-        m.update(efficiency.measure(model, cfg.efficiency, device, len(tok)))
-    timing["efficiency_s"] = time.perf_counter() - t
-
-    if out_dir is not None:
+    if out_dir is not None:  # before the speed measurement: the trained weights are the trial's product
         m["adapter_bytes"] = save_adapter(model, out_dir / ADAPTER_FILE)
+    if cfg.efficiency.measure:
+        try:
+            m.update(efficiency.measure(model, cfg.efficiency, device, len(tok)))
+        except RuntimeError as err:  # quality is measured and saved; a failed timing is recorded, not fatal
+            m["efficiency_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            log.error("trial %s: efficiency measurement failed: %s", cfg.trial_id, m["efficiency_error"])
+    timing["efficiency_s"] = time.perf_counter() - t
 
 
 def _limited(batches: Iterable[dict], max_batches: int) -> Iterable[dict]:

@@ -143,6 +143,21 @@ def test_nan_loss_fails_the_trial(monkeypatch, tmp_path):
     assert (tmp_path / "result.json").exists()
 
 
+def test_failed_speed_measurement_keeps_the_quality_and_adapter(monkeypatch, tmp_path):
+    import lolsearch.efficiency as efficiency
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
+
+    monkeypatch.setattr(efficiency, "measure", broken)
+    cfg = TOY_TRIAL | {"distill": {**TOY_TRIAL["distill"], "steps": 2}, "finetune": {**TOY_TRIAL["finetune"], "steps": 2}}
+    result = run_trial(parse_trial_config(cfg), tmp_path)
+    assert result.status == "ok", result.error
+    assert result.metrics["efficiency_error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert math.isfinite(result.metrics["ppl_ratio"]) and "decode_tok_s" not in result.metrics
+    assert (tmp_path / "adapter.safetensors").exists()
+
+
 def test_exceptions_fail_the_trial_with_their_message(tmp_path):
     bad = {**TOY_TRIAL, "attention": {**TOY_TRIAL["attention"], "softmax_layers": [0, 1]}}
     result = run_trial(parse_trial_config(bad), tmp_path)
