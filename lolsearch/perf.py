@@ -189,6 +189,20 @@ def decode_rate(model, cache, batch: int, vocab: int, steps: int, warmup: int = 
     return batch / sec
 
 
+def _profile_decode(model, cache, batch: int, vocab: int, path: Path, steps: int = 4) -> None:
+    """Operator table (self CPU and device time) of a few decode steps, to see what bounds the step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    decode_rate(model, cache, batch, vocab, steps=1, warmup=1)
+    with profile(activities=acts) as prof:
+        decode_rate(model, cache, batch, vocab, steps=steps, warmup=0)
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{steps} decode steps at batch {batch}\n\n" + prof.key_averages().table(sort_by=sort, row_limit=25)
+                    + "\n\nby self CPU time\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def max_batch(make: Callable[[int], object], model, vocab: int, start: int, limit: int) -> int:
     """Largest batch (doubling from ``start``) whose cache fits and decodes 2 steps; 0 if none."""
     best, b = 0, start
@@ -233,6 +247,8 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
                 row.update(decode_tok_s=float("nan"), peak_gib=float("nan"), status="oom")
             cache = None
             _reset_mem(device)
+            if args.profile and ctx == max(args.contexts) and row["status"] == "ok":
+                _profile_decode(model, make(args.batch, ctx), args.batch, vocab, args.out / f"profile_{name}.txt")
             if ctx == max(args.contexts):
                 limit = args.max_batch_limit
                 row["max_batch"] = max_batch(lambda b, c=ctx, mk=make: mk(b, c), model, vocab, args.batch, limit)
@@ -300,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--backend", default="auto")
     p.add_argument("--max-batch-limit", type=int, default=16384)
+    p.add_argument("--profile", action="store_true", help="write profile_<model>.txt (operator times) at the largest context")
     p = sub.add_parser("scaling")
     p.add_argument("space", type=Path)
     p.add_argument("--gpus", type=int, nargs="+", default=[1, 2])

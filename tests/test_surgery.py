@@ -141,7 +141,7 @@ def test_generate_memory_does_not_grow(toy):
 @pytest.mark.parametrize("layout,window", [("sliding", 5), ("terrace", 4), ("linear", 0)])
 def test_triton_decode_path_matches_full_forward(layout, window):
     """Prefill + fused decode kernel (interpreter on CPU, real kernels on GPU) against the full forward on the
-    same backend. On a GPU fp32 dots run as TF32, hence the looser tolerance there."""
+    same backend (fp32; on a GPU the kernels' fp32 dots are 3-pass TF32, the model's matmuls plain fp32)."""
     pytest.importorskip("triton")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), device)
@@ -153,5 +153,6 @@ def test_triton_decode_path_matches_full_forward(layout, window):
         steps = [model(ids[:, :6], cache=cache, use_cache=True).logits]
         for t in range(6, ids.shape[1]):
             steps.append(model(ids[:, t : t + 1], cache=cache, use_cache=True).logits)
-    tol = 1e-2 if device == "cuda" else 2e-4
-    assert torch.allclose(torch.cat(steps, 1), full, atol=tol, rtol=tol)
+    got, tol = torch.cat(steps, 1), 1e-3 if device == "cuda" else 2e-4
+    err = (got - full).abs().max().item()
+    assert torch.allclose(got, full, atol=tol, rtol=tol), f"decode vs full forward: max abs error {err:.2e}"
