@@ -3,8 +3,8 @@
 # network and takes at most 64 MiB per call, so wheels and the SmolLM2 GGUF travel in three ignored folders,
 # .device/{a,b,c}, one per call, and are kept in /tmp between back-to-back calls).
 #
-#   bash results/h200/device.sh a    # + kernels: GPU kernel tests and bench          (carry .device/a)
-#   bash results/h200/device.sh b    # + GPU tests of the package, perf train/generate  (carry .device/b)
+#   bash results/h200/device.sh a    # + kernels: GPU kernel + package tests, bench     (carry .device/a)
+#   bash results/h200/device.sh b    # + SmolLM2: perf train/generate                   (carry .device/b)
 #   bash results/h200/device.sh c    # + Ray: the ablation sweep and its report          (carry .device/c)
 #   bash results/h200/device.sh d    # resume the sweep, sweep scaling 1 vs N GPUs
 set -u
@@ -27,18 +27,19 @@ nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 t0=$(date +%s)
 case $phase in
 a)
-  PYTHON=python3 KERNEL_TEST_TIMEOUT=200 BENCH_BUDGET=200 bash kernels/gpu_check.sh "$OUT/kernels"
+  PYTHON=python3 KERNEL_TEST_TIMEOUT="${KERNEL_TEST_TIMEOUT:-170}" BENCH_BUDGET="${BENCH_BUDGET:-150}" bash kernels/gpu_check.sh "$OUT/kernels"
+  { timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_surgery.py -k triton
+    timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_models.py tests/test_efficiency.py; } 2>&1 \
+    | tail -30 | tee "$OUT/kernels/pytest_gpu_package.log"
   tar czf "$OUT/kernels.tgz" -C "$OUT" kernels && rm -rf "$OUT/kernels"
   ;;
 b)
-  { python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_models.py tests/test_efficiency.py tests/test_trial.py
-    python3 -m pytest -q -p no:cacheprovider tests/test_surgery.py -k triton; } 2>&1 | tail -8 | tee "$OUT/pytest_gpu_package.log"
-  python3 -m lolsearch.perf --out "$OUT/perf" train --seq 1024 4096 --backends triton reference torch
-  python3 -m lolsearch.perf --out "$OUT/perf" generate --contexts 8192 32768 --batch 64
+  python3 -m lolsearch.perf --out "$OUT/perf" train --seq 1024 4096 --backends triton reference
+  python3 -m lolsearch.perf --out "$OUT/perf" generate --contexts 8192 32768 --batch 64 --profile
   tar czf "$OUT/perf.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
   ;;
 c)
-  timeout 580 python3 -m lolsearch sweep spaces/lolcats_ablation.yaml --out /tmp/smollm2-ablation --time-budget 500 --gpus "$(nvidia-smi -L | wc -l)"
+  timeout 590 python3 -m lolsearch sweep spaces/lolcats_ablation.yaml --out /tmp/smollm2-ablation --time-budget "${SWEEP_BUDGET:-540}" --gpus "$(nvidia-smi -L | wc -l)"
   python3 -m lolsearch report /tmp/smollm2-ablation
   tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray -C /tmp smollm2-ablation
   ;;
@@ -47,7 +48,7 @@ d)
     --time-budget "${RESUME_BUDGET:-300}" --gpus "$(nvidia-smi -L | wc -l)"
   python3 -m lolsearch report /tmp/smollm2-ablation
   tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray -C /tmp smollm2-ablation
-  [ "${SKIP_SCALING:-0}" = 1 ] || timeout 240 python3 -m lolsearch.perf --out "$OUT/perf" scaling spaces/scaling.yaml --gpus 1 "$(nvidia-smi -L | wc -l)"
+  [ "${SKIP_SCALING:-0}" = 1 ] || timeout "${SCALING_TIMEOUT:-240}" python3 -m lolsearch.perf --out "$OUT/perf" scaling spaces/scaling.yaml --gpus 1 "$(nvidia-smi -L | wc -l)"
   [ -d "$OUT/perf" ] && tar czf "$OUT/perf_scaling.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
   ;;
 esac
