@@ -254,6 +254,24 @@ def rows_from_log(path: str, device: str) -> list[dict]:
     return rows
 
 
+def merge_csvs(paths: list[str]) -> list[dict]:
+    """Cells of several bench.csv files of one machine (a bench split over calls): a cell that an earlier file
+    measured is kept, later files fill the cells it skipped or did not reach."""
+    rows: list[dict] = []
+    index: dict[tuple, int] = {}
+    for path in paths:
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                r["T"] = int(r["T"])
+                key = (r["impl"], r["shape"], r["T"], r["pass"], r["backend"])
+                if key not in index:
+                    index[key] = len(rows)
+                    rows.append(r)
+                elif rows[index[key]]["status"] != "ok" and r["status"] == "ok":
+                    rows[index[key]] = {**r, "note": (r["note"] + "; " if r["note"] else "") + f"from {path}"}
+    return rows
+
+
 def write_results(out: str, rows: list[dict], cmd: str, elapsed: float, provenance: str | None = None) -> None:
     os.makedirs(out, exist_ok=True)
     _atomic(os.path.join(out, "bench.csv"), _csv_text(rows))
@@ -331,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-batch", type=int, default=16, help="sequences per decode step")
     p.add_argument("--from-log", metavar="LOG", help="rebuild bench.csv/bench.md from a bench log (no GPU needed)")
     p.add_argument("--device-name", default="NVIDIA H200", help="with --from-log: the GPU the log was measured on")
+    p.add_argument("--merge", nargs="+", metavar="CSV", help="merge bench.csv files of one machine (earlier wins)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.from_log:
@@ -341,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             with open(versions) as fh:
                 prov += " on: " + "; ".join(line.strip() for line in fh if line.strip() and "," not in line)
         write_results(args.out, rows_from_log(args.from_log, args.device_name), cmd, 0.0, prov + "  ")
+        return 0
+    if args.merge:
+        cmd = "python -m lolsearch.kernels.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_results(args.out, merge_csvs(args.merge), cmd, 0.0, f"Merged from {', '.join(args.merge)}  ")
         return 0
     if not torch.cuda.is_available():
         print("lolsearch.kernels.bench needs a CUDA GPU", file=sys.stderr)  # noqa: T201

@@ -138,21 +138,33 @@ def test_generate_memory_does_not_grow(toy):
     assert torch.equal(auto, full)
 
 
+def _prefill_then_decode(model, ids: torch.Tensor, prefill: int) -> torch.Tensor:
+    with torch.no_grad():
+        cache = new_cache(model)
+        steps = [model(ids[:, :prefill], cache=cache, use_cache=True).logits]
+        for t in range(prefill, ids.shape[1]):
+            steps.append(model(ids[:, t : t + 1], cache=cache, use_cache=True).logits)
+    return torch.cat(steps, 1)
+
+
 @pytest.mark.parametrize("layout,window", [("sliding", 5), ("terrace", 4), ("linear", 0)])
-def test_triton_decode_path_matches_full_forward(layout, window):
-    """Prefill + fused decode kernel (interpreter on CPU, real kernels on GPU) against the full forward on the
-    same backend (fp32; on a GPU the kernels' fp32 dots are 3-pass TF32, the model's matmuls plain fp32)."""
+def test_triton_decode_path_matches_reference_and_full_forward(layout, window):
+    """Prefill + fused decode kernel (interpreter on CPU, real kernels on GPU), fp32, against the materialized
+    reference backend's prefill + decode, and on CPU also against the full forward. On the H200 the one-token
+    steps of every backend (triton, torch, reference alike) differ from the full forward by up to 4.6e-3 in
+    the logits while the prefill matches to 2e-7 (torch 2.11, 2026-11-28), so that comparison is CPU-only."""
     pytest.importorskip("triton")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), device)
-    linearize(model, attention(layout=layout, window=window, backend="triton"))
     ids = torch.randint(0, 256, (2, 23), generator=torch.Generator().manual_seed(2)).to(device)
-    with torch.no_grad():
-        full = model(ids).logits
-        cache = new_cache(model)
-        steps = [model(ids[:, :6], cache=cache, use_cache=True).logits]
-        for t in range(6, ids.shape[1]):
-            steps.append(model(ids[:, t : t + 1], cache=cache, use_cache=True).logits)
-    got, tol = torch.cat(steps, 1), 1e-3 if device == "cuda" else 2e-4
-    err = (got - full).abs().max().item()
-    assert torch.allclose(got, full, atol=tol, rtol=tol), f"decode vs full forward: max abs error {err:.2e}"
+    logits = {}
+    for backend in ("triton", "reference"):
+        model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), device)
+        linearize(model, attention(layout=layout, window=window, backend=backend))
+        logits[backend] = _prefill_then_decode(model, ids, 6)
+    err = (logits["triton"] - logits["reference"]).abs().max().item()
+    assert err <= 1e-4, f"triton vs reference backend, prefill + decode: max abs error {err:.2e}"
+    if device == "cpu":
+        with torch.no_grad():
+            full = model(ids).logits
+        err = (logits["triton"] - full).abs().max().item()
+        assert err <= 2e-4, f"decode vs full forward: max abs error {err:.2e}"

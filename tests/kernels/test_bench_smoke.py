@@ -112,3 +112,23 @@ def test_rows_from_a_log_of_a_run_that_died(tmp_path):
         ("ours-sliding", "triton", "0.2843", "ok"), ("sdpa", "flash", "0.1655", "ok"), ("sdpa", "cudnn", "0.0876", "ok"),
         ("ours-sliding-bd64", "triton", "", "error"), ("ours-decode", "triton", "0.0273", "ok")]
     assert rows[-1]["note"] == "cuda graph"
+
+
+def test_merge_fills_skipped_cells_and_keeps_measured_ones(tmp_path):
+    """A bench split over two calls: the first file's measurements win, the second fills what it skipped."""
+    from lolsearch.kernels import bench
+
+    head = "impl,shape,T,pass,ms,device,backend,status,note\n"
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(head + "ours-decode,llama3-8b,131072,decode,,H200,triton,skipped,budget\n"
+                 "sdpa,llama3-8b,2048,fwd,0.0875,H200,cudnn,ok,\n")
+    b.write_text(head + "sdpa,llama3-8b,2048,fwd,0.0877,H200,cudnn,ok,\n"
+                 "ours-decode,llama3-8b,131072,decode,0.0273,H200,triton,ok,cuda graph\n"
+                 "sdpa-decode,llama3-8b,131072,decode,1.8895,H200,cudnn,ok,\n")
+    rows = bench.merge_csvs([str(a), str(b)])
+    assert [(r["impl"], r["ms"], r["status"]) for r in rows] == [
+        ("ours-decode", "0.0273", "ok"), ("sdpa", "0.0875", "ok"), ("sdpa-decode", "1.8895", "ok")]
+    assert rows[0]["note"] == f"cuda graph; from {b}" and rows[0]["T"] == 131072
+    bench.main(["--merge", str(a), str(b), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert "| decode at 128K >= 20x faster than SDPA over the KV cache | met |" in md
