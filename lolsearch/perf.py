@@ -5,7 +5,8 @@
     python -m lolsearch.perf scaling  SPACE --gpus 1 4
 
 ``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
-same model, data and batches (micro-batch 1 × 8 accumulation, as the LoLCATs recipe).
+same model, data and batches (8 sequences per step by default, as in the trials; `--micro-batch 1 --accum 8`
+splits them).
 ``generate``: decode tokens/s of the linearized model vs the softmax teacher (HF SDPA + DynamicCache)
 at a batch and context, and the largest batch each can decode at the context. The caches are built
 at the target context directly (random keys/values and states), which costs what a prefilled cache
@@ -131,7 +132,8 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
             att = AttentionConfig(layout=args.layout, window=args.window, backend=backend)
             data = DataConfig(source="shakespeare", seq_len=seq)
             log.info("train throughput: backend %s seq %d", backend, seq)
-            rows += train_throughput(ModelConfig(source=args.model), data, att, device, steps=args.steps)
+            rows += train_throughput(ModelConfig(source=args.model), data, att, device, micro_batch=args.micro_batch,
+                                     accum=args.accum, steps=args.steps)
     df = pd.DataFrame(rows)
     _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage"], higher_better=True)
     return df
@@ -310,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--backends", nargs="+", default=["triton", "reference"])
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--micro-batch", type=int, default=8, help="sequences per forward (the trials use 8)")
+    p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
     p.add_argument("--batch", type=int, default=64)

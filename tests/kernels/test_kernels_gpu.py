@@ -1,4 +1,4 @@
-"""The kernels on a CUDA GPU: bf16/fp16 against an fp32 reference (5e-3 outputs, 1e-2 gradients), fp32 at 1e-3,
+"""The kernels on a CUDA GPU: bf16/fp16 against an fp32 reference (5e-3 outputs, 1e-2 gradients), fp32 at 2e-5 (3-pass TF32 dots),
 larger T and the Llama-3-8B head shape. Run with ``pytest -m gpu tests/kernels``."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ pytestmark = [
 ]
 
 DEV = "cuda"
-TOLS = {torch.bfloat16: (5e-3, 1e-2), torch.float16: (5e-3, 1e-2), torch.float32: (1e-3, 1e-3)}
+TOLS = {torch.bfloat16: (5e-3, 1e-2), torch.float16: (5e-3, 1e-2), torch.float32: (2e-5, 2e-5)}
 
 # (T, layout, window, D, F, H, Hkv, dtype)
 CASES = [
