@@ -9,6 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -324,6 +325,7 @@ def build_report(s: Sweep) -> tuple[str, str]:
           "Objectives (" + s.objectives_source + "): " + ", ".join(f"`{o.metric}` ({o.mode})" for o in s.objectives) + ".",
           "Factors (" + s.factors_source + "): " + (", ".join(f"`{f}`" for f in s.factors) or "none") + ".", ""]
     md += [f"> Note: {n}" for n in s.notes] + ([""] if s.notes else [])
+    md += _findings(s)
     if n_ranked == 0:
         md += ["**No trial finished ok with every objective recorded: nothing to rank.**", ""]
     else:
@@ -339,6 +341,23 @@ def build_report(s: Sweep) -> tuple[str, str]:
     md += ["## Provenance", "", *[f"- {line}" for line in provenance(s)], ""]
     latex_tables = [*tables, *ablations, *pivots, *([imp] if imp else [])]
     return "\n".join(md), _latex_document(s, latex_tables)
+
+
+FINDINGS_FILE = "FINDINGS.md"
+
+
+def _findings(s: Sweep) -> list[str]:
+    """The researcher's own reading of the sweep (``FINDINGS.md`` beside the trials), included verbatim with its
+    title dropped and headings moved one level down, so report.md carries the analysis next to the tables it cites."""
+    path = Path(s.dir) / FINDINGS_FILE
+    if not path.is_file():
+        return []
+    lines = path.read_text().strip().splitlines()
+    if lines and lines[0].startswith("#"):  # its own title: the report's heading replaces it
+        lines = lines[1:]
+    body = [("#" + line if line.startswith("#") else line) for line in lines]
+    return ["## Findings", "", f"_From `{FINDINGS_FILE}` in the sweep folder (written by hand from trials.csv)._", "",
+            *body, ""]
 
 
 def _section(title: str, tables: list[Table]) -> list[str]:

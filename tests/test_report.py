@@ -275,6 +275,17 @@ def test_report_zero_ok_trials(tmp_path):
     assert (root / "plots" / "curves.png").is_file() and not (root / "plots" / "pareto.png").exists()
 
 
+def test_findings_file_is_included_under_its_own_heading(tmp_path):
+    root = make_sweep(tmp_path / "s", MIN_MIN)
+    md = write_report(root).read_text()
+    assert "## Findings" not in md
+    (root / "FINDINGS.md").write_text("## My reading\n\nAttention transfer helps.\n\n### Table 1\n\n| a |\n|---|\n")
+    md = write_report(root).read_text()
+    head, rest = md.split("## Findings\n", 1)
+    assert "## Pareto front" not in head and "## Pareto front" in rest
+    assert "Attention transfer helps." in rest and "#### Table 1" in rest and "My reading" not in md
+
+
 def test_default_objectives_and_inferred_factors(tmp_path):
     root = make_sweep(tmp_path / "s", None, search=None)
     sweep = load_sweep(root)
