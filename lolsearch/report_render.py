@@ -355,6 +355,8 @@ def _findings(s: Sweep) -> list[str]:
     lines = path.read_text().strip().splitlines()
     if lines and lines[0].startswith("#"):  # its own title: the report's heading replaces it
         lines = lines[1:]
+    while lines and not lines[0].strip():
+        lines = lines[1:]
     body = [("#" + line if line.startswith("#") else line) for line in lines]
     return ["## Findings", "", f"_From `{FINDINGS_FILE}` in the sweep folder (written by hand from trials.csv)._", "",
             *body, ""]
