@@ -7,6 +7,10 @@
 #   bash results/h200/device.sh b    # + SmolLM2: perf train/generate                   (carry .device/b)
 #   bash results/h200/device.sh c    # + Ray: the ablation sweep and its report          (carry .device/c)
 #   bash results/h200/device.sh d    # resume the sweep, sweep scaling 1 vs N GPUs
+#
+# Session of 2026-11-28 (second): a, b, c, then `RESUME_BUDGET=60 SCALING_TIMEOUT=330 ... d` on nvidia-h200-x4.
+# The recipe runs (results/smollm2-recipe/README.md), the extra bench runs (results/kernels/RUN.md) and the
+# batch-8 `perf train` (results/perf/perf.md) were single commands on the same prepared /tmp, listed there.
 set -u
 phase=$1
 cd "$(dirname "$0")/../.."
