@@ -107,7 +107,7 @@ def test_chunked_gradients_match_reference():
         return grads
     ref = run(lambda: hybrid_attention_reference(q, expand_kv(k, 4), expand_kv(v, 4), fq, fk, g, 8, "terrace"))
     ch = run(lambda: hybrid_attention_chunked(q, k, v, fq, fk, g, 8, "terrace", chunk_size=16))
-    for a, b in zip(ch, ref):
+    for a, b in zip(ch, ref, strict=True):
         assert rel_err(a, b) < 1e-9
 
 
@@ -136,3 +136,27 @@ def test_chunked_attention_xent_equals_materialized_cross_entropy():
     gb = torch.autograd.grad(full, (fq, fk, g))
     for a, b in zip(ga, gb, strict=True):
         assert rel_err(a, b) < 1e-6
+
+
+@pytest.mark.parametrize("layout,window", [("sliding", 20), ("sliding", 1), ("terrace", 8), ("linear", 0)])
+def test_chunks_at_once_matches_loop_and_reference_with_gradients(layout, window):
+    """Whole sequences of many chunks skip the Python loop (_chunks_at_once, chunk doubled until the layout's
+    softmax keys fit in two chunks); outputs and all gradients equal the loop's and the reference's."""
+    from lolsearch.attention import chunked
+
+    t = 300
+    c = chunked._parallel_chunk(layout, window, 16, t)
+    assert t >= chunked.PARALLEL_MIN_CHUNKS * c
+    q, k, v, fq, fk, g = (x.double().requires_grad_() for x in inputs(t, b=1))
+    w = torch.linspace(-1, 1, q.numel(), dtype=q.dtype).view_as(q)
+
+    def grads(fn):
+        out = fn()
+        return (out, *torch.autograd.grad((out * w).sum(), (q, k, v, fq, fk, g)))
+
+    fast = grads(lambda: hybrid_attention_chunked(q, k, v, fq, fk, g, window, layout, chunk_size=16))
+    zero = LinearState.zeros(1, 4, 8, 16, dtype=torch.float64)  # a state forces the loop
+    loop = grads(lambda: hybrid_attention_chunked(q, k, v, fq, fk, g, window, layout, chunk_size=16, state=zero))
+    ref = grads(lambda: hybrid_attention_reference(q, expand_kv(k, 4), expand_kv(v, 4), fq, fk, g, window, layout))
+    for a, b, r in zip(fast, loop, ref, strict=True):
+        assert rel_err(a, r) < 1e-9 and rel_err(b, r) < 1e-9

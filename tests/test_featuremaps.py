@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lolsearch.featuremaps import FEATURE_MAPS, build_feature_map
 from lolsearch.config import FeatureMapConfig
+from lolsearch.featuremaps import FEATURE_MAPS, build_feature_map
 
 
 @pytest.mark.parametrize("kind", FEATURE_MAPS.names())

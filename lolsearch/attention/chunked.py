@@ -4,7 +4,9 @@ Queries are processed in chunks of C. Keys that every query of a chunk gives lin
 live in a carried state ``S = Σ φk(k_j) v_jᵀ`` ``[B, H, F, D]`` and normaliser ``z = Σ φk(k_j)``
 ``[B, H, F]`` (fp32); the remaining keys of the chunk (its window tile, at most C + 2w of them)
 are scored directly with the layout's softmax/linear masks. The same function serves training,
-long prefill and generation (a cached key prefix plus a carried state).
+long prefill and generation (a cached key prefix plus a carried state). A whole sequence of many chunks
+with no carried state (training, evaluation) runs all chunks at once, with the states of older keys
+from a prefix sum over chunks; everything else walks the chunks in a loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import torch
 
 from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.reference import EPS, acc_dtype, hybrid_masks, unnormalized_weights
+
+# Whole sequences of at least this many chunks run with no Python loop over chunks (_chunks_at_once): on a GPU
+# the loop is launch-bound (SmolLM2 heads at 2K: 37.8 ms on the H200, as slow as on a 2-core CPU); on the CPU
+# the two are even at 16 chunks and the loop wins at 2 (1.5x).
+PARALLEL_MIN_CHUNKS = 8
 
 
 class LinearState(NamedTuple):
@@ -91,6 +98,10 @@ def hybrid_attention_chunked(
     k, v = expand_kv(k, h).to(f), expand_kv(v, h).to(f)
     qf, fq, fk = q.to(f), phi_q.to(f), phi_k.to(f)
     g = gamma.to(f)
+    if state is None and q_start == 0 and tk == tq and not return_state:
+        c = _parallel_chunk(layout, window, chunk_size, tq)
+        if tq >= PARALLEL_MIN_CHUNKS * c:  # few chunks: the loop below is as fast and scores fewer keys
+            return _chunks_at_once(qf, k, v, fq, fk, g, window, layout, c).to(q.dtype)
     st = state if state is not None else LinearState.zeros(b, h, fk.shape[-1], d, device=q.device, dtype=f)
     covered = k_start
     outs = []
@@ -113,3 +124,56 @@ def hybrid_attention_chunked(
     final = max(state_cover(layout, window, q_start + tq), covered)
     st = st.absorb(fk[..., covered - k_start : final - k_start, :], v[..., covered - k_start : final - k_start, :])
     return o, st, final
+
+
+def _parallel_chunk(layout: str, window: int, chunk_size: int, t: int) -> int:
+    """Chunk length C >= chunk_size such that every softmax key of a query in chunk n lies in chunks n-1, n
+    (checked on the layout's own rule at every chunk start before t); at worst one chunk of the whole sequence."""
+    lay = get_layout("linear" if window == 0 else layout)
+    c = max(chunk_size, 1)
+    while True:
+        if c >= t:
+            return c
+        starts = torch.arange(c, t, c)
+        if bool((lay.softmax_start(starts, window) >= starts - c).all()):
+            return c
+        c *= 2
+
+
+def _chunks_at_once(qf, k, v, fq, fk, g, window: int, layout: str, c: int) -> torch.Tensor:
+    """The same function with no loop over chunks (for a whole sequence from position 0, no state).
+
+    Chunk n scores the 2C keys of chunks n-1 and n directly (softmax or linear by the layout's masks on
+    absolute positions) and reads every older key, all linear for its queries, from an exclusive prefix sum
+    of per-chunk states. Inputs are fp32/fp64 ``[B, H, T, ·]`` with k, v already expanded; output likewise.
+    """
+    b, h, t, d = qf.shape
+    n = -(-t // c)
+    pad = n * c - t
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # [B, H, T, X] -> [B, H, N, C, X]
+        return torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, n, c, x.shape[-1])
+
+    def with_previous(x: torch.Tensor) -> torch.Tensor:  # [B, H, N, C, X] -> [B, H, N, 2C, X]
+        return torch.cat([torch.nn.functional.pad(x, (0, 0, 0, 0, 1, 0))[:, :, :-1], x], dim=3)
+
+    qb, kb, vb, fqb, fkb = (blocks(x) for x in (qf, k, v, fq, fk))
+    kk, vv, fkk = with_previous(kb), with_previous(vb), with_previous(fkb)
+    qpos = torch.arange(n * c, device=qf.device).view(n, c)
+    kpos = (torch.arange(n, device=qf.device)[:, None] - 1) * c + torch.arange(2 * c, device=qf.device)
+    start = get_layout("linear" if window == 0 else layout).softmax_start(qpos, window)
+    causal = (kpos[:, None, :] <= qpos[:, :, None]) & (kpos[:, None, :] >= 0)
+    soft = causal & (kpos[:, None, :] >= start[:, :, None])  # [N, C, 2C]
+    s = torch.einsum("bhncd,bhnkd->bhnck", qb, kk) * d**-0.5
+    s = s.masked_fill(~soft, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    a = g.view(1, h, 1, 1, 1) * torch.exp(s - m) + torch.einsum("bhncf,bhnkf->bhnck", fqb, fkk) * (causal & ~soft)
+    # state read by chunk n: keys of chunks 0 .. n-2
+    kv = torch.einsum("bhncf,bhncd->bhnfd", fkb, vb).cumsum(dim=2)
+    z = fkb.sum(dim=3).cumsum(dim=2)
+    kv = torch.nn.functional.pad(kv, (0, 0, 0, 0, 2, 0))[:, :, :n]
+    z = torch.nn.functional.pad(z, (0, 0, 2, 0))[:, :, :n]
+    num = torch.einsum("bhnck,bhnkd->bhncd", a, vv) + torch.einsum("bhncf,bhnfd->bhncd", fqb, kv)
+    den = a.sum(dim=-1) + torch.einsum("bhncf,bhnf->bhnc", fqb, z)
+    return (num / (den.unsqueeze(-1) + EPS)).reshape(b, h, n * c, d)[:, :, :t]
