@@ -45,13 +45,13 @@ b)
 c)
   timeout 590 python3 -m lolsearch sweep spaces/lolcats_ablation.yaml --out /tmp/smollm2-ablation --time-budget "${SWEEP_BUDGET:-540}" --gpus "$(nvidia-smi -L | wc -l)"
   python3 -m lolsearch report /tmp/smollm2-ablation
-  tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray -C /tmp smollm2-ablation
+  tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray --exclude='ray.unrestorable.*' -C /tmp smollm2-ablation
   ;;
 d)
   timeout 560 python3 -m lolsearch sweep spaces/lolcats_ablation.yaml --out /tmp/smollm2-ablation --resume \
     --time-budget "${RESUME_BUDGET:-300}" --gpus "$(nvidia-smi -L | wc -l)"
   python3 -m lolsearch report /tmp/smollm2-ablation
-  tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray -C /tmp smollm2-ablation
+  tar czf "$OUT/ablation.tgz" --exclude='*.safetensors' --exclude=ray --exclude='ray.unrestorable.*' -C /tmp smollm2-ablation
   [ "${SKIP_SCALING:-0}" = 1 ] || timeout "${SCALING_TIMEOUT:-240}" python3 -m lolsearch.perf --out "$OUT/perf" scaling spaces/scaling.yaml --gpus 1 "$(nvidia-smi -L | wc -l)"
   [ -d "$OUT/perf" ] && tar czf "$OUT/perf_scaling.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
   ;;
