@@ -56,8 +56,10 @@ def ls(what: Annotated[str, typer.Argument(help=f"one of: {', '.join(LISTS)}")] 
             data = load_yaml(path)
             table.add_row(str(path.relative_to(SPACES_DIR.parent)), str((data or {}).get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else "")
     else:
+        from rich.markup import escape
+
         for name, doc in _registry(what).describe().items():
-            table.add_row(name, doc)
+            table.add_row(name, escape(doc))  # docs hold formulas like [a ⊕ b], not rich markup
     out.print(table)
 
 

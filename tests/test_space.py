@@ -336,3 +336,10 @@ def test_lookup_uses_base_then_defaults():
     assert lookup_path({"distill": {"layer_weights": "power"}}, "distill.layer_weights.kind") == "power"
     assert lookup_path({"distill": {"layer_weights": {"kind": "power"}}}, "distill.layer_weights.params.p") == 1.0
     assert lookup_path({"attention": {"feature_map": {"kind": "performer"}}}, "attention.feature_map.params.seed") == 0
+
+
+def test_cli_ls_prints_registry_docs_verbatim(capsys):
+    """Docs with brackets (Hedgehog's [softmax(xW) ⊕ softmax(−xW)]) are text, not rich markup to swallow."""
+    assert cli_main(["ls", "feature-maps"]) == 0
+    out = capsys.readouterr().out
+    assert "[softmax(xW)" in out and "hedgehog" in out and "t2r" in out
