@@ -165,11 +165,7 @@ def _chunks_at_once(qf, k, v, fq, fk, g, window: int, layout: str, c: int) -> to
     start = get_layout("linear" if window == 0 else layout).softmax_start(qpos, window)
     causal = (kpos[:, None, :] <= qpos[:, :, None]) & (kpos[:, None, :] >= 0)
     soft = causal & (kpos[:, None, :] >= start[:, :, None])  # [N, C, 2C]
-    s = torch.einsum("bhncd,bhnkd->bhnck", qb, kk) * d**-0.5
-    s = s.masked_fill(~soft, float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    a = g.view(1, h, 1, 1, 1) * torch.exp(s - m) + torch.einsum("bhncf,bhnkf->bhnck", fqb, fkk) * (causal & ~soft)
+    a = unnormalized_weights(qb, kk, fqb, fkk, g, soft, causal & ~soft)  # [B, H, N, C, 2C]
     # state read by chunk n: keys of chunks 0 .. n-2
     kv = torch.einsum("bhncf,bhncd->bhnfd", fkb, vb).cumsum(dim=2)
     z = fkb.sum(dim=3).cumsum(dim=2)

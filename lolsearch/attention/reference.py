@@ -41,17 +41,19 @@ def unnormalized_weights(
     soft: torch.Tensor,
     lin: torch.Tensor,
 ) -> torch.Tensor:
-    """A_ij = γ·exp(q_i·k_j/√D − c_i) on softmax keys, φq_i·φk_j on linear keys, 0 elsewhere ``[B, H, Tq, Tk]``.
+    """A_ij = γ·exp(q_i·k_j/√D − c_i) on softmax keys, φq_i·φk_j on linear keys, 0 elsewhere ``[B, H, ..., Tq, Tk]``.
 
     The stabilizer c_i is the max over row i's softmax keys only; it is not applied to the linear terms
     (Eq. 7), so it changes the softmax-vs-linear balance and gradients flow through it. Computes in the
-    dtype of its inputs; ``soft``/``lin`` are ``[Tq, Tk]`` masks from :func:`hybrid_masks`.
+    dtype of its inputs; ``soft``/``lin`` are ``[Tq, Tk]`` masks from :func:`hybrid_masks` (or masks that
+    broadcast against the extra dims, e.g. ``[N, Tq, Tk]`` for chunks ``[B, H, N, Tq, D]``).
     """
-    s = torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5
+    s = torch.einsum("...id,...jd->...ij", q, k) * q.shape[-1] ** -0.5
     s = s.masked_fill(~soft, float("-inf"))
     m = s.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return gamma.view(1, -1, 1, 1) * torch.exp(s - m) + torch.einsum("bhif,bhjf->bhij", phi_q, phi_k) * lin
+    g = gamma.view(1, -1, *([1] * (s.dim() - 2)))
+    return g * torch.exp(s - m) + torch.einsum("...if,...jf->...ij", phi_q, phi_k) * lin
 
 
 def hybrid_attention_weights_reference(
