@@ -11,6 +11,7 @@ from a prefix sum over chunks; everything else walks the chunks in a loop.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -127,6 +128,7 @@ def hybrid_attention_chunked(
     return o, st, final
 
 
+@functools.lru_cache(maxsize=256)
 def _parallel_chunk(layout: str, window: int, chunk_size: int, t: int) -> int:
     """Chunk length C >= chunk_size such that every softmax key of a query in chunk n lies in chunks n-1, n
     (checked on the layout's own rule at every chunk start before t); at worst one chunk of the whole sequence."""
