@@ -72,7 +72,7 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device
 
 # -------------------------------------------------------------------------------------------- train
 def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: AttentionConfig, device: torch.device,
-                     micro_batch: int = 1, accum: int = 8, steps: int = 3, warmup: int = 1) -> list[dict]:
+                     micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1) -> list[dict]:
     """Tokens/s and peak GiB of one attention-transfer step and one LoRA step (same batches)."""
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.data import packed_batches
