@@ -20,9 +20,9 @@ from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.reference import EPS, acc_dtype, hybrid_masks, unnormalized_weights
 
 # Whole sequences of at least this many chunks run with no Python loop over chunks (_chunks_at_once): on a GPU
-# the loop is launch-bound (SmolLM2 heads at 2K: 37.8 ms on the H200, as slow as on a 2-core CPU). On the 2-core
-# CPU (fwd+bwd, SmolLM2 heads, window 64) this is 1.0-1.5x faster at 8-16 chunks and 3.6x at 64, while the loop
-# wins at 2 chunks (1.5x).
+# the loop is launch-bound (SmolLM2 heads at 2K: 37.8 ms on the H200, results/kernels/bench.md). On the 2-core CPU
+# (fwd+bwd, SmolLM2 heads, window 64) this is 1.4-1.5x faster at 8-16 chunks and 4.7x at 64
+# (results/perf-cpu/chunked_paths.txt); below 8 chunks the loop, which scores fewer keys, stays.
 PARALLEL_MIN_CHUNKS = 8
 
 
