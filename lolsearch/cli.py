@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lolsearch.config import TrialConfig, load_yaml, parse_overrides, parse_trial_config, set_dotted
-from lolsearch.errors import ConfigError
+from lolsearch.core.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search and ablate linearized LLMs (LoLCATs).")
 out = Console()
@@ -29,7 +29,7 @@ class RunFailed(RuntimeError):
 
 def _registry(kind: str):
     if kind == "feature-maps":
-        from lolsearch.featuremaps import FEATURE_MAPS as reg
+        from lolsearch.attention.featuremaps import FEATURE_MAPS as reg
     elif kind == "layouts":
         from lolsearch.attention.layouts import LAYOUTS as reg
     elif kind == "models":
@@ -37,7 +37,7 @@ def _registry(kind: str):
     elif kind == "datasets":
         from lolsearch.data import DATASETS as reg
     else:
-        from lolsearch.layer_weights import LAYER_WEIGHTS as reg
+        from lolsearch.trial.layer_weights import LAYER_WEIGHTS as reg
     return reg
 
 
@@ -45,7 +45,7 @@ def _registry(kind: str):
 def ls(what: Annotated[str, typer.Argument(help=f"one of: {', '.join(LISTS)}")] = "feature-maps") -> None:
     """List registered feature maps, layouts, models, datasets, layer-weight schedules or shipped spaces."""
     if what not in LISTS:
-        from lolsearch.errors import did_you_mean
+        from lolsearch.core.errors import did_you_mean
 
         raise ConfigError.single("ls", "what", f"unknown list '{what}'{did_you_mean(what, LISTS)} (choose from {', '.join(LISTS)})")
     table = Table(show_header=True, header_style="bold")
@@ -73,7 +73,7 @@ def _load_trial(path: Path, overrides: list[str]) -> tuple[TrialConfig, str | No
     space_name = None
     prefix = ""
     if _is_space(data):
-        from lolsearch.space import load_space
+        from lolsearch.search.space import load_space
 
         space_name = load_space(path).name
         data, prefix = dict(data.get("base") or {}), "base"
@@ -92,7 +92,7 @@ def validate(
     """Validate a space (and N sampled trial configs) or a trial config; loads no model."""
     data = load_yaml(file)
     if _is_space(data):
-        from lolsearch.space import load_space
+        from lolsearch.search.space import load_space
 
         space = load_space(file)
         configs = space.sample(samples, seed=0)
@@ -105,7 +105,7 @@ def validate(
 @app.command()
 def plan(space_file: Path) -> None:
     """Show the trials a sweep would run (no compute)."""
-    from lolsearch.space import load_space, plan_table
+    from lolsearch.search.space import load_space, plan_table
 
     space = load_space(space_file)
     out.print(plan_table(space))
@@ -118,7 +118,7 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="trial directory (default results/runs/<trial_id>)")] = None,
 ) -> None:
     """Run one trial from a trial config or a space's base config."""
-    from lolsearch.pipeline import run_trial
+    from lolsearch.trial.run import run_trial
 
     cfg, space_name = _load_trial(file, set_ or [])
     target = out_dir or Path("results") / "runs" / cfg.trial_id
@@ -144,8 +144,8 @@ def sweep(
     time_budget: Annotated[float | None, typer.Option(help="stop after this many seconds; --resume continues")] = None,
 ) -> None:
     """Run a search space with Ray Tune + Optuna; one result per trial under OUT/trials/."""
-    from lolsearch.space import load_space
-    from lolsearch.sweep import run_sweep
+    from lolsearch.search.space import load_space
+    from lolsearch.sweep.driver import run_sweep
 
     space = load_space(space_file)
     target = out_dir or Path("results") / space.name
@@ -190,9 +190,9 @@ def generate(
     """Generate text with a linearized model (constant-memory cache)."""
     import torch
 
-    from lolsearch.adapters import load_trial_model
     from lolsearch.models import load_model, resolve_device
-    from lolsearch.surgery import linearize
+    from lolsearch.trial.record import load_trial_model
+    from lolsearch.trial.surgery import linearize
 
     if source.is_dir():
         cfg = None

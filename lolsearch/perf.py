@@ -76,10 +76,10 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     """Tokens/s and peak GiB of one attention-transfer step and one LoRA step (same batches)."""
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.data import packed_batches
-    from lolsearch.distill import layer_losses
-    from lolsearch.finetune import add_lora, lm_loss
     from lolsearch.models import load_model
-    from lolsearch.surgery import attention_parameters, linearize
+    from lolsearch.trial.distill import layer_losses
+    from lolsearch.trial.finetune import add_lora, lm_loss
+    from lolsearch.trial.surgery import attention_parameters, linearize
 
     rows = []
     model, tok = load_model(model_cfg, device)
@@ -159,7 +159,7 @@ def teacher_cache_at(model, batch: int, context: int):
 
 def linear_cache_at(model, batch: int, context: int):
     """A LinearizedCache at ``context``: random positive states, a full window of random keys."""
-    from lolsearch.surgery import linearized_layers, new_cache
+    from lolsearch.trial.surgery import linearized_layers, new_cache
 
     cache = new_cache(model)
     p = next(model.parameters())
@@ -226,7 +226,7 @@ def max_batch(make: Callable[[int], object], model, vocab: int, start: int, limi
 
 def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
     from lolsearch.models import load_model
-    from lolsearch.surgery import linearize
+    from lolsearch.trial.surgery import linearize
 
     device = torch.device(args.device)
     teacher, tok = load_model(ModelConfig(source=args.model), device)

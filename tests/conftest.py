@@ -1,9 +1,14 @@
 """Session-wide test settings."""
 
 import os
+import tempfile
 
 import pytest
 import torch
+
+# Tests never write into the user's cache: a fresh one per session unless LOLSEARCH_CACHE is set already
+# (point it at a persistent folder to keep the downloaded SmolLM2 GGUF between runs).
+os.environ.setdefault("LOLSEARCH_CACHE", tempfile.mkdtemp(prefix="lolsearch-test-cache-"))
 
 if not torch.cuda.is_available():
     # On CPU the Triton kernels run in the interpreter. Triton reads this when a kernel is decorated, so it

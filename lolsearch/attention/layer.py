@@ -25,10 +25,10 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from lolsearch.attention.cache import LayerState, LinearizedCache
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
+from lolsearch.attention.featuremaps import build_feature_map
 from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
-from lolsearch.featuremaps import build_feature_map
 
 MODES = ("student", "teacher", "distill")
 
@@ -154,7 +154,7 @@ class LinearizedAttention(nn.Module):
     def _distill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Records student-vs-teacher losses and returns the teacher's output (teacher forcing)."""
         if self.recorder is None:
-            raise RuntimeError("distill mode needs a DistillRecorder (use lolsearch.surgery.distill_mode)")
+            raise RuntimeError("distill mode needs a DistillRecorder (use lolsearch.trial.surgery.distill_mode)")
         with torch.no_grad():
             y_teacher = self._softmax(q, k, v)
         ke = expand_kv(k, self.num_heads)

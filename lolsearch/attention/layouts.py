@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lolsearch.registry import Registry
+from lolsearch.config.plugins import LAYOUTS
 
 
 class Layout:
@@ -27,11 +27,9 @@ class Layout:
         raise NotImplementedError
 
 
-LAYOUTS: Registry[Layout] = Registry("layout")
-
-
-@LAYOUTS.register("softmax", doc="Layer left as the teacher's softmax attention (not replaced).")
 class SoftmaxLayout(Layout):
+    """Layer left as the teacher's softmax attention (not replaced)."""
+
     name = "softmax"
     replaces_softmax = False
 
@@ -42,8 +40,9 @@ class SoftmaxLayout(Layout):
         raise ValueError("a softmax layer keeps a full KV cache")
 
 
-@LAYOUTS.register("linear", doc="Pure linear attention over all past keys (window 0).")
 class LinearLayout(Layout):
+    """Pure linear attention over all past keys (window 0)."""
+
     name = "linear"
 
     def softmax_start(self, pos, window):
@@ -53,8 +52,9 @@ class LinearLayout(Layout):
         return 0
 
 
-@LAYOUTS.register("sliding", doc="Softmax over the last w keys (i-w < j <= i), linear before (LoLCATs 'sw').")
 class SlidingLayout(Layout):
+    """Softmax over the last w keys (i-w < j <= i), linear before (LoLCATs 'sw')."""
+
     name = "sliding"
 
     def softmax_start(self, pos, window):
@@ -64,8 +64,9 @@ class SlidingLayout(Layout):
         return window
 
 
-@LAYOUTS.register("terrace", doc="Blocks of w: own block causally plus the whole previous block (LoLCATs 'tk').")
 class TerraceLayout(Layout):
+    """Blocks of w: own block causally plus the whole previous block (LoLCATs 'tk')."""
+
     name = "terrace"
 
     def softmax_start(self, pos, window):

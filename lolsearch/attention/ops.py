@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
@@ -15,23 +13,13 @@ from lolsearch.attention.reference import hybrid_attention_reference
 BACKENDS = ("auto", "torch", "triton", "reference")
 
 
-@functools.cache
-def triton_available() -> bool:
-    """Whether the Triton kernels can run here (CUDA + triton importable)."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from lolsearch.kernels import hybrid_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The concrete backend ``auto`` stands for on ``device``; unknown names raise ValueError."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
+        from lolsearch.kernels import triton_available
+
         return "triton" if device.type == "cuda" and triton_available() else "torch"
     if backend == "triton" and device.type != "cuda" and not _interpreting():
         raise ValueError("attention.backend 'triton' needs a CUDA device (or TRITON_INTERPRET=1)")

@@ -35,13 +35,14 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x - ref).norm() / ref.norm().clamp_min(1e-300)).item()
 
 
-def reference_and_grads(inputs, window, layout, do):
-    """fp32 reference output and gradients (k, v expanded to H heads, gradients summed back per kv head)."""
-    leaves = [x.detach().float().requires_grad_(True) for x in inputs]
+def reference_and_grads(inputs, window, layout, do, dtype=torch.float32):
+    """Reference output and gradients in ``dtype`` (fp32, or fp64 for the GPU matrix) from the inputs as the
+    kernel sees them (k, v expanded to H heads, gradients summed back per kv head)."""
+    leaves = [x.detach().to(dtype).requires_grad_(True) for x in inputs]
     q, k, v, phi_q, phi_k, gamma = leaves
     h = q.shape[1]
     o = hybrid_attention_reference(q, expand_kv(k, h), expand_kv(v, h), phi_q, phi_k, gamma, window, layout)
-    grads = torch.autograd.grad(o, leaves, do.float())
+    grads = torch.autograd.grad(o, leaves, do.to(dtype))
     return o.detach(), grads
 
 

@@ -40,6 +40,13 @@ CASES = [
     (63, "terrace", 16, 32, 16, 4, 1, None),
     (1, "sliding", 64, 16, 16, 4, 2, None),
     (1, "terrace", 0, 16, 16, 4, 2, None),
+    # the windows and lengths of the GPU matrix (test_kernels_gpu.py), small dims
+    (65, "sliding", 7, 16, 16, 4, 2, None),
+    (65, "terrace", 7, 16, 16, 4, 1, 1),
+    (65, "sliding", 256, 16, 32, 4, 2, None),
+    (63, "terrace", 256, 16, 16, 4, 2, None),
+    (1, "terrace", 7, 16, 16, 4, 1, None),
+    (1, "sliding", 256, 16, 16, 2, 1, None),
 ]
 
 
@@ -101,6 +108,57 @@ def test_states_and_gradients_match_chunked(t, layout, window, seg, nan_alloc, s
     grads = torch.autograd.grad(o, leaves, do)
     ref_grads = torch.autograd.grad(o_ref, ref_leaves, do)
     assert_close_grads(grads, ref_grads, TOL, f"state T={t} {layout} w={window}")
+
+
+@pytest.mark.parametrize("t,layout,window", [(65, "terrace", 7), (70, "sliding", 1)])
+def test_matches_float64_reference(t, layout, window, nan_alloc):
+    """The GPU matrix's check (float64 reference) on the interpreter, GQA group of 4, batch 2."""
+    from lolsearch.kernels import hybrid_attention
+
+    inputs = make_inputs(2, 4, 1, t, 16, 16, seed=t)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
+    assert rel_err(o, o_ref) <= TOL
+    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, f"fp64 T={t} {layout} w={window}")
+
+
+def test_value_block_fits_shared_memory():
+    """The walks' value tile from the shared-memory budget: fp32 at F = 128 halves it on an H100/H200."""
+    from lolsearch.kernels.hybrid import _value_block
+
+    h200 = 232448
+    assert _value_block(128, 128, 2, h200) == 128  # bf16 Llama shape: unchanged
+    assert _value_block(128, 128, 4, h200) == 64  # fp32 D = F = 128 (needed 327680 bytes at 128)
+    assert _value_block(128, 256, 4, h200) == 32
+    assert _value_block(64, 64, 4, h200) == 64
+    assert _value_block(128, 128, 2, 101376) == 32  # a 99 KB device
+
+
+def test_walk_launch_halves_the_tile_on_out_of_resources(monkeypatch):
+    """A launch that needs more shared memory than the device has is retried with half the value tile, and
+    the tile that ran is remembered per key."""
+    from triton.runtime.errors import OutOfResources
+
+    import lolsearch.kernels.hybrid as hy
+
+    monkeypatch.setattr(hy, "_BD_FIT", {})
+    tried = []
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            def launch(*args, BD, **kwargs):
+                tried.append((grid, BD))
+                if BD > 32:
+                    raise OutOfResources(327680, 232448, "shared memory")
+
+            return launch
+
+    assert hy._launch_walk(FakeKernel(), ("k",), 128, lambda bd: (128 // bd,), 1, x=2) == 32
+    assert tried == [((1,), 128), ((2,), 64), ((4,), 32)]
+    assert hy._launch_walk(FakeKernel(), ("k",), 128, lambda bd: (128 // bd,)) == 32
+    assert tried[-1] == ((4,), 32) and len(tried) == 4
 
 
 def test_zero_initial_state_matches_none():

@@ -1,5 +1,7 @@
 """The kernels on a CUDA GPU: bf16/fp16 against an fp32 reference (5e-3 outputs, 1e-2 gradients), fp32 at 2e-5 (3-pass TF32 dots),
-larger T and the Llama-3-8B head shape. Run with ``pytest -m gpu tests/kernels``."""
+larger T and the Llama-3-8B head shape, and a matrix over dtype x D x F x layout x window x T against the float64
+reference. Run with ``pytest -m gpu tests/kernels`` (add ``-n 16 --dist loadgroup`` with pytest-xdist: the matrix is
+grouped per compiled variant, dtype/D/F)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,47 @@ def test_gpu_forward_and_gradients(t, layout, window, d, f, h, hkv, dtype, nan_a
     o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
     label = f"T={t} {layout} w={window} D={d} F={f} {dtype}"
     assert o.dtype == dtype
+    assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
+    grads = torch.autograd.grad(o, leaves, do)
+    assert_close_grads(grads, ref_grads, tol_g, label)
+
+
+MATRIX_T = (1, 63, 65, 1000, 4097)
+MATRIX_LW = [("sliding", 0), ("sliding", 1), ("sliding", 7), ("sliding", 64), ("sliding", 100), ("sliding", 256),
+             ("terrace", 1), ("terrace", 7), ("terrace", 64), ("terrace", 100), ("terrace", 256)]  # w = 0 is one layout
+
+
+def _matrix_cases():
+    """dtype {fp32, bf16, fp16} x D {64, 128} x F {64, 128, 256} x every (layout, window), each at one T: the T
+    rotates so that every (dtype, D, F) meets every T twice and every (layout, window) meets every T. GQA groups
+    of 2 and 4 (H = 4), batch 2 up to T = 1000. 198 cases; one xdist group per compiled variant (dtype, D, F)."""
+    cases = []
+    combos = [(dt, d, f) for dt in (torch.float32, torch.bfloat16, torch.float16) for d in (64, 128) for f in (64, 128, 256)]
+    for i, (dt, d, f) in enumerate(combos):
+        group = f"{str(dt).split('.')[1]}-D{d}-F{f}"
+        for j, (layout, window) in enumerate(MATRIX_LW):
+            t = MATRIX_T[(i + j) % len(MATRIX_T)]
+            hkv = 2 if (i + j) % 2 else 1
+            b = 2 if t <= 1000 else 1
+            cases.append(pytest.param(dt, d, f, layout, window, t, hkv, b, id=f"{group}-{layout}{window}-T{t}-kv{hkv}",
+                                      marks=pytest.mark.xdist_group(group)))
+    return cases
+
+
+@pytest.mark.parametrize("dtype,d,f,layout,window,t,hkv,b", _matrix_cases())
+def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, nan_alloc):
+    """Forward and all six gradients against the float64 reference, at the tolerances of TOLS."""
+    from lolsearch.kernels import hybrid_attention
+
+    tol_o, tol_g = TOLS[dtype]
+    h = 4
+    inputs = make_inputs(b, h, hkv, t, d, f, device=DEV, dtype=dtype, seed=t + window + d + f)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
+    label = f"B={b} T={t} {layout} w={window} D={d} F={f} H=4/{hkv} {dtype}"
+    assert o.dtype == dtype and torch.isfinite(o).all(), label
     assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
     grads = torch.autograd.grad(o, leaves, do)
     assert_close_grads(grads, ref_grads, tol_g, label)

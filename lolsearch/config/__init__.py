@@ -1,0 +1,29 @@
+"""Trial configuration: the validated sections (:mod:`.sections`), the names they may use (:mod:`.plugins`) and
+reading user input into them (:mod:`.io`). No torch is imported here."""
+
+from lolsearch.config.io import load_yaml, parse_overrides, parse_trial_config, set_dotted, validation_problems
+from lolsearch.config.sections import (
+    LORA_TARGETS,
+    AttentionConfig,
+    DataConfig,
+    DistillConfig,
+    EfficiencyConfig,
+    EvalConfig,
+    FeatureMapConfig,
+    FinetuneConfig,
+    LayerOverride,
+    LayerWeightsConfig,
+    LoraConfig,
+    ModelConfig,
+    StageConfig,
+    StrictModel,
+    ToyModelOptions,
+    TrialConfig,
+)
+
+__all__ = [
+    "LORA_TARGETS", "AttentionConfig", "DataConfig", "DistillConfig", "EfficiencyConfig", "EvalConfig",
+    "FeatureMapConfig", "FinetuneConfig", "LayerOverride", "LayerWeightsConfig", "LoraConfig", "ModelConfig",
+    "StageConfig", "StrictModel", "ToyModelOptions", "TrialConfig", "load_yaml", "parse_overrides",
+    "parse_trial_config", "set_dotted", "validation_problems",
+]

@@ -1,0 +1,326 @@
+"""Validated, frozen trial configuration. Defaults live here and only here (LoLCATs defaults, DESIGN.md).
+
+``TrialConfig`` = model, data, attention, distill, finetune, eval, efficiency, seed, device.
+Every model rejects unknown keys; names (feature maps, layouts, models, datasets, layer-weight
+schedules) are checked against their registries with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lolsearch.config.plugins import DATASETS, FEATURE_MAPS, LAYER_WEIGHTS, LAYOUTS, MODELS
+from lolsearch.core.errors import did_you_mean
+
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+class StrictModel(BaseModel):
+    """Base: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToyModelOptions(StrictModel):
+    """Shape of the randomly initialised ``toy-llama`` (ignored for other sources)."""
+
+    layers: int = Field(2, ge=1, le=8)
+    hidden_size: int = Field(64, ge=8)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(128, ge=8)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ToyModelOptions:
+        if self.heads % self.kv_heads:
+            raise ValueError("heads must be a multiple of kv_heads")
+        if self.hidden_size % self.heads:
+            raise ValueError("hidden_size must be a multiple of heads")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """The teacher: a registered name (``lolsearch ls models``), an HF id, a local dir or a ``.gguf`` file."""
+
+    source: str = "smollm2-135m"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    toy: ToyModelOptions = Field(default_factory=ToyModelOptions)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v in MODELS or "/" in v or v.endswith(".gguf") or Path(v).exists():
+            return v
+        raise ValueError(MODELS.unknown_message(v) + "; or give an HF id, a local directory or a .gguf file")
+
+
+class DataConfig(StrictModel):
+    """Training/evaluation text. ``source``: a registered dataset (``lolsearch ls datasets``)."""
+
+    source: str = "shakespeare"
+    path: str | None = None
+    seq_len: int = Field(1024, ge=8)
+    text_field: str = "text"
+    val_fraction: float = Field(0.05, gt=0, lt=0.5)
+    test_fraction: float = Field(0.05, gt=0, lt=0.5)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(DATASETS.unknown_message(v))
+        return v
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataConfig:
+        if DATASETS.meta(self.source, "needs_path") and not self.path:
+            raise ValueError(f"data source '{self.source}' needs data.path")
+        return self
+
+
+class FeatureMapConfig(StrictModel):
+    """``kind`` from ``lolsearch ls feature-maps``; ``params`` validated by that map's own model."""
+
+    kind: str = "hedgehog"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolve_params(self) -> FeatureMapConfig:
+        if self.kind not in FEATURE_MAPS:
+            raise ValueError(FEATURE_MAPS.unknown_message(self.kind))
+        params_cls = FEATURE_MAPS.params(self.kind)
+        resolved = params_cls.model_validate(self.params).model_dump(mode="json")
+        object.__setattr__(self, "params", resolved)
+        return self
+
+
+class LayerOverride(StrictModel):
+    """Per-layer layout (and window) overriding the attention-wide one."""
+
+    layout: str
+    window: int | None = Field(None, ge=0)
+
+
+class AttentionConfig(StrictModel):
+    """How each softmax attention is replaced (DESIGN.md, method.md §2)."""
+
+    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
+    layout: str = "terrace"
+    window: int = Field(64, ge=0, le=4096)
+    softmax_layers: tuple[int, ...] = ()
+    layers: dict[int, LayerOverride] = Field(default_factory=dict)
+    gamma_init: float = Field(0.1, gt=0, lt=1)
+    train_gamma: bool = True
+    backend: Literal["auto", "torch", "triton", "reference"] = "auto"
+    chunk_size: int = Field(64, ge=1, le=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_window(cls, data: Any) -> Any:
+        # A linear layout has no window: store 0 so equal designs hash equal.
+        if isinstance(data, dict) and data.get("layout") == "linear":
+            data = {**data, "window": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _check_layouts(self) -> AttentionConfig:
+        checks = [("layout", self.layout, self.window)]
+        checks += [(f"layers.{i}.layout", o.layout, o.window) for i, o in self.layers.items()]
+        for key, name, window in checks:
+            if name not in LAYOUTS:
+                raise ValueError(f"{key}: {LAYOUTS.unknown_message(name)}")
+            if name in ("sliding", "terrace") and window is not None and window < 1:
+                raise ValueError(f"{key}: layout '{name}' needs window >= 1 (window 0 is the 'linear' layout)")
+        bad = [i for i in (*self.softmax_layers, *self.layers) if i < 0]
+        if bad:
+            raise ValueError(f"layer indices must be >= 0, got {bad}")
+        return self
+
+    def layer_plan(self, num_layers: int) -> list[tuple[str, int]]:
+        """(layout, window) for each of ``num_layers`` layers; raises on out-of-range indices."""
+        out_of_range = [i for i in (*self.softmax_layers, *self.layers) if i >= num_layers]
+        if out_of_range:
+            raise ValueError(f"attention layer indices {out_of_range} out of range for a {num_layers}-layer model")
+        plan = []
+        for i in range(num_layers):
+            layout, window = self.layout, self.window
+            if i in self.layers:
+                layout = self.layers[i].layout
+                window = self.layers[i].window if self.layers[i].window is not None else window
+            if i in self.softmax_layers:
+                layout = "softmax"
+            plan.append((layout, 0 if layout == "linear" else window))
+        return plan
+
+
+class LayerWeightsConfig(StrictModel):
+    """Per-layer weights of the attention-transfer loss (``lolsearch ls layer-weights``)."""
+
+    kind: str = "uniform"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _resolve_params(self) -> LayerWeightsConfig:
+        if self.kind not in LAYER_WEIGHTS:
+            raise ValueError(LAYER_WEIGHTS.unknown_message(self.kind))
+        resolved = LAYER_WEIGHTS.params(self.kind).model_validate(self.params).model_dump(mode="json")
+        object.__setattr__(self, "params", resolved)
+        return self
+
+
+class StageConfig(StrictModel):
+    """Budget and optimizer of one training stage. Budget: exactly one of ``tokens`` or ``steps``."""
+
+    enabled: bool = True
+    tokens: int | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine", "plateau"] = "plateau"
+    warmup_steps: int = Field(0, ge=0)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    plateau_patience: int = Field(10, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    eval_every: int = Field(100, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    keep_best: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_replace_default_tokens(cls, data: Any) -> Any:
+        # Giving `steps` alone means a step budget, not steps on top of the default token budget.
+        if isinstance(data, dict) and data.get("steps") is not None and "tokens" not in data:
+            data = {**data, "tokens": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> StageConfig:
+        if self.enabled and (self.tokens is None) == (self.steps is None):
+            raise ValueError("give exactly one of tokens or steps")
+        return self
+
+    def num_steps(self, seq_len: int) -> int:
+        """Optimizer steps this stage runs (0 when disabled)."""
+        if not self.enabled:
+            return 0
+        if self.steps is not None:
+            return self.steps
+        per_step = self.batch_size * self.grad_accum * seq_len
+        return max(1, math.ceil(self.tokens / per_step))
+
+
+class DistillConfig(StageConfig):
+    """Stage 1, attention transfer (method.md §1.2): MSE on per-head outputs × mse_factor (+ xent)."""
+
+    tokens: int | None = Field(20_000_000, gt=0)
+    lr: float = Field(1e-2, gt=0)
+    mse_factor: float = Field(1000.0, ge=0)
+    xent_factor: float = Field(0.0, ge=0)
+    layer_weights: LayerWeightsConfig = Field(default_factory=LayerWeightsConfig)
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> DistillConfig:
+        if self.enabled and self.mse_factor == 0 and self.xent_factor == 0:
+            raise ValueError("mse_factor and xent_factor are both 0: nothing to train")
+        return self
+
+
+class LoraConfig(StrictModel):
+    """LoRA of stage 2 (method.md §1.3). ``targets`` from q, k, v, o, gate, up, down."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: tuple[str, ...] = ("q", "k", "v", "o")
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for t in v:
+            if t not in LORA_TARGETS:
+                raise ValueError(f"unknown LoRA target '{t}'{did_you_mean(t, LORA_TARGETS)} (allowed: {', '.join(LORA_TARGETS)})")
+        if not v:
+            raise ValueError("at least one LoRA target")
+        return tuple(t for t in LORA_TARGETS if t in v)  # canonical order, no duplicates
+
+
+class FinetuneConfig(StageConfig):
+    """Stage 2, low-rank linearizing: next-token loss through LoRA.
+
+    ``train_feature_maps``: None = co-train feature maps and γ only when attention transfer is off
+    (the paper's "no attention transfer" baseline).
+    """
+
+    tokens: int | None = Field(40_000_000, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train_feature_maps: bool | None = None
+
+
+class EvalConfig(StrictModel):
+    """Quality evaluation on the held-out split."""
+
+    split: Literal["val", "test"] = "test"
+    tokens: int = Field(65_536, gt=0)
+    batch_size: int = Field(8, ge=1)
+    teacher_ft: bool = True
+    mc_tasks: tuple[str, ...] = ()
+    lm_eval_tasks: tuple[str, ...] = ()
+    lm_eval_limit: int | None = Field(None, gt=0)
+
+
+class EfficiencyConfig(StrictModel):
+    """Analytic state/FLOP accounting at ``contexts``; measured speed at ``prefill_lengths``.
+
+    ``None`` lengths pick a device default (small on CPU).
+    """
+
+    contexts: tuple[int, ...] = (4096, 32768, 131072)
+    measure: bool = True
+    prefill_lengths: tuple[int, ...] | None = None
+    decode_context: int | None = Field(None, gt=0)
+    decode_tokens: int = Field(32, ge=2)
+    batch_size: int = Field(1, ge=1)
+
+
+class TrialConfig(StrictModel):
+    """Everything one trial needs. ``trial_id`` is a hash of the canonical resolved config."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    attention: AttentionConfig = Field(default_factory=AttentionConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @property
+    def trial_id(self) -> str:
+        return hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def cotrain_feature_maps(self) -> bool:
+        """Whether stage 2 also trains feature maps and γ."""
+        if self.finetune.train_feature_maps is not None:
+            return self.finetune.train_feature_maps
+        return not self.distill.enabled

@@ -1,0 +1,107 @@
+"""Building blocks of a search space: a searched key (:class:`Param`), a search block, a sampled point."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from lolsearch.config import TrialConfig
+from lolsearch.search.expr import Expr
+from lolsearch.search.schema import ParamSpec
+
+
+class Param:
+    """One searched key with its distribution and optional condition."""
+
+    def __init__(self, key: str, spec: ParamSpec, yaml_key: str, when: Expr | None) -> None:
+        self.key, self.spec, self.yaml_key, self.when = key, spec, yaml_key, when
+        self.kind = spec.kind
+        if self.kind == "choice":
+            self.labels = [label_of(v) for v in spec.choice]
+            self._by_label = dict(zip(self.labels, spec.choice, strict=True))
+
+    @property
+    def finite(self) -> bool:
+        return self.kind == "choice" or self.kind == "int" or self.spec.step is not None
+
+    def grid_values(self) -> list[Any]:
+        """Every value the grid takes, in order (choice order, ascending numbers)."""
+        s = self.spec
+        if self.kind == "choice":
+            return list(s.choice)
+        lo, hi = s.bounds
+        if self.kind == "int":
+            return list(range(int(lo), int(hi) + 1, int(s.step or 1)))
+        n = int((hi - lo) / s.step + 1e-9) + 1
+        return [lo + i * s.step for i in range(n)]
+
+    def draw(self, rng: random.Random) -> Any:
+        """An independent random value (validation samples)."""
+        s = self.spec
+        if self.finite and (self.kind != "int" or not s.log):
+            return rng.choice(self.grid_values())
+        lo, hi = s.bounds
+        if s.log:
+            x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            return min(max(int(round(x)), int(lo)), int(hi)) if self.kind == "int" else x
+        return rng.uniform(lo, hi)
+
+    def suggest(self, trial: Any) -> Any:
+        """The value an Optuna trial suggests (labels decoded back to YAML values)."""
+        s = self.spec
+        if self.kind == "choice":
+            return self._by_label[trial.suggest_categorical(self.key, self.labels)]
+        lo, hi = s.bounds
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(lo), int(hi), step=int(s.step or 1), log=s.log)
+        return trial.suggest_float(self.key, float(lo), float(hi), step=s.step, log=s.log)
+
+
+def label_of(value: Any) -> Any:
+    """Optuna-storable form of a value: scalars as they are, lists/mappings as canonical JSON."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class Block:
+    """A search block: ``search`` (index 0) or one of ``extra_grids``."""
+
+    name: str
+    prefix: str  # YAML location of its params, e.g. "search" or "extra_grids.0.search"
+    params: list[Param]
+
+
+@dataclass
+class Point:
+    """One sampled point: searched values, the raw config dict, and (unless pruned) the TrialConfig."""
+
+    block: str
+    params: dict[str, Any]
+    raw: dict[str, Any]
+    config: TrialConfig | None = None
+    pruned: str | None = None
+
+    def to_ray(self) -> dict[str, Any]:
+        """Plain-JSON form passed through Ray (never models)."""
+        return {
+            "block": self.block,
+            "params": {k: label_of(v) for k, v in self.params.items()},
+            "trial": self.raw,
+            "pruned": self.pruned,
+        }
+
+
+@dataclass
+class GridInfo:
+    """Sizes of a grid: tree points (all blocks), minus constraint-excluded, minus duplicates = size."""
+
+    tree_points: int
+    excluded: int
+    duplicates: int
+    size: int
+    per_block: dict[str, int] = field(default_factory=dict)

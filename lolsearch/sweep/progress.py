@@ -1,0 +1,139 @@
+"""Driver side of a sweep's finished trials (:class:`SweepCallback`): a record for every trial, grid trials
+added to the Optuna study, one progress row per trial on the console."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from lolsearch.search.space import SearchSpace
+from lolsearch.sweep.study import GridRecorder
+from lolsearch.sweep.trainable import TRIAL_KEY, point_identity
+from lolsearch.trial.record import FINAL_STATUSES, read_final, read_results, static_record, write_result
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "optuna.journal"
+
+
+def grid_recorder(space: SearchSpace, out: Path) -> GridRecorder:
+    return GridRecorder(out / STUDY_FILE, space.name, [o.metric for o in space.objectives],
+                        [o.mode for o in space.objectives], space.distributions())
+
+
+# Keys Tune adds to every result, and ours that are not metrics.
+_TUNE_KEYS = {
+    "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s", "time_total_s", "pid",
+    "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+    "should_checkpoint", "experiment_tag", "config", TRIAL_KEY, "status", "error",
+}
+
+
+class SweepCallback(Callback):
+    """Driver side of each finished trial: make sure it has a record, add grid trials to the Optuna
+    study, print a progress row. Picklable (Tuner.restore brings it back)."""
+
+    def __init__(self, space: SearchSpace, out: Path, planned: int) -> None:
+        self.space, self.out, self.planned = space, out, planned
+        self.metrics = [o.metric for o in space.objectives]
+        self.keys = space.searched_keys
+        self.recorder = grid_recorder(space, out) if space.is_grid else None
+        self._header = False
+        self._done: int | None = None
+        self._started = time.time()
+
+    def setup(self, **info: Any) -> None:
+        self._started = time.time()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print_header()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, _error_line(trial))
+
+    def _finish(self, trial: Any, error: str | None) -> None:
+        point = trial.config.get("_point") or {}
+        if "trial" not in point:
+            return
+        trial_id, cfg, _ = point_identity(point, self.space.name)
+        trial_dir = self.out / "trials" / trial_id
+        record = read_final(trial_dir)
+        if (record is None and not error and self.space.budget.time_s
+                and time.time() - self._started >= self.space.budget.time_s):
+            # cut off by the time budget: no final record, so `--resume` runs it again
+            console().print(f"stopped  {trial_id} by the time budget; `--resume` reruns it", highlight=False)
+            return
+        if record is None:
+            record = self._fallback_record(trial, trial_id, cfg, point, error)
+            write_result(trial_dir, record)
+        if self.recorder is not None:
+            self.recorder.record(record, point.get("params") or {})
+        self._print_row(record, point.get("params") or {})
+
+    def _fallback_record(self, trial: Any, trial_id: str, cfg: Any, point: dict, error: str | None) -> dict:
+        """The record of a trial whose own result.json is not on this machine."""
+        last = trial.last_result or {}
+        metrics = {k: v for k, v in last.items() if k not in _TUNE_KEYS}
+        if not error and last.get("status") in FINAL_STATUSES:
+            # it finished on a node that does not share DIR: keep its scalar metrics here
+            log.warning("trial %s finished on %s, whose DIR is not this one; its curves and adapter stay there",
+                        trial_id, last.get("hostname"))
+            return static_record(trial_id, self.space.name, cfg, point["trial"], last["status"],
+                                 last.get("error") or None, metrics)
+        if error:
+            why = f"trial process failed: {error}"
+        elif self.space.budget.time_s and time.time() - self._started >= self.space.budget.time_s:
+            why = f"stopped by the time budget ({self.space.budget.time_s:g} s)"
+        else:
+            why = f"stopped early by the scheduler after {last.get('training_iteration', 0)} reports"
+        keep = {k: v for k, v in metrics.items() if k in self.metrics or k in ("loss", "eval_loss", "stage", "step")}
+        return static_record(trial_id, self.space.name, cfg, point["trial"], "failed" if error else "pruned", why, keep)
+
+    def _columns(self) -> list[tuple[str, int]]:
+        cols = [("done", 7), ("status", 7), ("trial_id", 10), *((m, max(len(m), 9)) for m in self.metrics), ("time_s", 6)]
+        return cols + [(k, max(len(k), 8)) for k in self.keys]
+
+    def _print_header(self) -> None:
+        if self._header:
+            return
+        self._header = True
+        console().print("  ".join(name.ljust(w) for name, w in self._columns()), style="bold", highlight=False)
+
+    def _print_row(self, record: dict, params: dict) -> None:
+        self._print_header()
+        self._done = (self._done or 0) + 1
+        done = max(self._done, len(read_results(self.out)))
+        m = record.get("metrics") or {}
+        vals = [f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-" for k in self.metrics]
+        total = (record.get("timing") or {}).get("total_s")
+        row = [f"{done}/{self.planned}", record["status"], record["trial_id"], *vals,
+               f"{total:.0f}" if total else "-", *(str(params.get(k, "-")) for k in self.keys)]
+        line = "  ".join(cell.ljust(w) for cell, (_, w) in zip(row, self._columns(), strict=True))
+        console().print(line, style={"ok": "green", "failed": "red"}.get(record["status"], "yellow"), highlight=False)
+        if record.get("error"):
+            console().print(f"    {record['error'][:300]}", style="dim", highlight=False)
+
+
+def _error_line(trial: Any) -> str:
+    with contextlib.suppress(Exception):
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:300]
+    return "the trial process crashed"
+
+
+@functools.lru_cache(maxsize=1)
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=True)

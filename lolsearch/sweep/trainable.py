@@ -1,0 +1,122 @@
+"""The Ray trainable of a sweep and the per-trial records it leaves in ``DIR/trials/<trial_id>/``.
+
+Only plain dicts travel through Ray: ``config = {"_sweep": {out, space, cpu, gpu}, "_point": Point.to_ray()}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lolsearch.config import TrialConfig, parse_trial_config
+from lolsearch.core.errors import ConfigError
+from lolsearch.trial.record import read_final, static_record, write_result
+
+log = logging.getLogger(__name__)
+# Our own key in Tune results ("trial_id" is Tune's).
+TRIAL_KEY = "lol_trial_id"
+
+
+def sweep_trainable(config: dict[str, Any]) -> None:
+    """Function trainable: one point -> one record; reports intermediate metrics and the final record."""
+    from ray import tune
+
+    ctx, point = config["_sweep"], config["_point"]
+    limit_process(ctx["cpu"], ctx["gpu"])
+    trial_id = point_identity(point, ctx["space"])[0]
+
+    def forward(metrics: dict) -> None:
+        tune.report({**_scalars(metrics), TRIAL_KEY: trial_id})
+
+    try:
+        record = trial_record(point, Path(ctx["out"]), ctx["space"], report=forward)
+    finally:
+        _release_memory()  # the worker process is reused by the next trial
+    tune.report(final_metrics(record))
+
+
+def limit_process(cpu: float, gpu: float) -> None:
+    """Threads from the CPU share; no GPU unless asked for; a shared GPU's memory capped to its fraction."""
+    if gpu == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not land on a (busy) GPU
+    import torch
+
+    torch.set_num_threads(max(1, int(cpu)))
+    if 0 < gpu < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu, 0)
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def point_identity(point: dict[str, Any], space: str) -> tuple[str, TrialConfig | None, str | None]:
+    """(trial_id, config or None, problem or None). An invalid point gets a hash of its raw dict."""
+    try:
+        cfg = parse_trial_config(point["trial"], f"space {space}")
+    except ConfigError as err:
+        raw = json.dumps(point["trial"], sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha1(raw.encode()).hexdigest()[:10], None, f"ConfigError: {err}".replace("\n", "; ")
+    return cfg.trial_id, cfg, None
+
+
+def trial_record(point: dict[str, Any], out: Path, space: str, report: Any = None) -> dict[str, Any]:
+    """The final record of ``point``: from disk when a final one exists, else computed by ``run_trial``."""
+    trial_id, cfg, problem = point_identity(point, space)
+    trial_dir = out / "trials" / trial_id
+    cached = read_final(trial_dir)
+    if cached is not None:
+        log.info("trial %s already has a %s record; not recomputed", trial_id, cached["status"])
+        return cached
+    if point.get("pruned") or problem:
+        status = "pruned" if point.get("pruned") else "failed"
+        record = static_record(trial_id, space, cfg, point["trial"], status, point.get("pruned") or problem)
+        write_result(trial_dir, record)
+        return record
+    from lolsearch.trial.run import run_trial
+
+    try:
+        result = run_trial(cfg, trial_dir, space=space, report=report)
+    except Exception as err:  # run_trial never raises by contract; a bug there must not stop the sweep
+        record = static_record(trial_id, space, cfg, point["trial"], "failed", f"{type(err).__name__}: {err}")
+        write_result(trial_dir, record)
+        return record
+    return read_final(trial_dir) or result.to_dict()
+
+
+
+
+def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The last Tune report of a trial: identity, status and every scalar metric."""
+    out = _scalars(record.get("metrics") or {})
+    out.update({TRIAL_KEY: record["trial_id"], "status": record["status"], "error": record.get("error") or ""})
+    if "total_s" in (record.get("timing") or {}):
+        out["trial_total_s"] = record["timing"]["total_s"]
+    return out
+
+
+def _scalars(d: dict) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
+
+
+
+
+
+
+
+
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short Ray trial folder names (the default embeds the whole config)."""
+    return f"trial_{trial.trial_id}"

@@ -1,0 +1,114 @@
+"""Stage 1, attention transfer (LoLCATs §3.1, method.md §1.2).
+
+Every linearized layer runs teacher-forced: it computes the teacher's softmax output and the
+student's hybrid output per head (before o_proj) and passes the teacher's output on, so layers
+train independently. Loss = mse_factor · Σ_l w_l·MSE_l / L + xent_factor · Σ_l w_l·XENT_l / L,
+with w from the layer-weight schedule (mean 1). Only feature maps and γ train.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from lolsearch.attention.layer import DistillRecorder
+from lolsearch.config import DistillConfig
+from lolsearch.trial.layer_weights import LAYER_WEIGHTS, layer_weights
+from lolsearch.trial.surgery import attention_parameters, distill_mode, linearized_layers
+from lolsearch.trial.train import StageResult, run_stage
+
+log = logging.getLogger(__name__)
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack (no LM head): stage 1 needs only the layers' recorded losses."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder()
+
+
+def layer_losses(model: nn.Module, batch: dict, recorder: DistillRecorder) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+    """Runs one teacher-forced forward; returns layer ids and their MSE (and XENT) losses."""
+    recorder.clear()
+    with distill_mode(model, recorder):
+        decoder_of(model)(input_ids=batch["input_ids"], use_cache=False)
+    ids = sorted(recorder.mse)
+    return ids, [recorder.mse[i] for i in ids], [recorder.xent_loss[i] for i in ids if i in recorder.xent_loss]
+
+
+def distill_loss(mse: list[torch.Tensor], xent: list[torch.Tensor], weights: list[float], cfg: DistillConfig) -> torch.Tensor:
+    """Weighted attention-transfer loss (weights have mean 1, so uniform = LoLCATs' mean over layers)."""
+    n = len(mse)
+    loss = cfg.mse_factor * sum(w * m for w, m in zip(weights, mse, strict=True)) / n
+    if cfg.xent_factor > 0 and xent:
+        loss = loss + cfg.xent_factor * sum(w * x for w, x in zip(weights, xent, strict=True)) / n
+    return loss
+
+
+def run_distill(
+    model: nn.Module,
+    cfg: DistillConfig,
+    train_batches: Iterator[dict],
+    val_batches: Callable[[], Iterable[dict]],
+    seq_len: int,
+    report: Callable[[dict], None] | None = None,
+) -> tuple[StageResult, list[float]]:
+    """Trains feature maps and γ to mimic the teacher's attention. Returns the stage result and layer weights.
+
+    Raises:
+        RuntimeError: if anything besides feature maps and γ would receive gradients.
+    """
+    params = attention_parameters(model)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if trainable != {id(p) for p in params}:
+        raise RuntimeError("attention transfer must train only feature maps and γ; other parameters require grad")
+    recorder = DistillRecorder(xent=cfg.xent_factor > 0)
+    n_layers = len(list(linearized_layers(model)))
+    initial = None
+    if LAYER_WEIGHTS.meta(cfg.layer_weights.kind, "needs_initial_mse", False):
+        initial = initial_layer_mse(model, val_batches(), recorder)
+    weights = layer_weights(cfg.layer_weights.kind, cfg.layer_weights.params, n_layers, initial)
+    log.info("attention transfer over %d layers, weights %s", n_layers, [round(w, 3) for w in weights])
+
+    def loss_fn(batch: dict) -> torch.Tensor:
+        _, mse, xent = layer_losses(model, batch, recorder)
+        return distill_loss(mse, xent, weights, cfg)
+
+    def eval_fn() -> float:
+        return validation_loss(model, val_batches(), recorder, weights, cfg)
+
+    model.train()
+    try:
+        result = run_stage("distill", params, loss_fn, train_batches, cfg, seq_len, eval_fn=eval_fn, report=report)
+    finally:
+        model.eval()
+    return result, weights
+
+
+@torch.no_grad()
+def initial_layer_mse(model: nn.Module, batches: Iterable[dict], recorder: DistillRecorder) -> list[float]:
+    """Per-layer MSE before training (for the ``inverse_initial_mse`` schedule)."""
+    sums, n = None, 0
+    for batch in batches:
+        _, mse, _ = layer_losses(model, batch, recorder)
+        vals = [m.item() for m in mse]
+        sums = vals if sums is None else [a + b for a, b in zip(sums, vals, strict=True)]
+        n += 1
+    if sums is None:
+        raise RuntimeError("no validation batches to measure the initial MSE")
+    return [s / n for s in sums]
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, batches: Iterable[dict], recorder: DistillRecorder, weights: list[float], cfg: DistillConfig) -> float:
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for batch in batches:
+        _, mse, xent = layer_losses(model, batch, recorder)
+        total += distill_loss(mse, xent, weights, cfg).item()
+        n += 1
+    model.train(was_training)
+    return total / max(n, 1)

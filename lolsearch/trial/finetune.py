@@ -1,0 +1,89 @@
+"""Stage 2, low-rank linearizing (LoLCATs §3.1, method.md §1.3): LoRA through peft, next-token loss.
+
+Feature maps and γ stay frozen, unless co-training is asked (the paper's no-attention-transfer
+baseline trains them with the LoRA weights). Layers kept as softmax get no LoRA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from torch import nn
+
+from lolsearch.config import FinetuneConfig, LoraConfig
+from lolsearch.trial.surgery import attention_parameters, decoder_layers, linearized_layers
+from lolsearch.trial.train import StageResult, run_stage
+
+TARGET_MODULES = {
+    "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
+    "gate": "gate_proj", "up": "up_proj", "down": "down_proj",
+}
+
+
+def peft_config(lora: LoraConfig, layers: list[int] | None) -> PeftLoraConfig:
+    """The peft LoraConfig for ``lora`` applied to decoder ``layers`` (None = all)."""
+    return PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=[TARGET_MODULES[t] for t in lora.targets],
+        layers_to_transform=layers,
+        layers_pattern="layers" if layers is not None else None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def add_lora(model: nn.Module, lora: LoraConfig, *, cotrain_attention: bool) -> nn.Module:
+    """Wraps ``model`` with LoRA on the linearized layers (all layers when nothing is linearized).
+
+    With ``cotrain_attention`` the feature maps and γ train too.
+    """
+    linear_ids = sorted(m.layer_idx for m in linearized_layers(model))
+    n_layers = len(decoder_layers(model))
+    layers = None if not linear_ids or len(linear_ids) == n_layers else linear_ids
+    peft_model = get_peft_model(model, peft_config(lora, layers))
+    for p in attention_parameters(peft_model):
+        p.requires_grad_(cotrain_attention)
+    return peft_model
+
+
+def lm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Mean next-token cross-entropy over label tokens (labels −100 are masked)."""
+    return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+
+
+@torch.no_grad()
+def validation_lm_loss(model: nn.Module, batches: Iterable[dict]) -> float:
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for batch in batches:
+        total += lm_loss(model, batch).item()
+        n += 1
+    model.train(was_training)
+    return total / max(n, 1)
+
+
+def run_finetune(
+    model: nn.Module,
+    cfg: FinetuneConfig,
+    train_batches: Iterator[dict],
+    val_batches: Callable[[], Iterable[dict]],
+    seq_len: int,
+    report: Callable[[dict], None] | None = None,
+    name: str = "finetune",
+) -> StageResult:
+    """Trains whatever in ``model`` requires grad (LoRA, and feature maps/γ when co-training)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    try:
+        return run_stage(
+            name, params, lambda b: lm_loss(model, b), train_batches, cfg, seq_len,
+            eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
+        )
+    finally:
+        model.eval()

@@ -1,0 +1,185 @@
+"""The one owner of a trial folder's files: ``result.json`` (the record), ``config.yaml`` (the resolved
+TrialConfig), ``adapter.safetensors`` (feature maps, γ and LoRA weights) and ``log.txt``.
+
+Everything else reads and writes a trial folder through these functions. Torch is imported only by the adapter
+functions, so reports read records without it. :func:`load_trial_model` rebuilds teacher → surgery → LoRA and
+loads the tensors, so a linearized model is reproduced exactly from the base model plus a few MB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
+from lolsearch.core.errors import ConfigError
+from lolsearch.core.files import atomic_file, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+ADAPTER_FILE = "adapter.safetensors"
+LOG_FILE = "log.txt"
+FINAL_STATUSES = ("ok", "failed", "pruned")
+_TRAINED = ("feature_map_q.", "feature_map_k.", "window_factors", "lora_")
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):  # numpy scalars and arrays, torch tensors
+        return x.tolist()
+    return str(x)
+
+
+def write_result(trial_dir: Path, record: dict[str, Any]) -> None:
+    """Writes ``record`` as ``trial_dir/result.json`` atomically (NaN and inf kept as JSON extensions)."""
+    atomic_write_text(Path(trial_dir) / RESULT_FILE, json.dumps(record, indent=1, default=_json_default, allow_nan=True))
+
+
+def read_result(trial_dir: Path) -> dict[str, Any]:
+    """The record of a trial folder, always a dict with ``trial_id`` and ``status``.
+
+    A folder without ``result.json`` is ``running`` (its config from config.yaml when present); a file that is
+    not a JSON object with a mapping of metrics is ``unreadable`` with the reason in ``error``.
+    """
+    trial_dir = Path(trial_dir)
+    path = trial_dir / RESULT_FILE
+    if not path.is_file():
+        return {"trial_id": trial_dir.name, "status": "running", "config": _yaml_quietly(trial_dir / CONFIG_FILE)}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        return {"trial_id": trial_dir.name, "status": "unreadable", "error": f"{path}: {err}", "config": {}}
+    problem = _shape_problem(record)
+    if problem:
+        return {"trial_id": trial_dir.name, "status": "unreadable", "error": f"{path}: {problem}", "config": {}}
+    record.setdefault("trial_id", trial_dir.name)
+    record.setdefault("status", "unknown")
+    return record
+
+
+def _shape_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key in ("metrics", "config", "timing", "env", "curves"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"'{key}' is not a mapping"
+    return None
+
+
+def read_final(trial_dir: Path) -> dict[str, Any] | None:
+    """The record when the trial has finished (ok, failed or pruned), else None."""
+    record = read_result(trial_dir)
+    return record if record.get("status") in FINAL_STATUSES else None
+
+
+def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every finished record under ``sweep_dir/trials/*``, sorted by trial id."""
+    records = [read_final(p) for p in sorted(Path(sweep_dir).glob("trials/*")) if p.is_dir()]
+    return [r for r in records if r is not None]
+
+
+def static_record(trial_id: str, space: str | None, cfg: TrialConfig | None, raw: dict, status: str,
+                  error: str | None, metrics: dict | None = None) -> dict[str, Any]:
+    """A record for a trial that did not run to the end (pruned, invalid, crashed, stopped early)."""
+    return {
+        "trial_id": trial_id, "space": space, "config": cfg.model_dump(mode="json") if cfg is not None else raw,
+        "status": status, "error": error, "metrics": metrics or {}, "curves": {}, "timing": {}, "env": {},
+    }
+
+
+def objective_values(record: dict[str, Any], metrics: list[str]) -> list[float] | None:
+    """The objectives of an ok record when all are finite numbers, else None."""
+    m = record.get("metrics") or {}
+    values = [m.get(k) for k in metrics]
+    if record.get("status") != "ok" or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _yaml_quietly(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_config(cfg: TrialConfig, trial_dir: Path) -> None:
+    atomic_write_text(Path(trial_dir) / CONFIG_FILE, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def read_config(trial_dir: Path) -> TrialConfig:
+    path = Path(trial_dir) / CONFIG_FILE
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError.single(str(path), "", "expected a mapping of TrialConfig fields")
+    return parse_trial_config(data, str(path))
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Feature-map weights, γ and LoRA tensors of ``model`` (CPU, contiguous)."""
+    return {
+        k: v.detach().to("cpu").contiguous()
+        for k, v in model.state_dict().items()
+        if any(tag in k for tag in _TRAINED)
+    }
+
+
+def save_adapter(model: nn.Module, trial_dir: Path) -> int:
+    """Writes ``trial_dir/adapter.safetensors`` atomically; returns its size in bytes."""
+    from safetensors.torch import save_file
+
+    path = Path(trial_dir) / ADAPTER_FILE
+    with atomic_file(path) as tmp:
+        save_file(adapter_state(model), str(tmp))
+    return path.stat().st_size
+
+
+def load_adapter(model: nn.Module, path: Path) -> None:
+    """Loads an adapter into a model built with the same config; every tensor must find its place."""
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    own = model.state_dict()
+    missing = [k for k in own if any(tag in k for tag in _TRAINED) and k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: adapter does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v.to(own[k].dtype))
+
+
+def build_student(cfg: TrialConfig, device: torch.device) -> tuple[nn.Module, object]:
+    """Teacher -> surgery -> LoRA (when the config has a finetune stage), untrained."""
+    from lolsearch.models import load_model
+    from lolsearch.trial.finetune import add_lora
+    from lolsearch.trial.surgery import linearize
+
+    model, tokenizer = load_model(cfg.model, device)
+    linearize(model, cfg.attention)
+    if cfg.finetune.enabled:
+        model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps())
+    return model, tokenizer
+
+
+def load_trial_model(trial_dir: Path, device: torch.device) -> tuple[nn.Module, object, TrialConfig]:
+    """The trained linearized model of a trial directory (config.yaml + adapter.safetensors)."""
+    cfg = read_config(trial_dir)
+    adapter = Path(trial_dir) / ADAPTER_FILE
+    if not adapter.exists():
+        raise FileNotFoundError(f"{adapter}: no adapter (did the trial finish?)")
+    model, tokenizer = build_student(cfg, device)
+    load_adapter(model, adapter)
+    model.eval()
+    return model, tokenizer, cfg
