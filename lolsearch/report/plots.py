@@ -285,7 +285,6 @@ def _curve_style(label: str, colours: dict[str, str], failed: set[str]) -> dict:
     return {"c": "#b0b0b0", "lw": 0.8, "alpha": 0.7}
 
 
-# ---------------------------------------------------------------------------------------- report plots
 def write_plots(s: Sweep) -> tuple[list[tuple[str, str]], list[str]]:
     """Writes ``s.dir/plots/*.png`` (stale ones removed first); returns (title, relative path) per plot and
     notes on the plots skipped for lack of data."""

@@ -56,7 +56,6 @@ class Table:
     caption: str = ""
 
 
-# -------------------------------------------------------------------------------------------- rendering
 def _columns_text(frame: pd.DataFrame) -> list[str]:
     cols = []
     for c in frame.columns:
@@ -113,7 +112,6 @@ def _latex_escape(text: str) -> str:
     return "".join(repl.get(ch, ch) for ch in text)
 
 
-# ---------------------------------------------------------------------------------------------- tables
 def _ranked_columns(s: Sweep) -> list[str]:
     objs = [o.metric for o in s.objectives]
     extras = [m for m in present_metrics(s.df, EXTRA_METRICS) if m not in objs][:3]
@@ -234,7 +232,6 @@ def problem_trials(s: Sweep) -> Table | None:
                  f"running = no result.json yet (still running, or interrupted); logs in trials/<id>/log.txt{more}")
 
 
-# -------------------------------------------------------------------------------------------- provenance
 def compute_hours(s: Sweep) -> list[str]:
     """GPU-hours (trial total_s x the space's GPU fraction) and CPU trial-hours, from the records."""
     total = numeric_column(s.df, "timing.total_s")
@@ -285,7 +282,6 @@ def provenance(s: Sweep) -> list[str]:
     return lines + compute_hours(s)
 
 
-# --------------------------------------------------------------------------------------------- assembly
 def _rerun(s: Sweep, trial_id: str) -> str:
     trial_dir = s.trial_paths.get(trial_id, s.dir / "trials" / trial_id)
     return f"lolsearch run {shlex.quote(str(trial_dir / 'config.yaml'))} --out {shlex.quote(str(s.dir / 'reruns' / trial_id))}"

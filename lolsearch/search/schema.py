@@ -198,7 +198,6 @@ class SpaceFile(_Strict):
         return v
 
 
-# --------------------------------------------------------------------------- pydantic errors -> problems
 def space_problems(err: ValidationError, file: str) -> list[Problem]:
     """``file: dotted.key: message`` problems for a space file, with did-you-mean on unknown keys."""
     out = []
@@ -240,7 +239,6 @@ def _strip_optional(ann: Any) -> Any:
     return ann
 
 
-# --------------------------------------------------------------------------- TrialConfig dotted paths
 def _kind_registries() -> dict[type[BaseModel], Any]:
     """Models whose ``params`` are validated by the ``Params`` of the registered ``kind``."""
     from lolsearch.attention.featuremaps import FEATURE_MAPS

@@ -81,7 +81,6 @@ class SearchSpace:
         if problems:
             raise ConfigError(problems)
 
-    # ------------------------------------------------------------------ compile / checks
     def _compile(self) -> list[Problem]:
         problems = [Problem(self.file, f"base.{k}", m) for k, m in check_config_tree(self.base)]
         blocks = [("main", "search", self.spec.search)]
@@ -159,7 +158,6 @@ class SearchSpace:
                                f"{len(self.objectives)}-objective sweep; remove the scheduler or keep one objective"))
         return out
 
-    # ------------------------------------------------------------------ building points
     def _lookup(self, raw: dict[str, Any]) -> Any:
         return lambda name: lookup_path(raw, name)
 
@@ -213,7 +211,6 @@ class SearchSpace:
                 return Problem(self.file, p.yaml_key, f"{pr.key}: {msg}" if pr.key else msg)
         return Problem(self.file, f"base.{pr.key}" if pr.key else "base", msg)
 
-    # ------------------------------------------------------------------ public API
     @property
     def is_grid(self) -> bool:
         return self.sampler.kind == "grid"

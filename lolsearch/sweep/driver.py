@@ -128,7 +128,6 @@ def run_sweep(
     return SweepSummary(space.name, out, planned, records, time.time() - start, resume)
 
 
-# --------------------------------------------------------------------------------------- baselines
 def _launch_baselines(space: SearchSpace, max_trials: int | None) -> list:
     """Starts one Ray task per distinct teacher baseline of the planned trials, beside the trials.
 
@@ -167,7 +166,6 @@ def baseline_task(config: dict, cpu: float, gpu: float) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------ folder
 def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
     """A new sweep needs a fresh folder; a resumed one the same space file as before."""
     copy = out / "space.yaml"
@@ -234,7 +232,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# --------------------------------------------------------------------------------------------- ray
 def _ray_init(gpus: int | None, cpus: int | None, address: str | None) -> bool:
     """Starts (or joins) Ray unless this process already has it; True when we started it."""
     import ray

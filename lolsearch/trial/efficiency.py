@@ -32,7 +32,6 @@ CUDA_REPEATS = 5
 MEASURE_SEED = 0
 
 
-# ------------------------------------------------------------------------------------------- analytic
 def context_suffix(length: int) -> str:
     """Metric-name suffix of a context length: multiples of 1024 as ``<n>k`` (4096 -> "4k"), else the number."""
     if length >= 1024 and length % 1024 == 0:
@@ -134,7 +133,6 @@ def analytic(
     return out
 
 
-# ------------------------------------------------------------------------------------------- measured
 def measure(
     model: nn.Module,
     cfg: EfficiencyConfig,

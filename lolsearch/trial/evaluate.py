@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 
 
-# ------------------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def _inference(model: nn.Module) -> Iterator[None]:
     """``model.eval()`` + ``no_grad`` for the block; the training flag is restored after."""
@@ -70,7 +69,6 @@ def _scored(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Te
     return logits[:-1][keep], target[keep]
 
 
-# ------------------------------------------------------------------------------------------ perplexity
 def perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
     """exp(mean next-token NLL over all label tokens != −100), token-weighted across batches (fp32 log-softmax)."""
     nll, count = 0.0, 0
@@ -162,7 +160,6 @@ def _decoder(model: nn.Module) -> nn.Module:
     return decoder
 
 
-# ------------------------------------------------------------------------------------- multiple choice
 @dataclass(frozen=True)
 class MCItem:
     """One multiple-choice question: context, candidate continuations, index of the right one."""
@@ -273,7 +270,6 @@ def _encode(tokenizer: Any, text: str, special: bool = True) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-# ------------------------------------------------------------------------------------------ lm-eval
 def lm_eval(
     model: nn.Module, tokenizer: Any, tasks: list[str], limit: int | None, *, batch_size: int = 1
 ) -> dict[str, float]:

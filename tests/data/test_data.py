@@ -44,7 +44,6 @@ def _flat(batches: list[dict[str, torch.Tensor]], key: str) -> np.ndarray:
     return torch.cat([b[key].reshape(-1) for b in batches]).numpy()
 
 
-# ------------------------------------------------------------------------------------------ registry
 def test_every_source_declares_needs_path_and_a_doc() -> None:
     assert set(D.DATASETS.names()) == {"shakespeare", "text", "jsonl", "hf"}
     for name in D.DATASETS:
@@ -54,7 +53,6 @@ def test_every_source_declares_needs_path_and_a_doc() -> None:
         DataConfig(source="jsonl")
 
 
-# --------------------------------------------------------------------------------------- shakespeare
 def test_shakespeare_split_by_play_disjoint() -> None:
     docs = D.load_documents(SHAKESPEARE)
     assert sum(len(v) for v in docs.values()) == 77
@@ -96,7 +94,6 @@ def test_shakespeare_text_has_no_gutenberg_boilerplate() -> None:
     )
 
 
-# ------------------------------------------------------------------------------------------- packing
 def test_packed_shapes_and_contents_match_the_stream(tok) -> None:
     stream = D.load_splits(SHAKESPEARE, tok)["val"]
     assert D.split_token_count(SHAKESPEARE, tok, "val") == len(stream)
@@ -156,7 +153,6 @@ def test_split_shorter_than_seq_len_is_a_config_error(tmp_path: Path, tok) -> No
         D.packed_batches(DataConfig(source="text", path=str(path), seq_len=4096), tok, "val", 1, 0)
 
 
-# ----------------------------------------------------------------------------------------- jsonl
 def _alpaca_file(path: Path, n: int = 12) -> list[dict[str, str]]:
     rows = []
     for i in range(n):
@@ -201,7 +197,6 @@ def test_jsonl_split_by_example_is_disjoint_and_bad_lines_name_the_line(tmp_path
         D.load_documents(cfg)
 
 
-# ------------------------------------------------------------------------------------------ text, hf
 def test_text_few_files_split_by_fraction(tmp_path: Path) -> None:
     text = "".join(f"sentence number {i}\n" for i in range(1000))
     (tmp_path / "one.txt").write_text(text)
@@ -261,7 +256,6 @@ def test_hf_without_datasets_package_says_so(monkeypatch: pytest.MonkeyPatch) ->
         D.load_documents(DataConfig(source="hf", path="some/dataset"))
 
 
-# --------------------------------------------------------------------------------------- token cache
 def test_token_cache_reused_and_keyed_by_tokenizer(tok, monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> None:
     D.load_splits(SHAKESPEARE, tok)
     before = sorted(p.name for p in (session_cache / "tokens").iterdir() if p.is_dir())

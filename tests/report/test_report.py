@@ -99,7 +99,6 @@ def reported(tmp_path_factory) -> Path:
     return root
 
 
-# ------------------------------------------------------------------------------------------ Pareto
 def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
@@ -145,7 +144,6 @@ def test_pareto_rejects_bad_modes():
         pareto_mask(pd.DataFrame({"a": [1.0]}), ["a"], ["minimise"])
 
 
-# ------------------------------------------------------------------------------------------ ablations
 def test_ablation_table_matches_hand_computation():
     df = pd.DataFrame({
         "trial_id": ["a", "b", "c", "d", "e", "f", "g"],
@@ -183,7 +181,6 @@ def test_ablation_on_loaded_sweep(reported):
     assert t.loc["t2r", "best"] == 1.1 and t.loc["t2r", "best_trial"] == "t05"
 
 
-# ------------------------------------------------------------------------------------------ records
 def test_load_records_flattens_and_lists_running(reported):
     df = load_records(reported)
     assert len(df) == len(TRIALS) + 1
@@ -208,7 +205,6 @@ def test_bad_objective_mode_names_file_and_key(tmp_path):
         write_report(root)
 
 
-# ------------------------------------------------------------------------------------------ full report
 def test_report_files_and_exact_front(reported):
     for name in ("report.md", "trials.csv", "pareto.csv", "report.tex"):
         assert (reported / name).stat().st_size > 0
@@ -321,7 +317,6 @@ def test_compare_two_sweeps(tmp_path):
     assert design["a"] == pytest.approx(1.2) and design["b"] == pytest.approx(1.7)
 
 
-# ------------------------------------------------------------------------------------------ rendering
 def test_markdown_and_latex_rendering_escapes():
     frame = pd.DataFrame({"feature_map": ["a|b", "50% & $x_1$"], "ppl": [1.23456, np.nan]},
                          index=pd.Index([16, 64], name="attention.window"))

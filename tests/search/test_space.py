@@ -40,7 +40,6 @@ def problems(path: Path) -> list[str]:
     return [str(p) for p in err.value.problems]
 
 
-# ------------------------------------------------------------------------------------ shipped spaces
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_shipped_space_validates_200_samples(path):
     space = load_space(path)
@@ -71,7 +70,6 @@ def test_shipped_space_names_and_sizes():
         20_000_000, 20_000_000, 8, 16)
 
 
-# ------------------------------------------------------------------------------------ grids
 def test_grid_is_exact_product_without_duplicates(tmp_path):
     path = write(tmp_path, """
 search:
@@ -147,7 +145,6 @@ sampler: {kind: grid}
     assert dists["attention.layout"].choices == ("sliding", "terrace")
 
 
-# ------------------------------------------------------------------------------------ conditional sampling
 CONDITIONAL = """
 search:
   attention.layout: {choice: [linear, sliding, terrace]}
@@ -216,7 +213,6 @@ sampler: {kind: random, num_trials: 24, seed: 5}
         assert pt.params["attention.window"] >= 16 or pt.params["distill.lr"] < 0.05
 
 
-# ------------------------------------------------------------------------------------ bad spaces
 def test_unknown_search_key_did_you_mean(tmp_path):
     path = write(tmp_path, "search:\n  attention.windw: {choice: [4]}\nsampler: {kind: grid}\n")
     assert problems(path)[0].startswith(f"{path}: search.attention.windw: unknown key 'windw'; did you mean 'window'?")
@@ -298,7 +294,6 @@ def test_cli_exit_2_with_one_line_per_problem(tmp_path, capsys):
     assert "grid: 2 trials" in capsys.readouterr().out
 
 
-# ------------------------------------------------------------------------------------ expressions
 @pytest.mark.parametrize("src, value", [
     ("attention.layout != 'linear'", True),
     ("attention.window * 2 + 1 > data.seq_len - 1", True),

@@ -52,7 +52,6 @@ def study_trials(out: Path, name: str) -> list:
     return study.get_trials(deepcopy=False)
 
 
-# ------------------------------------------------------------------------------------ kill + resume
 def _ray_pids(tmpdir: str) -> list[int]:
     """Processes of the Ray run whose RAY_TMPDIR is ``tmpdir`` (only those this test started)."""
     pids = []
@@ -113,7 +112,6 @@ def test_killed_sweep_resumes_without_losing_or_rerunning(tmp_path):
     assert sweep["num_trials_planned"] == len(planned) and sweep["finished_at"] and sweep["resumed_at"]
 
 
-# ------------------------------------------------------------------------------------ in-process sweeps
 def test_toy_sweep_end_to_end(ray_session, tmp_path):
     space = load_space(TOY)
     planned = {c.trial_id for c in space.plan()}

@@ -24,7 +24,6 @@ def smollm2() -> LlamaConfig:
                        intermediate_size=1536, vocab_size=49152)
 
 
-# -------------------------------------------------------------------------------------------- analytic
 def test_context_suffix():
     assert [efficiency.context_suffix(n) for n in (4096, 32768, 131072, 256, 1000, 1536)] == [
         "4k", "32k", "128k", "256", "1000", "1536"]
@@ -92,7 +91,6 @@ def test_feature_projection_dim(kind, params, expected):
     assert efficiency.feature_projection_dim(kind, params, 64) == expected
 
 
-# -------------------------------------------------------------------------------------------- measured
 def toy() -> LlamaForCausalLM:
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=3,

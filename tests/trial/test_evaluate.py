@@ -46,7 +46,6 @@ def batches(n: int = 2, b: int = 2, t: int = 24, seed: int = 1, mask: bool = Tru
     return out
 
 
-# ------------------------------------------------------------------------------------------ perplexity
 def test_perplexity_equals_exp_of_hf_loss():
     model = toy()
     (batch,) = batches(n=1)
@@ -79,7 +78,6 @@ def test_eval_restores_training_flag():
     assert model.training
 
 
-# ----------------------------------------------------------------------------------- teacher agreement
 def test_teacher_agreement_of_exact_window_is_perfect():
     model = toy()
     linearize(model, attention("sliding", 4096, softmax_layers=(1,)))  # window >= T: exactly softmax
@@ -128,7 +126,6 @@ def test_teacher_agreement_sees_lora_through_peft():
     assert len(per_layer) == 3 and mean == pytest.approx(0.0, abs=1e-10)
 
 
-# ------------------------------------------------------------------------------------- attention MSE
 def test_attention_mse_zero_for_exact_window():
     model = toy()
     linearize(model, attention("sliding", 4096, softmax_layers=(1,)))
@@ -158,7 +155,6 @@ def test_attention_mse_needs_linearized_layers():
         evaluate.attention_mse(toy(), batches(n=1))
 
 
-# ------------------------------------------------------------------------------------ multiple choice
 def test_load_mc_task_reads_both_key_styles_and_limit():
     items = evaluate.load_mc_task(DATA / "mc_example.jsonl")
     assert [i.label for i in items] == [0, 1, 0]
@@ -222,7 +218,6 @@ def test_multiple_choice_picks_the_greedy_continuation(tmp_path):
     assert evaluate.multiple_choice(model, tok, str(path))["mc_greedy_task_acc"] == 0.0
 
 
-# --------------------------------------------------------------------------------------------- lm-eval
 def test_lm_eval_missing_is_one_line_runtime_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
     with pytest.raises(RuntimeError, match="lm-eval is not installed") as info:
