@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from lolsearch.config import DataConfig
-from lolsearch.core.files import atomic_dir, cache_path, fingerprint, locked
 from lolsearch.config.plugins import DATASETS
+from lolsearch.core.files import atomic_dir, cache_path, fingerprint, locked
 from lolsearch.data.sources import SPLITS, Document, _bad
 
 if TYPE_CHECKING:

@@ -40,7 +40,8 @@ def _imports(path: Path, module: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative import
-                pkg = module.split(".")[: -node.level] if not path.name == "__init__.py" else module.split(".")
+                parts = module.split(".")
+                pkg = parts[: len(parts) - node.level + (path.name == "__init__.py")]
                 base = ".".join([*pkg, base] if base else pkg)
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
@@ -80,8 +81,8 @@ def test_imports_point_down():
     assert not upward, "upward imports:\n" + "\n".join(sorted(upward))
 
 
-def test_no_import_cycles():
-    graph = _graph()
+def find_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Every back edge of a depth-first walk, as ``a -> b -> ... -> a``."""
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[str] = []
@@ -100,14 +101,23 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+    return cycles
+
+
+def test_no_import_cycles():
+    cycles = find_cycles(_graph())
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-def test_cycle_detector_finds_a_planted_cycle(tmp_path, monkeypatch):
+def test_checks_catch_planted_problems(tmp_path):
+    # a function-level import counts, and `from pkg import sub` resolves to the submodule
     a = tmp_path / "a.py"
     a.write_text("def f():\n    from lolsearch.report import records\n")
     deps = _imports(a, "lolsearch.trial.x", {"lolsearch.report", "lolsearch.report.records"})
     assert deps == {"lolsearch.report.records"}
+    assert _rank("lolsearch.report.records") > _rank("lolsearch.trial.x")  # so it would be flagged as upward
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a -> b -> c -> a"]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_lower_layers_import_no_torch_or_ray():

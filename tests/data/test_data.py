@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from lolsearch import data as D
-from lolsearch.data import tokens
 from lolsearch.config import DataConfig
 from lolsearch.core.errors import ConfigError
 from lolsearch.data import sources as data_sources
+from lolsearch.data import tokens
 from lolsearch.models import byte_tokenizer
 
 
