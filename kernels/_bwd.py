@@ -113,7 +113,7 @@ def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf,
 
 
 # the kernel accumulates with atomics: autotuning must zero the outputs before every trial run
-@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD"], reset_to_zero=["dfk", "dv"])
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD", "SMALL"], reset_to_zero=["dfk", "dv"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
@@ -168,7 +168,7 @@ def bwd_state_kv_kernel(
                             dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
 
 
-@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BF"])
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BF", "SMALL"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,

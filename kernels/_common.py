@@ -6,6 +6,7 @@ Importing this module imports Triton, so ``TRITON_INTERPRET`` must be set before
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -13,13 +14,12 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Autotuning compiles every config once per key; tests turn it off to keep compile time down.
-# Multi-config autotuning is opt-in (LOLSEARCH_KERNELS_AUTOTUNE=1): on the H200 (Triton 3.6, 2026-11-28) it hit an
-# illegal memory access at a [128, 64] state tile, which runs cleanly with the first configs alone
-# (results/kernels/RUN.md), so a non-first config is at fault. The first configs pass all GPU tests.
+# Multi-config autotuning (num_warps / num_stages per kernel, chosen once per key) is opt-in
+# (LOLSEARCH_KERNELS_AUTOTUNE=1): a non-first config hit an illegal memory access on the H200 (results/kernels/RUN.md).
 AUTOTUNE = not INTERPRET and os.environ.get("LOLSEARCH_KERNELS_AUTOTUNE", "0") == "1"
 
 BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
+SMEM_FALLBACK = 232448  # H100/H200 opt-in shared memory per block
 EPS = 1e-12  # same as lolsearch.attention.reference.EPS
 LOG2E = 1.4426950408889634
 LAYOUT_IDS = {"linear": 0, "sliding": 1, "terrace": 2}
@@ -53,10 +53,24 @@ def configs(options: list[tuple[int, int]]) -> list[triton.Config]:
     return [triton.Config({}, num_warps=w, num_stages=s) for w, s in options]
 
 
+@functools.lru_cache(maxsize=16)
+def _props(index: int) -> tuple[int, int]:
+    p = torch.cuda.get_device_properties(index)
+    return p.multi_processor_count, int(getattr(p, "shared_memory_per_block_optin", 0) or SMEM_FALLBACK)
+
+
 def num_sms(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _props(device.index if device.index is not None else torch.cuda.current_device())[0]
     return 4
+
+
+def smem_limit(device: torch.device) -> int:
+    """Shared memory one program may use on ``device`` (bytes; the opt-in maximum per block, the limit Triton
+    checks at launch: 232448 on H100/H200). The interpreter has no limit; it gets the Hopper value."""
+    if device.type == "cuda":
+        return _props(device.index if device.index is not None else torch.cuda.current_device())[1]
+    return SMEM_FALLBACK
 
 
 @triton.jit

@@ -97,7 +97,7 @@ def state_dot(a, s_mat, acc):
     return acc
 
 
-@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD"])
+@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD", "SMALL"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
     fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,

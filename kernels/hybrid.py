@@ -12,6 +12,7 @@ import os
 
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 from lolsearch.kernels._bwd import (
     bwd_kv_kernel,
     bwd_pre_kernel,
@@ -20,7 +21,7 @@ from lolsearch.kernels._bwd import (
     bwd_state_kv_kernel,
     bwd_state_q_kernel,
 )
-from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms
+from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms, smem_limit
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 
 from lolsearch.attention.chunked import LinearState, state_cover
@@ -35,11 +36,39 @@ FORCE_SAVE_LO = False
 PROGRAMS_PER_SM = 8
 
 
-def _value_block(bdk: int, bf: int) -> int:
-    """Value columns per program of the state walks: the fp32 state [F, BD] must stay in registers
-    (F*BD <= 128*128 at 8 warps); env LOLSEARCH_KERNELS_BD overrides it for experiments."""
+def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
+    """Value columns per program of the state walks. The fp32 state [F, BD] must stay in registers
+    (F*BD <= 128*128 at 8 warps), and the walks stage about five [F, BD] state copies (operands of the
+    state GEMMs, in the input precision) in shared memory: BD is halved until 5*F*BD*esize + 32 KB fits the
+    device's budget (fp32 at F = 128 needs BD = 64 on an H200). Env LOLSEARCH_KERNELS_BD overrides it."""
     env = os.environ.get("LOLSEARCH_KERNELS_BD")
-    return min(bdk, int(env) if env else (128 if bf <= 128 else 64))
+    bd = min(bdk, int(env) if env else (128 if bf <= 128 else 64))
+    if not env:
+        while bd > 16 and 5 * bf * bd * esize + 32768 > smem:
+            bd //= 2
+    return bd
+
+
+# (kernel name, dtype, D, F, device, first BD) -> value tile that compiled within the shared-memory budget
+_BD_FIT: dict[tuple, int] = {}
+
+
+def _launch_walk(kernel, key: tuple, bd: int, grid, *args, **kwargs) -> int:
+    """Launches a state-walk kernel with value tile ``BD = bd``, halving BD while the compiled kernel needs
+    more shared memory than the device has (Triton raises OutOfResources before launching, so nothing ran).
+    ``grid(bd)`` gives the launch grid. Returns the BD that ran; remembered per key."""
+    key = (*key, bd)
+    bd = _BD_FIT.get(key, bd)
+    while True:
+        try:
+            kernel[grid(bd)](*args, **kwargs, BD=bd)
+        except OutOfResources:
+            if bd <= 16:
+                raise
+            bd //= 2
+            continue
+        _BD_FIT[key] = bd
+        return bd
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,7 +110,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
-    bd = _value_block(bdk, bf)
+    bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
     nd = triton.cdiv(d, bd)
     seg, ns = _plan(t, b * h, nd, q.device)
     sz = f * d + f
@@ -101,7 +130,8 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     small = small_window(lay, w)
-    fwd_state_kernel[(nd, ns, b * h)](fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small)
+    _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
+                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -141,10 +171,9 @@ def _backward(ctx, do):
     scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
     dv_s = torch.zeros(b, hkv, t, d, device=dev, dtype=f32)
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
-    bd = _value_block(bdk, bf)
-    bwd_state_kv_kernel[(triton.cdiv(d, bd), ns, b * h)](
-        fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BD=bd, BT=BT, SMALL=small_window(lay, w)
-    )
+    bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
+    _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
+                 fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w))
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
         fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)
