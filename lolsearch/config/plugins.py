@@ -66,6 +66,8 @@ for _name in ("softmax", "linear", "sliding", "terrace"):
 MODELS: Registry = Registry("model")
 MODELS.declare("smollm2-135m", "lolsearch.models:smollm2_135m")
 MODELS.declare("toy-llama", "lolsearch.models:toy_llama")
+MODELS.declare("smollm2-135m-shape", "lolsearch.models:smollm2_135m_shape")
+MODELS.declare("llama3-8b-shape", "lolsearch.models:llama3_8b_shape")
 
 _DS = "lolsearch.data.sources"
 DATASETS: Registry = Registry("dataset")
