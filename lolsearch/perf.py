@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lolsearch.config import AttentionConfig, DataConfig, LoraConfig, ModelConfig
+from lolsearch.config import AttentionConfig, DataConfig, LoraOptions, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
     model.train()
     stage("attention_transfer", attention_parameters(model), distill_loss)
-    peft_model = add_lora(model, LoraConfig(), cotrain_attention=False)
+    peft_model = add_lora(model, LoraOptions(), cotrain_attention=False)
     peft_model.train()
     stage("lora", [p for p in peft_model.parameters() if p.requires_grad], lambda b: lm_loss(peft_model, b))
     return rows

@@ -96,3 +96,12 @@ class LinearizedCache(DynamicCache):
     def linear_nbytes(self) -> int:
         """Bytes held by the linearized layers (state + window); constant in the sequence length."""
         return sum(s.nbytes() for s in self.linear.values())
+
+
+def new_cache(model: object) -> LinearizedCache:
+    """An empty generation cache for a linearized model (``model.generate()`` makes one itself)."""
+    config = getattr(model, "config", None)
+    try:
+        return LinearizedCache(config=config.get_text_config() if config is not None else None)
+    except TypeError:
+        return LinearizedCache()

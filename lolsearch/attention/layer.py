@@ -30,8 +30,6 @@ from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 
-MODES = ("student", "teacher", "distill")
-
 
 @dataclass
 class DistillRecorder:
@@ -81,16 +79,16 @@ class LinearizedAttention(nn.Module):
         self.feature_map_k = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
         w0 = torch.full((num_heads,), math.log(gamma_init / (1 - gamma_init)), device=device)
         if train_gamma:
-            self.window_factors = nn.Parameter(w0)
+            self.gamma_logit = nn.Parameter(w0)
         else:
-            self.register_buffer("window_factors", w0)
+            self.register_buffer("gamma_logit", w0)
         self.mode = "student"
         self.recorder: DistillRecorder | None = None
 
     @property
     def gamma(self) -> torch.Tensor:
         """Softmax weight per head, ``[H]``."""
-        return torch.sigmoid(self.window_factors)
+        return torch.sigmoid(self.gamma_logit)
 
     def extra_repr(self) -> str:
         return f"layout={self.layout}, window={self.window}, heads={self.num_heads}/{self.num_kv_heads}, backend={self.backend}"

@@ -13,7 +13,7 @@ from lolsearch.config.sections import (
     FinetuneConfig,
     LayerOverride,
     LayerWeightsConfig,
-    LoraConfig,
+    LoraOptions,
     ModelConfig,
     StageConfig,
     StrictModel,
@@ -23,7 +23,7 @@ from lolsearch.config.sections import (
 
 __all__ = [
     "LORA_TARGETS", "AttentionConfig", "DataConfig", "DistillConfig", "EfficiencyConfig", "EvalConfig",
-    "FeatureMapConfig", "FinetuneConfig", "LayerOverride", "LayerWeightsConfig", "LoraConfig", "ModelConfig",
+    "FeatureMapConfig", "FinetuneConfig", "LayerOverride", "LayerWeightsConfig", "LoraOptions", "ModelConfig",
     "StageConfig", "StrictModel", "ToyModelOptions", "TrialConfig", "load_yaml", "parse_overrides",
     "parse_trial_config", "set_dotted", "validation_problems",
 ]

@@ -13,18 +13,17 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lolsearch.config.plugins import DATASETS, FEATURE_MAPS, LAYER_WEIGHTS, LAYOUTS, MODELS
+from lolsearch.config.strict import CheckedModel
 from lolsearch.core.errors import did_you_mean
 
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-class StrictModel(BaseModel):
-    """Base: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StrictModel(CheckedModel):
+    """Base: frozen, unknown keys rejected, numbers finite and never booleans."""
 
 
 class ToyModelOptions(StrictModel):
@@ -241,7 +240,7 @@ class DistillConfig(StageConfig):
         return self
 
 
-class LoraConfig(StrictModel):
+class LoraOptions(StrictModel):
     """LoRA of stage 2 (method.md §1.3). ``targets`` from q, k, v, o, gate, up, down."""
 
     rank: int = Field(8, ge=1)
@@ -269,7 +268,7 @@ class FinetuneConfig(StageConfig):
 
     tokens: int | None = Field(40_000_000, gt=0)
     lr: float = Field(1e-4, gt=0)
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraOptions = Field(default_factory=LoraOptions)
     train_feature_maps: bool | None = None
 
 
@@ -318,6 +317,10 @@ class TrialConfig(StrictModel):
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def data_seed(self, stage: Literal["distill", "finetune"]) -> int:
+        """Seed of a training stage's data order: its own stream per stage, shared by the teacher baseline."""
+        return self.seed * 1000 + {"distill": 1, "finetune": 2}[stage]
 
     def cotrain_feature_maps(self) -> bool:
         """Whether stage 2 also trains feature maps and γ."""

@@ -101,7 +101,7 @@ def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable
         p.requires_grad_(False)
     teacher = add_lora(teacher, cfg.finetune.lora, cotrain_attention=False)
     ft = cfg.finetune
-    train = packed_batches(cfg.data, tokenizer, "train", ft.batch_size, cfg.seed * 1000 + 2, mask_prompt=True,
+    train = packed_batches(cfg.data, tokenizer, "train", ft.batch_size, cfg.data_seed("finetune"), mask_prompt=True,
                            device=device)
     val_tokens = ft.eval_batches * ft.batch_size * cfg.data.seq_len
     run_finetune(

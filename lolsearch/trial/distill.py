@@ -17,16 +17,10 @@ from torch import nn
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.config import DistillConfig
 from lolsearch.trial.layer_weights import LAYER_WEIGHTS, layer_weights
-from lolsearch.trial.surgery import attention_parameters, distill_mode, linearized_layers
+from lolsearch.trial.surgery import attention_parameters, decoder_of, distill_mode, linearized_layers
 from lolsearch.trial.train import StageResult, run_stage
 
 log = logging.getLogger(__name__)
-
-
-def decoder_of(model: nn.Module) -> nn.Module:
-    """The decoder stack (no LM head): stage 1 needs only the layers' recorded losses."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_decoder()
 
 
 def layer_losses(model: nn.Module, batch: dict, recorder: DistillRecorder) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:

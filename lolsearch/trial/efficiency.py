@@ -22,6 +22,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from lolsearch.attention.cache import LinearizedCache
 from lolsearch.attention.layouts import get_layout
 from lolsearch.config import EfficiencyConfig
+from lolsearch.trial.surgery import unwrap_peft
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +243,9 @@ def _median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], N
     return statistics.median(times)
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _prefill(model: nn.Module, ids: torch.Tensor) -> None:
     kwargs: dict[str, Any] = {"use_cache": False}
-    if "logits_to_keep" in inspect.signature(type(_causal_lm(model)).forward).parameters:
+    if "logits_to_keep" in inspect.signature(type(unwrap_peft(model)).forward).parameters:
         kwargs["logits_to_keep"] = 1
     model(input_ids=ids, **kwargs)
 

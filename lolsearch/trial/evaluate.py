@@ -130,7 +130,7 @@ def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, lis
     expected = sorted(m.layer_idx for m in surgery.linearized_layers(model))
     if not expected:
         raise ValueError("attention_mse: the model has no linearized layers")
-    decoder = _decoder(model)
+    decoder = surgery.decoder_of(model)
     sums = dict.fromkeys(expected, 0.0)
     tokens = 0
     recorder = DistillRecorder()
@@ -149,15 +149,6 @@ def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, lis
         raise ValueError("attention_mse: no batches")
     per_layer = [sums[i] / tokens for i in expected]
     return sum(per_layer) / len(per_layer), per_layer
-
-
-def _decoder(model: nn.Module) -> nn.Module:
-    """The base decoder (embeddings + layers + final norm, no lm_head), also through a PEFT wrapper."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else getattr(inner, "model", None)
-    if not isinstance(decoder, nn.Module):
-        raise TypeError(f"cannot find the decoder of {type(model).__name__}")
-    return decoder
 
 
 @dataclass(frozen=True)

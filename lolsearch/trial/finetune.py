@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lolsearch.config import FinetuneConfig, LoraConfig
+from lolsearch.config import FinetuneConfig, LoraOptions
 from lolsearch.trial.surgery import attention_parameters, decoder_layers, linearized_layers
 from lolsearch.trial.train import StageResult, run_stage
 
@@ -23,9 +22,9 @@ TARGET_MODULES = {
 }
 
 
-def peft_config(lora: LoraConfig, layers: list[int] | None) -> PeftLoraConfig:
+def peft_config(lora: LoraOptions, layers: list[int] | None) -> LoraConfig:
     """The peft LoraConfig for ``lora`` applied to decoder ``layers`` (None = all)."""
-    return PeftLoraConfig(
+    return LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -37,7 +36,7 @@ def peft_config(lora: LoraConfig, layers: list[int] | None) -> PeftLoraConfig:
     )
 
 
-def add_lora(model: nn.Module, lora: LoraConfig, *, cotrain_attention: bool) -> nn.Module:
+def add_lora(model: nn.Module, lora: LoraOptions, *, cotrain_attention: bool) -> nn.Module:
     """Wraps ``model`` with LoRA on the linearized layers (all layers when nothing is linearized).
 
     With ``cotrain_attention`` the feature maps and γ train too.

@@ -28,7 +28,7 @@ CONFIG_FILE = "config.yaml"
 ADAPTER_FILE = "adapter.safetensors"
 LOG_FILE = "log.txt"
 FINAL_STATUSES = ("ok", "failed", "pruned")
-_TRAINED = ("feature_map_q.", "feature_map_k.", "window_factors", "lora_")
+_TRAINED = ("feature_map_q.", "feature_map_k.", "gamma_logit", "lora_")
 
 
 def _json_default(x: Any) -> Any:
@@ -147,7 +147,8 @@ def load_adapter(model: nn.Module, path: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
+    # adapters saved before γ's logit was named gamma_logit call it window_factors
+    tensors = {k.replace("window_factors", "gamma_logit"): v for k, v in load_file(str(path)).items()}
     own = model.state_dict()
     missing = [k for k in own if any(tag in k for tag in _TRAINED) and k not in tensors]
     unexpected = [k for k in tensors if k not in own]

@@ -105,7 +105,7 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
     notify({"stage": "swap", "ppl_swap": m["ppl_swap"]})
 
     if cfg.distill.enabled:
-        stage, weights = run_distill(model, cfg.distill, _train(cfg, tok, device, cfg.distill.batch_size, 1),
+        stage, weights = run_distill(model, cfg.distill, _train(cfg, tok, device, "distill"),
                                      _val(cfg, tok, device, cfg.distill), cfg.data.seq_len, notify)
         _stage_record(result, "distill", stage)
         m["layer_weights"] = weights
@@ -114,7 +114,7 @@ def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Re
 
     if cfg.finetune.enabled:
         model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps())
-        stage = run_finetune(model, cfg.finetune, _train(cfg, tok, device, cfg.finetune.batch_size, 2),
+        stage = run_finetune(model, cfg.finetune, _train(cfg, tok, device, "finetune"),
                              _val(cfg, tok, device, cfg.finetune), cfg.data.seq_len, notify)
         _stage_record(result, "finetune", stage)
 
@@ -169,10 +169,10 @@ def _limited(batches: Iterable[dict], max_batches: int) -> Iterable[dict]:
         yield b
 
 
-def _train(cfg: TrialConfig, tok, device, batch_size: int, stream: int):
-    """Training batches of one stage; each stage gets its own seeded order."""
-    return packed_batches(cfg.data, tok, "train", batch_size, cfg.seed * 1000 + stream,
-                          mask_prompt=stream == 2, device=device)
+def _train(cfg: TrialConfig, tok, device, stage: str):
+    """Training batches of one stage; each stage gets its own seeded order (prompt tokens masked for LoRA)."""
+    return packed_batches(cfg.data, tok, "train", getattr(cfg, stage).batch_size, cfg.data_seed(stage),
+                          mask_prompt=stage == "finetune", device=device)
 
 
 def _val(cfg: TrialConfig, tok, device, stage) -> Callable[[], Iterable[dict]]:

@@ -10,12 +10,11 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from lolsearch.attention.cache import LinearizedCache
+from lolsearch.attention.cache import new_cache
 from lolsearch.attention.layer import DistillRecorder, LinearizedAttention
 from lolsearch.config import AttentionConfig
 
@@ -38,15 +37,24 @@ class SurgeryReport:
     feature_dim: int
     trainable_params: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The causal LM inside a PEFT wrapper (the model itself when it is not wrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack of an HF causal LM (embeddings, layers, final norm; no LM head), also through PEFT."""
+    inner = unwrap_peft(model)
+    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else getattr(inner, "model", None)
+    if not isinstance(decoder, nn.Module):
+        raise SurgeryError(f"cannot find the decoder of {type(model).__name__}")
+    return decoder
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder's layer list of an HF causal LM (also through a PEFT wrapper)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper
-    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else getattr(inner, "model", None)
-    layers = getattr(decoder, "layers", None)
+    layers = getattr(decoder_of(model), "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise SurgeryError(f"cannot find decoder layers in {type(model).__name__}")
     return layers
@@ -111,8 +119,8 @@ def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
     params = []
     for m in linearized_layers(model):
         params += list(m.feature_map_q.parameters()) + list(m.feature_map_k.parameters())
-        if isinstance(m.window_factors, nn.Parameter):
-            params.append(m.window_factors)
+        if isinstance(m.gamma_logit, nn.Parameter):
+            params.append(m.gamma_logit)
     return params
 
 
@@ -144,15 +152,6 @@ def teacher_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.mode = "student"
 
 
-def new_cache(model: nn.Module) -> LinearizedCache:
-    """An empty generation cache for a linearized model."""
-    config = getattr(model, "config", None)
-    try:
-        return LinearizedCache(config=config.get_text_config() if config is not None else None)
-    except TypeError:
-        return LinearizedCache()
-
-
 def _cache_kwarg(model: nn.Module) -> str:
     """Name under which this transformers version passes the cache to forward ('cache' or 'past_key_values')."""
     params = inspect.signature(type(model).forward).parameters
@@ -177,16 +176,3 @@ def _install_generate(model: nn.Module) -> None:
 
     model.generate = generate
     model._lolsearch_generate = True
-
-
-def trainable_parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def set_requires_grad(params: list[nn.Parameter], flag: bool) -> None:
-    for p in params:
-        p.requires_grad_(flag)
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -19,7 +19,7 @@ for t, lay, w, d, f in [(257, "sliding", 64, 64, 64), (23, "sliding", 5, 16, 32)
 if os.environ.get("LOLSEARCH_KERNELS_FP32_DOT") == "tf32x3":
     from lolsearch.models import load_model
     from lolsearch.config import ModelConfig, AttentionConfig
-    from lolsearch.surgery import linearize, new_cache
+    from lolsearch.trial.surgery import linearize, new_cache
     for backend in ["triton", "torch", "reference"]:
         for layout, window in [("sliding", 5), ("linear", 0)]:
             model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), torch.device("cuda"))

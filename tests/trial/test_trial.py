@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lolsearch.attention.layer import DistillRecorder
-from lolsearch.config import AttentionConfig, LoraConfig, ModelConfig, parse_trial_config
+from lolsearch.config import AttentionConfig, LoraOptions, ModelConfig, parse_trial_config
 from lolsearch.models import load_model
 from lolsearch.trial.distill import layer_losses
 from lolsearch.trial.finetune import add_lora, lm_loss
@@ -44,14 +44,14 @@ def test_stage_one_trains_only_feature_maps_and_gamma():
     _, mse, _ = layer_losses(model, batch, DistillRecorder())
     sum(mse).backward()
     names = grads_of(model)
-    assert names and all("feature_map_" in n or "window_factors" in n for n in names)
+    assert names and all("feature_map_" in n or "gamma_logit" in n for n in names)
     assert {id(p) for p in attention_parameters(model)} == {id(p) for p in model.parameters() if p.requires_grad}
 
 
 @pytest.mark.parametrize("cotrain", [False, True])
 def test_stage_two_trains_lora_and_optionally_attention(cotrain):
     model, _ = toy_student()
-    model = add_lora(model, LoraConfig(rank=2, targets=("q", "v", "down")), cotrain_attention=cotrain)
+    model = add_lora(model, LoraOptions(rank=2, targets=("q", "v", "down")), cotrain_attention=cotrain)
     batch = {"input_ids": torch.randint(0, 256, (2, 24))}
     batch["labels"] = batch["input_ids"]
     lm_loss(model, batch).backward()
@@ -63,7 +63,7 @@ def test_stage_two_trains_lora_and_optionally_attention(cotrain):
         n for n, _ in model.named_parameters() if "lora_" in n
     }
     attn = names - lora
-    assert all("feature_map_" in n or "window_factors" in n for n in attn)
+    assert all("feature_map_" in n or "gamma_logit" in n for n in attn)
     assert bool(attn) == cotrain
 
 
