@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from lolsearch.search.schema import Objective
+
 Mode = Literal["min", "max"]
 MISSING = "-"  # level of a conditional factor that a trial did not have
 NOT_OK = ("failed", "pruned", "unreadable", "unknown")  # finished (or broken) without a usable result
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One ranking objective: a metric name and whether lower or higher is better."""
-
-    metric: str
-    mode: Mode
 
 
 def numeric_column(df: pd.DataFrame, col: str) -> np.ndarray:

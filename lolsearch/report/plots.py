@@ -316,7 +316,7 @@ def _ranked_plots(s: Sweep, out: Path) -> list[tuple[str, str]]:
     made, objs = [], s.objectives
     n_not_ok = int(s.df["status"].isin(NOT_OK).sum())
     cost = next(iter(present_metrics(s.df, ["state_bytes_32k", "attn_flops_per_token_32k"])), None)
-    x = objs[1] if len(objs) > 1 else (Objective(cost, "min") if cost else None)
+    x = objs[1] if len(objs) > 1 else (Objective(metric=cost, mode="min") if cost else None)
     if x is not None:
         pareto_plot(s.df, x, objs[0], out / "pareto.png", len(objs), n_not_ok)
         made.append(("Pareto front", "plots/pareto.png"))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from lolsearch.config import load_yaml
 from lolsearch.core.errors import ConfigError, Problem, did_you_mean
@@ -116,14 +117,11 @@ def _parse_objectives(space: dict[str, Any], file: str) -> list[Objective] | Non
         raise ConfigError.single(file, "objectives", "expected a non-empty list of {metric, mode}")
     out, problems = [], []
     for i, item in enumerate(raw):
-        metric = item.get("metric") if isinstance(item, dict) else None
-        mode = item.get("mode", "min") if metric else None  # the space grammar's default
-        if not isinstance(metric, str):
-            problems.append(Problem(file, f"objectives.{i}.metric", "required: a metric name"))
-        elif mode not in ("min", "max"):
-            problems.append(Problem(file, f"objectives.{i}.mode", f"must be 'min' or 'max', got {mode!r}"))
-        else:
-            out.append(Objective(metric, mode))
+        try:
+            out.append(Objective.model_validate(item))
+        except ValidationError as err:
+            problems += [Problem(file, ".".join(["objectives", str(i), *map(str, e["loc"])]),
+                                 e["msg"].removeprefix("Value error, ")) for e in err.errors()]
     if problems:
         raise ConfigError(problems)
     return out
@@ -134,7 +132,7 @@ def default_objectives(df: pd.DataFrame) -> list[Objective]:
     ok = df[rankable(df, [])]
     counts = [int(np.isfinite(numeric_column(ok, m)).sum()) for m in DEFAULT_QUALITY]
     quality = DEFAULT_QUALITY[int(np.argmax(counts))]
-    return [Objective(quality, "min"), Objective(DEFAULT_COST, "min")]
+    return [Objective(metric=quality, mode="min"), Objective(metric=DEFAULT_COST, mode="min")]
 
 
 @dataclass

@@ -201,7 +201,7 @@ def test_not_a_sweep_folder(tmp_path):
 
 def test_bad_objective_mode_names_file_and_key(tmp_path):
     root = make_sweep(tmp_path / "s", [{"metric": "ppl", "mode": "lowest"}])
-    with pytest.raises(ConfigError, match=r"space.yaml: objectives.0.mode: must be 'min' or 'max'"):
+    with pytest.raises(ConfigError, match=r"space.yaml: objectives.0.mode: .*'min' or 'max'"):
         write_report(root)
 
 
