@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ def validation_problems(err: ValidationError, file: str, prefix: str = "", root:
     problems = []
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
-        key = ".".join([prefix, *loc] if prefix else loc)
         msg = e["msg"].removeprefix("Value error, ")
+        loc, msg = located(loc, msg, _field_names(root, loc))
+        key = ".".join([prefix, *loc] if prefix else loc)
         if e["type"] == "extra_forbidden":
             siblings = _field_names(root, loc[:-1])
             msg = f"unknown key '{loc[-1]}'{did_you_mean(loc[-1], siblings)}"
@@ -27,8 +29,19 @@ def validation_problems(err: ValidationError, file: str, prefix: str = "", root:
                 msg += f" (allowed: {', '.join(siblings)})"
         elif e["type"] == "missing":
             msg = "required"
+        elif e["type"] in ("int_parsing", "float_parsing") and e.get("input") in ("true", "false"):
+            msg = f"expected a number, got {e['input']} (true/false are not numbers)"
         problems.append(Problem(file, key, msg))
     return problems
+
+
+def located(loc: list[str], msg: str, fields: list[str]) -> tuple[list[str], str]:
+    """A validator's ``"sub.key: message"`` (a check across fields) moved into the location, when ``sub`` is a
+    field of the model at ``loc``: the problem then names the key the user has to change."""
+    m = re.match(r"^([A-Za-z_]\w*)((?:\.\w+)*): (.+)$", msg)
+    if m and m.group(1) in fields:
+        return [*loc, m.group(1), *filter(None, m.group(2).split("."))], m.group(3)
+    return loc, msg
 
 
 def _field_names(model: type[BaseModel], loc: list[str]) -> list[str]:
@@ -52,20 +65,106 @@ def parse_trial_config(data: dict[str, Any], file: str = "<config>", prefix: str
         raise ConfigError(validation_problems(err, file, prefix)) from None
 
 
+# Guards checked before anything is built from a YAML document (generous for real files).
+MAX_YAML_BYTES = 4 << 20
+MAX_YAML_NODES = 200_000  # nodes once every alias is expanded: a "billion laughs" file stops here
+MAX_YAML_DEPTH = 64
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_node_tree(root: yaml.Node) -> str | None:
+    """Why the composed document is too big or too deep once aliases are expanded (None when fine).
+
+    Walks the node graph without recursion; an alias is one shared node, so sizes are memoized per node and
+    a self-referencing anchor is found as a cycle.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[id(node)] > MAX_YAML_NODES:
+                return f"expands to more than {MAX_YAML_NODES} values (aliases counted at every use)"
+            if depth[id(node)] > MAX_YAML_DEPTH:
+                return f"nested more than {MAX_YAML_DEPTH} levels deep"
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in on_path:
+            return "an alias refers to the node that contains it (a recursive structure)"
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    return None
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document with the guards above; raises ``yaml.YAMLError`` or ``ValueError`` with the reason."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problem = _check_node_tree(node)
+        if problem:
+            raise ValueError(problem)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(err: Exception) -> str:
+    if not isinstance(err, yaml.YAMLError):
+        return str(err)  # a guard above, or a value Python refuses (an integer with thousands of digits)
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"invalid YAML: {where}{problem}"
+
+
 def load_yaml(path: str | Path) -> Any:
-    """``yaml.safe_load`` of a file; YAML errors become a one-line :class:`ConfigError`."""
+    """The one YAML reader: safe types only, duplicate keys refused, size/alias/depth guards, UTF-8 text.
+
+    Every problem (unreadable, too big, not UTF-8, invalid YAML) becomes a one-line :class:`ConfigError`.
+    """
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError.single(str(path), "", f"larger than {MAX_YAML_BYTES >> 20} MiB: not a config or space file")
+        data = p.read_bytes()
     except OSError as err:
         raise ConfigError.single(str(path), "", f"cannot read: {err.strerror or err}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError.single(str(path), "", f"invalid YAML: {where}{problem}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError.single(str(path), "", f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+    try:
+        return parse_yaml(text)
+    except (yaml.YAMLError, ValueError) as err:
+        raise ConfigError.single(str(path), "", _yaml_problem(err)) from None
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -92,9 +191,9 @@ def parse_overrides(items: list[str], file: str = "--set") -> list[tuple[str, An
             problems.append(Problem(file, item, "expected dotted.key=value"))
             continue
         try:
-            out.append((key.strip(), yaml.safe_load(raw)))
-        except yaml.YAMLError:
-            problems.append(Problem(file, key.strip(), f"cannot parse value {raw!r}"))
+            out.append((key.strip(), parse_yaml(raw)))
+        except (yaml.YAMLError, ValueError) as err:
+            problems.append(Problem(file, key.strip(), f"cannot parse value {raw[:80]!r}: {_yaml_problem(err)}"))
     if problems:
         raise ConfigError(problems)
     return out

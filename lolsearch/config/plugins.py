@@ -6,13 +6,14 @@ the parameter models of the entries that take ``params`` live here for the same 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lolsearch.config.strict import CheckedModel
 from lolsearch.core.registry import Registry
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Params(CheckedModel):
+    """Base of the ``params`` models: unknown keys, non-finite floats and booleans for numbers refused."""
 
 
 class NoParams(_Params):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lolsearch.config.plugins import DATASETS, FEATURE_MAPS, LAYER_WEIGHTS, LAYOUTS, MODELS
-from lolsearch.config.strict import CheckedModel
+from lolsearch.config.strict import CheckedModel, validated_params
 from lolsearch.core.errors import did_you_mean
 
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -95,8 +95,7 @@ class FeatureMapConfig(StrictModel):
     def _resolve_params(self) -> FeatureMapConfig:
         if self.kind not in FEATURE_MAPS:
             raise ValueError(FEATURE_MAPS.unknown_message(self.kind))
-        params_cls = FEATURE_MAPS.params(self.kind)
-        resolved = params_cls.model_validate(self.params).model_dump(mode="json")
+        resolved = validated_params(FEATURE_MAPS.params(self.kind), self.params)
         object.__setattr__(self, "params", resolved)
         return self
 
@@ -175,7 +174,7 @@ class LayerWeightsConfig(StrictModel):
     def _resolve_params(self) -> LayerWeightsConfig:
         if self.kind not in LAYER_WEIGHTS:
             raise ValueError(LAYER_WEIGHTS.unknown_message(self.kind))
-        resolved = LAYER_WEIGHTS.params(self.kind).model_validate(self.params).model_dump(mode="json")
+        resolved = validated_params(LAYER_WEIGHTS.params(self.kind), self.params)
         object.__setattr__(self, "params", resolved)
         return self
 
@@ -310,6 +309,18 @@ class TrialConfig(StrictModel):
     efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _windows_fit_the_sequence(self) -> TrialConfig:
+        a, seq_len = self.attention, self.data.seq_len
+        windows = [("attention.window", a.layout, a.window)]
+        windows += [(f"attention.layers.{i}.window", o.layout, a.window if o.window is None else o.window)
+                    for i, o in a.layers.items()]
+        for key, layout, window in windows:
+            if layout in ("sliding", "terrace") and window > seq_len:
+                raise ValueError(f"{key}: window {window} is longer than data.seq_len {seq_len} (the softmax part would "
+                                 "cover every training sequence); lower the window or raise data.seq_len")
+        return self
 
     @property
     def trial_id(self) -> str:

@@ -1,4 +1,6 @@
-"""User-facing input errors: one line per problem, ``file: dotted.key: message``."""
+"""User-facing input errors: one line per problem, ``file: dotted.key: message`` (``file: message`` when the
+problem is the whole file). :class:`ConfigError` is bad input in a file or a value; :class:`UsageError` a bad
+command line (its ``file`` is the option, e.g. ``--max-trials``). The CLI prints both and exits 2."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        key = self.key or "<root>"
-        return f"{self.file}: {key}: {self.message}"
+        message = " ".join(str(self.message).split())  # one line, whatever the message holds
+        return f"{self.file}: {self.key}: {message}" if self.key else f"{self.file}: {message}"
 
 
 class ConfigError(ValueError):
@@ -37,6 +39,10 @@ class ConfigError(ValueError):
             key = f"{prefix}.{p.key}" if prefix and p.key else (prefix or p.key)
             out.append(Problem(file, key, p.message))
         return ConfigError(out)
+
+
+class UsageError(ConfigError):
+    """A bad command line: an option value out of range, options that exclude each other, a folder in the way."""
 
 
 def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:

@@ -39,6 +39,7 @@ _ARITH: dict[type, Callable[[Any, Any], Any]] = {
     ast.Mult: operator.mul,
     ast.Div: operator.truediv,
 }
+MAX_EXPR_CHARS = 1000  # conditions and constraints are one-liners; longer input is refused before parsing
 _SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 
 
@@ -56,7 +57,10 @@ class Expr:
 
     def evaluate(self, lookup: Callable[[str], Any]) -> Any:
         """Value of the expression; ``lookup(dotted_name)`` gives each name's value."""
-        return _eval(self.tree.body, lookup)
+        try:
+            return _eval(self.tree.body, lookup)
+        except (RecursionError, MemoryError):
+            raise ExprError(f"'{self.source[:60]}...' is nested too deeply to evaluate") from None
 
     def truth(self, lookup: Callable[[str], Any]) -> bool:
         """Like :meth:`evaluate` but the result must be a boolean."""
@@ -70,13 +74,17 @@ def parse_expr(source: str) -> Expr:
     """Parses and whitelists ``source``; raises :class:`ExprError` with a one-line reason."""
     if not isinstance(source, str) or not source.strip():
         raise ExprError("expected a non-empty expression string")
+    if len(source) > MAX_EXPR_CHARS:
+        raise ExprError(f"expression longer than {MAX_EXPR_CHARS} characters ({len(source)})")
+    names: list[str] = []
     try:
         tree = ast.parse(source.strip(), mode="eval")
+        _check(tree.body, names)
     except SyntaxError as err:
         where = f" at column {err.offset}" if err.offset else ""
         raise ExprError(f"bad expression {source!r}: {err.msg}{where}") from None
-    names: list[str] = []
-    _check(tree.body, names)
+    except (RecursionError, MemoryError):
+        raise ExprError(f"expression nested too deeply: {source[:60]!r}...") from None
     return Expr(source.strip(), tree, tuple(dict.fromkeys(names)))
 
 

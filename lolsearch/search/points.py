@@ -27,22 +27,35 @@ class Param:
     def finite(self) -> bool:
         return self.kind == "choice" or self.kind == "int" or self.spec.step is not None
 
+    def grid_size(self) -> int:
+        """How many values :meth:`grid_values` gives, computed without building them (finite params only)."""
+        s = self.spec
+        if self.kind == "choice":
+            return len(s.choice)
+        lo, hi = s.bounds
+        if self.kind == "int":
+            return (int(hi) - int(lo)) // int(s.step or 1) + 1
+        return int((hi - lo) / s.step + 1e-9) + 1
+
     def grid_values(self) -> list[Any]:
-        """Every value the grid takes, in order (choice order, ascending numbers)."""
+        """Every value the grid takes, in order (choice order, ascending numbers). Check :meth:`grid_size`
+        against a cap first: a range is materialized here."""
         s = self.spec
         if self.kind == "choice":
             return list(s.choice)
         lo, hi = s.bounds
         if self.kind == "int":
             return list(range(int(lo), int(hi) + 1, int(s.step or 1)))
-        n = int((hi - lo) / s.step + 1e-9) + 1
-        return [lo + i * s.step for i in range(n)]
+        return [lo + i * s.step for i in range(self.grid_size())]
 
     def draw(self, rng: random.Random) -> Any:
-        """An independent random value (validation samples)."""
+        """An independent random value (validation samples); a range is never materialized."""
         s = self.spec
+        if self.kind == "choice":
+            return rng.choice(s.choice)
         if self.finite and (self.kind != "int" or not s.log):
-            return rng.choice(self.grid_values())
+            i = rng.randrange(self.grid_size())
+            return int(s.bounds[0]) + i * int(s.step or 1) if self.kind == "int" else s.bounds[0] + i * s.step
         lo, hi = s.bounds
         if s.log:
             x = math.exp(rng.uniform(math.log(lo), math.log(hi)))

@@ -13,6 +13,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lolsearch.config import FeatureMapConfig, LayerWeightsConfig, TrialConfig
+from lolsearch.config.io import located
+from lolsearch.config.strict import CheckedModel
 from lolsearch.core.errors import Problem, did_you_mean
 
 GRID_CAP = 100_000
@@ -33,8 +35,8 @@ METRIC_FAMILIES = re.compile(
 TRAINING_METRICS = ("loss", "eval_loss")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+class _Strict(CheckedModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False)
 
 
 def _check_name(value: str, options: tuple[str, ...], what: str) -> str:
@@ -204,12 +206,15 @@ def space_problems(err: ValidationError, file: str) -> list[Problem]:
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
         msg = e["msg"].removeprefix("Value error, ")
+        loc, msg = located(loc, msg, _allowed_keys(SpaceFile, loc))
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(SpaceFile, loc[:-1])
             msg = f"unknown key '{loc[-1]}'{did_you_mean(loc[-1], allowed)}"
             msg += f" (allowed: {', '.join(allowed)})" if allowed else ""
         elif e["type"] == "missing":
             msg = "required"
+        elif e["type"] in ("int_parsing", "float_parsing") and e.get("input") in ("true", "false"):
+            msg = f"expected a number, got {e['input']} (true/false are not numbers)"
         out.append(Problem(file, ".".join(loc), msg))
     return out
 

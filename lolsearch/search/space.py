@@ -147,7 +147,9 @@ class SearchSpace:
             if s.num_trials is not None:
                 out.append(Problem(f, "sampler.num_trials", "a grid runs every point; remove num_trials (use --max-trials for a smoke run)"))
             out += [Problem(f, p.yaml_key, "the grid sampler needs finite values: use choice, int, or float with step")
-                    for b in self.blocks for p in b.params if not p.finite]
+                    if not p.finite else Problem(f, p.yaml_key, f"takes {p.grid_size():.3g} values; a grid holds at most "
+                                                 f"{GRID_CAP} points") for b in self.blocks for p in b.params
+                    if not p.finite or p.grid_size() > GRID_CAP]
         else:
             if s.num_trials is None:
                 out.append(Problem(f, "sampler.num_trials", f"required for sampler '{s.kind}'"))

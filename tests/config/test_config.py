@@ -77,4 +77,4 @@ def test_cli_bad_input_exits_2_with_one_line_per_problem(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("a: [1, 2\n")
     proc = subprocess.run([sys.executable, "-m", "lolsearch", "validate", str(broken)], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith(f"{broken}: <root>: invalid YAML")
+    assert proc.returncode == 2 and proc.stderr.startswith(f"{broken}: invalid YAML")

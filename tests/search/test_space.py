@@ -21,7 +21,7 @@ HEAD = """
 base:
   device: cpu
   model: {source: toy-llama}
-  data: {seq_len: 64}
+  data: {seq_len: 256}  # windows up to 256 are searched: a window never exceeds the sequence
   distill: {steps: 2}
   finetune: {steps: 2}
 objectives: [{metric: ppl_ratio_ft}]
@@ -271,7 +271,7 @@ def test_sampled_value_errors_point_at_the_search_key(tmp_path):
     assert line.startswith(f"{path}: search.distill.lr: ") and "distill.lr=-1.0" in line
     path = write(tmp_path, "search:\n  attention.layout: {choice: [sliding]}\n  attention.window: {choice: [0]}\n"
                  "sampler: {kind: grid}\n", "w.yaml")
-    with pytest.raises(ConfigError, match="search.attention.layout: attention: .*'sliding' needs window >= 1"):
+    with pytest.raises(ConfigError, match="search.attention.layout: layout 'sliding' needs window >= 1"):
         load_space(path).grid()
 
 
@@ -279,7 +279,7 @@ def test_yaml_tags_never_execute(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.yaml"
     path.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n" + HEAD + "sampler: {kind: grid}\n")
-    assert problems(path)[0].startswith(f"{path}: <root>: invalid YAML")
+    assert problems(path)[0].startswith(f"{path}: invalid YAML")
     assert not marker.exists()
 
 
