@@ -24,3 +24,12 @@ def _checkout_kernels() -> None:
 
 
 _checkout_kernels()
+
+
+def __getattr__(name: str):
+    """``lolsearch.load`` and ``lolsearch.load_tokenizer``, imported on first use (``import lolsearch`` stays light)."""
+    if name in ("load", "load_tokenizer"):
+        from lolsearch.trial import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'lolsearch' has no attribute '{name}'")

@@ -210,6 +210,27 @@ def generate(
 
 
 @app.command()
+def export(
+    trial_dir: Annotated[Path, typer.Argument(help="a finished trial folder (config.yaml + adapter.safetensors)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="the new export folder")],
+    merge_lora: Annotated[bool, typer.Option(help="fold LoRA into the weights instead of peft adapter files")] = False,
+    dtype: Annotated[str | None, typer.Option(help="cast the whole model: float32, bfloat16 or float16")] = None,
+) -> None:
+    """Write a trained design as a folder `lolsearch.load` reads (plain transformers refuses it)."""
+    from lolsearch.trial.export import export_trial
+    from lolsearch.trial.record import ADAPTER_FILE, CONFIG_FILE
+
+    for name in (CONFIG_FILE, ADAPTER_FILE):
+        if not (trial_dir / name).is_file():
+            raise ConfigError.single(str(trial_dir), "", f"no {name}: not a finished trial folder")
+    if out_dir.exists():
+        raise ConfigError.single(str(out_dir), "", "already exists; export into a new folder")
+    if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError.single("--dtype", "", f"'{dtype}' is not one of float32, bfloat16, float16")
+    out.print(f"export: {export_trial(trial_dir, out_dir, merge_lora=merge_lora, dtype=dtype)}")
+
+
+@app.command()
 def bench(
     out_dir: Annotated[Path, typer.Option("--out", help="where bench.csv/bench.md go")] = Path("results/kernels"),
     quick: Annotated[bool, typer.Option(help="small shapes only")] = False,
