@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from lolsearch.core.files import atomic_write_text
+from lolsearch.report.ablations import ablation_frame
 from lolsearch.report.analysis import has_factor
 from lolsearch.report.records import Sweep, load_records, load_sweep, sweep_names, trial_labels
 from lolsearch.report.render import build_report, compare_markdown
@@ -50,12 +51,15 @@ def compare_frame(sweeps: list[Sweep]) -> pd.DataFrame:
 
 
 def write_report(sweep_dir: Path) -> Path:
-    """Writes trials.csv, pareto.csv, report.md, report.tex and plots/*.png into ``sweep_dir``; returns report.md."""
+    """Writes trials.csv, pareto.csv, ablations.csv, report.md, report.tex and plots/*.png into ``sweep_dir``;
+    returns report.md."""
     sweep = load_sweep(Path(sweep_dir))
     _write_csv(sweep.dir / "trials.csv", sweep.df)
     front = sweep.df[sweep.df["front"] == 1].sort_values("rank")
     _write_csv(sweep.dir / "pareto.csv", front)
-    markdown, latex = build_report(sweep)
+    ablations = ablation_frame(sweep.df, sweep.space, sweep.objectives, sweep.seq_nll)
+    _write_csv(sweep.dir / "ablations.csv", ablations)
+    markdown, latex = build_report(sweep, ablations)
     atomic_write_text(sweep.dir / "report.tex", latex)
     path = sweep.dir / "report.md"
     atomic_write_text(path, markdown)

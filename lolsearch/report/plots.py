@@ -1,5 +1,5 @@
 """Report figures (matplotlib, Agg, no pyplot state): Pareto scatter, quality vs cost, per-layer MSE heatmap,
-factor-effect bars, learning curves. Each function writes one PNG atomically and takes plain tables.
+learning curves (effect plots: :mod:`.effect_plots`). Each function writes one PNG atomically and takes plain tables.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from lolsearch.report.analysis import NOT_OK, Objective, ablation_table, numeric_column, present_metrics
+from lolsearch.report.analysis import NOT_OK, Objective, numeric_column, present_metrics
 
 if TYPE_CHECKING:
     from lolsearch.report.records import Sweep
@@ -187,48 +187,6 @@ def mse_heatmap(mse: dict[str, Sequence[float]], path: Path, note: str = "") -> 
     _save(fig, path)
 
 
-def effect_bars(tables: dict[str, pd.DataFrame], objective: Objective, path: Path) -> None:
-    """One panel per factor: mean ± std of ``objective`` per level (bars), best value (black dot), trial count.
-
-    ``tables`` maps factor -> :func:`lolsearch.report.analysis.ablation_table` output.
-    """
-    n = len(tables)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * rows + 0.6), layout="constrained")
-    for k, (factor, t) in enumerate(tables.items()):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        div, unit = byte_unit(objective.metric, t["mean"].to_numpy(float))
-        mean, best, std = (t[c].to_numpy(float) / div for c in ("mean", "best", "std"))
-        xs = np.arange(len(t))
-        ax.bar(xs, np.nan_to_num(mean), yerr=np.where(np.isfinite(std), std, 0), color=_PALETTE[0], alpha=0.75,
-               capsize=3, label="mean ± std")
-        ax.scatter(xs, best, c="black", s=18, zorder=3, label="best")
-        top = np.nanmax(np.concatenate([mean + np.nan_to_num(std), best])) if np.isfinite(mean).any() else 1.0
-        for x, cnt, fail in zip(xs, t["n"], t["failed"], strict=True):
-            txt = f"n={cnt}" + (f"\n{fail} failed" if fail else "")
-            ax.annotate(txt, (x, 0), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7,
-                        color="black" if cnt else "#d62728", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
-        ax.set_xticks(xs, [_level_text(v) for v in t.index], rotation=30 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center", fontsize=8)
-        ax.set_title(factor, fontsize=9)
-        if np.isfinite(top) and top > 0 and not (np.nan_to_num(mean) < 0).any() and not (best < 0).any():
-            ax.set_ylim(0, top * 1.1)
-        if k % cols == 0:
-            ax.set_ylabel(axis_label(objective.metric, unit=unit), fontsize=8)
-        ax.grid(True, axis="y", alpha=0.3)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=2)
-    fig.suptitle(f"Factor effects on {objective.metric} ({'lower' if objective.mode == 'min' else 'higher'} is better;"
-                 " other factors marginalised)", fontsize=11)
-    _save(fig, path)
-
-
-def _level_text(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def learning_curves(curves: dict[str, dict[str, list[dict]]], order: Sequence[str], failed: set[str], path: Path) -> None:
     """Loss vs tokens for stage 1 (attention transfer) and stage 2 (LoRA), one line per trial.
 
@@ -325,9 +283,6 @@ def _ranked_plots(s: Sweep, out: Path) -> list[tuple[str, str]]:
     if costs:
         quality_cost_plot(s.df, objs[0], costs, out / "quality_cost.png")
         made.append(("Quality per cost", "plots/quality_cost.png"))
-    for o in objs if s.factors else []:
-        effect_bars({f: ablation_table(s.df, f, o.metric, o.mode) for f in s.factors}, o, out / f"effects_{o.metric}.png")
-        made.append((f"Factor effects on {o.metric}", f"plots/effects_{o.metric}.png"))
     return made
 
 

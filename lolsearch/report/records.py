@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from lolsearch.config import load_yaml
+from lolsearch.config import design_hash, load_yaml
 from lolsearch.core.errors import ConfigError, Problem, did_you_mean
 from lolsearch.report.analysis import (
     MISSING,
@@ -30,13 +30,16 @@ from lolsearch.report.analysis import (
     rankable,
     varying_config_keys,
 )
-from lolsearch.trial.record import RESULT_FILE, read_result
+from lolsearch.report.blocks import infer_blocks
+from lolsearch.trial.convergence import stage_convergence
+from lolsearch.trial.record import RESULT_FILE, read_result, read_seq_nll
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUALITY = ("ppl_ratio_ft", "ppl_ratio")
 DEFAULT_COST = "state_bytes_32k"
 _FIRST_COLUMNS = ("trial_id", "space", "status")
+_DESIGN_COLUMNS = ("block", "blocks", "design_id")
 _ABBREV = {"window": "w", "rank": "r"}
 _BOOL_NAMES = {"distill.enabled": "AT", "finetune.enabled": "LoRA"}
 
@@ -74,9 +77,15 @@ def read_trial_records(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def _record_row(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """One flat row and the names of its scalar metrics (list-valued metrics are left out)."""
-    row = {"trial_id": record.get("trial_id"), "space": record.get("space"), "status": record.get("status") or "unknown"}
+    """One flat row and the names of its scalar metrics (list-valued metrics are left out). ``converged_<stage>``
+    of records that predate it is computed from the stored validation curve (:mod:`lolsearch.trial.convergence`)."""
+    row = {"trial_id": record.get("trial_id"), "space": record.get("space"), "status": record.get("status") or "unknown",
+           "block": record.get("block"), "design_id": record.get("design_id") or _design_id(record.get("config"))}
     metrics = {k: v for k, v in (record.get("metrics") or {}).items() if _is_scalar(v)}
+    for stage in ("distill", "finetune"):
+        curve = (record.get("curves") or {}).get(f"{stage}_eval")
+        if f"converged_{stage}" not in metrics and isinstance(curve, list):
+            metrics.update({f"{k}_{stage}": v for k, v in stage_convergence(curve).items()})
     row.update(metrics)
     row.update(_flatten(record.get("timing") or {}, "timing"))
     env = _flatten(record.get("env") or {}, "env")
@@ -87,6 +96,10 @@ def _record_row(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return row, list(metrics)
 
 
+def _design_id(config: Any) -> str | None:
+    return design_hash(config) if isinstance(config, dict) and config else None
+
+
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per trial: trial_id, space, status, metrics (flat names), timing.*, device, env.*, error, config.*."""
     rows, metric_names = [], {}
@@ -95,7 +108,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(row)
         metric_names.update(dict.fromkeys(names))
     df = pd.DataFrame(rows, columns=None if rows else list(_FIRST_COLUMNS))
-    groups = [list(_FIRST_COLUMNS), list(metric_names), sorted(c for c in df if c.startswith("timing.")), ["device"],
+    groups = [list(_FIRST_COLUMNS), list(_DESIGN_COLUMNS), list(metric_names), sorted(c for c in df if c.startswith("timing.")), ["device"],
               sorted(c for c in df if c.startswith("env.")), ["error"], [c for c in df if c.startswith("config.")]]
     ordered = list(dict.fromkeys(c for g in groups for c in g if c in df.columns))
     df = df[ordered]
@@ -150,6 +163,7 @@ class Sweep:
     factors_source: str
     trial_paths: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    seq_nll: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # trial_id -> (nll_sum, tokens)
 
     @property
     def name(self) -> str:
@@ -166,6 +180,9 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     space = (load_yaml(space_file) if space_file.is_file() else None) or {}
     if not isinstance(space, dict):
         raise ConfigError.single(str(space_file), "", "expected a mapping")
+    block, blocks = infer_blocks(df, space, {str(r.get("trial_id")): r.get("config") for r in records})
+    df["block"] = block
+    df.insert(df.columns.get_loc("block") + 1, "blocks", blocks)
     meta = _read_json_quietly(sweep_dir / "sweep.json")
     objectives, source = _parse_objectives(space, str(space_file)), "space.yaml"
     if objectives is None and meta.get("objectives"):
@@ -178,7 +195,7 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     else:
         factors, factors_source = varying_config_keys(df), "config keys that vary across ok trials"
     notes = [f"searched key `{f}` is not in any record's config" for f in factors if not has_factor(df, f)]
-    metrics = [c for c in df.columns if c not in _FIRST_COLUMNS and "." not in c and c not in ("device", "error")]
+    metrics = [c for c in df.columns if c not in (*_FIRST_COLUMNS, *_DESIGN_COLUMNS, "device", "error") and "." not in c]
     notes += [f"objective `{o.metric}` is in no record{did_you_mean(o.metric, metrics)}" for o in objectives
               if o.metric not in df.columns]
     factors = [f for f in factors if has_factor(df, f)]
@@ -186,7 +203,8 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     df.insert(3, "label", trial_labels(df, factors))
     df = df[[*df.columns[:4], "front", "rank", *[c for c in df.columns[4:] if c not in ("front", "rank")]]]
     paths = {str(r.get("trial_id")): d for r, d in zip(records, dirs, strict=True)}
-    return Sweep(sweep_dir, records, df, space, meta, objectives, source, factors, factors_source, paths, notes)
+    seq_nll = {tid: arrays for tid, d in paths.items() if (arrays := read_seq_nll(d)) is not None}
+    return Sweep(sweep_dir, records, df, space, meta, objectives, source, factors, factors_source, paths, notes, seq_nll)
 
 
 def _searched_keys(space: dict[str, Any]) -> list[str]:

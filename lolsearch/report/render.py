@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from lolsearch.report import plots
+from lolsearch.report.ablations import ablation_frame, block_importance
 from lolsearch.report.analysis import (
-    ablation_table,
     importance_table,
     level_pivot,
     load_journal_study,
@@ -26,11 +26,14 @@ from lolsearch.report.analysis import (
     rankable,
     study_from_records,
 )
+from lolsearch.report.blocks import space_blocks
+from lolsearch.report.diagnostics import convergence_lines, design_summary, extra_plots
 from lolsearch.report.records import Sweep, fmt, sweep_names
 
 log = logging.getLogger(__name__)
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
+MIN_TRIALS_PER_BLOCK = 20  # PED-ANOVA contrasts the best 10% with the rest: at least 2 trials in that top set
 TOP_N = 25
 MAX_PROBLEM_ROWS = 60
 EXTRA_METRICS = ("ppl", "ppl_ratio", "ppl_ratio_ft", "kl_teacher", "top1_agree", "state_ratio_32k")
@@ -145,25 +148,35 @@ def ranking_tables(s: Sweep) -> list[Table]:
     return tables
 
 
-def factor_effects(s: Sweep, factor: str) -> pd.DataFrame:
-    """Per level of ``factor``: n, failed, then mean/std/best of the first objective and mean/best of the others."""
-    first = ablation_table(s.df, factor, s.objectives[0].metric, s.objectives[0].mode)
-    parts = [first[["n", "failed"]]]
-    for j, o in enumerate(s.objectives):
-        t = first if j == 0 else ablation_table(s.df, factor, o.metric, o.mode)
-        keep = ["mean", "std", "best"] if j == 0 else ["mean", "best"]
-        parts.append(t[keep].rename(columns=lambda c, m=o.metric: f"{m} {c}"))
-    parts.append(first[["best_trial"]])
-    return pd.concat(parts, axis=1)
+def _interval(lo: float, hi: float) -> str:
+    return f"[{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
 
 
-def ablation_tables(s: Sweep) -> list[Table]:
-    """One effect table per searched factor."""
-    if not (s.df["front"] > 0).any():
-        return []
-    return [Table(f"ablation-{f}", f"Effect of {f}", factor_effects(s, f),
-                  "Ok trials per level, other factors marginalised; failed = trials of that level that failed")
-            for f in s.factors]
+def ablation_tables(s: Sweep, frame: pd.DataFrame) -> list[Table]:
+    """One table per block and objective from the ablation table (``ablations.csv``): each level's mean with its 95%
+    interval, its difference to the reference level with its interval, and the verdict that interval supports."""
+    tables = []
+    for (block, metric), sub in frame.groupby(["block", "metric"], sort=False):
+        view = pd.DataFrame({
+            "factor": sub["factor"], "level": sub["level"].map(fmt), "n": sub["n"], "mean": sub["mean"],
+            "mean 95% CI": [_interval(lo, hi) for lo, hi in zip(sub["ci_low"], sub["ci_high"], strict=True)],
+            "Δ vs ref": sub["delta_vs_ref"].where(sub["verdict"] != "reference"),
+            "Δ 95% CI": [_interval(lo, hi) for lo, hi in zip(sub["delta_ci_low"], sub["delta_ci_high"], strict=True)],
+            "verdict": sub["verdict"].replace("reference", "reference (base value)"),
+            "unconverged": sub["unconverged"],
+        }).set_index(["factor", "level"])
+        notes = [f"{f} reports for {t}" for f, t in sub.drop_duplicates("factor")[["factor", "tied_with"]].itertuples(index=False) if t]
+        methods = "; ".join(f"{f}: {m}" for f, m in sub[sub["ci_method"] != ""].drop_duplicates("factor")[["factor", "ci_method"]]
+                            .itertuples(index=False))
+        mixed = sub[sub["mixed_convergence"].astype(bool)]
+        warn = ([f"WARNING: {', '.join(f'{f}={fmt(v)}' for f, v in mixed[['factor', 'level']].itertuples(index=False))} "
+                 "compare(s) converged with unconverged designs"] if len(mixed) else [])
+        caption = ("Only this block's trials; Δ = level − reference, paired on the block's other factors where both "
+                   f"were run; the verdict reads the Δ interval ({methods or 'no interval'}); unconverged = trials "
+                   "whose validation curve was still falling")
+        tables.append(Table(f"ablation-{block}-{metric}", f"Block {block}: effects on {metric}", view,
+                            ". ".join([caption, *notes, *warn])))
+    return tables
 
 
 def pivot_tables(s: Sweep) -> list[Table]:
@@ -186,7 +199,18 @@ def pivot_tables(s: Sweep) -> list[Table]:
 
 
 def importance(s: Sweep) -> tuple[Table | None, str]:
-    """PED-ANOVA importances from ``optuna.journal`` if present, else from a study rebuilt from the records."""
+    """PED-ANOVA importances. A space of several blocks: inside each block that supports it (the others named with
+    the reason), never on their union. One block: from ``optuna.journal`` if present, else from the records."""
+    if len(space_blocks(s.space)) > 1:
+        frame, notes = block_importance(s.df, s.space, s.objectives, MIN_TRIALS_PER_BLOCK)
+        reason = "Left out: " + "; ".join(notes) + "." if notes else ""
+        if frame.empty:
+            return None, "Parameter importance skipped in every block. " + reason
+        table = Table("importance", "Parameter importance per block (Optuna PED-ANOVA)", frame.set_index(["block", "parameter"]),
+                      "Computed inside each block from its ok records (a union of blocks confounds their factors). Per "
+                      "objective: importance for reaching its best 10%; pareto: for reaching the Pareto front. Noisy "
+                      "with few trials" + (". " + reason if reason else ""))
+        return table, ""
     n_ok = int(rankable(s.df, [o.metric for o in s.objectives]).sum())
     if n_ok < MIN_TRIALS_FOR_IMPORTANCE:
         return None, f"Parameter importance skipped: {n_ok} ok trial(s) with every objective, need {MIN_TRIALS_FOR_IMPORTANCE}."
@@ -306,14 +330,19 @@ def best_configs(s: Sweep, limit: int = 10) -> list[str]:
     return lines
 
 
-def build_report(s: Sweep) -> tuple[str, str]:
-    """(report.md text, report.tex text). Writes the plots as a side effect."""
+def build_report(s: Sweep, frame: pd.DataFrame | None = None) -> tuple[str, str]:
+    """(report.md text, report.tex text). Writes the plots as a side effect. ``frame``: the ablation table
+    (:func:`lolsearch.report.ablations.ablation_frame`), computed here when not given."""
     counts = s.df["status"].value_counts().to_dict()
     n_ranked = int((s.df["front"] > 0).sum())
     tables = ranking_tables(s)
-    ablations, pivots = ablation_tables(s), pivot_tables(s)
+    frame = ablation_frame(s.df, s.space, s.objectives, s.seq_nll) if frame is None else frame
+    ablations, pivots = ablation_tables(s, frame), pivot_tables(s)
+    designs_frame, designs_caption = design_summary(s)
+    designs = Table("designs", "Designs over seeds", designs_frame, designs_caption) if designs_frame is not None else None
     imp, imp_note = importance(s)
     made, plot_notes = plots.write_plots(s)
+    made += extra_plots(s, frame)
     md = [f"# Sweep report: {s.name}", "",
           f"Folder `{s.dir}`; {len(s.df)} trial folders: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none")
           + f"; {n_ranked} ok with every objective recorded (ranked).",
@@ -328,14 +357,16 @@ def build_report(s: Sweep) -> tuple[str, str]:
         md += _section("Pareto front and ranking", tables[:2])
         md += ["## Best configs and how to re-run them", "", *best_configs(s), ""]
         md += _section("Quality per cost", tables[2:])
+        md += ["## Convergence", "", *convergence_lines(s), ""]
         md += _section("Ablations", ablations)
+        md += _section("Designs over seeds", [designs] if designs else [])
         md += _section("Paper-style tables", pivots)
         md += ["## Parameter importance", ""] + ([markdown_table(imp.frame), "", f"_{imp.caption}._", ""] if imp else [imp_note, ""])
     md += ["## Plots", ""] + [f"### {t}\n\n![{t}]({p})\n" for t, p in made] + [f"- {n}" for n in plot_notes] + [""]
     bad = problem_trials(s)
     md += _section("Trials that are not ok", [bad] if bad else [])
     md += ["## Provenance", "", *[f"- {line}" for line in provenance(s)], ""]
-    latex_tables = [*tables, *ablations, *pivots, *([imp] if imp else [])]
+    latex_tables = [*tables, *ablations, *([designs] if designs else []), *pivots, *([imp] if imp else [])]
     return "\n".join(md), _latex_document(s, latex_tables)
 
 

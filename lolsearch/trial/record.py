@@ -1,5 +1,6 @@
 """The one owner of a trial folder's files: ``result.json`` (the record), ``config.yaml`` (the resolved
-TrialConfig), ``adapter.safetensors`` (feature maps, γ and LoRA weights) and ``log.txt``.
+TrialConfig), ``adapter.safetensors`` (feature maps, γ and LoRA weights), ``seq_nll.json`` (per-sequence test
+NLL) and ``log.txt``.
 
 Everything else reads and writes a trial folder through these functions. Torch is imported only by the adapter
 functions, so reports read records without it. :func:`load_trial_model` rebuilds teacher → surgery → LoRA and
@@ -13,6 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
@@ -27,6 +29,7 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 ADAPTER_FILE = "adapter.safetensors"
 LOG_FILE = "log.txt"
+SEQ_NLL_FILE = "seq_nll.json"  # per test sequence: summed next-token NLL and scored tokens (paired bootstraps)
 FINAL_STATUSES = ("ok", "failed", "pruned")
 _TRAINED = ("feature_map_q.", "feature_map_k.", "gamma_logit", "lora_")
 
@@ -71,6 +74,27 @@ def _shape_problem(record: Any) -> str | None:
         if record.get(key) is not None and not isinstance(record[key], dict):
             return f"'{key}' is not a mapping"
     return None
+
+
+def write_seq_nll(trial_dir: Path, nll_sum: list[float], tokens: list[int]) -> None:
+    """Writes the per-sequence test NLL (``nll_sum[i]`` over ``tokens[i]`` scored tokens of test sequence i)."""
+    if len(nll_sum) != len(tokens):
+        raise ValueError(f"seq_nll: {len(nll_sum)} sums for {len(tokens)} token counts")
+    text = json.dumps({"nll_sum": [float(x) for x in nll_sum], "tokens": [int(n) for n in tokens]})
+    atomic_write_text(Path(trial_dir) / SEQ_NLL_FILE, text)
+
+
+def read_seq_nll(trial_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(nll_sum [n_seq], tokens [n_seq])`` of a trial folder, or None when absent or malformed."""
+    path = Path(trial_dir) / SEQ_NLL_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        nll, tok = np.asarray(data["nll_sum"], dtype=float), np.asarray(data["tokens"], dtype=float)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if nll.ndim != 1 or nll.shape != tok.shape or len(nll) == 0 or (tok <= 0).any() or not np.isfinite(nll).all():
+        return None
+    return nll, tok
 
 
 def read_final(trial_dir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,148 @@
+"""Block-aware ablations on synthetic records with known additive effects: a multi-block grid shaped like
+spaces/lolcats_ablation.yaml (main grid, window series, LoRA-rank series with alpha tied to rank by a constraint),
+blocks recorded or inferred from space.yaml, paired deltas, verdicts from intervals, replicates and per-sequence NLL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lolsearch.config import design_id
+from lolsearch.report import write_report
+from lolsearch.report.ablations import ablation_frame, block_importance, design_frame, largest_effects
+from lolsearch.report.analysis import Objective
+from lolsearch.report.records import load_sweep
+from lolsearch.search.space import load_space
+
+SPACE = {
+    "name": "synthetic_ablation",
+    "base": {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare", "seq_len": 512},
+             "distill": {"tokens": 4096}, "finetune": {"tokens": 4096, "lora": {"rank": 8, "alpha": 16}},
+             "attention": {"feature_map": {"kind": "hedgehog"}, "layout": "terrace", "window": 64}},
+    "search": {"attention.feature_map.kind": {"choice": ["hedgehog", "t2r"]},
+               "attention.layout": {"choice": ["linear", "sliding", "terrace"]},
+               "distill.enabled": {"choice": [True, False]}},
+    "extra_grids": [
+        {"name": "window_series", "search": {"attention.feature_map.kind": {"choice": ["hedgehog", "t2r"]},
+                                             "attention.layout": {"choice": ["sliding"]},
+                                             "attention.window": {"choice": [4, 16, 64, 256]}}},
+        {"name": "lora_series", "search": {"attention.feature_map.kind": {"choice": ["hedgehog", "t2r"]},
+                                           "finetune.lora.rank": {"choice": [4, 8, 16, 64]},
+                                           "finetune.lora.alpha": {"choice": [8, 16, 32, 128]}}},
+    ],
+    "constraints": ["finetune.lora.alpha == 2 * finetune.lora.rank"],
+    "objectives": [{"metric": "ppl_ratio_ft", "mode": "min"}],
+    "sampler": {"kind": "grid"},
+}
+# Known additive effects on ppl_ratio_ft (reference levels: hedgehog, terrace, AT on, window 64, rank 8).
+NO_AT, T2R = 3.0, 0.5
+LAYOUT = {"linear": 1.0, "sliding": 0.2, "terrace": 0.0}
+WINDOW = {4: 0.3, 16: 0.1, 64: 0.0, 256: -0.1}
+RANK = {4: 0.05, 8: 0.0, 16: -0.02, 64: -0.06}
+
+
+def truth(cfg: dict) -> float:
+    a = cfg["attention"]
+    value = 2.0 + NO_AT * (not cfg["distill"]["enabled"]) + T2R * (a["feature_map"]["kind"] == "t2r")
+    value += LAYOUT[a["layout"]] + RANK[cfg["finetune"]["lora"]["rank"]]
+    return value + (WINDOW[a["window"]] if a["layout"] == "sliding" else 0.0)
+
+
+def make_sweep(root: Path, record_blocks: bool, replicates: int = 1, seq_nll: bool = False, noise: float = 0.0) -> Path:
+    (root / "trials").mkdir(parents=True)
+    (root / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    points = load_space(root / "space.yaml").grid()[0]
+    rng = np.random.default_rng(0)
+    for pt in points:
+        for seed in range(replicates):
+            cfg = pt.config.model_copy(update={"seed": seed})
+            conf = cfg.model_dump(mode="json")
+            value = truth(conf) + noise * rng.standard_normal()
+            record = {"trial_id": cfg.trial_id, "space": SPACE["name"], "config": conf, "status": "ok",
+                      "metrics": {"ppl_ratio_ft": value, "ppl": 40.0 * value}, "curves": {}, "timing": {}, "env": {}}
+            if record_blocks:
+                record.update(block=pt.block, design_id=design_id(cfg))
+            d = root / "trials" / cfg.trial_id
+            d.mkdir()
+            (d / "result.json").write_text(json.dumps(record))
+            if seq_nll:  # 64 test sequences whose token-weighted mean NLL is log(ppl)
+                nll = np.log(40.0 * value) + 0.3 * rng.standard_normal(64)
+                nll += np.log(40.0 * value) - nll.mean()
+                (d / "seq_nll.json").write_text(json.dumps({"nll_sum": (nll * 100).tolist(), "tokens": [100] * 64}))
+    return root
+
+
+def _row(frame: pd.DataFrame, block: str, factor: str, level) -> pd.Series:
+    sub = frame[(frame.block == block) & (frame.factor == factor)]
+    return sub[[type(v) is type(level) and v == level for v in sub.level]].iloc[0]
+
+
+@pytest.mark.parametrize("record_blocks", [True, False])
+def test_blocks_recorded_or_inferred_and_known_effects(tmp_path, record_blocks):
+    sweep = load_sweep(make_sweep(tmp_path / "s", record_blocks))
+    assert sweep.df["block"].value_counts().to_dict() == {"main": 12, "window_series": 6, "lora_series": 6}
+    frame = ablation_frame(sweep.df, sweep.space, sweep.objectives, sweep.seq_nll)
+    at = _row(frame, "main", "distill.enabled", False)
+    assert at.ref_level is True and at.delta_vs_ref == pytest.approx(NO_AT) and at.n == 6 and at.n_pairs == 6
+    assert at.verdict == "worse"  # an exact effect: the paired interval has zero width
+    for window, effect in WINDOW.items():
+        row = _row(frame, "window_series", "attention.window", window)
+        assert row.delta_vs_ref == pytest.approx(effect) and row.ref_level == 64
+        assert row.n == 2  # the w64 points live in the main block but belong to this design too
+    for rank, effect in RANK.items():
+        assert _row(frame, "lora_series", "finetune.lora.rank", rank).delta_vs_ref == pytest.approx(effect)
+    # rank 8 in its own block: hedgehog and t2r at terrace with AT, not every no-AT trial of the main grid
+    assert _row(frame, "lora_series", "finetune.lora.rank", 8)["mean"] == pytest.approx(2.0 + T2R / 2)
+    assert "finetune.lora.alpha" not in set(frame.factor)
+    tie = _row(frame, "lora_series", "finetune.lora.rank", 4).tied_with
+    assert "finetune.lora.alpha" in tie and "finetune.lora.alpha == 2 * finetune.lora.rank" in tie
+    assert "distill.enabled" not in set(frame[frame.block != "main"].factor)
+    assert list(largest_effects(frame, "main", "ppl_ratio_ft").index)[0] == "distill.enabled"
+
+
+def test_noise_makes_small_effects_not_distinguishable(tmp_path):
+    sweep = load_sweep(make_sweep(tmp_path / "s", True, noise=0.2))
+    frame = ablation_frame(sweep.df, sweep.space, sweep.objectives)
+    assert _row(frame, "main", "distill.enabled", False).verdict == "worse"  # 3.0 against noise 0.2, 6 pairs
+    rank = _row(frame, "lora_series", "finetune.lora.rank", 16)  # -0.02 against noise 0.2, 2 pairs
+    assert rank.verdict == "not distinguishable" and rank.ci_method == "t over 2 paired contexts"
+    assert rank.delta_ci_low < 0 < rank.delta_ci_high
+
+
+def test_replicates_and_sequence_bootstrap(tmp_path):
+    sweep = load_sweep(make_sweep(tmp_path / "s", True, replicates=3, seq_nll=True, noise=0.02))
+    assert len(sweep.seq_nll) == 72
+    designs = design_frame(sweep.df, sweep.objectives, sweep.seq_nll)
+    assert len(designs) == 24 and (designs.seeds == 3).all()
+    assert (designs["ppl_ratio_ft ci_low"] < designs["ppl_ratio_ft"]).all()
+    frame = ablation_frame(sweep.df, sweep.space, sweep.objectives, sweep.seq_nll)
+    at = _row(frame, "main", "distill.enabled", False)
+    assert at.ci_method == "paired bootstrap over 64 test sequences and seeds" and at.verdict == "worse"
+    assert at.delta_ci_low < NO_AT < at.delta_ci_high
+    assert _row(frame, "main", "distill.enabled", False).n == 18
+
+
+def test_importance_only_in_blocks_that_support_it(tmp_path):
+    sweep = load_sweep(make_sweep(tmp_path / "s", True))
+    table, notes = block_importance(sweep.df, sweep.space, [Objective(metric="ppl_ratio_ft", mode="min")], 12)
+    assert set(table.block) == {"main"} and set(table.parameter) == {"attention.feature_map.kind", "attention.layout",
+                                                                     "distill.enabled"}
+    assert any("window_series" in n and "8 ok trials" in n for n in notes)
+
+
+def test_report_writes_ablations_csv_and_dot_plot(tmp_path):
+    root = make_sweep(tmp_path / "s", False)
+    md = write_report(root).read_text()
+    frame = pd.read_csv(root / "ablations.csv")
+    assert list(frame.columns[:10]) == ["block", "factor", "level", "n", "metric", "mean", "ci_low", "ci_high",
+                                        "ref_level", "delta_vs_ref"]
+    assert "### Block main: effects on ppl_ratio_ft" in md and "reference (base value)" in md
+    assert "Parameter importance skipped in every block" in md
+    assert (root / "plots" / "effects_ppl_ratio_ft.png").read_bytes()[:4] == b"\x89PNG"
+    trials = pd.read_csv(root / "trials.csv")
+    assert {"block", "blocks", "design_id"} <= set(trials.columns)
