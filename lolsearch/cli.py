@@ -123,7 +123,11 @@ def run(
     cfg, space_name = _load_trial(file, set_ or [])
     target = out_dir or Path("results") / "runs" / cfg.trial_id
     out.print(f"trial {cfg.trial_id} -> {target}")
-    result = run_trial(cfg, target, space=space_name)
+    from lolsearch.sweep.live import STAGES, RunProgress
+
+    totals = {s: getattr(cfg, s).num_steps(cfg.data.seq_len) for s in STAGES}
+    with RunProgress(cfg.trial_id, totals, console=out) as progress:
+        result = run_trial(cfg, target, space=space_name, report=progress)
     m = result.metrics
     shown = {k: m[k] for k in ("ppl_teacher", "ppl_teacher_ft", "ppl_swap", "ppl_distill", "ppl", "ppl_ratio", "ppl_ratio_ft", "state_ratio_32k") if k in m}
     out.print(f"status {result.status}" + (f" ({result.error})" if result.error else ""))

@@ -6,7 +6,6 @@ The grammar itself is documented in :mod:`lolsearch.search.space`.
 from __future__ import annotations
 
 import math
-import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -16,23 +15,13 @@ from lolsearch.config import FeatureMapConfig, LayerWeightsConfig, TrialConfig
 from lolsearch.config.io import located
 from lolsearch.config.strict import CheckedModel
 from lolsearch.core.errors import Problem, did_you_mean
+from lolsearch.search.metrics import TRAINING_METRICS, lookup, plain_names
 
 GRID_CAP = 100_000
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 SCHEDULERS = ("asha",)
-# Metric names a trial reports (lolsearch/pipeline.py, contracts): exact names and families.
-KNOWN_METRICS = (
-    "ppl_teacher", "ppl_teacher_ft", "ppl_swap", "ppl_distill", "ppl", "ppl_ratio", "ppl_ratio_ft", "kl_teacher",
-    "top1_agree", "mse_eval", "decode_tok_s", "peak_mem_mb", "trainable_params_distill", "trainable_params_finetune",
-    "tokens_distill", "tokens_finetune", "state_bytes_32k", "state_ratio_32k", "attn_flops_per_token_32k",
-    "prefill_tok_s_256", "adapter_bytes", "measured_state_bytes", "linearized_layers", "feature_dim",
-)
-METRIC_FAMILIES = re.compile(
-    r"^((state_bytes|kv_bytes_teacher|state_ratio|attn_flops_per_token|teacher_attn_flops_per_token)_\d+k"
-    r"|prefill_tok_s_\d+|(tok_s|best_eval|steps|tokens|trainable_params)_(distill|finetune)"
-    r"|mc_\w+_acc(_norm)?|lm_eval_\w+)$"
-)
-TRAINING_METRICS = ("loss", "eval_loss")
+# Metric names a trial reports: the plain names of lolsearch.search.metrics (its families match by pattern).
+KNOWN_METRICS = plain_names()
 
 
 class _Strict(CheckedModel):
@@ -47,7 +36,7 @@ def _check_name(value: str, options: tuple[str, ...], what: str) -> str:
 
 def check_metric(name: str, extra: tuple[str, ...] = ()) -> str:
     """``name`` if it is a metric a trial reports, else ValueError with a did-you-mean."""
-    if name in KNOWN_METRICS or name in extra or METRIC_FAMILIES.match(name):
+    if name in extra or lookup(name) is not None:
         return name
     options = (*KNOWN_METRICS, *extra)
     raise ValueError(f"unknown metric '{name}'{did_you_mean(name, options)} (e.g. {', '.join(options[:8])}, "

@@ -12,7 +12,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from lolsearch.search.labels import legend, short_labels, short_value
+from lolsearch.search.metrics import format_metric
 from lolsearch.search.space import SearchSpace
+from lolsearch.sweep.live import STAGES, ProgressBoard, fmt_duration
 from lolsearch.sweep.study import GridRecorder
 from lolsearch.sweep.trainable import TRIAL_KEY, point_identity
 from lolsearch.trial.record import FINAL_STATUSES, read_final, read_results, static_record, write_result
@@ -47,12 +50,37 @@ class SweepCallback(Callback):
         self._header = False
         self._done: int | None = None
         self._started = time.time()
+        self._board: ProgressBoard | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_board": None}  # a live display does not pickle
+
+    def board(self) -> ProgressBoard:
+        """The live table of running trials (created on first use, started on a terminal)."""
+        if self._board is None:
+            self._board = ProgressBoard(self.planned, done=len(read_results(self.out)), console=console()).start()
+        return self._board
 
     def setup(self, **info: Any) -> None:
         self._started = time.time()
+        self.board()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._board is not None:
+            self._board.stop()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print_header()
+        point = trial.config.get("_point") or {}
+        if "trial" in point:
+            trial_id, cfg, _ = point_identity(point, self.space.name)
+            totals = {s: getattr(cfg, s).num_steps(cfg.data.seq_len) for s in STAGES} if cfg is not None else {}
+            params = point.get("params") or {}
+            self.board().trial_started(trial_id, totals, "/".join(short_value(params[k]) for k in self.keys if k in params))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get(TRIAL_KEY) and result.get("stage"):
+            self.board().trial_event(result[TRIAL_KEY], result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, None)
@@ -71,12 +99,14 @@ class SweepCallback(Callback):
                 and time.time() - self._started >= self.space.budget.time_s):
             # cut off by the time budget: no final record, so `--resume` runs it again
             console().print(f"stopped  {trial_id} by the time budget; `--resume` reruns it", highlight=False)
+            self.board().running.pop(trial_id, None)
             return
         if record is None:
             record = self._fallback_record(trial, trial_id, cfg, point, error)
             write_result(trial_dir, record)
         if self.recorder is not None:
             self.recorder.record(record, point.get("params") or {})
+        self.board().trial_finished(trial_id, (record.get("timing") or {}).get("total_s"))
         self._print_row(record, point.get("params") or {})
 
     def _fallback_record(self, trial: Any, trial_id: str, cfg: Any, point: dict, error: str | None) -> dict:
@@ -99,13 +129,15 @@ class SweepCallback(Callback):
         return static_record(trial_id, self.space.name, cfg, point["trial"], "failed" if error else "pruned", why, keep)
 
     def _columns(self) -> list[tuple[str, int]]:
-        cols = [("done", 7), ("status", 7), ("trial_id", 10), *((m, max(len(m), 9)) for m in self.metrics), ("time_s", 6)]
-        return cols + [(k, max(len(k), 8)) for k in self.keys]
+        cols = [("done", 7), ("status", 7), ("trial_id", 10), *((m, max(len(m), 9)) for m in self.metrics), ("time", 6)]
+        return cols + [(label, max(len(label), 8)) for label in short_labels(self.keys).values()]
 
     def _print_header(self) -> None:
         if self._header:
             return
         self._header = True
+        if legend(self.keys):
+            console().print(f"columns: {legend(self.keys)}", style="dim", highlight=False)
         console().print("  ".join(name.ljust(w) for name, w in self._columns()), style="bold", highlight=False)
 
     def _print_row(self, record: dict, params: dict) -> None:
@@ -113,10 +145,10 @@ class SweepCallback(Callback):
         self._done = (self._done or 0) + 1
         done = max(self._done, len(read_results(self.out)))
         m = record.get("metrics") or {}
-        vals = [f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-" for k in self.metrics]
+        vals = [format_metric(k, m.get(k)) for k in self.metrics]
         total = (record.get("timing") or {}).get("total_s")
         row = [f"{done}/{self.planned}", record["status"], record["trial_id"], *vals,
-               f"{total:.0f}" if total else "-", *(str(params.get(k, "-")) for k in self.keys)]
+               fmt_duration(total) if total else "-", *(short_value(params[k]) if k in params else "-" for k in self.keys)]
         line = "  ".join(cell.ljust(w) for cell, (_, w) in zip(row, self._columns(), strict=True))
         console().print(line, style={"ok": "green", "failed": "red"}.get(record["status"], "yellow"), highlight=False)
         if record.get("error"):
