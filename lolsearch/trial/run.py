@@ -18,19 +18,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from lolsearch.config import TrialConfig
+from lolsearch.config import TrialConfig, design_id
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.data import packed_batches
 from lolsearch.models import load_model, resolve_device
-from lolsearch.trial import baselines
+from lolsearch.trial import baselines, efficiency, evaluate, quality
+from lolsearch.trial.convergence import stage_convergence
 from lolsearch.trial.distill import run_distill
 from lolsearch.trial.finetune import add_lora, run_finetune
 from lolsearch.trial.record import LOG_FILE, save_adapter, write_config, write_result
-from lolsearch.trial.surgery import linearize, teacher_mode
+from lolsearch.trial.surgery import SurgeryReport, linearize, teacher_mode
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict], None]
@@ -49,16 +52,21 @@ class TrialResult:
     curves: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    block: str | None = None  # the space's grid block ("main" or an extra_grids name); None outside a sweep
+    design_id: str | None = None  # the config's hash without its seed: replicates of one design share it
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def run_trial(
-    cfg: TrialConfig, out_dir: Path | None = None, *, space: str | None = None, report: Report | None = None
+    cfg: TrialConfig, out_dir: Path | None = None, *, space: str | None = None, report: Report | None = None,
+    block: str | None = None,
 ) -> TrialResult:
-    """Runs one trial end to end; see the module docstring. ``report`` gets intermediate metrics."""
-    result = TrialResult(trial_id=cfg.trial_id, space=space, config=cfg.model_dump(mode="json"))
+    """Runs one trial end to end; see the module docstring. ``report`` gets intermediate metrics; ``block`` (the
+    space's grid block of the point) is recorded for the report's ablations."""
+    result = TrialResult(trial_id=cfg.trial_id, space=space, config=cfg.model_dump(mode="json"), block=block,
+                         design_id=design_id(cfg))
     result.env = environment(resolve_device(cfg.device))
     handler = _log_to(out_dir / LOG_FILE) if out_dir is not None else None
     start = time.perf_counter()
@@ -80,86 +88,142 @@ def run_trial(
     return result
 
 
-def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Report | None) -> None:
-    from lolsearch.trial import efficiency, evaluate
+@dataclass
+class TrialState:
+    """What the stages of one trial hand on to each other."""
 
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    m, timing = result.metrics, result.timing
-    notify = report or (lambda _: None)
+    cfg: TrialConfig
+    result: TrialResult
+    out_dir: Path | None
+    notify: Report
+    device: torch.device
+    model: nn.Module | None = None
+    tokenizer: Any = None
+    surgery: SurgeryReport | None = None
 
+    @property
+    def metrics(self) -> dict:
+        return self.result.metrics
+
+    def eval_batches(self) -> Iterable[dict]:
+        cfg = self.cfg
+        return packed_batches(cfg.data, self.tokenizer, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
+                              num_tokens=cfg.eval.tokens, mask_prompt=True, device=self.device)
+
+
+def _load(s: TrialState) -> None:
     t = time.perf_counter()
-    model, tok = load_model(cfg.model, device)
-    timing["load_s"] = time.perf_counter() - t
+    s.model, s.tokenizer = load_model(s.cfg.model, s.device)
+    s.result.timing["load_s"] = time.perf_counter() - t
 
-    def eval_batches() -> Iterable[dict]:
-        return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
-                              num_tokens=cfg.eval.tokens, device=device)
 
-    surgery = linearize(model, cfg.attention)
-    m["linearized_layers"] = len(surgery.replaced)
-    m["feature_dim"] = surgery.feature_dim
+def _swap(s: TrialState) -> None:
+    s.surgery = linearize(s.model, s.cfg.attention)
+    s.metrics["linearized_layers"] = len(s.surgery.replaced)
+    s.metrics["feature_dim"] = s.surgery.feature_dim
     t = time.perf_counter()
-    m["ppl_swap"] = evaluate.perplexity(model, eval_batches())
-    timing["eval_s"] = time.perf_counter() - t
-    notify({"stage": "swap", "ppl_swap": m["ppl_swap"]})
+    s.metrics["ppl_swap"] = evaluate.perplexity(s.model, s.eval_batches())
+    s.metrics.update(quality.window_shares(s.cfg, s.model, s.eval_batches(), "init_"))
+    s.result.timing["eval_s"] = time.perf_counter() - t
+    s.notify({"stage": "swap", "ppl_swap": s.metrics["ppl_swap"]})
 
-    if cfg.distill.enabled:
-        stage, weights = run_distill(model, cfg.distill, _train(cfg, tok, device, "distill"),
-                                     _val(cfg, tok, device, cfg.distill), cfg.data.seq_len, notify)
-        _stage_record(result, "distill", stage)
-        m["layer_weights"] = weights
-        m["ppl_distill"] = evaluate.perplexity(model, eval_batches())
-        notify({"stage": "distill_done", "ppl_distill": m["ppl_distill"]})
 
-    if cfg.finetune.enabled:
-        model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps())
-        stage = run_finetune(model, cfg.finetune, _train(cfg, tok, device, "finetune"),
-                             _val(cfg, tok, device, cfg.finetune), cfg.data.seq_len, notify)
-        _stage_record(result, "finetune", stage)
+def _distill(s: TrialState) -> None:
+    cfg = s.cfg
+    if not cfg.distill.enabled:
+        return
+    stage, weights = run_distill(s.model, cfg.distill, _train(cfg, s.tokenizer, s.device, "distill"),
+                                 _val(cfg, s.tokenizer, s.device, cfg.distill), cfg.data.seq_len, s.notify)
+    _stage_record(s.result, "distill", stage)
+    s.metrics["layer_weights"] = weights
+    s.metrics["ppl_distill"] = evaluate.perplexity(s.model, s.eval_batches())
+    s.metrics.update(quality.window_shares(cfg, s.model, s.eval_batches(), ""))
+    s.notify({"stage": "distill_done", "ppl_distill": s.metrics["ppl_distill"]})
 
+
+def _finetune(s: TrialState) -> None:
+    cfg = s.cfg
+    if not cfg.finetune.enabled:
+        return
+    s.model = add_lora(s.model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps())
+    stage = run_finetune(s.model, cfg.finetune, _train(cfg, s.tokenizer, s.device, "finetune"),
+                         _val(cfg, s.tokenizer, s.device, cfg.finetune), cfg.data.seq_len, s.notify)
+    _stage_record(s.result, "finetune", stage)
+
+
+def _quality(s: TrialState) -> None:
+    cfg, m, model = s.cfg, s.metrics, s.model
     t = time.perf_counter()
-    m["ppl"] = evaluate.perplexity(model, eval_batches())
-    m.update(evaluate.teacher_agreement(model, eval_batches()))
-    m["mse_eval"], m["mse_by_layer"] = evaluate.attention_mse(model, _limited(eval_batches(), cfg.eval.batch_size * 4))
+    m["ppl"] = quality.test_perplexity(model, s.eval_batches(), s.out_dir)
+    m.update(quality.other_lengths(cfg, model, s.tokenizer, s.device))
+    m.update(quality.other_datasets(cfg, model, s.tokenizer, s.device))
+    m.update(quality.passkey_metrics(cfg, model, s.tokenizer))
+    m.update(evaluate.teacher_agreement(model, s.eval_batches()))
+    m["mse_eval"], m["mse_by_layer"] = evaluate.attention_mse(model, _limited(s.eval_batches(), cfg.eval.batch_size * 4))
     for task in cfg.eval.mc_tasks:
-        m.update(evaluate.multiple_choice(model, tok, task))
+        m.update(evaluate.multiple_choice(model, s.tokenizer, task))
     if cfg.eval.lm_eval_tasks:
         try:
-            m.update(evaluate.lm_eval(model, tok, list(cfg.eval.lm_eval_tasks), cfg.eval.lm_eval_limit))
+            m.update(evaluate.lm_eval(model, s.tokenizer, list(cfg.eval.lm_eval_tasks), cfg.eval.lm_eval_limit))
         except RuntimeError as err:
             m["lm_eval_error"] = str(err)
-    timing["eval_s"] += time.perf_counter() - t
+    s.result.timing["eval_s"] += time.perf_counter() - t
 
-    # Teacher baselines last: a sweep precomputes them beside the first trials, so they are usually
-    # ready by now; otherwise the first trial to get here computes them and the others wait on its lock.
+
+def _teacher_baselines(s: TrialState) -> None:
+    """Teacher baselines come after the student's evaluation: a sweep precomputes them beside the first trials,
+    so they are usually ready by now; otherwise the first trial here computes them and the others wait on its lock."""
+    m, model = s.metrics, s.model
     t = time.perf_counter()
     with teacher_mode(model):
-        m.update(baselines.teacher_metrics(cfg, tok, eval_batches, device, lambda: evaluate.perplexity(model, eval_batches())))
-    timing["baseline_s"] = time.perf_counter() - t
+        m.update(baselines.teacher_metrics(s.cfg, s.tokenizer, s.eval_batches, s.device,
+                                           lambda: evaluate.perplexity(model, s.eval_batches())))
+    s.result.timing["baseline_s"] = time.perf_counter() - t
     m["ppl_ratio"] = m["ppl"] / m["ppl_teacher"]
     if "ppl_teacher_ft" in m:
         m["ppl_ratio_ft"] = m["ppl"] / m["ppl_teacher_ft"]
-    notify({"stage": "eval", "ppl": m["ppl"], "ppl_ratio": m["ppl_ratio"]})
+        for n in s.cfg.eval.seq_lens:
+            m[f"ppl_ratio_ft_{n}"] = m[f"ppl_{n}"] / m[f"ppl_teacher_ft_{n}"]
+        try:
+            m["kl_teacher_ft"] = baselines.kl_teacher_ft(s.cfg, model, s.eval_batches, s.device)
+        except (OSError, RuntimeError, ValueError) as err:  # the student's numbers stand without it
+            m["kl_teacher_ft_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    s.notify({"stage": "eval", "ppl": m["ppl"], "ppl_ratio": m["ppl_ratio"]})
     for key in ("ppl", "ppl_ratio", "kl_teacher"):
         if not math.isfinite(m[key]):
             raise FloatingPointError(f"{key} is {m[key]}")
 
+
+def _efficiency(s: TrialState) -> None:
+    cfg, m, model = s.cfg, s.metrics, s.model
     t = time.perf_counter()
     fm = cfg.attention.feature_map
     proj = efficiency.feature_projection_dim(fm.kind, fm.params, efficiency.attention_shape(model.config)[3])
     kv_bytes = next(model.parameters()).element_size()
-    m.update(efficiency.analytic(model.config, list(surgery.plan), surgery.feature_dim, list(cfg.efficiency.contexts),
-                                 kv_dtype_bytes=kv_bytes, proj_dim=proj))
-    if out_dir is not None:  # before the speed measurement: the trained weights are the trial's product
-        m["adapter_bytes"] = save_adapter(model, out_dir)
+    m.update(efficiency.analytic(model.config, list(s.surgery.plan), s.surgery.feature_dim,
+                                 list(cfg.efficiency.contexts), kv_dtype_bytes=kv_bytes, proj_dim=proj))
+    if s.out_dir is not None:  # before the speed measurement: the trained weights are the trial's product
+        m["adapter_bytes"] = save_adapter(model, s.out_dir)
     if cfg.efficiency.measure:
         try:
-            m.update(efficiency.measure(model, cfg.efficiency, device, len(tok)))
+            m.update(efficiency.measure(model, cfg.efficiency, s.device, len(s.tokenizer)))
         except RuntimeError as err:  # quality is measured and saved; a failed timing is recorded, not fatal
             m["efficiency_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             log.error("trial %s: efficiency measurement failed: %s", cfg.trial_id, m["efficiency_error"])
-    timing["efficiency_s"] = time.perf_counter() - t
+    s.result.timing["efficiency_s"] = time.perf_counter() - t
+
+
+#: The stages of a trial, in order; each reads and extends the :class:`TrialState`.
+STAGES: tuple[Callable[[TrialState], None], ...] = (
+    _load, _swap, _distill, _finetune, _quality, _teacher_baselines, _efficiency,
+)
+
+
+def _run(cfg: TrialConfig, result: TrialResult, out_dir: Path | None, report: Report | None) -> None:
+    seed_everything(cfg.seed)
+    state = TrialState(cfg, result, out_dir, report or (lambda _: None), resolve_device(cfg.device))
+    for stage in STAGES:
+        stage(state)
 
 
 def _limited(batches: Iterable[dict], max_batches: int) -> Iterable[dict]:
@@ -191,6 +255,7 @@ def _stage_record(result: TrialResult, name: str, stage) -> None:
     result.metrics[f"tok_s_{name}"] = stage.tokens / stage.wall_s if stage.wall_s else float("nan")
     if stage.best_eval is not None:
         result.metrics[f"best_eval_{name}"] = stage.best_eval
+    result.metrics.update({f"{k}_{name}": v for k, v in stage_convergence(stage.eval_curve).items()})
 
 
 def seed_everything(seed: int) -> None:
