@@ -19,10 +19,9 @@ import torch
 from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.reference import EPS, acc_dtype, hybrid_masks, unnormalized_weights
 
-# Whole sequences of at least this many chunks run with no Python loop over chunks (_chunks_at_once): on a GPU
-# the loop is launch-bound (SmolLM2 heads at 2K: 37.8 ms on the H200, results/kernels/bench.md). On the 2-core CPU
-# (fwd+bwd, SmolLM2 heads, window 64) this is 1.4-1.5x faster at 8-16 chunks and 4.7x at 64
-# (results/perf-cpu/chunked_paths.txt); below 8 chunks the loop, which scores fewer keys, stays.
+# Whole sequences of at least this many chunks run with no Python loop over chunks (_chunks_at_once), which
+# scores more keys but launches far fewer ops; shorter ones keep the loop. Measurements behind the threshold:
+# results/perf-cpu/chunked_paths.txt.
 PARALLEL_MIN_CHUNKS = 8
 
 
