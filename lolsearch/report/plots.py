@@ -5,8 +5,6 @@ learning curves (effect plots: :mod:`.effect_plots`). Each function writes one P
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from lolsearch.core.files import atomic_file
 from lolsearch.report.analysis import NOT_OK, Objective, numeric_column, present_metrics
 
 if TYPE_CHECKING:
@@ -71,16 +70,8 @@ def _wants_log(values: np.ndarray) -> bool:
 def _save(fig: Figure, path: Path) -> None:
     """Renders ``fig`` to ``path`` atomically (temp file + rename)."""
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _label_points(ax, xs: np.ndarray, ys: np.ndarray, labels: Sequence[str], fontsize: float = 7) -> None:
