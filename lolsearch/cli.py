@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 bad input (one line per problem: ``file: dotted.key: message
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lolsearch.config import TrialConfig, load_yaml, parse_overrides, parse_trial_config, set_dotted
-from lolsearch.core.errors import ConfigError
+from lolsearch.config import TrialConfig, load_yaml, parse_overrides
+from lolsearch.config.io import overridden, parse_with_overrides
+from lolsearch.core.errors import ConfigError, Problem, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search and ablate linearized LLMs (LoLCATs).")
 out = Console()
@@ -23,8 +25,27 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 LISTS = ("feature-maps", "layouts", "models", "datasets", "layer-weights", "spaces")
 
 
+MAX_NEW_TOKENS = 32_768
+
+
 class RunFailed(RuntimeError):
     """A run that was asked for did not succeed (exit 1)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from lolsearch.core.provenance import lolsearch_version
+
+        print(f"lolsearch {lolsearch_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Search and ablate linearized LLMs (LoLCATs)."""
 
 
 def _registry(kind: str):
@@ -70,6 +91,7 @@ def _is_space(data: Any) -> bool:
 def _load_trial(path: Path, overrides: list[str]) -> tuple[TrialConfig, str | None]:
     """A TrialConfig from a trial config file or a space's ``base`` (plus ``--set`` overrides)."""
     data = load_yaml(path)
+    keys = [k for k, _ in parse_overrides(overrides)]
     space_name = None
     prefix = ""
     if _is_space(data):
@@ -79,24 +101,36 @@ def _load_trial(path: Path, overrides: list[str]) -> tuple[TrialConfig, str | No
         data, prefix = dict(data.get("base") or {}), "base"
     if not isinstance(data, dict):
         raise ConfigError.single(str(path), "", "expected a mapping of TrialConfig fields or a search space")
-    for key, value in parse_overrides(overrides):
-        data = set_dotted(data, key, value)
-    return parse_trial_config(data, str(path), prefix), space_name
+    cfg = parse_with_overrides(data, overrides, str(path), prefix)
+    _preflight([(cfg, None)], lambda p, _: Problem("--set", p.key, p.message) if overridden(p.key, keys)
+               else Problem(str(path), f"{prefix}.{p.key}" if prefix else p.key, p.message))
+    return cfg, space_name
+
+
+def _preflight(configs: list, attribute: Any) -> None:
+    """Cheap checks against the machine, files and model (:mod:`lolsearch.trial.preflight`) before any compute."""
+    from lolsearch.trial.preflight import preflight_all
+
+    problems = preflight_all(configs, attribute)
+    if problems:
+        raise ConfigError(problems)
 
 
 @app.command()
 def validate(
     file: Path,
-    samples: Annotated[int, typer.Option(help="points to sample and validate from a space")] = 20,
+    samples: Annotated[int, typer.Option(min=1, help="points to sample and validate from a space")] = 20,
 ) -> None:
-    """Validate a space (and N sampled trial configs) or a trial config; loads no model."""
+    """Validate a space (and N sampled trial configs) or a trial config, with the cheap checks of data files,
+    model source, layer indices and device that run/sweep repeat before any compute; loads no model weights."""
     data = load_yaml(file)
     if _is_space(data):
         from lolsearch.search.space import load_space
 
         space = load_space(file)
-        configs = space.sample(samples, seed=0)
-        out.print(f"{file}: ok — space '{space.name}', {len(configs)} sampled trial configs valid")
+        points = space.sample_points(samples, seed=0)
+        _preflight([(p.config, p) for p in points], space.attribute)
+        out.print(f"{file}: ok — space '{space.name}', {len(points)} sampled trial configs valid")
     else:
         cfg, _ = _load_trial(file, [])
         out.print(f"{file}: ok — trial {cfg.trial_id}")
@@ -116,12 +150,15 @@ def run(
     file: Path,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable)")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="trial directory (default results/runs/<trial_id>)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace the trial already in --out (else refused)")] = False,
 ) -> None:
     """Run one trial from a trial config or a space's base config."""
+    from lolsearch.trial.record import claim_trial_dir
     from lolsearch.trial.run import run_trial
 
     cfg, space_name = _load_trial(file, set_ or [])
     target = out_dir or Path("results") / "runs" / cfg.trial_id
+    claim_trial_dir(target, overwrite)
     out.print(f"trial {cfg.trial_id} -> {target}")
     from lolsearch.sweep.live import STAGES, RunProgress
 
@@ -140,21 +177,25 @@ def run(
 def sweep(
     space_file: Path,
     out_dir: Annotated[Path | None, typer.Option("--out", help="sweep directory (default results/<space name>)")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs Ray may use (default: all visible)")] = None,
-    cpus: Annotated[int | None, typer.Option(help="CPUs Ray may use (default: all)")] = None,
+    gpus: Annotated[int | None, typer.Option(min=0, help="GPUs Ray may use (default: all visible)")] = None,
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPUs Ray may use (default: all)")] = None,
     address: Annotated[str | None, typer.Option(help="join a Ray cluster: auto or HOST:PORT")] = None,
     resume: Annotated[bool, typer.Option(help="continue a killed sweep in --out")] = False,
-    max_trials: Annotated[int | None, typer.Option(help="run at most this many trials (smoke runs)")] = None,
+    max_trials: Annotated[int | None, typer.Option(min=1, help="run at most this many trials (smoke runs)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="stop after this many seconds; --resume continues")] = None,
+    connect_timeout: Annotated[float, typer.Option(help="seconds to wait for the --address cluster to answer")] = 30.0,
 ) -> None:
     """Run a search space with Ray Tune + Optuna; one result per trial under OUT/trials/."""
     from lolsearch.search.space import load_space
     from lolsearch.sweep.driver import run_sweep
 
+    for flag, value in (("--time-budget", time_budget), ("--connect-timeout", connect_timeout)):
+        if value is not None and not value > 0:  # also refuses nan
+            raise UsageError.single(flag, "", f"must be a positive number of seconds, got {value:g}")
     space = load_space(space_file)
     target = out_dir or Path("results") / space.name
     summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume,
-                        max_trials=max_trials, time_budget_s=time_budget)
+                        max_trials=max_trials, time_budget_s=time_budget, connect_timeout_s=connect_timeout)
     out.print(summary)
 
 
@@ -180,6 +221,10 @@ def compare(
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise ConfigError.single(missing[0], "", "not a directory")
+    resolved = [d.resolve() for d in dirs]
+    twice = next((d for i, d in enumerate(dirs) if resolved[i] in resolved[:i]), None)
+    if twice is not None:
+        raise UsageError.single(str(twice), "", "given twice: compare needs different sweep folders")
     out.print(f"compare: {compare_sweeps(dirs, out_dir)}")
 
 
@@ -187,7 +232,7 @@ def compare(
 def generate(
     source: Annotated[Path, typer.Argument(help="a trial directory (trained adapter) or a config/space file (untrained)")],
     prompt: Annotated[str, typer.Option(help="text to continue")] = "The capital of France is",
-    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 40,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS, help="tokens to generate")] = 40,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override for config files")] = None,
     chat: Annotated[bool, typer.Option(help="wrap the prompt in the tokenizer's chat template")] = False,
 ) -> None:
@@ -198,6 +243,8 @@ def generate(
     from lolsearch.trial.record import load_trial_model
     from lolsearch.trial.surgery import linearize
 
+    if not prompt.strip():
+        raise UsageError.single("--prompt", "", "is empty: give the text to continue")
     if source.is_dir():
         cfg = None
         model, tok, cfg = load_trial_model(source, resolve_device("auto"))
@@ -207,6 +254,8 @@ def generate(
         linearize(model, cfg.attention)
     text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True) if chat else prompt
     ids = tok(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    if ids.shape[1] == 0:
+        raise UsageError.single("--prompt", "", "gives no tokens: give the text to continue")
     with torch.no_grad():
         gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tok.pad_token_id)
@@ -251,26 +300,48 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "ray", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app(args=argv, standalone_mode=False)
-    except ConfigError as err:
+        rc = app(args=argv, standalone_mode=False, prog_name="lolsearch")
+    except ConfigError as err:  # UsageError too
         for p in err.problems:
             print(str(p), file=sys.stderr)
         return 2
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         return 130
     except RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # click usage errors arrive here too
-        import click
+    except Exception as err:
+        code = _click_exit(err)
+        if code is not None:
+            return code
+        if os.environ.get("LOLSEARCH_DEBUG"):
+            raise
+        line = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        print(f"error: {line} (an internal error; LOLSEARCH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    return rc if isinstance(rc, int) else 0
 
-        if isinstance(err, click.exceptions.UsageError):
-            print(f"usage: {err.format_message()}", file=sys.stderr)
-            return 2
-        if isinstance(err, click.exceptions.Exit):
-            return err.exit_code
-        raise
-    return 0
+
+def _click_exit(err: Exception) -> int | None:
+    """Exit code of a click exception (typer raises its own vendored copies, so match by class name), printing
+    one line for a usage error; None for anything else."""
+    names = {c.__name__ for c in type(err).__mro__}
+    ctx = getattr(err, "ctx", None)
+    if "NoArgsIsHelpError" in names and ctx is not None:
+        print(ctx.get_help())
+        return 0
+    if "UsageError" in names:
+        command = ctx.command_path if ctx is not None else "lolsearch"
+        print(f"{command}: {' '.join(err.format_message().split())} (see {command} --help)", file=sys.stderr)
+        return 2
+    if "Abort" in names:
+        return 130
+    if "Exit" in names:
+        return getattr(err, "exit_code", 0)
+    if "ClickException" in names:
+        print(f"lolsearch: {err.format_message()}", file=sys.stderr)
+        return getattr(err, "exit_code", 1)
+    return None
 
 
 if __name__ == "__main__":

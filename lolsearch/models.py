@@ -16,6 +16,7 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,6 +160,112 @@ def random_llama(shape: dict, dtype: torch.dtype, device: torch.device) -> Model
         finally:
             torch.set_default_dtype(previous)
     return model.to(device=device, dtype=dtype), tok
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A teacher's shape read from its config alone (no weights): what cheap pre-run checks need."""
+
+    model_type: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+
+
+def model_shape(cfg: ModelConfig) -> ModelShape | None:
+    """The shape of ``cfg.source`` from config.json, GGUF metadata or a registered shape; None for a registered
+    source without one. Reads no weights and downloads nothing. Raises ``ValueError`` with a
+    one-line reason when the source cannot be resolved (missing, garbage, not cached while offline); None too for
+    a hub id not cached yet while downloads are allowed (checking it would mean a network round trip)."""
+    src = cfg.source
+    if src == "toy-llama":
+        t = cfg.toy
+        return ModelShape("llama", t.layers, t.hidden_size, t.heads, t.kv_heads, t.hidden_size // t.heads,
+                          t.intermediate_size)
+    shapes = {"smollm2-135m": SMOLLM2_135M_SHAPE, "smollm2-135m-shape": SMOLLM2_135M_SHAPE,
+              "llama3-8b-shape": LLAMA3_8B_SHAPE}
+    if src in shapes:
+        return _shape_of({"model_type": "llama", **shapes[src]})
+    if src in MODELS:
+        return None
+    if src.endswith(".gguf"):
+        return _gguf_shape(Path(src).expanduser())
+    path = Path(src).expanduser()
+    if path.is_file():
+        raise ValueError(f"{path} is a file, not a .gguf: give a .gguf file, a model directory or a hub id")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} has no config.json: not a model directory")
+        return _shape_of(_read_json(path / "config.json"))
+    config = _hub_config(src, cfg.revision)  # not cached yet: the load downloads it, nothing to check cheaply
+    return _shape_of(_read_json(config)) if config is not None else None
+
+
+def _hub_config(repo: str, revision: str | None) -> Path | None:
+    """config.json of a hub id from the local HF cache; None when not cached and downloads are allowed."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo, "config.json", revision=revision)
+    except ValueError as err:  # huggingface_hub's HFValidationError: not a repo id at all
+        raise ValueError(f"'{repo}' is neither a registered model, a local path nor a hub id ({err})") from None
+    if isinstance(cached, str):
+        return Path(cached)
+    if _hub_offline():
+        raise ValueError(f"'{repo}' is not in the local HF cache and HF_HUB_OFFLINE is set")
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable JSON config ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
+def _shape_of(conf: dict) -> ModelShape:
+    """ModelShape of an HF config.json dict (the text config of a multimodal one)."""
+    text = conf.get("text_config") if isinstance(conf.get("text_config"), dict) else {}
+    c = {**conf, **text}
+    try:
+        heads, hidden = int(c["num_attention_heads"]), int(c["hidden_size"])
+        return ModelShape(str(c.get("model_type")), int(c["num_hidden_layers"]), hidden, heads,
+                          int(c.get("num_key_value_heads") or heads), int(c.get("head_dim") or hidden // heads),
+                          int(c.get("intermediate_size") or 0))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        raise ValueError(f"config of model_type '{c.get('model_type')}' lacks a decoder shape ({err})") from None
+
+
+def _gguf_shape(path: Path) -> ModelShape:
+    """ModelShape from a GGUF file's metadata (the header is parsed, no tensor is read)."""
+    if not path.is_file():
+        raise ValueError(f"GGUF file {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file (no GGUF magic number)")
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+        arch = str(fields["general.architecture"].contents())
+
+        def num(key: str, default: int | None = None) -> int:
+            field = fields.get(f"{arch}.{key}")
+            if field is None and default is not None:
+                return default
+            return int(field.contents())
+
+        heads, hidden = num("attention.head_count"), num("embedding_length")
+        return ModelShape(arch, num("block_count"), hidden, heads, num("attention.head_count_kv", heads),
+                          num("attention.key_length", hidden // heads), num("feed_forward_length", 0))
+    except Exception as err:  # a truncated or garbage header fails anywhere in the parser
+        raise ValueError(f"{path}: unreadable GGUF header ({type(err).__name__}: {str(err)[:120]})") from None
 
 
 def smollm2_gguf() -> Path:

@@ -197,3 +197,27 @@ def parse_overrides(items: list[str], file: str = "--set") -> list[tuple[str, An
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def parse_with_overrides(data: dict[str, Any], overrides: list[str], file: str, prefix: str = "") -> TrialConfig:
+    """A TrialConfig from ``data`` (read from ``file``, under ``prefix`` there) with ``--set`` overrides applied.
+
+    A problem at (or inside, or around) an overridden key is the override's: it is reported as
+    ``--set: dotted.key: message``, not as a problem of the file.
+    """
+    pairs = parse_overrides(overrides)
+    for key, value in pairs:
+        data = set_dotted(data, key, value)
+    try:
+        return parse_trial_config(data, file, prefix)
+    except ConfigError as err:
+        out = []
+        for p in err.problems:
+            key = p.key.removeprefix(f"{prefix}.") if prefix else p.key
+            out.append(Problem("--set", key, p.message) if overridden(key, [k for k, _ in pairs]) else p)
+        raise ConfigError(out) from None
+
+
+def overridden(key: str, keys: list[str]) -> bool:
+    """Whether a problem at ``key`` concerns one of the overridden ``keys`` (the same, inside, or around it)."""
+    return any(key == k or key.startswith(f"{k}.") or (key and k.startswith(f"{key}.")) for k in keys)

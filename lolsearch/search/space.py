@@ -198,13 +198,13 @@ class SearchSpace:
         try:
             return parse_trial_config(point.raw, self.file)
         except ConfigError as err:
-            block = next(b for b in self.blocks if b.name == point.block)
-            raise ConfigError([self._attribute(pr, block, point) for pr in err.problems]) from None
+            raise ConfigError([self.attribute(pr, point) for pr in err.problems]) from None
 
-    def _attribute(self, pr: Problem, block: Block, point: Point) -> Problem:
+    def attribute(self, pr: Problem, point: Point) -> Problem:
+        """A problem of ``point``'s config (its key a dotted config key) as a problem of this space file."""
         where = ", ".join(f"{k}={v!r}" for k, v in point.params.items())
         msg = f"{pr.message} (at {where})" if where else pr.message
-        active = [p for p in block.params if p.key in point.params]
+        active = [p for b in self.blocks if b.name == point.block for p in b.params if p.key in point.params]
         for p in active:  # the failing key is a searched one (or inside one)
             if pr.key == p.key or pr.key.startswith(p.key + "."):
                 return Problem(self.file, p.yaml_key, msg)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from collections import Counter
@@ -31,12 +32,13 @@ from typing import Any
 
 from lolsearch.config import TrialConfig
 from lolsearch.core.errors import ConfigError
-from lolsearch.core.files import atomic_write_text
+from lolsearch.core.files import atomic_write_text, writable_dir_problem
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.search.space import SearchSpace, define_by_run, label_of, load_space, make_sampler
 from lolsearch.sweep.progress import STUDY_FILE, SweepCallback, grid_recorder
 from lolsearch.sweep.study import TrialSearcher, study_storage
 from lolsearch.sweep.trainable import sweep_trainable, trial_dirname
+from lolsearch.trial.preflight import preflight_all
 from lolsearch.trial.record import read_results
 
 log = logging.getLogger(__name__)
@@ -76,11 +78,14 @@ def run_sweep(
     resume: bool = False,
     max_trials: int | None = None,
     time_budget_s: float | None = None,
+    connect_timeout_s: float = 30.0,
 ) -> SweepSummary:
     """Runs (or with ``resume`` continues) a sweep of ``space_path`` into ``out_dir``.
 
-    Raises :class:`ConfigError` for a bad space, a folder that already holds another sweep, or
-    per-trial resources the Ray cluster cannot give. A failing trial never stops the sweep.
+    Raises :class:`ConfigError` for a bad space, a folder that already holds another sweep (or is a file, or
+    unwritable), trials whose data/model/device fail the pre-run checks (:mod:`lolsearch.trial.preflight`), all
+    before Ray starts; for an ``address`` that does not answer within ``connect_timeout_s``; or for per-trial
+    resources the Ray cluster cannot give. A failing trial never stops the sweep.
     """
     start = time.time()
     space = load_space(space_path)
@@ -92,12 +97,16 @@ def run_sweep(
         raise ConfigError.single("--address", "", "--gpus/--cpus size a local Ray; a cluster brings its own resources")
     planned = space.num_trials(max_trials)
     points = space.grid()[0][:planned] if space.is_grid else []
+    problems = preflight_all([(p.config, p) for p in space.plan_points(max_trials) if p.config is not None],
+                             space.attribute)
+    if problems:
+        raise ConfigError(problems)
 
     import optuna
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started = _ray_init(gpus, cpus, address)
+    started = _ray_init(gpus, cpus, address, connect_timeout_s)
     try:
         cluster = ray.cluster_resources()
         _check_resources(space, cluster)
@@ -167,7 +176,10 @@ def baseline_task(config: dict, cpu: float, gpu: float) -> str | None:
 
 
 def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
-    """A new sweep needs a fresh folder; a resumed one the same space file as before."""
+    """A new sweep needs a fresh, writable folder; a resumed one the same space file as before."""
+    problem = writable_dir_problem(out)
+    if problem:
+        raise ConfigError.single(str(out), "", problem)
     copy = out / "space.yaml"
     if resume:
         if not copy.exists():
@@ -232,7 +244,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _ray_init(gpus: int | None, cpus: int | None, address: str | None) -> bool:
+def _ray_init(gpus: int | None, cpus: int | None, address: str | None, connect_timeout_s: float = 30.0) -> bool:
     """Starts (or joins) Ray unless this process already has it; True when we started it."""
     import ray
 
@@ -242,10 +254,36 @@ def _ray_init(gpus: int | None, cpus: int | None, address: str | None) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local runs: no token file
     quiet = {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}
     if address is not None:
-        ray.init(address=address, **quiet)
+        probe_address(address, connect_timeout_s)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError.single("--address", "", f"cannot join the Ray cluster at {address}: "
+                                     f"{str(err).splitlines()[0][:200]}") from None
     else:
         ray.init(num_cpus=cpus, num_gpus=gpus, **quiet)
     return True
+
+
+def probe_address(address: str, timeout_s: float) -> None:
+    """Waits up to ``timeout_s`` for ``HOST:PORT`` (``ray://HOST:PORT`` too) to accept a TCP connection, else
+    raises :class:`ConfigError` naming the address; Ray itself would retry for minutes. ``auto`` is left to Ray."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError.single("--address", "", f"'{address}' is not auto or HOST:PORT")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(2.0, timeout_s))):
+                return
+        except OSError as err:
+            reason = err.strerror or str(err) or type(err).__name__
+        if time.monotonic() + 0.5 > deadline:
+            raise ConfigError.single("--address", "", f"no Ray cluster answers at {address} within {timeout_s:g} s "
+                                     f"({reason}); is `ray start --head` running there? (--connect-timeout)")
+        time.sleep(0.5)
 
 
 def _check_resources(space: SearchSpace, cluster: dict[str, float]) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
 from lolsearch.core.errors import ConfigError
-from lolsearch.core.files import atomic_file, atomic_write_text
+from lolsearch.core.files import atomic_file, atomic_write_text, writable_dir_problem
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +31,7 @@ ADAPTER_FILE = "adapter.safetensors"
 LOG_FILE = "log.txt"
 SEQ_NLL_FILE = "seq_nll.json"  # per test sequence: summed next-token NLL and scored tokens (paired bootstraps)
 FINAL_STATUSES = ("ok", "failed", "pruned")
+TRIAL_FILES = (RESULT_FILE, CONFIG_FILE, ADAPTER_FILE, LOG_FILE)
 _TRAINED = ("feature_map_q.", "feature_map_k.", "gamma_logit", "lora_")
 
 
@@ -167,22 +168,55 @@ def save_adapter(model: nn.Module, trial_dir: Path) -> int:
 
 
 def load_adapter(model: nn.Module, path: Path) -> None:
-    """Loads an adapter into a model built with the same config; every tensor must find its place."""
+    """Loads an adapter into a model built with the same config; every tensor must find its place, with its
+    shape, and hold finite values. A broken file is a :class:`ConfigError` naming it (the CLI exits 2)."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    def bad(message: str) -> ConfigError:
+        return ConfigError.single(str(path), "", message)
+
+    try:
+        loaded = load_file(str(path))
+    except (OSError, SafetensorError, ValueError) as err:
+        raise bad(f"not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
     # adapters saved before γ's logit was named gamma_logit call it window_factors
-    tensors = {k.replace("window_factors", "gamma_logit"): v for k, v in load_file(str(path)).items()}
+    tensors = {k.replace("window_factors", "gamma_logit"): v for k, v in loaded.items()}
     own = model.state_dict()
     missing = [k for k in own if any(tag in k for tag in _TRAINED) and k not in tensors]
     unexpected = [k for k in tensors if k not in own]
     if missing or unexpected:
-        raise ValueError(
-            f"{path}: adapter does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+        parts = [f"{len(names)} {what}, e.g. {names[0]}" for what, names in (("missing", missing), ("unexpected", unexpected))
+                 if names]
+        raise bad(f"adapter does not match the model of config.yaml ({'; '.join(parts)})")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise bad(f"tensor '{k}' has shape {list(v.shape)}, the model needs {list(own[k].shape)}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise bad(f"tensor '{k}' holds NaN or inf values (a diverged trial?)")
     with torch.no_grad():
         for k, v in tensors.items():
             own[k].copy_(v.to(own[k].dtype))
+
+
+def claim_trial_dir(trial_dir: Path, overwrite: bool = False) -> None:
+    """Readies ``trial_dir`` for a new run (``lolsearch run --out``): a file or unwritable place is refused, and
+    so is a folder that already holds a trial (a second run would mix its files with the first one's) unless
+    ``overwrite``, which removes that trial's files first. Raises :class:`ConfigError` naming the folder."""
+    d = Path(trial_dir)
+    problem = writable_dir_problem(d)
+    if problem:
+        raise ConfigError.single(str(d), "", problem)
+    held = [name for name in TRIAL_FILES if (d / name).exists()]
+    if not held:
+        return
+    if not overwrite:
+        tid = read_result(d).get("trial_id") if (d / RESULT_FILE).is_file() else None
+        raise ConfigError.single(str(d), "", f"already holds {f'trial {tid}' if tid else 'a trial'} ({', '.join(held)}); "
+                                 "pass --overwrite to replace it, or choose another --out")
+    for name in held:
+        (d / name).unlink()
 
 
 def build_student(cfg: TrialConfig, device: torch.device) -> tuple[nn.Module, object]:
@@ -202,8 +236,10 @@ def load_trial_model(trial_dir: Path, device: torch.device) -> tuple[nn.Module, 
     """The trained linearized model of a trial directory (config.yaml + adapter.safetensors)."""
     cfg = read_config(trial_dir)
     adapter = Path(trial_dir) / ADAPTER_FILE
-    if not adapter.exists():
-        raise FileNotFoundError(f"{adapter}: no adapter (did the trial finish?)")
+    if not adapter.is_file():
+        status = read_result(trial_dir).get("status")
+        raise ConfigError.single(str(trial_dir), "", f"no {ADAPTER_FILE} (trial status: {status}); only a finished "
+                                 "trial can be loaded")
     model, tokenizer = build_student(cfg, device)
     load_adapter(model, adapter)
     model.eval()

@@ -1,0 +1,121 @@
+"""Cheap checks of a trial config against the machine, its files and its model, before any compute.
+
+``lolsearch validate`` runs them, and so do ``lolsearch run`` and ``lolsearch sweep`` before a model is loaded or
+Ray starts: a CUDA device that is not there, data files that are missing, binary, broken or too short, a model
+source that does not resolve or whose architecture surgery does not support (read from config.json or the GGUF
+header, never the weights), layer indices beyond the model's depth, a LoRA rank larger than a projection.
+What the config schema checks on its own (names, ranges, finite numbers) is not repeated here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from lolsearch.config import DataConfig, ModelConfig, TrialConfig
+from lolsearch.core.errors import ConfigError, Problem
+from lolsearch.data import SPLITS, load_documents, resolve_files
+from lolsearch.models import ModelShape, model_shape
+from lolsearch.trial.surgery import SUPPORTED
+
+CONFIG = "<config>"  # the file of a problem about a config key; callers put the real file (or space key) in
+_SNIFF_BYTES = 1 << 16
+
+
+def preflight(cfg: TrialConfig) -> list[Problem]:
+    """Every problem found (empty when the trial can start). Problems about a config key have file
+    :data:`CONFIG`; a problem inside a data file names that file (and line)."""
+    out = []
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
+                                             "use device: auto or cpu"))
+    out += list(_data_problems(cfg.data.model_dump_json()))
+    try:
+        shape = _shape(cfg.model.model_dump_json())
+    except ValueError as err:
+        return [*out, Problem(CONFIG, "model.source", str(err))]
+    if shape is not None:
+        out += [Problem(CONFIG, key, msg) for key, msg in _shape_problems(cfg, shape)]
+    return out
+
+
+def preflight_all(configs: Iterable[tuple[TrialConfig, Any]], attribute: Callable[[Problem, Any], Problem]) -> list[Problem]:
+    """Problems of several configs, each config-key problem passed through ``attribute(problem, tag)`` (the
+    caller names the file and key, e.g. a space's searched key); only the first problem of each key is kept."""
+    seen, out = set(), []
+    for cfg, tag in configs:
+        for p in preflight(cfg):
+            line = attribute(p, tag) if p.file == CONFIG else p
+            if (line.file, line.key) not in seen:
+                seen.add((line.file, line.key))
+                out.append(line)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _shape(model_json: str) -> ModelShape | None:
+    return model_shape(ModelConfig.model_validate_json(model_json))
+
+
+def _shape_problems(cfg: TrialConfig, shape: ModelShape) -> list[tuple[str, str]]:
+    if shape.model_type not in SUPPORTED:
+        return [("model.source", f"architecture '{shape.model_type}' is not supported (supported: {', '.join(SUPPORTED)})")]
+    a, n = cfg.attention, shape.layers
+    out = []
+    bad = [i for i in a.softmax_layers if i >= n]
+    if bad:
+        out.append(("attention.softmax_layers", f"layer indices {bad} out of range for a {n}-layer model (0..{n - 1})"))
+    out += [(f"attention.layers.{i}", f"layer index {i} out of range for a {n}-layer model (0..{n - 1})")
+            for i in a.layers if i >= n]
+    if not bad and len(set(a.softmax_layers)) >= n:
+        out.append(("attention.softmax_layers", f"keeps all {n} layers as softmax: nothing to linearize"))
+    if cfg.finetune.enabled:
+        q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+        dims = {"q": (shape.hidden, q), "k": (shape.hidden, kv), "v": (shape.hidden, kv), "o": (q, shape.hidden),
+                "gate": (shape.hidden, shape.intermediate), "up": (shape.hidden, shape.intermediate),
+                "down": (shape.intermediate, shape.hidden)}
+        rank = cfg.finetune.lora.rank
+        for t in cfg.finetune.lora.targets:
+            d_in, d_out = dims[t]
+            if 0 < min(d_in, d_out) < rank:
+                out.append(("finetune.lora.rank", f"rank {rank} exceeds the '{t}' projection ({d_in} x {d_out}) of "
+                                                  f"{cfg.model.source}; a rank above {min(d_in, d_out)} adds nothing"))
+                break
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _data_problems(data_json: str) -> tuple[Problem, ...]:
+    """Problems of a local data source (text, jsonl): files exist, are text, parse, and fill the splits."""
+    cfg = DataConfig.model_validate_json(data_json)
+    if cfg.source not in ("text", "jsonl"):
+        return ()  # registered corpora are known good; hub datasets cannot be checked without loading them
+    try:
+        files = resolve_files(cfg.path)
+    except ConfigError as err:
+        return tuple(err.problems)
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(_SNIFF_BYTES)
+        except OSError as err:
+            return (Problem(CONFIG, "data.path", f"cannot read {f}: {err.strerror or err}"),)
+        if b"\0" in head:
+            return (Problem(str(f), "data.path", "holds NUL bytes: a binary file, not text"),)
+    try:
+        docs = load_documents(cfg)
+    except ConfigError as err:  # broken JSONL lines, too few files/examples to split
+        return tuple(err.problems)
+    out = []
+    for split in SPLITS:
+        # No tokenizer makes more tokens than UTF-8 bytes, plus one end-of-document token per document.
+        bound = sum(len(d.prompt.encode()) + len(d.text.encode()) + 1 for d in docs[split])
+        need = cfg.seq_len * (2 if split == "train" else 1)
+        if bound < need:
+            out.append(Problem(CONFIG, "data.path", f"the {split} split holds at most {bound} tokens, fewer than "
+                                                    f"{need // cfg.seq_len} sequence(s) of data.seq_len={cfg.seq_len}; "
+                                                    "add text or lower data.seq_len"))
+    return tuple(out)
