@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 import torch
-from kernel_testlib import assert_close_grads, make_inputs, reference_and_grads, rel_err
+from kernel_testlib import assert_close_grads, gamma_terms_norm, make_inputs, reference_and_grads, rel_err
 
 from lolsearch.attention import hybrid_attention_chunked
 from lolsearch.attention.chunked import LinearState, expand_kv
@@ -52,11 +52,14 @@ CASES = [
 
 @pytest.fixture
 def segments(monkeypatch):
-    """Sets hybrid.SEGMENT_CHUNKS (None = automatic) for one test."""
+    """Sets hybrid.SEGMENT_CHUNKS (None = automatic) for one test; a set value also turns the one-launch path for
+    short sequences off, so that the segment walks run."""
     import lolsearch.kernels.hybrid as hy
 
     def set_(n):
         monkeypatch.setattr(hy, "SEGMENT_CHUNKS", n)
+        if n is not None:
+            monkeypatch.setattr(hy, "DIRECT_MAX_CHUNKS", 0)
 
     return set_
 
@@ -121,7 +124,8 @@ def test_matches_float64_reference(t, layout, window, nan_alloc):
     do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
     o_ref, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
     assert rel_err(o, o_ref) <= TOL
-    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, f"fp64 T={t} {layout} w={window}")
+    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, f"fp64 T={t} {layout} w={window}",
+                       gamma_terms_norm(inputs, window, layout, do))
 
 
 def test_value_block_fits_shared_memory():
@@ -139,9 +143,8 @@ def test_value_block_fits_shared_memory():
 def test_walk_launch_halves_the_tile_on_out_of_resources(monkeypatch):
     """A launch that needs more shared memory than the device has is retried with half the value tile, and
     the tile that ran is remembered per key."""
-    from triton.runtime.errors import OutOfResources
-
     import lolsearch.kernels.hybrid as hy
+    from triton.runtime.errors import OutOfResources
 
     monkeypatch.setattr(hy, "_BD_FIT", {})
     tried = []
