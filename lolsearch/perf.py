@@ -70,44 +70,68 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device
 
 
 def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: AttentionConfig, device: torch.device,
-                     micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1) -> list[dict]:
-    """Tokens/s and peak GiB of one attention-transfer step and one LoRA step (same batches)."""
+                     micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1,
+                     compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
+                     sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None) -> list[dict]:
+    """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
+
+    Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
+    LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` entry; with ``check`` the first 3
+    steps' losses of each compiled mode are compared with the eager path (``fast_rel_diff``).
+    """
     from lolsearch.attention.layer import DistillRecorder
+    from lolsearch.config import FinetuneConfig
     from lolsearch.data import packed_batches
     from lolsearch.models import load_model
     from lolsearch.trial.distill import layer_losses
     from lolsearch.trial.finetune import add_lora, lm_loss
-    from lolsearch.trial.surgery import attention_parameters, linearize
+    from lolsearch.trial.speed import check_fast_path, profile_stage, time_stage
+    from lolsearch.trial.surgery import attention_parameters, compile_targets, linearize
 
-    rows = []
+    rows: list[dict] = []
+    base = {"model": model_cfg.source, "backend": attention.backend, "seq_len": data_cfg.seq_len,
+            "batch": f"{micro_batch}x{accum}", "layout": f"{attention.layout}{attention.window}",
+            "device": _device_name(device)}
+    cfg = FinetuneConfig(steps=1, batch_size=micro_batch, grad_accum=accum, lr=1e-4, sync_every=sync_every)
+
+    def batches_of(tok):
+        return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
+
+    def measure(name: str, params: list, loss_fn: Callable[[dict], torch.Tensor], batches, targets: list) -> None:
+        for mode in compile_modes:
+            stage_cfg = cfg.model_copy(update={"compile": mode})
+            mods = targets if mode != "off" else []
+            row = {**base, "stage": name, "compile": mode}
+            _reset_mem(device)
+            try:
+                row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
+                                      steps=steps, warmup=warmup, compile_modules=mods), status="ok")
+                if check:
+                    got = check_fast_path(name, params, loss_fn, batches, stage_cfg, data_cfg.seq_len, compile_modules=mods)
+                    row["fast_rel_diff"] = got["max_rel_diff"]
+                if profile_dir is not None:
+                    profile_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len,
+                                  profile_dir / f"profile_{name}_{mode}.txt", compile_modules=mods)
+            except Exception as err:  # noqa: BLE001 - an OOM or a compile failure is a row, not the end of the run
+                status = "oom" if _is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
+                log.exception("%s compile=%s: %s", name, mode, status)
+                row.update(tok_s=float("nan"), step_s=float("nan"), peak_gib=float("nan"), status=status)
+            rows.append(row)
+            log.info("%s", row)
+            _reset_mem(device)
+
+    if "teacher_lora" in stages:
+        teacher, tok = load_model(model_cfg, device)
+        teacher = add_lora(teacher, LoraOptions(), cotrain_attention=False)
+        teacher.train()
+        measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad], lambda b: lm_loss(teacher, b),
+                batches_of(tok), compile_targets(teacher))
+        del teacher
+        _reset_mem(device)
+    if not {"attention_transfer", "lora"} & set(stages):
+        return rows
     model, tok = load_model(model_cfg, device)
     linearize(model, attention)
-    batches = packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
-    tokens_per_step = micro_batch * accum * data_cfg.seq_len
-    base = {"backend": attention.backend, "seq_len": data_cfg.seq_len, "batch": f"{micro_batch}x{accum}",
-            "layout": f"{attention.layout}{attention.window}", "device": _device_name(device)}
-
-    def stage(name: str, params: list, loss_fn: Callable[[dict], torch.Tensor]) -> None:
-        opt = torch.optim.AdamW(params, lr=1e-4)
-
-        def step() -> None:
-            for _ in range(accum):
-                (loss_fn(next(batches)) / accum).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        _reset_mem(device)
-        try:
-            sec = _timed(step, steps, warmup, device)
-            rows.append({**base, "stage": name, "tok_s": tokens_per_step / sec, "step_s": sec,
-                         "peak_gib": _peak_gib(device), "status": "ok"})
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
-            if not _is_oom(err):
-                raise
-            rows.append({**base, "stage": name, "tok_s": float("nan"), "step_s": float("nan"),
-                         "peak_gib": float("nan"), "status": "oom"})
-        opt.zero_grad(set_to_none=True)
-
     recorder = DistillRecorder()
 
     def distill_loss(batch: dict) -> torch.Tensor:
@@ -115,10 +139,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         return 1000 * sum(mse) / len(mse)
 
     model.train()
-    stage("attention_transfer", attention_parameters(model), distill_loss)
-    peft_model = add_lora(model, LoraOptions(), cotrain_attention=False)
-    peft_model.train()
-    stage("lora", [p for p in peft_model.parameters() if p.requires_grad], lambda b: lm_loss(peft_model, b))
+    if "attention_transfer" in stages:
+        measure("attention_transfer", attention_parameters(model), distill_loss, batches_of(tok), compile_targets(model))
+    if "lora" in stages:
+        peft_model = add_lora(model, LoraOptions(), cotrain_attention=False)
+        peft_model.train()
+        measure("lora", [p for p in peft_model.parameters() if p.requires_grad], lambda b: lm_loss(peft_model, b),
+                batches_of(tok), compile_targets(peft_model))
     return rows
 
 
@@ -131,9 +158,12 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
             data = DataConfig(source="shakespeare", seq_len=seq)
             log.info("train throughput: backend %s seq %d", backend, seq)
             rows += train_throughput(ModelConfig(source=args.model), data, att, device, micro_batch=args.micro_batch,
-                                     accum=args.accum, steps=args.steps)
+                                     accum=args.accum, steps=args.steps, warmup=args.warmup,
+                                     compile_modes=tuple(args.compile), stages=tuple(args.stages),
+                                     sync_every=args.sync_every, check=args.check,
+                                     profile_dir=args.out if args.profile else None)
     df = pd.DataFrame(rows)
-    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage"], higher_better=True)
+    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile"], higher_better=True)
     return df
 
 
@@ -309,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per forward (the trials use 8)")
     p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation, autotuning)")
+    p.add_argument("--compile", nargs="+", default=["off"],
+                   choices=["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="stage compile modes to time (the stages' `compile` setting)")
+    p.add_argument("--stages", nargs="+", default=["attention_transfer", "lora"],
+                   choices=["attention_transfer", "lora", "teacher_lora"])
+    p.add_argument("--sync-every", type=int, default=None, help="steps between loss read-backs (default: the trials')")
+    p.add_argument("--check", action="store_true", help="compare the first 3 steps' losses with the eager path")
+    p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
     p.add_argument("--batch", type=int, default=64)

@@ -179,6 +179,9 @@ class LayerWeightsConfig(StrictModel):
         return self
 
 
+SPEED_ONLY = ("sync_every", "compile")  # StageConfig fields that change how fast a stage runs, not what it computes
+
+
 class StageConfig(StrictModel):
     """Budget and optimizer of one training stage. Budget: exactly one of ``tokens`` or ``steps``."""
 
@@ -198,6 +201,12 @@ class StageConfig(StrictModel):
     eval_every: int = Field(100, ge=1)
     eval_batches: int = Field(8, ge=1)
     keep_best: bool = True
+    sync_every: int | None = Field(
+        None, ge=1, description="steps between reading losses back to the host (curve, progress, NaN check); "
+        "None: every step on CPU, every 25 on a GPU. Speed only: not part of the trial id")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "off", description="torch.compile mode for the stage's norms, MLPs and feature maps (off: eager). Speed "
+        "only, the same losses up to rounding: not part of the trial id")
 
     @model_validator(mode="before")
     @classmethod
@@ -327,7 +336,9 @@ class TrialConfig(StrictModel):
         return hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The resolved config as sorted compact JSON, without the speed-only settings (:data:`SPEED_ONLY`)."""
+        exclude = {stage: set(SPEED_ONLY) for stage in ("distill", "finetune")}
+        return json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
 
     def data_seed(self, stage: Literal["distill", "finetune"]) -> int:
         """Seed of a training stage's data order: its own stream per stage, shared by the teacher baseline."""

@@ -13,7 +13,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from lolsearch.config import FinetuneConfig, LoraOptions
-from lolsearch.trial.surgery import attention_parameters, decoder_layers, linearized_layers
+from lolsearch.trial.surgery import attention_parameters, compile_targets, decoder_layers, linearized_layers
 from lolsearch.trial.train import StageResult, run_stage
 
 TARGET_MODULES = {
@@ -83,6 +83,7 @@ def run_finetune(
         return run_stage(
             name, params, lambda b: lm_loss(model, b), train_batches, cfg, seq_len,
             eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
+            compile_modules=compile_targets(model) if cfg.compile != "off" else (),
         )
     finally:
         model.eval()

@@ -27,8 +27,9 @@ from torch import nn
 from lolsearch.config import TrialConfig, design_id
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.data import packed_batches
-from lolsearch.models import load_model, resolve_device
+from lolsearch.models import resolve_device
 from lolsearch.trial import baselines, efficiency, evaluate, quality
+from lolsearch.trial import cache as trial_cache
 from lolsearch.trial.convergence import stage_convergence
 from lolsearch.trial.distill import run_distill
 from lolsearch.trial.finetune import add_lora, run_finetune
@@ -113,7 +114,7 @@ class TrialState:
 
 def _load(s: TrialState) -> None:
     t = time.perf_counter()
-    s.model, s.tokenizer = load_model(s.cfg.model, s.device)
+    s.model, s.tokenizer = trial_cache.teacher(s.cfg.model, s.device)  # a copy when this process loaded it before
     s.result.timing["load_s"] = time.perf_counter() - t
 
 
@@ -206,7 +207,9 @@ def _efficiency(s: TrialState) -> None:
         m["adapter_bytes"] = save_adapter(model, s.out_dir)
     if cfg.efficiency.measure:
         try:
-            m.update(efficiency.measure(model, cfg.efficiency, s.device, len(s.tokenizer)))
+            got, m["efficiency_cached"] = trial_cache.efficiency(model, cfg.efficiency, s.device, len(s.tokenizer),
+                                                                 efficiency.measure)  # once per design shape
+            m.update(got)
         except RuntimeError as err:  # quality is measured and saved; a failed timing is recorded, not fatal
             m["efficiency_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             log.error("trial %s: efficiency measurement failed: %s", cfg.trial_id, m["efficiency_error"])

@@ -124,6 +124,17 @@ def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+def compile_targets(model: nn.Module) -> list[nn.Module]:
+    """What a stage compiles (``compile`` in a stage's config): each decoder layer's norms and MLP and each
+    linearized layer's feature maps. The attention itself stays eager (its Triton kernels are already fused)."""
+    out = []
+    for layer in decoder_layers(model):
+        out += [m for name in ("input_layernorm", "post_attention_layernorm", "mlp") if (m := getattr(layer, name, None))]
+    for attn in linearized_layers(model):
+        out += [attn.feature_map_q, attn.feature_map_k]
+    return out
+
+
 @contextlib.contextmanager
 def distill_mode(model: nn.Module, recorder: DistillRecorder) -> Iterator[DistillRecorder]:
     """Within the block every linearized layer runs teacher-forced and records its losses."""

@@ -3,10 +3,11 @@ gradient accumulation, clipping, periodic validation, best-state selection, NaN 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -66,6 +67,78 @@ class _LrSchedule:
             log.info("plateau: lr -> %.3g", self.base)
 
 
+def make_optimizer(params: list[nn.Parameter], cfg: StageConfig) -> torch.optim.Optimizer:
+    """AdamW; the fused CUDA kernel when every parameter is on a GPU (one launch per step, no host sync)."""
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def sync_interval(cfg: StageConfig, params: list[nn.Parameter]) -> int:
+    """Steps between loss read-backs: ``cfg.sync_every``, else 1 on CPU (free there) and 25 on a GPU."""
+    if cfg.sync_every is not None:
+        return cfg.sync_every
+    return 25 if any(p.is_cuda for p in params) else 1
+
+
+class _PendingLosses:
+    """Step points whose loss is still a device tensor; :meth:`flush` reads them back with one sync.
+
+    Between two flushes the host only queues work, so per-step wall times are not observable: a flushed
+    point's ``tok_s`` uses a time interpolated linearly between the last flush and this one (exact at the
+    flushed steps, and for every step when the throughput is steady).
+    """
+
+    def __init__(self, name: str, t0: float) -> None:
+        self.name, self.t0, self.last_t = name, t0, t0
+        self.points: list[dict] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, point: dict, loss: torch.Tensor) -> None:
+        self.points.append(point)
+        self.losses.append(loss)
+
+    def flush(self) -> tuple[list[dict], str | None]:
+        """The pending points with ``loss`` and ``tok_s``, up to the first non-finite loss, and that loss's error."""
+        if not self.points:
+            return [], None
+        values = torch.stack(self.losses).float().tolist()
+        now = time.perf_counter()
+        n, done, error = len(self.points), [], None
+        for i, (point, value) in enumerate(zip(self.points, values, strict=True)):
+            if not math.isfinite(value):
+                error = f"{self.name} loss is {value} at step {point['step']}"
+                break
+            elapsed = (self.last_t - self.t0) + (now - self.last_t) * (i + 1) / n
+            done.append({"step": point["step"], "tokens": point["tokens"], "loss": value, "lr": point["lr"],
+                         "tok_s": point["tokens"] / elapsed if elapsed > 0 else float("nan")})
+        self.points, self.losses, self.last_t = [], [], now
+        return done, error
+
+
+@contextlib.contextmanager
+def compiled(modules: Sequence[nn.Module], mode: str) -> Iterator[None]:
+    """Runs each of ``modules`` through ``torch.compile(mode)`` until the block exits; ``"off"`` does nothing.
+
+    Modules of one class and shape share one compiled graph (their parameters are graph inputs). On exit
+    the modules run eagerly again, so evaluation and generation after a stage are unaffected.
+    """
+    if mode == "off" or not modules:
+        yield
+        return
+    import torch._dynamo
+
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, 64)  # eval batches bring new shapes
+    for m in modules:
+        m.compile(mode=None if mode == "default" else mode)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m._compiled_call_impl = None  # what nn.Module.compile sets; None = the eager forward
+        torch._dynamo.config.recompile_limit = limit
+
+
 def run_stage(
     name: str,
     params: list[nn.Parameter],
@@ -76,6 +149,7 @@ def run_stage(
     *,
     eval_fn: Callable[[], float] | None = None,
     report: Callable[[dict], None] | None = None,
+    compile_modules: Sequence[nn.Module] = (),
 ) -> StageResult:
     """Optimises ``params`` for ``cfg.num_steps(seq_len)`` steps of ``loss_fn`` over ``batches``.
 
@@ -83,53 +157,71 @@ def run_stage(
     (validation loss, lower is better) runs every ``cfg.eval_every`` steps and at the end; with
     ``cfg.keep_best`` the parameters of the best validation are restored at the end.
 
+    Losses stay on the device and are read back every :func:`sync_interval` steps, before each
+    evaluation and at the end; ``report`` then gets each step's point (``stage``, ``step``, ``tokens``,
+    ``loss``, ``lr``, ``tok_s``) in order, followed by the evaluation's point (``eval_loss``).
+    With ``cfg.compile`` other than ``"off"``, ``compile_modules`` run compiled for the stage (:func:`compiled`).
+
     Raises:
-        NonFiniteLossError: a loss became NaN/inf (the trial is then recorded as failed).
+        NonFiniteLossError: a loss became NaN/inf (the trial is then recorded as failed). On a GPU it is
+            noticed at the next read-back, up to ``sync_interval - 1`` steps later.
     """
     steps = cfg.num_steps(seq_len)
     result = StageResult(trainable_params=sum(p.numel() for p in params))
     if steps == 0 or not params:
         return result
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     sched = _LrSchedule(cfg, steps)
+    every = sync_interval(cfg, params)
     best_state: list[torch.Tensor] | None = None
-    t0, last_log = time.perf_counter(), time.perf_counter()
-    for step in range(steps):
-        lr = sched.lr(step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        total, tokens = 0.0, 0
-        for _ in range(cfg.grad_accum):
-            batch = next(batches)
-            loss = loss_fn(batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"{name} loss is {loss.item()} at step {step + 1}")
-            (loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
-            tokens += batch["input_ids"].numel()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        result.steps, result.tokens = step + 1, result.tokens + tokens
-        elapsed = time.perf_counter() - t0
-        point = {"step": step + 1, "tokens": result.tokens, "loss": total, "lr": lr, "tok_s": result.tokens / elapsed}
-        result.curve.append(point)
-        if report is not None:
-            report({"stage": name, **point})
-        if time.perf_counter() - last_log > 10 or step + 1 == steps:
-            last_log = time.perf_counter()
-            log.info("%s step %d/%d loss %.4g lr %.3g %.0f tok/s", name, step + 1, steps, total, lr, point["tok_s"])
-        if eval_fn is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
-            value = eval_fn()
-            result.eval_curve.append({"step": step + 1, "tokens": result.tokens, "eval_loss": value})
+    t0 = last_log = time.perf_counter()
+    pending = _PendingLosses(name, t0)
+
+    def flush() -> None:
+        nonlocal last_log
+        points, error = pending.flush()
+        for point in points:
+            result.curve.append(point)
             if report is not None:
-                report({"stage": name, "step": step + 1, "tokens": result.tokens, "eval_loss": value})
-            sched.on_eval(value)
-            if math.isfinite(value) and (result.best_eval is None or value < result.best_eval):
-                result.best_eval, result.best_step = value, step + 1
-                if cfg.keep_best:
-                    best_state = [p.detach().clone() for p in params]
+                report({"stage": name, **point})
+        if error is not None:
+            raise NonFiniteLossError(error)
+        if result.curve and (time.perf_counter() - last_log > 10 or result.curve[-1]["step"] == steps):
+            last_log, p = time.perf_counter(), result.curve[-1]
+            log.info("%s step %d/%d loss %.4g lr %.3g %.0f tok/s", name, p["step"], steps, p["loss"], p["lr"], p["tok_s"])
+
+    with compiled(compile_modules, cfg.compile):
+        for step in range(steps):
+            lr = sched.lr(step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            total: torch.Tensor | float = 0.0
+            tokens = 0
+            for _ in range(cfg.grad_accum):
+                batch = next(batches)
+                loss = loss_fn(batch)
+                (loss / cfg.grad_accum).backward()
+                total = total + loss.detach() / cfg.grad_accum
+                tokens += batch["input_ids"].numel()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            result.steps, result.tokens = step + 1, result.tokens + tokens
+            pending.add({"step": step + 1, "tokens": result.tokens, "lr": lr}, total)
+            evaluate = eval_fn is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps)
+            if (step + 1) % every == 0 or evaluate or step + 1 == steps:
+                flush()
+            if evaluate:
+                value = eval_fn()
+                result.eval_curve.append({"step": step + 1, "tokens": result.tokens, "eval_loss": value})
+                if report is not None:
+                    report({"stage": name, "step": step + 1, "tokens": result.tokens, "eval_loss": value})
+                sched.on_eval(value)
+                if math.isfinite(value) and (result.best_eval is None or value < result.best_eval):
+                    result.best_eval, result.best_step = value, step + 1
+                    if cfg.keep_best:
+                        best_state = [p.detach().clone() for p in params]
     if best_state is not None:
         with torch.no_grad():
             for p, b in zip(params, best_state, strict=True):

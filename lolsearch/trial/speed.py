@@ -1,0 +1,86 @@
+"""Speed of the training stages exactly as trials run them (through :func:`run_stage`), and the check that
+the fast settings (deferred loss read-back, compiled modules) reproduce the eager losses.
+
+``python -m lolsearch.perf train`` reports these; tests run the same check on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lolsearch.config import StageConfig
+from lolsearch.trial.train import run_stage
+
+LossFn = Callable[[dict], torch.Tensor]
+Batches = Callable[[], Iterator[dict]]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _budget(cfg: StageConfig, steps: int, **update) -> StageConfig:
+    return cfg.model_copy(update={"steps": steps, "tokens": None, "keep_best": False, **update})
+
+
+def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Iterator[dict], cfg: StageConfig,
+               seq_len: int, device: torch.device, *, steps: int, warmup: int,
+               compile_modules: Sequence[nn.Module] = ()) -> dict:
+    """Tokens/s, seconds per step and peak GiB of ``steps`` optimizer steps after ``warmup`` steps (which
+    absorb compilation and autotuning). ``cfg`` gives batch, accumulation, ``sync_every`` and ``compile``."""
+    run_stage(name, params, loss_fn, batches, _budget(cfg, warmup), seq_len, compile_modules=compile_modules)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    result = run_stage(name, params, loss_fn, batches, _budget(cfg, steps), seq_len, compile_modules=compile_modules)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"tok_s": result.tokens / wall, "step_s": wall / steps, "peak_gib": peak}
+
+
+def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Batches, cfg: StageConfig,
+                    seq_len: int, *, steps: int = 3, compile_modules: Sequence[nn.Module] = ()) -> dict:
+    """Losses of the first ``steps`` steps eagerly (read back every step, nothing compiled) and with ``cfg``'s
+    speed settings, from the same parameters and batches; the parameters are restored afterwards.
+
+    Returns ``{"eager": [...], "fast": [...], "max_rel_diff": float}``.
+    """
+    start = [p.detach().clone() for p in params]
+
+    def losses(stage_cfg: StageConfig) -> list[float]:
+        result = run_stage(name, params, loss_fn, batches(), stage_cfg, seq_len, compile_modules=compile_modules)
+        with torch.no_grad():
+            for p, s in zip(params, start, strict=True):
+                p.copy_(s)
+        return [point["loss"] for point in result.curve]
+
+    eager = losses(_budget(cfg, steps, sync_every=1, compile="off"))
+    fast = losses(_budget(cfg, steps))
+    diff = max((abs(a - b) / max(abs(a), 1e-12) for a, b in zip(eager, fast, strict=True)), default=math.nan)
+    return {"eager": eager, "fast": fast, "max_rel_diff": diff}
+
+
+def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Iterator[dict], cfg: StageConfig,
+                  seq_len: int, path: Path, *, steps: int = 2, compile_modules: Sequence[nn.Module] = ()) -> None:
+    """Operator table (device and host time) of ``steps`` steps after one warm-up step, written to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run_stage(name, params, loss_fn, batches, _budget(cfg, 1), seq_len, compile_modules=compile_modules)
+    cuda = any(p.is_cuda for p in params)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        run_stage(name, params, loss_fn, batches, _budget(cfg, steps), seq_len, compile_modules=compile_modules)
+    table = prof.key_averages()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{name}: {steps} steps, compile={cfg.compile}\n\n" + table.table(sort_by=sort, row_limit=30)
+                    + "\n\nby self CPU time\n" + table.table(sort_by="self_cpu_time_total", row_limit=20))
