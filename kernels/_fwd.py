@@ -25,9 +25,10 @@ NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
 @triton.jit(do_not_specialize=NO_SPEC)
 def seg_sums_kernel(
     fk, v, st, T, W, LAYOUT, L, NS, H, G, HKV,
-    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, ZERO_INIT: tl.constexpr,
 ):
-    """st[bh, s+1] = Σ over keys j in [K_s, K_{s+1}) of φk_j v_jᵀ (S part) and φk_j (z part)."""
+    """st[bh, s+1] = Σ over keys j in [K_s, K_{s+1}) of φk_j v_jᵀ (S part) and φk_j (z part); ZERO_INIT: also
+    st[bh, 0] = 0 (no initial state)."""
     pid = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -57,6 +58,12 @@ def seg_sums_kernel(
     tl.store(base + rf[:, None] * D + rd[None, :], acc, mask=(rf[:, None] < F) & (rd[None, :] < D))
     if di == 0:
         tl.store(base + F * D + rf, zacc, mask=rf < F)
+    if ZERO_INIT and s == 0:  # no initial state: entry 0 (what the scan starts from) is zero
+        base0 = st + bh * (NS + 1) * SZ
+        tl.store(base0 + rf[:, None] * D + rd[None, :], tl.zeros([BF, BD], dtype=tl.float32),
+                 mask=(rf[:, None] < F) & (rd[None, :] < D))
+        if di == 0:
+            tl.store(base0 + F * D + rf, tl.zeros([BF], dtype=tl.float32), mask=rf < F)
 
 
 @triton.jit(do_not_specialize=["N", "SZ"])

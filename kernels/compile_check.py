@@ -33,7 +33,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     bd = _value_block(bdk, bf, 4 if dt == "fp32" else 2, SMEM_LIMIT)
     f32, i32 = "*fp32", "*i32"
     return {
-        "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 128), BD=bd, BT=64)),
+        "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 128), BD=bd, BT=64, ZERO_INIT=True)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
         "fwd_state": (_fwd.fwd_state_kernel, {"fq": p, "fk": p, "v": p, "st": f32, "ys": p, "dens": f32},
                       dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),

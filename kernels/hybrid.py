@@ -157,25 +157,24 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, want_state=F
     key = (*c.key, all(x.data_ptr() % 16 == 0 for x in (q, k, v, fq, fk, gamma)))  # Triton specializes on alignment
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
-    stats = torch.empty(2, bh, t, device=dev, dtype=f32)  # stabilizer m (log2 units), denominator Z
+    # stabilizer m (log2 units), denominator Z, and the state part of the denominators (fwd_state -> fwd_window)
+    stats = torch.empty(3, bh, t, device=dev, dtype=f32)
     am = torch.empty(bh, t, device=dev, dtype=torch.int32)
+    dens = stats[2]
     if direct:
         st = torch.zeros(bh, 2, c.sz, device=dev, dtype=f32) if need_grad else stats.new_empty(0)
-        ys, dens = o, stats[0]  # not read (DIRECT)
+        ys = o  # not read (DIRECT)
     else:
         st = torch.empty(bh, c.ns + 1, c.sz, device=dev, dtype=f32)
-        if s0 is None:
-            st[:, 0].zero_()
-        else:
+        if s0 is not None:
             st[:, 0, : f * d] = s0.reshape(bh, f * d)
             st[:, 0, f * d :] = z0.reshape(bh, f)
-        _launch_walk(seg_sums_kernel, ("seg_sums", *key), c.bd,
+        _launch_walk(seg_sums_kernel, ("seg_sums", *key, s0 is None), c.bd,
                      lambda x: (triton.cdiv(f, c.bf_sum) * triton.cdiv(d, x), c.ns, bh),
-                     fk, v, st, **c.common, D=d, F=f, BF=c.bf_sum, BT=BT, num_warps=8)
+                     fk, v, st, **c.common, D=d, F=f, BF=c.bf_sum, BT=BT, ZERO_INIT=s0 is None, num_warps=8)
         launch(scan_kernel, ("scan", q.device), c.scan_grid, st, c.ns + 1, c.sz, REVERSE=False, BLOCK=1024, num_warps=4)
         # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
         ys = torch.empty_like(q)
-        dens = torch.empty(bh, t, device=dev, dtype=f32)
         _launch_walk(fwd_state_kernel, ("fwd_state", *key), c.bd, lambda x: (triton.cdiv(d, x), c.ns, bh),
                      fq, fk, v, st, ys, dens, **c.common, D=d, F=f, BF=c.bf, BT=BT, SMALL=c.small)
     m2, zden = stats[0], stats[1]
