@@ -43,24 +43,24 @@ diag)
   echo "diag done after $(( $(date +%s) - t0 )) s"
   grep -h -E "^(ok|FAIL|ERROR|forced)|ERROR SUMMARY|Invalid|out of bounds|^=+ +at " "$D"/diag_*.log | head -120
   # 2) real autotuning of every kernel (no sanitizer), then the forward profile on a quiet GPU
-  timeout 60 python3 results/kernels/autotune_diag.py all > "$D/diag_all.log" 2>&1; echo "autotune all rc=$?"
+  timeout 45 python3 results/kernels/autotune_diag.py all > "$D/diag_all.log" 2>&1; echo "autotune all rc=$?"
   tail -14 "$D/diag_all.log"
   timeout 90 python3 results/kernels/profile_fwd.py > "$D/profile.log" 2>&1; echo "profile rc=$?"
   ;;
 final)
   # GPU tests (first configs), then real autotuning of every kernel, the benchmark and the forward profile.
   # Files stay unpacked under $OUT/k17 (at most 8 come back), so a call cut by its limit still returns them.
-  LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-170}" python3 kernels/_launch.py pytest -m gpu tests/kernels -q \
+  LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-110}" python3 kernels/_launch.py pytest -m gpu tests/kernels -q \
     -p no:cacheprovider -n 14 --dist loadgroup > "$D/pytest_gpu.log" 2>&1
   echo "pytest rc=$? after $(( $(date +%s) - t0 )) s"
   grep -E "passed|failed|FAILED|^E  +Assert" "$D/pytest_gpu.log" | tail -30
-  timeout 60 python3 results/kernels/autotune_diag.py all > "$D/diag_all.log" 2>&1; echo "autotune all rc=$?"
+  timeout 45 python3 results/kernels/autotune_diag.py all > "$D/diag_all.log" 2>&1; echo "autotune all rc=$?"
   grep -E "^(ok|FAIL|ERROR)" "$D/diag_all.log"
-  timeout $(( ${BENCH_BUDGET:-140} + 40 )) python3 kernels/_launch.py bench --out "$D" --budget "${BENCH_BUDGET:-140}" \
+  timeout $(( ${BENCH_BUDGET:-90} + 40 )) python3 kernels/_launch.py bench --out "$D" --budget "${BENCH_BUDGET:-90}" \
     --shapes llama3-8b --seq-lens 2048 8192 32768 --decode-ctx 131072 > "$D/bench.log" 2>&1
   echo "bench rc=$? after $(( $(date +%s) - t0 )) s"
   sed -n '/## Goals/,/^## llama3-8b — fwd+bwd/p' "$D/bench.md"
-  timeout 50 python3 results/kernels/profile_fwd.py > "$D/profile.log" 2>&1; echo "profile rc=$?"
+  timeout 35 python3 results/kernels/profile_fwd.py > "$D/profile.log" 2>&1; echo "profile rc=$?"
   grep -E "^T=|host|launch" "$D/profile.log"
   echo "phase $1 done in $(( $(date +%s) - t0 )) s"
   exit 0
