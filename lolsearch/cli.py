@@ -187,13 +187,14 @@ def sweep(
 ) -> None:
     """Run a search space with Ray Tune + Optuna; one result per trial under OUT/trials/."""
     from lolsearch.search.space import load_space
-    from lolsearch.sweep.driver import run_sweep
+    from lolsearch.sweep.driver import check_sweep, run_sweep
 
     for flag, value in (("--time-budget", time_budget), ("--connect-timeout", connect_timeout)):
         if value is not None and not value > 0:  # also refuses nan
             raise UsageError.single(flag, "", f"must be a positive number of seconds, got {value:g}")
     space = load_space(space_file)
     target = out_dir or Path("results") / space.name
+    check_sweep(space, target, resume, max_trials, address, connect_timeout)  # before any compute
     summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume,
                         max_trials=max_trials, time_budget_s=time_budget, connect_timeout_s=connect_timeout)
     out.print(summary)

@@ -233,13 +233,17 @@ def _shape_of(conf: dict) -> ModelShape:
     """ModelShape of an HF config.json dict (the text config of a multimodal one)."""
     text = conf.get("text_config") if isinstance(conf.get("text_config"), dict) else {}
     c = {**conf, **text}
+    def first(*names: str) -> int:  # Llama-style names, then the GPT-2/T5-style ones of other families
+        return int(next(c[n] for n in names if c.get(n) is not None))
+
     try:
-        heads, hidden = int(c["num_attention_heads"]), int(c["hidden_size"])
-        return ModelShape(str(c.get("model_type")), int(c["num_hidden_layers"]), hidden, heads,
+        heads, hidden = first("num_attention_heads", "n_head"), first("hidden_size", "n_embd", "d_model")
+        return ModelShape(str(c.get("model_type")), first("num_hidden_layers", "n_layer", "num_layers"), hidden, heads,
                           int(c.get("num_key_value_heads") or heads), int(c.get("head_dim") or hidden // heads),
                           int(c.get("intermediate_size") or 0))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
-        raise ValueError(f"config of model_type '{c.get('model_type')}' lacks a decoder shape ({err})") from None
+    except (StopIteration, TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"config of model_type '{c.get('model_type')}' has no decoder shape (layers, heads, "
+                         "hidden size)") from None
 
 
 def _gguf_shape(path: Path) -> ModelShape:

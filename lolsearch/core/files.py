@@ -177,11 +177,14 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def writable_dir_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be (or become) a folder this process writes in, or None. Creates nothing: the nearest
-    existing ancestor is probed with a temporary file, which is removed at once."""
+    """Why ``path`` cannot be (or become) a folder this process writes in, or None. Creates nothing: an existing
+    folder is asked with ``os.access``; otherwise the nearest existing ancestor (where the folder would be
+    created) is probed with a temporary file, removed at once."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         return "is a file, not a folder"
+    if p.is_dir():
+        return None if os.access(p, os.W_OK | os.X_OK) else "is not writable"
     existing = p
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -92,15 +92,11 @@ def run_sweep(
     if time_budget_s is not None:  # a wall-clock cap for this run only (trials it stops rerun on --resume)
         space.budget = space.budget.model_copy(update={"time_s": time_budget_s})
     out = Path(out_dir).expanduser().resolve()
-    _check_folder(space, out, resume)
     if address is not None and (gpus is not None or cpus is not None):
         raise ConfigError.single("--address", "", "--gpus/--cpus size a local Ray; a cluster brings its own resources")
+    check_sweep(space, out, resume, max_trials, address, connect_timeout_s)
     planned = space.num_trials(max_trials)
     points = space.grid()[0][:planned] if space.is_grid else []
-    problems = preflight_all([(p.config, p) for p in space.plan_points(max_trials) if p.config is not None],
-                             space.attribute)
-    if problems:
-        raise ConfigError(problems)
 
     import optuna
     import ray
@@ -173,6 +169,20 @@ def baseline_task(config: dict, cpu: float, gpu: float) -> str | None:
     except Exception as err:  # a trial recomputes (and records) the problem itself
         return f"{type(err).__name__}: {err}".splitlines()[0]
     return None
+
+
+def check_sweep(space: SearchSpace, out: Path, resume: bool, max_trials: int | None, address: str | None = None,
+                connect_timeout_s: float = 30.0) -> None:
+    """What is checked before any compute: the folder (see :func:`_check_folder`), the cheap pre-run checks of
+    every planned trial (:mod:`lolsearch.trial.preflight`) and that ``address`` answers. Raises
+    :class:`ConfigError`."""
+    _check_folder(space, Path(out).expanduser().resolve(), resume)
+    if address is not None:
+        probe_address(address, connect_timeout_s)
+    problems = preflight_all([(p.config, p) for p in space.plan_points(max_trials) if p.config is not None],
+                             space.attribute)
+    if problems:
+        raise ConfigError(problems)
 
 
 def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:

@@ -9,13 +9,12 @@ What the config schema checks on its own (names, ranges, finite numbers) is not 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from lolsearch.config import DataConfig, ModelConfig, TrialConfig
+from lolsearch.config import DataConfig, TrialConfig
 from lolsearch.core.errors import ConfigError, Problem
 from lolsearch.data import SPLITS, load_documents, resolve_files
 from lolsearch.models import ModelShape, model_shape
@@ -25,18 +24,27 @@ CONFIG = "<config>"  # the file of a problem about a config key; callers put the
 _SNIFF_BYTES = 1 << 16
 
 
-def preflight(cfg: TrialConfig) -> list[Problem]:
+def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
     """Every problem found (empty when the trial can start). Problems about a config key have file
-    :data:`CONFIG`; a problem inside a data file names that file (and line)."""
+    :data:`CONFIG`; a problem inside a data file names that file (and line). ``memo`` keeps the data and model
+    checks of one call of :func:`preflight_all` (many configs share a model and a corpus)."""
+    memo = {} if memo is None else memo
     out = []
     if cfg.device == "cuda" and not torch.cuda.is_available():
         out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
                                              "use device: auto or cpu"))
-    out += list(_data_problems(cfg.data.model_dump_json()))
-    try:
-        shape = _shape(cfg.model.model_dump_json())
-    except ValueError as err:
-        return [*out, Problem(CONFIG, "model.source", str(err))]
+    data_key, model_key = ("data", cfg.data.model_dump_json()), ("model", cfg.model.model_dump_json())
+    if data_key not in memo:
+        memo[data_key] = _data_problems(cfg.data)
+    out += memo[data_key]
+    if model_key not in memo:
+        try:
+            memo[model_key] = model_shape(cfg.model)
+        except ValueError as err:
+            memo[model_key] = str(err)
+    shape = memo[model_key]
+    if isinstance(shape, str):
+        return [*out, Problem(CONFIG, "model.source", shape)]
     if shape is not None:
         out += [Problem(CONFIG, key, msg) for key, msg in _shape_problems(cfg, shape)]
     return out
@@ -45,19 +53,14 @@ def preflight(cfg: TrialConfig) -> list[Problem]:
 def preflight_all(configs: Iterable[tuple[TrialConfig, Any]], attribute: Callable[[Problem, Any], Problem]) -> list[Problem]:
     """Problems of several configs, each config-key problem passed through ``attribute(problem, tag)`` (the
     caller names the file and key, e.g. a space's searched key); only the first problem of each key is kept."""
-    seen, out = set(), []
+    seen, out, memo = set(), [], {}
     for cfg, tag in configs:
-        for p in preflight(cfg):
+        for p in preflight(cfg, memo):
             line = attribute(p, tag) if p.file == CONFIG else p
             if (line.file, line.key) not in seen:
                 seen.add((line.file, line.key))
                 out.append(line)
     return out
-
-
-@functools.lru_cache(maxsize=64)
-def _shape(model_json: str) -> ModelShape | None:
-    return model_shape(ModelConfig.model_validate_json(model_json))
 
 
 def _shape_problems(cfg: TrialConfig, shape: ModelShape) -> list[tuple[str, str]]:
@@ -87,10 +90,8 @@ def _shape_problems(cfg: TrialConfig, shape: ModelShape) -> list[tuple[str, str]
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _data_problems(data_json: str) -> tuple[Problem, ...]:
+def _data_problems(cfg: DataConfig) -> tuple[Problem, ...]:
     """Problems of a local data source (text, jsonl): files exist, are text, parse, and fill the splits."""
-    cfg = DataConfig.model_validate_json(data_json)
     if cfg.source not in ("text", "jsonl"):
         return ()  # registered corpora are known good; hub datasets cannot be checked without loading them
     try:
