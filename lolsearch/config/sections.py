@@ -280,6 +280,30 @@ class FinetuneConfig(StageConfig):
     train_feature_maps: bool | None = None
 
 
+class PasskeyConfig(StrictModel):
+    """Synthetic passkey retrieval (lolsearch.trial.passkey): a 5-digit number hidden in filler text."""
+
+    lengths: tuple[int, ...] = Field((1024, 4096), min_length=1, description="context lengths in tokens; one "
+                                     "accuracy each (passkey_<len> for the student, passkey_teacher_<len>)")
+    depths: tuple[float, ...] = Field((0.0, 0.25, 0.5, 0.75, 1.0), min_length=1, description="where the number "
+                                      "sits in the filler: 0 = start, 1 = end (just before the question)")
+    samples: int = Field(5, ge=1, description="prompts (different numbers) per length and depth")
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 128 for n in v):
+            raise ValueError(f"each length must be >= 128 tokens (room for the needle and question), got {list(v)}")
+        return v
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 <= d <= 1.0 for d in v):
+            raise ValueError(f"each depth must be in [0, 1], got {list(v)}")
+        return v
+
+
 class EvalConfig(StrictModel):
     """Quality evaluation on the held-out split."""
 
@@ -290,6 +314,31 @@ class EvalConfig(StrictModel):
     mc_tasks: tuple[str, ...] = ()
     lm_eval_tasks: tuple[str, ...] = ()
     lm_eval_limit: int | None = Field(None, gt=0)
+    seq_lens: tuple[int, ...] = Field((), description="extra evaluation lengths in tokens (e.g. [1024, 4096]): "
+                                      "ppl_<len>, ppl_teacher_<len> and, with teacher_ft, ppl_ratio_ft_<len> at each, "
+                                      "for designs trained at a shorter data.seq_len")
+    passkey: PasskeyConfig | None = Field(None, description="passkey retrieval accuracy per context length for the "
+                                          "student and the teacher; off when absent")
+    datasets: dict[str, DataConfig] = Field(default_factory=dict, description="extra evaluation datasets by name, "
+                                            "each a data section; reported as ppl_<name>, ppl_teacher_<name> and "
+                                            "ppl_ratio_<name> on its eval.split")
+    diagnostics: bool = Field(True, description="per-layer γ and share of attention weight on window keys at "
+                              "initialization and after attention transfer (gamma_by_layer, window_share_*_by_layer)")
+
+    @field_validator("seq_lens")
+    @classmethod
+    def _seq_lens(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 2 for n in v):
+            raise ValueError(f"each length must be >= 2 tokens, got {list(v)}")
+        return tuple(dict.fromkeys(v))
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_names(cls, v: dict[str, DataConfig]) -> dict[str, DataConfig]:
+        bad = [n for n in v if not n.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"dataset names become metric names: letters, digits and _ only, got {bad}")
+        return v
 
 
 class EfficiencyConfig(StrictModel):

@@ -67,6 +67,21 @@ METRICS: tuple[Metric, ...] = (
     Metric("ppl_<len>", "", "min", "final perplexity at eval length <len>"),
     Metric("ppl_ratio_<len>", "x", "min", "ppl_<len> / the teacher's perplexity at that length"),
     Metric("ppl_ratio_ft_<len>", "x", "min", "ppl_<len> / the LoRA-tuned teacher's perplexity at that length"),
+    Metric("ppl_teacher_<len>", "", "-", "the teacher's perplexity at eval length <len>"),
+    Metric("ppl_teacher_ft_<len>", "", "-", "the LoRA-tuned teacher's perplexity at eval length <len>"),
+    Metric("kl_teacher_ft", "nats/token", "min", "KL(LoRA-tuned teacher ‖ student) of the next-token distributions"),
+    Metric("passkey_<len>", "fraction", "max", "passkey retrieval accuracy at <len> tokens (mean over depths)"),
+    Metric("passkey_teacher_<len>", "fraction", "-", "the teacher's passkey retrieval accuracy at <len> tokens"),
+    Metric("window_share_init", "fraction", "-", "share of attention weight on window keys after the swap "
+           "(mean over layers)"),
+    Metric("window_share", "fraction", "-", "share of attention weight on window keys after attention transfer "
+           "(mean over layers)"),
+    Metric("converged_<stage>", "", "-", "the stage's validation loss improved < 1% over its last quarter"),
+    Metric("final_gain_<stage>", "fraction", "-", "relative fall of the validation loss over the stage's last "
+           "quarter of evaluations"),
+    Metric("ppl_teacher_<task>", "", "-", "the teacher's perplexity on the extra eval dataset <task>"),
+    Metric("ppl_ratio_<task>", "x", "min", "ppl_<task> / ppl_teacher_<task>"),
+    Metric("ppl_<task>", "", "min", "perplexity on the extra eval dataset <task> (eval.datasets)"),
 )
 TRAINING_METRICS = ("loss", "eval_loss")
 _BY_NAME = {m.name: m for m in METRICS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -118,3 +119,11 @@ class GridInfo:
     duplicates: int
     size: int
     per_block: dict[str, int] = field(default_factory=dict)
+
+
+def seed_replicates(point: Point, n: int) -> list[Point]:
+    """``point`` followed by ``n - 1`` unvalidated copies whose ``seed`` (data order and initialization) is the
+    point's + 1, + 2, ...; the copies share the point's ``design_id``."""
+    seed = point.config.seed if point.config is not None else int(point.raw.get("seed", 0))
+    return [point, *(Point(point.block, dict(point.params), {**copy.deepcopy(point.raw), "seed": seed + r})
+                     for r in range(1, n))]

@@ -179,6 +179,9 @@ class SpaceFile(_Strict):
     resources: Resources = Resources()
     scheduler: Scheduler | None = None
     budget: Budget = Budget()
+    replicates: int = Field(1, ge=1, le=100, description="trials per grid point, with seeds seed, seed + 1, ... (data "
+                            "order and initialization); they share a design_id and the report gives their mean and "
+                            "95% interval")
 
     @field_validator("objectives")
     @classmethod

@@ -25,6 +25,7 @@ A space file (every key is checked; unknown keys fail with a did-you-mean)::
     resources: {cpu: 1, gpu: 0.25} # per trial; gpu < 1 shares a GPU (memory capped to that fraction)
     scheduler: {kind: asha, metric: eval_loss, mode: min, max_t: 100, grace_period: 1}  # one objective only
     budget: {time_s: 3600, max_concurrent: 4, retries: 1}
+    replicates: 3                  # grid only: each point run with seeds seed, seed + 1, seed + 2 (one design_id)
 
 A parameter is exactly one of ``choice`` / ``int`` / ``float`` / ``loguniform`` plus optional ``step``,
 ``log`` and ``when``. ``when`` and ``constraints`` use the expression language of :mod:`lolsearch.search.expr`
@@ -50,7 +51,7 @@ from pydantic import ValidationError
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
 from lolsearch.core.errors import ConfigError, Problem
 from lolsearch.search.expr import Expr, ExprError, parse_expr
-from lolsearch.search.points import Block, GridInfo, Param, Point, label_of
+from lolsearch.search.points import Block, GridInfo, Param, Point, label_of, seed_replicates
 from lolsearch.search.schema import (
     GRID_CAP,
     ParamSpec,
@@ -153,6 +154,9 @@ class SearchSpace:
         else:
             if s.num_trials is None:
                 out.append(Problem(f, "sampler.num_trials", f"required for sampler '{s.kind}'"))
+            if self.spec.replicates > 1:
+                out.append(Problem(f, "replicates", f"only the grid sampler repeats its points (sampler is '{s.kind}'); "
+                                   "use sampler kind grid, or search seed as a choice"))
             if self.spec.extra_grids:
                 out.append(Problem(f, "extra_grids", f"only the grid sampler takes extra_grids (sampler is '{s.kind}')"))
         if self.spec.scheduler is not None and len(self.objectives) > 1:
@@ -244,8 +248,12 @@ class SearchSpace:
                     continue
                 seen.add(pt.config.trial_id)
                 points.append(pt)
-                per_block[block.name] = per_block.get(block.name, 0) + 1
-        info = GridInfo(tree, excluded, tree - excluded - len(points), len(points), per_block)
+                per_block[block.name] = per_block.get(block.name, 0) + self.spec.replicates
+        designs = len(points)
+        points = [q for pt in points for q in seed_replicates(pt, self.spec.replicates)]
+        for q in points:
+            q.config = q.config or self.to_config(q)
+        info = GridInfo(tree, excluded, tree - excluded - designs, len(points), per_block)
         return points, info
 
     def _enumerate(self, block: Block) -> list[Point]:

@@ -86,7 +86,7 @@ def trial_record(point: dict[str, Any], out: Path, space: str, report: Any = Non
     from lolsearch.trial.run import run_trial
 
     try:
-        result = run_trial(cfg, trial_dir, space=space, report=report)
+        result = run_trial(cfg, trial_dir, space=space, report=report, block=point.get("block"))
     except Exception as err:  # run_trial never raises by contract; a bug there must not stop the sweep
         record = static_record(trial_id, space, cfg, point["trial"], "failed", f"{type(err).__name__}: {err}")
         write_result(trial_dir, record)

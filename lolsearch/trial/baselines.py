@@ -1,10 +1,17 @@
 """Teacher baselines shared by every trial of a sweep: ``ppl_teacher`` and ``ppl_teacher_ft``.
 
 ``ppl_teacher_ft`` is the softmax teacher given the same LoRA stage as the students (same data,
-tokens, rank, optimizer): in-domain LoRA lowers the teacher's perplexity too, so
-``ppl / ppl_teacher_ft`` is the fair ratio. Both are computed once per key and cached on disk
-(JSON, atomic, under a file lock), so concurrent trials wait for the first one instead of
-repeating it.
+tokens, rank, optimizer, LoRA on every layer): in-domain LoRA lowers the teacher's perplexity too, so
+``ppl / ppl_teacher_ft`` is the fair ratio. It is also measured at each ``eval.seq_lens`` length
+(``ppl_teacher_ft_<len>``). Both are computed once per key and cached on disk (JSON, atomic, under a
+file lock), so concurrent trials wait for the first one instead of repeating it. The key includes a
+fingerprint of the code that computes them (this module and :mod:`.evaluate`), so a change there is
+never served a stale number.
+
+``kl_teacher_ft``: the LoRA tensors of that teacher are cached beside its numbers
+(``teacher_ft-<key>.safetensors``, a few MB); a trial loads a second copy of the base model with them and
+measures KL(teacher_ft ‖ student) on the test tokens. That costs one model copy of memory and one more
+forward pass per test batch, instead of storing the teacher's full next-token distributions.
 """
 
 from __future__ import annotations
@@ -12,17 +19,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
 
 import torch
 
 from lolsearch.config import TrialConfig
-from lolsearch.core.files import atomic_write_text, cache_path, fingerprint, locked
+from lolsearch.core.files import atomic_file, atomic_write_text, cache_path, fingerprint, locked
 
 log = logging.getLogger(__name__)
 
 
+@cache
+def code_fingerprint() -> str:
+    """Hash of the source of the code that computes the baselines (this module and :mod:`.evaluate`)."""
+    from lolsearch.trial import evaluate
+
+    return fingerprint(Path(__file__).read_text(encoding="utf-8"), Path(evaluate.__file__).read_text(encoding="utf-8"))
+
+
 def _key(cfg: TrialConfig, device: torch.device, with_finetune: bool) -> str:
     parts = {
+        "code": code_fingerprint(),
         "model": cfg.model.model_dump(mode="json"),
         "data": cfg.data.model_dump(mode="json"),
         "eval": cfg.eval.model_dump(mode="json", include={"split", "tokens", "batch_size"}),
@@ -31,17 +49,19 @@ def _key(cfg: TrialConfig, device: torch.device, with_finetune: bool) -> str:
     if with_finetune:
         parts["finetune"] = cfg.finetune.model_dump(mode="json", exclude={"train_feature_maps"})
         parts["seed"] = cfg.seed
+        parts["seq_lens"] = list(cfg.eval.seq_lens)
     return fingerprint(json.dumps(parts, sort_keys=True))
 
 
-def _cached(name: str, key: str, compute: Callable[[], float]) -> float:
+def _cached(name: str, key: str, compute: Callable[[], float | dict[str, float]]) -> dict[str, float]:
+    """``{name: value}`` (or the dict ``compute`` returns) from the cache, computed once under a lock."""
     path = cache_path("baselines", f"{name}-{key}.json")
     if not path.exists():
         with locked(path):
             if not path.exists():
                 value = compute()
-                atomic_write_text(path, json.dumps({name: value}))
-    return float(json.loads(path.read_text())[name])
+                atomic_write_text(path, json.dumps(value if isinstance(value, dict) else {name: value}))
+    return {k: float(v) for k, v in json.loads(path.read_text()).items()}
 
 
 def teacher_metrics(
@@ -53,12 +73,38 @@ def teacher_metrics(
 ) -> dict[str, float]:
     """``ppl_teacher`` (computed by ``teacher_ppl`` on a cache miss) and ``ppl_teacher_ft`` when the trial has
     a LoRA stage and asks for it."""
-    out = {"ppl_teacher": _cached("ppl_teacher", _key(cfg, device, False), teacher_ppl)}
+    out = _cached("ppl_teacher", _key(cfg, device, False), teacher_ppl)
     if cfg.finetune.enabled and cfg.eval.teacher_ft:
-        out["ppl_teacher_ft"] = _cached(
-            "ppl_teacher_ft", _key(cfg, device, True), lambda: _teacher_ft(cfg, tokenizer, eval_batches, device)
-        )
+        key = _key(cfg, device, True)
+        out.update(_cached("ppl_teacher_ft", key, lambda: _teacher_ft(cfg, tokenizer, eval_batches, device, key)))
     return out
+
+
+def teacher_ft_adapter(cfg: TrialConfig, device: torch.device) -> Path:
+    """The cached LoRA tensors of the trial's ``teacher_ft`` baseline (after :func:`teacher_metrics` made them)."""
+    return cache_path("baselines", f"teacher_ft-{_key(cfg, device, True)}.safetensors")
+
+
+def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Callable[[], Iterable[dict]],
+                  device: torch.device) -> float:
+    """KL(teacher_ft ‖ student) per test token: a fresh teacher with the cached LoRA of the teacher_ft baseline."""
+    from lolsearch.models import load_model
+    from lolsearch.trial.evaluate import kl_to_reference
+    from lolsearch.trial.finetune import add_lora
+    from lolsearch.trial.record import load_adapter
+
+    path = teacher_ft_adapter(cfg, device)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no cached teacher_ft adapter (computed by an older version?)")
+    teacher, _ = load_model(cfg.model, device)
+    teacher = add_lora(teacher, cfg.finetune.lora, cotrain_attention=False)
+    load_adapter(teacher, path)
+    try:
+        return kl_to_reference(teacher, student, eval_batches())
+    finally:
+        del teacher
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def distinct_baselines(cfgs: Iterable[TrialConfig], device: torch.device) -> list[TrialConfig]:
@@ -83,17 +129,23 @@ def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
 
     def eval_batches() -> Iterable[dict]:
         return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
-                              num_tokens=cfg.eval.tokens, device=device)
+                              num_tokens=cfg.eval.tokens, mask_prompt=True, device=device)
 
     return teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
 
 
-def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device) -> float:
-    """Perplexity of a fresh teacher after the trial's LoRA stage (all layers, softmax attention)."""
+def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device,
+                key: str) -> dict[str, float]:
+    """Perplexity of a fresh teacher after the trial's LoRA stage (all layers, softmax attention), also at each
+    ``eval.seq_lens`` length; its LoRA tensors are saved for :func:`kl_teacher_ft`."""
+    from safetensors.torch import save_file
+
     from lolsearch.data import packed_batches
     from lolsearch.models import load_model
     from lolsearch.trial.evaluate import perplexity
     from lolsearch.trial.finetune import add_lora, run_finetune
+    from lolsearch.trial.quality import eval_stream
+    from lolsearch.trial.record import adapter_state
 
     log.info("computing ppl_teacher_ft (LoRA stage on the softmax teacher, shared by the sweep)")
     teacher, _ = load_model(cfg.model, device)
@@ -110,8 +162,13 @@ def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable
                                mask_prompt=True, device=device),
         cfg.data.seq_len, name="teacher_finetune",
     )
-    value = perplexity(teacher, eval_batches())
+    values = {"ppl_teacher_ft": perplexity(teacher, eval_batches())}
+    for n in cfg.eval.seq_lens:
+        data = cfg.data.model_copy(update={"seq_len": n})
+        values[f"ppl_teacher_ft_{n}"] = perplexity(teacher, eval_stream(cfg, data, tokenizer, device))
+    with atomic_file(cache_path("baselines", f"teacher_ft-{key}.safetensors")) as tmp:
+        save_file(adapter_state(teacher), str(tmp))
     del teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return value
+    return values

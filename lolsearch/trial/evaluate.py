@@ -88,6 +88,54 @@ def perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
     return math.exp(nll / count)
 
 
+def sequence_nll(model: nn.Module, batches: Iterable[dict]) -> tuple[list[float], list[int]]:
+    """Per test sequence: the summed next-token NLL (fp32 log-softmax) over its label tokens != −100, and how many
+    there were (``(nll_sum [n_seq], tokens [n_seq])``; sequences without a scored token are left out).
+    ``exp(sum(nll_sum) / sum(tokens))`` is :func:`perplexity`; the per-sequence values let two designs be
+    compared by a paired bootstrap over the same sequences."""
+    sums, counts = [], []
+    with _inference(model):
+        dev = _device(model)
+        for batch in batches:
+            ids, labels = _inputs(batch, dev)
+            if labels is None:
+                raise ValueError("sequence_nll needs batches with 'labels'")
+            logits = _logits(model, ids)
+            for b in range(ids.shape[0]):
+                lg, tgt = _scored(logits[b], labels[b])
+                if tgt.numel():
+                    sums.append(float(F.cross_entropy(lg.float(), tgt, reduction="sum")))
+                    counts.append(int(tgt.numel()))
+    if not counts:
+        raise ValueError("sequence_nll: no label tokens in the batches")
+    return sums, counts
+
+
+def perplexity_of(nll_sum: list[float], tokens: list[int]) -> float:
+    """Token-weighted perplexity of :func:`sequence_nll`'s output."""
+    return math.exp(sum(nll_sum) / sum(tokens))
+
+
+def kl_to_reference(reference: nn.Module, model: nn.Module, batches: Iterable[dict]) -> float:
+    """Mean over scored tokens of KL(reference ‖ model) between two models' next-token distributions (fp32)."""
+    kl, count = 0.0, 0
+    with _inference(model), _inference(reference):
+        dev, ref_dev = _device(model), _device(reference)
+        for batch in batches:
+            ids, labels = _inputs(batch, dev)
+            student, ref = _logits(model, ids), _logits(reference, ids.to(ref_dev)).to(dev)
+            for b in range(ids.shape[0]):
+                ls, _ = _scored(student[b], labels[b] if labels is not None else None)
+                lr, _ = _scored(ref[b], labels[b] if labels is not None else None)
+                ls, lr = F.log_softmax(ls.float(), dim=-1), F.log_softmax(lr.float(), dim=-1)
+                kl += float(F.kl_div(ls, lr, log_target=True, reduction="sum"))
+                count += int(ls.shape[0])
+            del student, ref
+    if count == 0:
+        raise ValueError("kl_to_reference: no scored tokens in the batches")
+    return kl / count
+
+
 def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
     """Student vs teacher next-token distributions on the scored tokens (labels != −100).
 

@@ -1,7 +1,8 @@
 """Stage 2, low-rank linearizing (LoLCATs §3.1, method.md §1.3): LoRA through peft, next-token loss.
 
 Feature maps and γ stay frozen, unless co-training is asked (the paper's no-attention-transfer
-baseline trains them with the LoRA weights). Layers kept as softmax get no LoRA.
+baseline trains them with the LoRA weights). Every decoder layer gets LoRA, those kept as softmax too: the
+teacher baseline (``ppl_teacher_ft``) gets the same, so designs that keep softmax layers compare fairly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from lolsearch.config import FinetuneConfig, LoraOptions
-from lolsearch.trial.surgery import attention_parameters, compile_targets, decoder_layers, linearized_layers
+from lolsearch.trial.surgery import attention_parameters, compile_targets
 from lolsearch.trial.train import StageResult, run_stage
 
 TARGET_MODULES = {
@@ -37,14 +38,11 @@ def peft_config(lora: LoraOptions, layers: list[int] | None) -> LoraConfig:
 
 
 def add_lora(model: nn.Module, lora: LoraOptions, *, cotrain_attention: bool) -> nn.Module:
-    """Wraps ``model`` with LoRA on the linearized layers (all layers when nothing is linearized).
+    """Wraps ``model`` with LoRA on every decoder layer (linearized or kept as softmax, as the teacher baseline).
 
     With ``cotrain_attention`` the feature maps and γ train too.
     """
-    linear_ids = sorted(m.layer_idx for m in linearized_layers(model))
-    n_layers = len(decoder_layers(model))
-    layers = None if not linear_ids or len(linear_ids) == n_layers else linear_ids
-    peft_model = get_peft_model(model, peft_config(lora, layers))
+    peft_model = get_peft_model(model, peft_config(lora, None))
     for p in attention_parameters(peft_model):
         p.requires_grad_(cotrain_attention)
     return peft_model

@@ -1,0 +1,93 @@
+"""Quality evaluations beyond the test perplexity at the training length: the per-sequence test NLL (for paired
+comparisons), perplexity at other context lengths (``eval.seq_lens``) and on other datasets (``eval.datasets``),
+passkey retrieval (``eval.passkey``), and the per-layer diagnostics (``eval.diagnostics``).
+
+Every test stream is scored with prompt tokens masked, as the LoRA stage trains (labels −100 on the prompt of
+prompt/response data; plain text has no prompt, so nothing changes there). Teacher numbers come from the same model
+under :func:`lolsearch.trial.surgery.teacher_mode` (softmax attention, adapters off), so no second copy is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lolsearch.config import DataConfig, TrialConfig
+from lolsearch.data import packed_batches
+from lolsearch.trial import diagnostics, evaluate, passkey
+from lolsearch.trial.record import write_seq_nll
+from lolsearch.trial.surgery import teacher_mode
+
+
+def eval_stream(cfg: TrialConfig, data: DataConfig, tokenizer, device: torch.device) -> Iterable[dict]:
+    """One pass over ``eval.tokens`` tokens of ``data``'s ``eval.split`` in fixed order, prompts masked; the batch
+    shrinks as the sequence grows so a batch holds about as many tokens as at the training length."""
+    batch = max(1, cfg.eval.batch_size * cfg.data.seq_len // data.seq_len)
+    return packed_batches(data, tokenizer, cfg.eval.split, batch, 0, shuffle=False, num_tokens=cfg.eval.tokens,
+                          mask_prompt=True, device=device)
+
+
+def test_perplexity(model: nn.Module, batches: Iterable[dict], out_dir: Path | None) -> float:
+    """The test perplexity; its per-sequence NLL goes to ``out_dir/seq_nll.json`` (when given)."""
+    nll, tokens = evaluate.sequence_nll(model, batches)
+    if out_dir is not None:
+        write_seq_nll(out_dir, nll, tokens)
+    return evaluate.perplexity_of(nll, tokens)
+
+
+def _student_and_teacher(model: nn.Module, batches, suffix: str) -> dict[str, float]:
+    out = {f"ppl_{suffix}": evaluate.perplexity(model, batches())}
+    with teacher_mode(model):
+        out[f"ppl_teacher_{suffix}"] = evaluate.perplexity(model, batches())
+    out[f"ppl_ratio_{suffix}"] = out[f"ppl_{suffix}"] / out[f"ppl_teacher_{suffix}"]
+    return out
+
+
+def other_lengths(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.device) -> dict[str, float]:
+    """``ppl_<len>``, ``ppl_teacher_<len>`` and ``ppl_ratio_<len>`` at each of ``eval.seq_lens``."""
+    out: dict[str, float] = {}
+    for n in cfg.eval.seq_lens:
+        data = cfg.data.model_copy(update={"seq_len": n})
+        out.update(_student_and_teacher(model, lambda d=data: eval_stream(cfg, d, tokenizer, device), str(n)))
+    return out
+
+
+def other_datasets(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.device) -> dict[str, float]:
+    """``ppl_<name>``, ``ppl_teacher_<name>`` and ``ppl_ratio_<name>`` for each of ``eval.datasets``."""
+    out: dict[str, float] = {}
+    for name, data in cfg.eval.datasets.items():
+        out.update(_student_and_teacher(model, lambda d=data: eval_stream(cfg, d, tokenizer, device), name))
+    return out
+
+
+def passkey_metrics(cfg: TrialConfig, model: nn.Module, tokenizer) -> dict[str, float | list[float]]:
+    """Passkey accuracy per length for the student (``passkey_<len>``) and the teacher (``passkey_teacher_<len>``),
+    on the same prompts; empty when ``eval.passkey`` is off."""
+    pk = cfg.eval.passkey
+    if pk is None:
+        return {}
+    out = passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed)
+    with teacher_mode(model):
+        out.update(passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed,
+                                            prefix="passkey_teacher"))
+    return out
+
+
+def window_shares(cfg: TrialConfig, model: nn.Module, batches: Iterable[dict],
+                  when: str) -> dict[str, float | list[float]]:
+    """``window_share_<when>by_layer`` and its mean over layers ``window_share[_init]`` (``when``: ``"init_"`` after
+    the swap, ``""`` after attention transfer) and then ``gamma_by_layer``; empty when ``eval.diagnostics`` is off
+    or nothing is linearized."""
+    if not cfg.eval.diagnostics:
+        return {}
+    shares = diagnostics.window_share_by_layer(model, batches)
+    if not shares:
+        return {}
+    out: dict[str, float | list[float]] = {f"window_share_{when}by_layer": shares,
+                                           f"window_share{'_init' if when else ''}": sum(shares) / len(shares)}
+    if not when:
+        out["gamma_by_layer"] = diagnostics.gamma_by_layer(model)
+    return out
