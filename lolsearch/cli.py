@@ -131,18 +131,58 @@ def validate(
         points = space.sample_points(samples, seed=0)
         _preflight([(p.config, p) for p in points], space.attribute)
         out.print(f"{file}: ok — space '{space.name}', {len(points)} sampled trial configs valid")
+        _cost_check([p.config for p in space.plan_points() if p.config is not None], calibrate=False,
+                    with_baselines=False, refuse=False, where=str(file))
     else:
         cfg, _ = _load_trial(file, [])
         out.print(f"{file}: ok — trial {cfg.trial_id}")
+        _cost_check([cfg], calibrate=False, with_baselines=True, refuse=False, where=str(file))
 
 
 @app.command()
-def plan(space_file: Path) -> None:
-    """Show the trials a sweep would run (no compute)."""
-    from lolsearch.search.space import load_space, plan_table
+def plan(
+    space_file: Path,
+    calibrate: Annotated[bool, typer.Option(help="time a few steps on this device for the estimates (cached)")] = True,
+) -> None:
+    """Show the trials a sweep would run: tokens per stage and the estimated time per trial and for the sweep."""
+    from lolsearch.search.space import load_space
+    from lolsearch.sweep.plan import plan_notes, plan_table
 
     space = load_space(space_file)
-    out.print(plan_table(space))
+    configs = [p.config for p in space.plan_points() if p.config is not None]
+    cost = _cost_check(configs, calibrate=calibrate, with_baselines=False, refuse=False, where=str(space_file))
+    width = out.width if out.is_terminal else 100
+    out.print(plan_table(space, cost), width=width)
+    for line in plan_notes(space, cost):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _cost_check(configs: list[TrialConfig], *, calibrate: bool, with_baselines: bool, refuse: bool, where: str) -> Any:
+    """Notes for stages on the default budget; trials estimated over the time threshold (1 h on CPU): a warning,
+    or with ``refuse`` exit 2 (``--yes`` skips the check). Calibrates on this device when asked (cached)."""
+    from lolsearch.core.errors import Problem
+    from lolsearch.sweep.live import fmt_duration
+    from lolsearch.sweep.plan import budget_notes, cost_plan
+    from lolsearch.trial.estimate import CAL_STEPS, threshold_s
+
+    for note in budget_notes(configs):
+        out.print(f"note: {note}", highlight=False)
+
+    def announce(cfg: TrialConfig) -> None:
+        out.print(f"calibrating: {CAL_STEPS} steps per stage of trial {cfg.trial_id} on this device (cached)",
+                  highlight=False)
+
+    cost = cost_plan(configs, run_calibration=calibrate, on_calibrate=announce)
+    over = cost.over_threshold(configs, with_baselines)
+    limit = fmt_duration(threshold_s(cost.device))
+    problems = [Problem(where, "", f"trial {cfg.trial_id} would take about {fmt_duration(s)} on {cost.device}, over "
+                        f"the {limit} threshold: lower distill/finetune tokens or steps"
+                        + ("; --yes runs it anyway" if refuse else "")) for cfg, s in over[:5]]
+    if problems and refuse:
+        raise ConfigError(problems)
+    for p in problems:
+        out.print(f"warning: {p}", highlight=False)
+    return cost
 
 
 @app.command()
@@ -150,6 +190,7 @@ def run(
     file: Path,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable)")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="trial directory (default results/runs/<trial_id>)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "--no-time-check", help="skip the estimate (run even over 1 h on CPU)")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace the trial already in --out (else refused)")] = False,
 ) -> None:
     """Run one trial from a trial config or a space's base config."""
@@ -157,6 +198,8 @@ def run(
     from lolsearch.trial.run import run_trial
 
     cfg, space_name = _load_trial(file, set_ or [])
+    if not yes:
+        _cost_check([cfg], calibrate=True, with_baselines=True, refuse=True, where=str(file))
     target = out_dir or Path("results") / "runs" / cfg.trial_id
     claim_trial_dir(target, overwrite)
     out.print(f"trial {cfg.trial_id} -> {target}")
@@ -181,6 +224,7 @@ def sweep(
     cpus: Annotated[int | None, typer.Option(min=1, help="CPUs Ray may use (default: all)")] = None,
     address: Annotated[str | None, typer.Option(help="join a Ray cluster: auto or HOST:PORT")] = None,
     resume: Annotated[bool, typer.Option(help="continue a killed sweep in --out")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "--no-time-check", help="skip the estimate (run even over 1 h on CPU)")] = False,
     max_trials: Annotated[int | None, typer.Option(min=1, help="run at most this many trials (smoke runs)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="stop after this many seconds; --resume continues")] = None,
     connect_timeout: Annotated[float, typer.Option(help="seconds to wait for the --address cluster to answer")] = 30.0,
@@ -193,6 +237,8 @@ def sweep(
         if value is not None and not value > 0:  # also refuses nan
             raise UsageError.single(flag, "", f"must be a positive number of seconds, got {value:g}")
     space = load_space(space_file)
+    if not yes and not resume:
+        _cost_check(space.plan(max_trials), calibrate=True, with_baselines=False, refuse=True, where=str(space_file))
     target = out_dir or Path("results") / space.name
     check_sweep(space, target, resume, max_trials, address, connect_timeout)  # before any compute
     summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume,

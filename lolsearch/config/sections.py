@@ -29,11 +29,11 @@ class StrictModel(CheckedModel):
 class ToyModelOptions(StrictModel):
     """Shape of the randomly initialised ``toy-llama`` (ignored for other sources)."""
 
-    layers: int = Field(2, ge=1, le=8)
-    hidden_size: int = Field(64, ge=8)
-    heads: int = Field(4, ge=1)
-    kv_heads: int = Field(2, ge=1)
-    intermediate_size: int = Field(128, ge=8)
+    layers: int = Field(2, ge=1, le=8, description="decoder layers of the toy model")
+    hidden_size: int = Field(64, ge=8, description="hidden size (a multiple of heads)")
+    heads: int = Field(4, ge=1, description="query heads")
+    kv_heads: int = Field(2, ge=1, description="key/value heads (heads must be a multiple)")
+    intermediate_size: int = Field(128, ge=8, description="MLP inner size")
 
     @model_validator(mode="after")
     def _check_heads(self) -> ToyModelOptions:
@@ -47,11 +47,15 @@ class ToyModelOptions(StrictModel):
 class ModelConfig(StrictModel):
     """The teacher: a registered name (``lolsearch ls models``), an HF id, a local dir or a ``.gguf`` file."""
 
-    source: str = "smollm2-135m"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    toy: ToyModelOptions = Field(default_factory=ToyModelOptions)
+    source: str = Field("smollm2-135m",
+        description="the teacher: a registered name (lolsearch ls models), an HF id, a local directory or a .gguf file")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto",
+        description="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
+    revision: str | None = Field(None, description="HF hub revision (branch, tag or commit) of an HF id")
+    trust_remote_code: bool = Field(False,
+        description="allow the model's own Python code from the hub (off unless you trust it)")
+    toy: ToyModelOptions = Field(default_factory=ToyModelOptions,
+        description="shape of the random toy-llama (ignored for other sources)")
 
     @field_validator("source")
     @classmethod
@@ -64,12 +68,13 @@ class ModelConfig(StrictModel):
 class DataConfig(StrictModel):
     """Training/evaluation text. ``source``: a registered dataset (``lolsearch ls datasets``)."""
 
-    source: str = "shakespeare"
-    path: str | None = None
-    seq_len: int = Field(1024, ge=8)
-    text_field: str = "text"
-    val_fraction: float = Field(0.05, gt=0, lt=0.5)
-    test_fraction: float = Field(0.05, gt=0, lt=0.5)
+    source: str = Field("shakespeare", description="a registered dataset (lolsearch ls datasets)")
+    path: str | None = Field(None, description="file or directory for sources that need one (text, jsonl, HF datasets)")
+    seq_len: int = Field(1024, ge=8, description="tokens per packed training sequence")
+    text_field: str = Field("text", description="field holding the text in JSONL / HF records")
+    val_fraction: float = Field(0.05, gt=0, lt=0.5, description="share of the documents held out for validation")
+    test_fraction: float = Field(0.05, gt=0, lt=0.5,
+        description="share of the documents held out for the final evaluation")
 
     @field_validator("source")
     @classmethod
@@ -88,8 +93,9 @@ class DataConfig(StrictModel):
 class FeatureMapConfig(StrictModel):
     """``kind`` from ``lolsearch ls feature-maps``; ``params`` validated by that map's own model."""
 
-    kind: str = "hedgehog"
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: str = Field("hedgehog", description="feature map (lolsearch ls feature-maps), e.g. hedgehog, t2r")
+    params: dict[str, Any] = Field(default_factory=dict,
+        description="the feature map's own parameters, e.g. {feature_dim: 64}; checked against its model")
 
     @model_validator(mode="after")
     def _resolve_params(self) -> FeatureMapConfig:
@@ -103,22 +109,26 @@ class FeatureMapConfig(StrictModel):
 class LayerOverride(StrictModel):
     """Per-layer layout (and window) overriding the attention-wide one."""
 
-    layout: str
-    window: int | None = Field(None, ge=0)
+    layout: str = Field(description="this layer's layout (lolsearch ls layouts)")
+    window: int | None = Field(None, ge=0, description="this layer's window; None keeps attention.window")
 
 
 class AttentionConfig(StrictModel):
     """How each softmax attention is replaced (DESIGN.md, method.md §2)."""
 
-    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig)
-    layout: str = "terrace"
-    window: int = Field(64, ge=0, le=4096)
-    softmax_layers: tuple[int, ...] = ()
-    layers: dict[int, LayerOverride] = Field(default_factory=dict)
-    gamma_init: float = Field(0.1, gt=0, lt=1)
-    train_gamma: bool = True
-    backend: Literal["auto", "torch", "triton", "reference"] = "auto"
-    chunk_size: int = Field(64, ge=1, le=1024)
+    feature_map: FeatureMapConfig = Field(default_factory=FeatureMapConfig,
+        description="feature map of the linear part (applied after RoPE, per query head)")
+    layout: str = Field("terrace",
+        description="keys under softmax: linear (none), sliding (last window keys), terrace (LoLCATs blocks)")
+    window: int = Field(64, ge=0, le=4096, description="softmax window in tokens for sliding/terrace (0 for linear)")
+    softmax_layers: tuple[int, ...] = Field((), description="layer indices kept as softmax attention")
+    layers: dict[int, LayerOverride] = Field(default_factory=dict,
+        description="per-layer layout/window overrides, by layer index")
+    gamma_init: float = Field(0.1, gt=0, lt=1, description="initial softmax weight γ per head (in (0, 1))")
+    train_gamma: bool = Field(True, description="train γ in attention transfer (else fixed at gamma_init)")
+    backend: Literal["auto", "torch", "triton", "reference"] = Field("auto",
+        description="kernel: auto (Triton on CUDA, else torch), torch (chunked), triton, reference")
+    chunk_size: int = Field(64, ge=1, le=1024, description="chunk length of the chunked linear-attention path")
 
     @model_validator(mode="before")
     @classmethod
@@ -162,8 +172,8 @@ class AttentionConfig(StrictModel):
 class LayerWeightsConfig(StrictModel):
     """Per-layer weights of the attention-transfer loss (``lolsearch ls layer-weights``)."""
 
-    kind: str = "uniform"
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: str = Field("uniform", description="schedule of per-layer loss weights (lolsearch ls layer-weights)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the schedule's own parameters")
 
     @model_validator(mode="before")
     @classmethod
@@ -185,22 +195,24 @@ SPEED_ONLY = ("sync_every", "compile")  # StageConfig fields that change how fas
 class StageConfig(StrictModel):
     """Budget and optimizer of one training stage. Budget: exactly one of ``tokens`` or ``steps``."""
 
-    enabled: bool = True
-    tokens: int | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-2, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "cosine", "plateau"] = "plateau"
-    warmup_steps: int = Field(0, ge=0)
-    plateau_factor: float = Field(0.1, gt=0, lt=1)
-    plateau_patience: int = Field(10, ge=0)
-    min_lr: float = Field(1e-5, ge=0)
-    grad_clip: float | None = Field(None, gt=0)
-    eval_every: int = Field(100, ge=1)
-    eval_batches: int = Field(8, ge=1)
-    keep_best: bool = True
+    enabled: bool = Field(True, description="run this stage")
+    tokens: int | None = Field(None, gt=0, description="training tokens (exactly one of tokens or steps)")
+    steps: int | None = Field(None, gt=0, description="optimizer steps (exactly one of tokens or steps)")
+    batch_size: int = Field(8, ge=1, description="sequences per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-2, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    schedule: Literal["constant", "cosine", "plateau"] = Field("plateau",
+        description="lr after warmup: constant, cosine (to min_lr) or plateau (× plateau_factor on a stall)")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps")
+    plateau_factor: float = Field(0.1, gt=0, lt=1, description="plateau schedule: factor applied to the lr on a stall")
+    plateau_patience: int = Field(10, ge=0,
+        description="plateau schedule: validations without improvement before the lr drops")
+    min_lr: float = Field(1e-5, ge=0, description="lowest learning rate of the cosine/plateau schedules")
+    grad_clip: float | None = Field(None, gt=0, description="gradient-norm clip (None: off)")
+    eval_every: int = Field(100, ge=1, description="steps between validations")
+    eval_batches: int = Field(8, ge=1, description="validation batches per validation")
+    keep_best: bool = Field(True, description="restore the parameters of the best validation at the end")
     sync_every: int | None = Field(
         None, ge=1, description="steps between reading losses back to the host (curve, progress, NaN check); "
         "None: every step on CPU, every 25 on a GPU. Speed only: not part of the trial id")
@@ -235,11 +247,14 @@ class StageConfig(StrictModel):
 class DistillConfig(StageConfig):
     """Stage 1, attention transfer (method.md §1.2): MSE on per-head outputs × mse_factor (+ xent)."""
 
-    tokens: int | None = Field(20_000_000, gt=0)
-    lr: float = Field(1e-2, gt=0)
-    mse_factor: float = Field(1000.0, ge=0)
-    xent_factor: float = Field(0.0, ge=0)
-    layer_weights: LayerWeightsConfig = Field(default_factory=LayerWeightsConfig)
+    tokens: int | None = Field(20_000_000, gt=0,
+        description="training tokens (default 20M; exactly one of tokens or steps)")
+    lr: float = Field(1e-2, gt=0, description="AdamW learning rate of the feature maps and γ")
+    mse_factor: float = Field(1000.0, ge=0,
+        description="weight of the MSE between student and teacher attention outputs")
+    xent_factor: float = Field(0.0, ge=0, description="weight of the cross-entropy between attention weights (0: off)")
+    layer_weights: LayerWeightsConfig = Field(default_factory=LayerWeightsConfig,
+        description="per-layer weights of the attention-transfer loss")
 
     @model_validator(mode="after")
     def _some_loss(self) -> DistillConfig:
@@ -251,10 +266,11 @@ class DistillConfig(StageConfig):
 class LoraOptions(StrictModel):
     """LoRA of stage 2 (method.md §1.3). ``targets`` from q, k, v, o, gate, up, down."""
 
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    targets: tuple[str, ...] = ("q", "k", "v", "o")
+    rank: int = Field(8, ge=1, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    targets: tuple[str, ...] = Field(("q", "k", "v", "o"),
+        description="projections that get LoRA: q, k, v, o, gate, up, down")
 
     @field_validator("targets")
     @classmethod
@@ -274,10 +290,12 @@ class FinetuneConfig(StageConfig):
     (the paper's "no attention transfer" baseline).
     """
 
-    tokens: int | None = Field(40_000_000, gt=0)
-    lr: float = Field(1e-4, gt=0)
-    lora: LoraOptions = Field(default_factory=LoraOptions)
-    train_feature_maps: bool | None = None
+    tokens: int | None = Field(40_000_000, gt=0,
+        description="training tokens (default 40M; exactly one of tokens or steps)")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the LoRA weights")
+    lora: LoraOptions = Field(default_factory=LoraOptions, description="LoRA settings")
+    train_feature_maps: bool | None = Field(None,
+        description="also train feature maps and γ; None: only when attention transfer is off")
 
 
 class PasskeyConfig(StrictModel):
@@ -307,13 +325,15 @@ class PasskeyConfig(StrictModel):
 class EvalConfig(StrictModel):
     """Quality evaluation on the held-out split."""
 
-    split: Literal["val", "test"] = "test"
-    tokens: int = Field(65_536, gt=0)
-    batch_size: int = Field(8, ge=1)
-    teacher_ft: bool = True
-    mc_tasks: tuple[str, ...] = ()
-    lm_eval_tasks: tuple[str, ...] = ()
-    lm_eval_limit: int | None = Field(None, gt=0)
+    split: Literal["val", "test"] = Field("test", description="held-out split for the final metrics")
+    tokens: int = Field(65_536, gt=0, description="evaluation tokens per perplexity")
+    batch_size: int = Field(8, ge=1, description="evaluation sequences per batch")
+    teacher_ft: bool = Field(True,
+        description="also give the teacher the LoRA stage (ppl_teacher_ft, the fair ratio ppl_ratio_ft)")
+    mc_tasks: tuple[str, ...] = Field((), description="local multiple-choice JSONL tasks (mc_<task>_acc)")
+    lm_eval_tasks: tuple[str, ...] = Field((),
+        description="lm-evaluation-harness tasks (needs the eval extra: pip install 'lolsearch[eval]')")
+    lm_eval_limit: int | None = Field(None, gt=0, description="examples per lm-eval task (None: all)")
     seq_lens: tuple[int, ...] = Field((), description="extra evaluation lengths in tokens (e.g. [1024, 4096]): "
                                       "ppl_<len>, ppl_teacher_<len> and, with teacher_ft, ppl_ratio_ft_<len> at each, "
                                       "for designs trained at a shorter data.seq_len")
@@ -347,26 +367,30 @@ class EfficiencyConfig(StrictModel):
     ``None`` lengths pick a device default (small on CPU).
     """
 
-    contexts: tuple[int, ...] = (4096, 32768, 131072)
-    measure: bool = True
-    prefill_lengths: tuple[int, ...] | None = None
-    decode_context: int | None = Field(None, gt=0)
-    decode_tokens: int = Field(32, ge=2)
-    batch_size: int = Field(1, ge=1)
+    contexts: tuple[int, ...] = Field((4096, 32768, 131072),
+        description="context lengths for the analytic state/FLOP metrics (state_bytes_<N>k, ...)")
+    measure: bool = Field(True, description="measure prefill/decode speed and memory on the trial's device")
+    prefill_lengths: tuple[int, ...] | None = Field(None,
+        description="prefill lengths to time (None: a device default, small on CPU)")
+    decode_context: int | None = Field(None, gt=0,
+        description="context before the timed decode (None: a device default)")
+    decode_tokens: int = Field(32, ge=2, description="tokens decoded for the decode timing")
+    batch_size: int = Field(1, ge=1, description="sequences per timed batch")
 
 
 class TrialConfig(StrictModel):
     """Everything one trial needs. ``trial_id`` is a hash of the canonical resolved config."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    attention: AttentionConfig = Field(default_factory=AttentionConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the teacher model")
+    data: DataConfig = Field(default_factory=DataConfig, description="training and evaluation text")
+    attention: AttentionConfig = Field(default_factory=AttentionConfig, description="the linearized attention design")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="stage 1: attention transfer")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="stage 2: LoRA finetuning")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="quality evaluation")
+    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig,
+        description="efficiency accounting and measurement")
+    seed: int = Field(0, description="seed of initialization and data order")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (CUDA when available), cpu or cuda")
 
     @model_validator(mode="after")
     def _windows_fit_the_sequence(self) -> TrialConfig:

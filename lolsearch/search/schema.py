@@ -5,6 +5,7 @@ The grammar itself is documented in :mod:`lolsearch.search.space`.
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 from typing import Any, Literal, Union, get_args, get_origin
@@ -36,7 +37,10 @@ def _check_name(value: str, options: tuple[str, ...], what: str) -> str:
 
 def check_metric(name: str, extra: tuple[str, ...] = ()) -> str:
     """``name`` if it is a metric a trial reports, else ValueError with a did-you-mean."""
-    if name in extra or lookup(name) is not None:
+    entry = lookup(name)
+    # a family named by any word (ppl_<task>) must not swallow a typo of a plain name (ppl_ratoi_ft)
+    typo = entry is not None and "<task>" in entry.name and difflib.get_close_matches(name, KNOWN_METRICS, 1, 0.8)
+    if name in extra or (entry is not None and not typo):
         return name
     options = (*KNOWN_METRICS, *extra)
     raise ValueError(f"unknown metric '{name}'{did_you_mean(name, options)} (e.g. {', '.join(options[:8])}, "
@@ -46,13 +50,17 @@ def check_metric(name: str, extra: tuple[str, ...] = ()) -> str:
 class ParamSpec(_Strict):
     """One searched key: exactly one of choice / int / float / loguniform (+ step, log, when)."""
 
-    choice: list[Any] | None = Field(None, min_length=1)
-    int_: tuple[float, float] | None = Field(None, alias="int")
-    float_: tuple[float, float] | None = Field(None, alias="float")
-    loguniform: tuple[float, float] | None = None
-    step: float | None = Field(None, gt=0)
-    log: bool = False
-    when: str | None = None
+    choice: list[Any] | None = Field(None, min_length=1,
+        description="the values to try (any YAML values: numbers, strings, lists, mappings)")
+    int_: tuple[float, float] | None = Field(None, alias="int", description="integer range [low, high], both included")
+    float_: tuple[float, float] | None = Field(None, alias="float", description="float range [low, high]")
+    loguniform: tuple[float, float] | None = Field(None,
+        description="float range [low, high] sampled on a log scale (same as float with log: true)")
+    step: float | None = Field(None, gt=0,
+        description="spacing of an int/float range (a grid enumerates low, low + step, ... high)")
+    log: bool = Field(False, description="sample an int/float range on a log scale")
+    when: str | None = Field(None,
+        description="condition on other keys (e.g. \"attention.layout != 'linear'\"); the key is left out where it is false")
 
     @property
     def kind(self) -> str:
@@ -90,13 +98,14 @@ class ParamSpec(_Strict):
 
 
 class ExtraGrid(_Strict):
-    name: str | None = None
-    search: dict[str, ParamSpec] = Field(min_length=1)
+    name: str | None = Field(None, description="block name in reports (default: extra_<i>)")
+    search: dict[str, ParamSpec] = Field(min_length=1,
+        description="keys searched in this block (the base and the main search's first values fix the others)")
 
 
 class Objective(_Strict):
-    metric: str
-    mode: Literal["min", "max"] = "min"
+    metric: str = Field(description="a metric from the metric table (spaces/README.md)")
+    mode: Literal["min", "max"] = Field("min", description="min or max")
 
     @field_validator("metric")
     @classmethod
@@ -105,11 +114,11 @@ class Objective(_Strict):
 
 
 class Sampler(_Strict):
-    kind: str
-    seed: int = 0
-    num_trials: int | None = Field(None, ge=1)
-    population_size: int | None = Field(None, ge=2)
-    n_startup_trials: int | None = Field(None, ge=0)
+    kind: str = Field(description="grid (every point), random, tpe (Optuna TPE) or nsga2 (multi-objective)")
+    seed: int = Field(0, description="sampler seed")
+    num_trials: int | None = Field(None, ge=1, description="trials to run (non-grid samplers)")
+    population_size: int | None = Field(None, ge=2, description="nsga2 population size")
+    n_startup_trials: int | None = Field(None, ge=0, description="tpe: random trials before the model-based ones")
 
     @field_validator("kind")
     @classmethod
@@ -128,8 +137,8 @@ class Sampler(_Strict):
 class Resources(_Strict):
     """Per trial. ``gpu`` < 1 shares one GPU between trials (memory capped to the fraction)."""
 
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial (also its torch threads)")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial; below 1 shares a GPU (memory capped to the fraction)")
 
     @field_validator("gpu")
     @classmethod
@@ -142,13 +151,13 @@ class Resources(_Strict):
 class Scheduler(_Strict):
     """ASHA early stopping on a metric reported during training (single-objective spaces only)."""
 
-    kind: str
-    metric: str = "eval_loss"
-    mode: Literal["min", "max"] = "min"
-    time_attr: str = "training_iteration"
-    max_t: int = Field(100, ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(4.0, gt=1)
+    kind: str = Field(description="asha (early stopping)")
+    metric: str = Field("eval_loss", description="a metric reported during training: loss or eval_loss")
+    mode: Literal["min", "max"] = Field("min", description="min or max")
+    time_attr: str = Field("training_iteration", description="Ray Tune's clock for ASHA (training_iteration = reports)")
+    max_t: int = Field(100, ge=1, description="longest a trial may run, in time_attr units")
+    grace_period: int = Field(1, ge=1, description="shortest a trial runs before it may be stopped")
+    reduction_factor: float = Field(4.0, gt=1, description="ASHA's halving rate")
 
     @field_validator("kind")
     @classmethod
@@ -162,23 +171,30 @@ class Scheduler(_Strict):
 
 
 class Budget(_Strict):
-    time_s: float | None = Field(None, gt=0)
-    max_concurrent: int | None = Field(None, ge=1)
-    retries: int = Field(1, ge=0)
+    time_s: float | None = Field(None, gt=0, description="wall-clock cap of the sweep in seconds (--resume continues)")
+    max_concurrent: int | None = Field(None, ge=1, description="trials at a time at most")
+    retries: int = Field(1, ge=0, description="re-runs of a trial whose process crashed")
 
 
 class SpaceFile(_Strict):
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict)
-    search: dict[str, ParamSpec] = Field(default_factory=dict)
-    extra_grids: list[ExtraGrid] = Field(default_factory=list)
-    constraints: list[str] = Field(default_factory=list)
-    objectives: list[Objective] = Field(min_length=1)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="space name: the default output folder results/<name>")
+    description: str = Field("", description="one line shown by lolsearch ls spaces")
+    base: dict[str, Any] = Field(default_factory=dict,
+        description="fixed TrialConfig fields shared by every trial (see lolsearch schema --trial)")
+    search: dict[str, ParamSpec] = Field(default_factory=dict,
+        description="searched keys: dotted TrialConfig paths -> a parameter (choice, int, float, loguniform)")
+    extra_grids: list[ExtraGrid] = Field(default_factory=list,
+        description="further blocks, each searching its own keys around the base (one-factor series)")
+    constraints: list[str] = Field(default_factory=list,
+        description="expressions every trial must satisfy (others are pruned), e.g. \"finetune.lora.alpha == 2 * finetune.lora.rank\"")
+    objectives: list[Objective] = Field(min_length=1,
+        description="metrics the sampler optimizes and the report ranks by")
     sampler: Sampler
-    resources: Resources = Resources()
-    scheduler: Scheduler | None = None
-    budget: Budget = Budget()
+    resources: Resources = Field(Resources(), description="per-trial CPUs/GPUs for Ray")
+    scheduler: Scheduler | None = Field(None,
+        description="early stopping of unpromising trials (single objective only)")
+    budget: Budget = Field(Budget(), description="limits of the sweep")
     replicates: int = Field(1, ge=1, le=100, description="trials per grid point, with seeds seed, seed + 1, ... (data "
                             "order and initialization); they share a design_id and the report gives their mean and "
                             "95% interval")
