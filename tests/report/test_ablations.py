@@ -146,3 +146,23 @@ def test_report_writes_ablations_csv_and_dot_plot(tmp_path):
     assert (root / "plots" / "effects_ppl_ratio_ft.png").read_bytes()[:4] == b"\x89PNG"
     trials = pd.read_csv(root / "trials.csv")
     assert {"block", "blocks", "design_id"} <= set(trials.columns)
+
+
+def test_committed_smollm2_ablation_attention_transfer_is_the_largest_main_effect(tmp_path):
+    """Acceptance (issue 14): on a copy of results/smollm2-ablation, whose records predate ``block``."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "results" / "smollm2-ablation"
+    root = tmp_path / "copy"
+    (root / "trials").mkdir(parents=True)
+    shutil.copy(src / "space.yaml", root / "space.yaml")
+    for d in (src / "trials").iterdir():
+        shutil.copytree(d, root / "trials" / d.name)
+    sweep = load_sweep(root)
+    assert sweep.df["block"].value_counts().to_dict() == {"main": 12, "window_series": 6, "lora_series": 6}
+    frame = ablation_frame(sweep.df, sweep.space, sweep.objectives[:1])
+    effects = largest_effects(frame, "main", "ppl_ratio_ft")
+    assert list(effects.index)[0] == "distill.enabled" and effects.iloc[0] > 4
+    no_at = _row(frame, "main", "distill.enabled", False)
+    assert no_at.verdict == "worse" and no_at.delta_ci_low > 0 and no_at.n_pairs == 6
+    assert "finetune.lora.alpha" not in set(frame.factor)
