@@ -310,6 +310,16 @@ def generate(
 
 
 @app.command()
+def schema(
+    trial: Annotated[bool, typer.Option(help="the schema of a trial config file instead of a space file")] = False,
+) -> None:
+    """Print the JSON Schema of space files (editors: `lolsearch schema > spaces/schema.json`)."""
+    from lolsearch.search.jsonschema import schema_text
+
+    sys.stdout.write(schema_text(trial))
+
+
+@app.command()
 def export(
     trial_dir: Annotated[Path, typer.Argument(help="a finished trial folder (config.yaml + adapter.safetensors)")],
     out_dir: Annotated[Path, typer.Option("--out", help="the new export folder")],

@@ -31,8 +31,31 @@ def validation_problems(err: ValidationError, file: str, prefix: str = "", root:
             msg = "required"
         elif e["type"] in ("int_parsing", "float_parsing") and e.get("input") in ("true", "false"):
             msg = f"expected a number, got {e['input']} (true/false are not numbers)"
+        msg = shape_hint(e, root, loc) or msg
         problems.append(Problem(file, key, msg))
     return problems
+
+
+EXAMPLE_KEYS = ("source", "kind", "metric", "layout")  # the field a bare value most likely meant
+
+
+def shape_hint(error: Any, root: type[BaseModel], loc: list[str]) -> str | None:
+    """For a value of the wrong shape, the expected shape with an example built from the value given:
+    ``model: toy-llama`` -> ``model is a mapping, e.g. {source: toy-llama}``."""
+    kind, value = error["type"], error.get("input")
+    name = loc[-1] if loc else "the file"
+    if kind == "list_type":
+        example = yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()
+        return f"{name} is a list, e.g. {example}" if isinstance(value, dict) else f"{name} is a list ([a, b])"
+    if kind not in ("model_type", "dict_type", "model_attributes_type"):
+        return None
+    fields = _field_names(root, loc) if kind != "dict_type" else []  # a dict's values are not its keys
+    guess = next((f for f in EXAMPLE_KEYS if f in fields), None)
+    if guess and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        example = yaml.safe_dump({guess: value}, default_flow_style=True, width=10**6).strip()
+        return f"{name} is a mapping, e.g. {example}"
+    keys = f" of {', '.join(fields[:6])}{', ...' if len(fields) > 6 else ''}" if fields else ""
+    return f"{name} is a mapping{keys} (key: value lines, or {{key: value}}); got {type(value).__name__} {value!r}"
 
 
 def located(loc: list[str], msg: str, fields: list[str]) -> tuple[list[str], str]:

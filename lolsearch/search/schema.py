@@ -13,7 +13,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lolsearch.config import FeatureMapConfig, LayerWeightsConfig, TrialConfig
-from lolsearch.config.io import located
+from lolsearch.config.io import located, shape_hint
 from lolsearch.config.strict import CheckedModel
 from lolsearch.core.errors import Problem, did_you_mean
 from lolsearch.search.metrics import TRAINING_METRICS, lookup, plain_names
@@ -190,7 +190,7 @@ class SpaceFile(_Strict):
         description="expressions every trial must satisfy (others are pruned), e.g. \"finetune.lora.alpha == 2 * finetune.lora.rank\"")
     objectives: list[Objective] = Field(min_length=1,
         description="metrics the sampler optimizes and the report ranks by")
-    sampler: Sampler
+    sampler: Sampler = Field(description="how points are chosen")
     resources: Resources = Field(Resources(), description="per-trial CPUs/GPUs for Ray")
     scheduler: Scheduler | None = Field(None,
         description="early stopping of unpromising trials (single objective only)")
@@ -223,6 +223,7 @@ def space_problems(err: ValidationError, file: str) -> list[Problem]:
             msg = "required"
         elif e["type"] in ("int_parsing", "float_parsing") and e.get("input") in ("true", "false"):
             msg = f"expected a number, got {e['input']} (true/false are not numbers)"
+        msg = shape_hint(e, SpaceFile, loc) or msg
         out.append(Problem(file, ".".join(loc), msg))
     return out
 
