@@ -154,7 +154,7 @@ def _delta(at: pd.Index, ref: pd.Index, context: pd.Series, values: pd.Series, i
         _, lo, hi = stats.t_interval(diffs.tolist())
         method = f"t over {len(pairs)} paired contexts"
     elif not shared and len(at) >= 2 and len(ref) >= 2:
-        lo, hi = _welch(values[at].to_numpy(), values[ref].to_numpy(), delta)
+        lo, hi = welch_interval(values[at].to_numpy(), values[ref].to_numpy(), delta)
         method = "Welch t (unpaired)"
     else:
         lo, hi, method = math.nan, math.nan, "none: one pair and no per-sequence NLL"
@@ -188,7 +188,8 @@ def _bootstrap_delta(pairs: list[tuple[pd.Index, pd.Index]], values: pd.Series, 
     return stats.percentile_interval(total)
 
 
-def _welch(a: np.ndarray, b: np.ndarray, delta: float) -> tuple[float, float]:
+def welch_interval(a: np.ndarray, b: np.ndarray, delta: float) -> tuple[float, float]:
+    """95% Welch interval around ``delta`` = mean(a) − mean(b) (two or more values each; unequal variances)."""
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:

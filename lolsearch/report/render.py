@@ -27,6 +27,7 @@ from lolsearch.report.analysis import (
     study_from_records,
 )
 from lolsearch.report.blocks import space_blocks
+from lolsearch.report.comparison import compare_verdicts
 from lolsearch.report.diagnostics import convergence_lines, design_summary, extra_plots
 from lolsearch.report.records import Sweep, fmt, sweep_names
 
@@ -426,5 +427,10 @@ def compare_markdown(sweeps: list[Sweep], long: pd.DataFrame) -> str:
         md += [f"## Mean `{q}` per design and sweep", "",
                markdown_table(shared if not shared.empty else pivot), "",
                "_Designs run in at least two sweeps._" if not shared.empty else "_No design was run in two sweeps: all designs shown._", ""]
+    verdicts = compare_verdicts(sweeps, long, names)
+    if not verdicts.empty:
+        md += [f"## `{q}`: differences to `{names[sweeps[0].dir]}`", "", markdown_table(verdicts.set_index(["design", "sweep"])),
+               "", "_Verdicts read the 95% interval of the difference (later sweep − first), not the sign of two point "
+               "estimates._", ""]
     md += ["Every ok trial of every sweep is in compare.csv.", ""]
     return "\n".join(md)

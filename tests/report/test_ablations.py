@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lolsearch.config import design_id
-from lolsearch.report import write_report
+from lolsearch.report import compare, write_report
 from lolsearch.report.ablations import ablation_frame, block_importance, design_frame, largest_effects
 from lolsearch.report.analysis import Objective
 from lolsearch.report.records import load_sweep
@@ -53,7 +53,8 @@ def truth(cfg: dict) -> float:
     return value + (WINDOW[a["window"]] if a["layout"] == "sliding" else 0.0)
 
 
-def make_sweep(root: Path, record_blocks: bool, replicates: int = 1, seq_nll: bool = False, noise: float = 0.0) -> Path:
+def make_sweep(root: Path, record_blocks: bool, replicates: int = 1, seq_nll: bool = False, noise: float = 0.0,
+               shift: float = 0.0) -> Path:
     (root / "trials").mkdir(parents=True)
     (root / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     points = load_space(root / "space.yaml").grid()[0]
@@ -62,7 +63,7 @@ def make_sweep(root: Path, record_blocks: bool, replicates: int = 1, seq_nll: bo
         for seed in range(replicates):
             cfg = pt.config.model_copy(update={"seed": seed})
             conf = cfg.model_dump(mode="json")
-            value = truth(conf) + noise * rng.standard_normal()
+            value = truth(conf) + shift + noise * rng.standard_normal()
             record = {"trial_id": cfg.trial_id, "space": SPACE["name"], "config": conf, "status": "ok",
                       "metrics": {"ppl_ratio_ft": value, "ppl": 40.0 * value}, "curves": {}, "timing": {}, "env": {}}
             if record_blocks:
@@ -166,3 +167,12 @@ def test_committed_smollm2_ablation_attention_transfer_is_the_largest_main_effec
     no_at = _row(frame, "main", "distill.enabled", False)
     assert no_at.verdict == "worse" and no_at.delta_ci_low > 0 and no_at.n_pairs == 6
     assert "finetune.lora.alpha" not in set(frame.factor)
+
+
+def test_compare_gives_verdicts_from_paired_intervals(tmp_path):
+    a = make_sweep(tmp_path / "a", True, seq_nll=True)
+    b = make_sweep(tmp_path / "b", True, seq_nll=True, shift=0.5)
+    md = compare([a, b], tmp_path / "cmp").read_text()
+    assert "differences to `a`" in md and "paired bootstrap over 64 test sequences" in md
+    table = md.split("differences to `a`")[1]
+    assert table.count("| worse") == 24 and "better" not in table
