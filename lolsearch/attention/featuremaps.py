@@ -57,8 +57,14 @@ def _projection(num_heads: int, head_dim: int, feature_dim: int, init: str) -> n
 
 
 def _project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``[B, H, T, D] x [H, D, F'] -> [B, H, T, F']``."""
-    return torch.einsum("bhtd,hdf->bhtf", x, w.to(x.dtype))
+    """``[B, H, T, D] x [H, D, F'] -> [B, H, T, F']``.
+
+    A broadcast matmul, not ``einsum``: einsum batches over H alone, so it copies x to ``[H, B·T, D]`` and the
+    weight gradient becomes H products reducing over all B·T tokens (on an H200 in fp32, about 0.3 ms per call
+    at 8 × 1024 tokens, the largest device cost of an attention-transfer step of SmolLM2). Batched over (B, H),
+    both directions run on x as laid out.
+    """
+    return torch.matmul(x, w.to(x.dtype))
 
 
 class _SignedProjection(FeatureMap):
