@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lolsearch.report.analysis import Objective
 from lolsearch.report.plots import _PALETTE, _save, axis_label, byte_unit
@@ -82,11 +83,19 @@ def diagnostics_plot(series: dict[str, dict[str, Sequence[float]]], path: Path) 
             ax_s.plot(np.asarray(m["window_share_by_layer"], float), "o-", ms=3, color=colour, label=label)
     ax_g.set_title("γ (softmax-window weight, mean over heads)", fontsize=10)
     ax_s.set_title("share of attention weight on window keys (dashed: at initialization)", fontsize=10)
-    ax_s.set_ylim(-0.02, 1.02)
+    shares = np.concatenate([np.asarray(m.get(k) or [], float) for m in keep.values()
+                             for k in ("window_share_init_by_layer", "window_share_by_layer")])
+    tiny = shares[(shares > 0) & np.isfinite(shares)]
+    if len(tiny) and tiny.min() < 1e-2:  # a swamped window: shares orders of magnitude below 1
+        ax_s.set_yscale("log")
+        ax_s.set_ylim(tiny.min() / 2, 1.5)
+    else:
+        ax_s.set_ylim(-0.02, 1.02)
     for ax in (ax_g, ax_s):
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    handles, labels = ax_s.get_legend_handles_labels() or ax_g.get_legend_handles_labels()
+    handles, labels = ax_s.get_legend_handles_labels()
     if not handles:
         handles, labels = ax_g.get_legend_handles_labels()
     fig.legend(handles[:8], labels[:8], fontsize=8, loc="outside lower center", ncol=4)

@@ -176,3 +176,14 @@ def test_compare_gives_verdicts_from_paired_intervals(tmp_path):
     assert "differences to `a`" in md and "paired bootstrap over 64 test sequences" in md
     table = md.split("differences to `a`")[1]
     assert table.count("| worse") == 24 and "better" not in table
+
+
+def test_report_plots_per_layer_window_share_when_recorded(tmp_path):
+    root = make_sweep(tmp_path / "s", True)
+    for i, path in enumerate(sorted((root / "trials").glob("*/result.json"))[:2]):
+        record = json.loads(path.read_text())
+        record["metrics"].update(gamma_by_layer=[0.1, 0.2 + i], window_share_init_by_layer=[1e-5, 1e-4],
+                                 window_share_by_layer=[0.3, 0.5], window_share=0.4)
+        path.write_text(json.dumps(record))
+    md = write_report(root).read_text()
+    assert "plots/window_share.png" in md and (root / "plots" / "window_share.png").read_bytes()[:4] == b"\x89PNG"
