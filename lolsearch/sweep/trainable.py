@@ -14,6 +14,7 @@ from typing import Any
 
 from lolsearch.config import TrialConfig, parse_trial_config
 from lolsearch.core.errors import ConfigError
+from lolsearch.sweep.integrations import TrialEvents
 from lolsearch.trial.record import read_final, static_record, write_result
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,17 @@ def sweep_trainable(config: dict[str, Any]) -> None:
     limit_process(ctx["cpu"], ctx["gpu"])
     trial_id = point_identity(point, ctx["space"])[0]
 
+    events = TrialEvents(Path(ctx["out"]), trial_id)  # TensorBoard: DIR/tb/<trial_id>
+
     def forward(metrics: dict) -> None:
+        events(metrics)
         tune.report({**_scalars(metrics), TRIAL_KEY: trial_id})
 
     try:
         record = trial_record(point, Path(ctx["out"]), ctx["space"], report=forward)
+        events.final(record.get("metrics") or {})
     finally:
+        events.close()
         _release_memory()  # the worker process is reused by the next trial
     tune.report(final_metrics(record))
 

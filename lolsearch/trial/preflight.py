@@ -9,6 +9,7 @@ What the config schema checks on its own (names, ranges, finite numbers) is not 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +34,9 @@ def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
                                              "use device: auto or cpu"))
+    if cfg.eval.lm_eval_tasks and importlib.util.find_spec("lm_eval") is None:
+        out.append(Problem(CONFIG, "eval.lm_eval_tasks", "lm-eval is not installed: pip install 'lolsearch[eval]' "
+                                                         "(or drop eval.lm_eval_tasks)"))
     data_key, model_key = ("data", cfg.data.model_dump_json()), ("model", cfg.model.model_dump_json())
     if data_key not in memo:
         memo[data_key] = _data_problems(cfg.data)
