@@ -2,7 +2,8 @@
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch]
     python -m lolsearch.perf generate [--contexts 8192 32768] [--batch 64]
-    python -m lolsearch.perf scaling  SPACE --gpus 1 4
+    python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
+    python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
 
 ``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
 same model, data and batches (8 sequences per step by default, as in the trials; `--micro-batch 1 --accum 8`
@@ -289,22 +290,61 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
+    """Wall time of the same sweep per (GPUs, trials per GPU); ``k`` trials per GPU runs the space with
+    ``resources.gpu = 1/k`` (and ``cpu`` divided by k, at least 1), from a copy of the space under ``--work``."""
+    import yaml
+
+    from lolsearch.config import load_yaml
+
+    space = load_yaml(args.space)
     rows = []
-    for gpus in args.gpus:
-        out = Path(args.work) / f"gpus{gpus}"
-        cmd = [sys.executable, "-m", "lolsearch", "sweep", str(args.space), "--out", str(out), "--gpus", str(gpus)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        ok = len([p for p in out.glob("trials/*/result.json") if json.loads(p.read_text())["status"] == "ok"])
-        rows.append({"gpus": gpus, "wall_s": wall, "trials_ok": ok, "returncode": proc.returncode,
-                     "command": shlex.join(cmd)})
-        if proc.returncode:
-            log.error("sweep failed: %s", proc.stderr[-2000:])
+    for per_gpu in args.trials_per_gpu:
+        res = dict(space.get("resources") or {})
+        res["gpu"] = 1 / per_gpu
+        res["cpu"] = max(1.0, float(res.get("cpu", 1.0)) / per_gpu)
+        path = Path(args.work) / f"{Path(args.space).stem}-per-gpu{per_gpu}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({**space, "resources": res}, sort_keys=False))
+        for gpus in args.gpus:
+            out = Path(args.work) / f"gpus{gpus}-per-gpu{per_gpu}"
+            cmd = [sys.executable, "-m", "lolsearch", "sweep", str(path), "--out", str(out), "--gpus", str(gpus)]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            ok = len([p for p in out.glob("trials/*/result.json") if json.loads(p.read_text())["status"] == "ok"])
+            rows.append({"gpus": gpus, "trials_per_gpu": per_gpu, "wall_s": wall, "trials_ok": ok,
+                         "returncode": proc.returncode, "command": shlex.join(cmd)})
+            if proc.returncode:
+                log.error("sweep failed: %s", proc.stderr[-2000:])
     df = pd.DataFrame(rows)
     base = df.iloc[0]
     df["speedup"] = base["wall_s"] / df["wall_s"]
     df["efficiency_vs_linear"] = df["speedup"] / (df["gpus"] / base["gpus"])
+    return df
+
+
+FIXED_TOY = {  # a short toy trial: its fixed costs are the same as a long one's
+    "model": {"source": "toy-llama"}, "data": {"source": "shakespeare", "seq_len": 128},
+    "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 16}}, "window": 16},
+    "distill": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2},
+    "finetune": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2},
+    "eval": {"tokens": 8192, "batch_size": 8},
+}
+
+
+def cmd_fixed(args: argparse.Namespace) -> pd.DataFrame:
+    """Fixed cost per trial: the same trial ``--trials`` times in one process, cold (caches emptied) and warm."""
+    from lolsearch.config import load_yaml, parse_trial_config
+    from lolsearch.trial.speed import fixed_costs
+
+    data = load_yaml(args.config) if args.config else {**FIXED_TOY, "model": {"source": args.model or "toy-llama"}}
+    cfg = parse_trial_config({**data, "device": args.device}, str(args.config or "<toy>"))
+    rows = fixed_costs(cfg, args.trials, cold=True) + fixed_costs(cfg, args.trials, cold=False)
+    df = pd.DataFrame(rows)
+    df.insert(0, "model", cfg.model.source)
+    df["device"] = _device_name(torch.device(args.device))
+    df["tok_s"] = df["train_tokens"] / df["train_s"]
+    df["fixed_vs_1m_1m"] = df["fixed_s"] / (2_000_000 / df["tok_s"])  # fixed cost over a 1M + 1M-token trial's training
     return df
 
 
@@ -329,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lolsearch.perf", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/perf"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=None, help="model source (default: smollm2-135m; fixed: toy-llama)")
     parser.add_argument("--layout", default="sliding")
     parser.add_argument("--window", type=int, default=64)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -359,9 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("space", type=Path)
     p.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
     p.add_argument("--work", type=Path, default=Path("/tmp/lolsearch-scaling"))
+    p.add_argument("--trials-per-gpu", type=int, nargs="+", default=[1],
+                   help="trials sharing one GPU (the space's resources.gpu becomes 1/k); each k is timed at each --gpus")
+    p = sub.add_parser("fixed", help="fixed cost per trial, cold vs warm per-process caches")
+    p.add_argument("--config", type=Path, default=None, help="trial YAML (default: a short toy-llama trial)")
+    p.add_argument("--trials", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.model is None and args.cmd != "fixed":
+        args.model = "smollm2-135m"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling}[args.cmd](args)
+    df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling, "fixed": cmd_fixed}[args.cmd](args)
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / f"{args.cmd}.csv", index=False)
     command = "python -m lolsearch.perf " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lolsearch.config import StageConfig
+from lolsearch.config import StageConfig, TrialConfig
 from lolsearch.trial.train import run_stage
 
 LossFn = Callable[[dict], torch.Tensor]
@@ -84,3 +84,27 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{name}: {steps} steps, compile={cfg.compile}\n\n" + table.table(sort_by=sort, row_limit=30)
                     + "\n\nby self CPU time\n" + table.table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
+    """Runs ``trials`` trials of ``cfg`` (seeds 0, 1, ...) one after another in this process, as a reused sweep
+    worker does, and splits each one's wall time into training (both stages) and the fixed rest (load, swap and
+    final evaluations, teacher baselines, efficiency). ``cold`` empties the per-process caches before each trial
+    (the cost without them). Teacher baselines are cached on disk either way (once per sweep)."""
+    from lolsearch.trial import cache
+    from lolsearch.trial.run import run_trial
+
+    rows = []
+    for i in range(trials):
+        if cold:
+            cache.clear()
+        result = run_trial(cfg.model_copy(update={"seed": i}))
+        if result.status != "ok":
+            raise RuntimeError(f"trial {i} failed: {result.error}")
+        t, m = result.timing, result.metrics
+        train = t.get("distill_s", 0.0) + t.get("finetune_s", 0.0)
+        rows.append({"trial": i, "cold": cold, "total_s": t["total_s"], "train_s": train, "fixed_s": t["total_s"] - train,
+                     **{k: t[k] for k in ("load_s", "eval_s", "baseline_s", "efficiency_s") if k in t},
+                     "efficiency_cached": m.get("efficiency_cached"),
+                     "train_tokens": m.get("tokens_distill", 0) + m.get("tokens_finetune", 0)})
+    return rows
