@@ -6,13 +6,18 @@ Share = the fraction of each row's attention weight on the window (softmax) keys
 
     .venv/bin/python results/smollm2-ablation/window_share_init.py results/smollm2-ablation/window_share_init.json
 """
-import json, sys, time
+import json
+import sys
+import time
+from pathlib import Path
+
 import torch
+
 from lolsearch.config import parse_trial_config
 from lolsearch.models import load_model
-from lolsearch.trial.surgery import linearize
 from lolsearch.trial.diagnostics import window_share_by_layer
 from lolsearch.trial.quality import eval_stream
+from lolsearch.trial.surgery import linearize
 
 torch.set_num_threads(1)
 out = {}
@@ -27,5 +32,7 @@ for fm in ("hedgehog", "t2r"):
         linearize(model, cfg.attention)
         shares = window_share_by_layer(model, eval_stream(cfg, cfg.data, tok, torch.device("cpu")))
         out[f"{fm} {layout} 64"] = shares
-        print(fm, layout, f"{time.time()-t:.0f}s", "min %.2e median %.2e max %.2e" % (min(shares), sorted(shares)[15], max(shares)), flush=True)
-json.dump(out, open(sys.argv[1], "w"), indent=1)
+        s = sorted(shares)
+        sys.stdout.write(f"{fm} {layout} {time.time() - t:.0f}s min {s[0]:.2e} median {s[len(s) // 2]:.2e} "
+                         f"max {s[-1]:.2e}\n")
+Path(sys.argv[1]).write_text(json.dumps(out, indent=1))
