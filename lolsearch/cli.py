@@ -119,7 +119,7 @@ def _preflight(configs: list, attribute: Any) -> None:
 @app.command()
 def validate(
     file: Path,
-    samples: Annotated[int, typer.Option(min=1, help="points to sample and validate from a space")] = 20,
+    samples: Annotated[int, typer.Option(min=1, max=100_000, help="points to sample and validate from a space")] = 20,
 ) -> None:
     """Validate a space (and N sampled trial configs) or a trial config, with the cheap checks of data files,
     model source, layer indices and device that run/sweep repeat before any compute; loads no model weights."""
@@ -317,27 +317,6 @@ def schema(
     from lolsearch.search.jsonschema import schema_text
 
     sys.stdout.write(schema_text(trial))
-
-
-@app.command()
-def dashboard(
-    sweep_dir: Annotated[Path, typer.Argument(help="a sweep folder (holds optuna.journal)")],
-    port: Annotated[int, typer.Option(min=1, max=65535, help="port of the web UI")] = 8080,
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-) -> None:
-    """Open a sweep's Optuna study in optuna-dashboard (pip install 'lolsearch[dashboard]')."""
-    journal = sweep_dir / "optuna.journal"
-    if not journal.is_file():
-        raise ConfigError.single(str(sweep_dir), "", "no optuna.journal here: not a sweep folder")
-    try:
-        import optuna_dashboard
-    except ImportError:
-        raise ConfigError.single("dashboard", "", "optuna-dashboard is not installed: "
-                                 "pip install 'lolsearch[dashboard]'") from None
-    from lolsearch.sweep.study import study_storage
-
-    out.print(f"optuna-dashboard for {journal} on http://{host}:{port} (Ctrl-C stops it)")
-    optuna_dashboard.run_server(study_storage(journal), host=host, port=port)
 
 
 @app.command()

@@ -173,6 +173,7 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     intermediate: int
+    max_positions: int = 0  # the context it was trained for (0: not stated)
 
 
 def model_shape(cfg: ModelConfig) -> ModelShape | None:
@@ -184,7 +185,7 @@ def model_shape(cfg: ModelConfig) -> ModelShape | None:
     if src == "toy-llama":
         t = cfg.toy
         return ModelShape("llama", t.layers, t.hidden_size, t.heads, t.kv_heads, t.hidden_size // t.heads,
-                          t.intermediate_size)
+                          t.intermediate_size, 4096)
     shapes = {"smollm2-135m": SMOLLM2_135M_SHAPE, "smollm2-135m-shape": SMOLLM2_135M_SHAPE,
               "llama3-8b-shape": LLAMA3_8B_SHAPE}
     if src in shapes:
@@ -240,7 +241,7 @@ def _shape_of(conf: dict) -> ModelShape:
         heads, hidden = first("num_attention_heads", "n_head"), first("hidden_size", "n_embd", "d_model")
         return ModelShape(str(c.get("model_type")), first("num_hidden_layers", "n_layer", "num_layers"), hidden, heads,
                           int(c.get("num_key_value_heads") or heads), int(c.get("head_dim") or hidden // heads),
-                          int(c.get("intermediate_size") or 0))
+                          int(c.get("intermediate_size") or 0), int(c.get("max_position_embeddings") or 0))
     except (StopIteration, TypeError, ValueError, ZeroDivisionError):
         raise ValueError(f"config of model_type '{c.get('model_type')}' has no decoder shape (layers, heads, "
                          "hidden size)") from None
@@ -267,7 +268,8 @@ def _gguf_shape(path: Path) -> ModelShape:
 
         heads, hidden = num("attention.head_count"), num("embedding_length")
         return ModelShape(arch, num("block_count"), hidden, heads, num("attention.head_count_kv", heads),
-                          num("attention.key_length", hidden // heads), num("feed_forward_length", 0))
+                          num("attention.key_length", hidden // heads), num("feed_forward_length", 0),
+                          num("context_length", 0))
     except Exception as err:  # a truncated or garbage header fails anywhere in the parser
         raise ValueError(f"{path}: unreadable GGUF header ({type(err).__name__}: {str(err)[:120]})") from None
 

@@ -35,7 +35,6 @@ from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, writable_dir_problem
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.search.space import SearchSpace, define_by_run, label_of, load_space, make_sampler
-from lolsearch.sweep.integrations import cluster_nodes
 from lolsearch.sweep.progress import STUDY_FILE, SweepCallback, grid_recorder
 from lolsearch.sweep.study import TrialSearcher, study_storage
 from lolsearch.sweep.trainable import sweep_trainable, trial_dirname
@@ -43,6 +42,7 @@ from lolsearch.trial.preflight import preflight_all
 from lolsearch.trial.record import read_results
 
 log = logging.getLogger(__name__)
+PREFLIGHT_SUGGESTIONS = 200  # sampler suggestions the pre-run checks look at (a grid: every point)
 
 
 @dataclass
@@ -112,7 +112,6 @@ def run_sweep(
         sweep_json = _sweep_json(space, out, planned, resume, command)
         sweep_json["devices"] = _devices(cluster)
         sweep_json["cluster"] = {k: v for k, v in cluster.items() if k in ("CPU", "GPU")}
-        sweep_json["nodes"] = cluster_nodes()  # every node's resources, not only the driver's devices
         _write_sweep_json(out, sweep_json)
         tuner = _tuner(space, out, points, planned, resume)
         if tuner is not None:
@@ -181,7 +180,9 @@ def check_sweep(space: SearchSpace, out: Path, resume: bool, max_trials: int | N
     _check_folder(space, Path(out).expanduser().resolve(), resume)
     if address is not None:
         probe_address(address, connect_timeout_s)
-    problems = preflight_all([(p.config, p) for p in space.plan_points(max_trials) if p.config is not None],
+    # a grid's points are known; a sampler's later suggestions are not: check its first ones (seeded, cheap)
+    first = max_trials if space.is_grid else min(max_trials or PREFLIGHT_SUGGESTIONS, PREFLIGHT_SUGGESTIONS)
+    problems = preflight_all([(p.config, p) for p in space.plan_points(first) if p.config is not None],
                              space.attribute)
     if problems:
         raise ConfigError(problems)

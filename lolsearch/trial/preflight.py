@@ -79,6 +79,9 @@ def _shape_problems(cfg: TrialConfig, shape: ModelShape) -> list[tuple[str, str]
             for i in a.layers if i >= n]
     if not bad and len(set(a.softmax_layers)) >= n:
         out.append(("attention.softmax_layers", f"keeps all {n} layers as softmax: nothing to linearize"))
+    if shape.max_positions and cfg.data.seq_len > shape.max_positions:
+        out.append(("data.seq_len", f"{cfg.data.seq_len} is longer than the {shape.max_positions} positions "
+                                    f"{cfg.model.source} was trained for"))
     if cfg.finetune.enabled:
         q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
         dims = {"q": (shape.hidden, q), "k": (shape.hidden, kv), "v": (shape.hidden, kv), "o": (q, shape.hidden),
