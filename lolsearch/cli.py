@@ -320,6 +320,27 @@ def schema(
 
 
 @app.command()
+def dashboard(
+    sweep_dir: Annotated[Path, typer.Argument(help="a sweep folder (holds optuna.journal)")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port of the web UI")] = 8080,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+) -> None:
+    """Open a sweep's Optuna study in optuna-dashboard (pip install 'lolsearch[dashboard]')."""
+    journal = sweep_dir / "optuna.journal"
+    if not journal.is_file():
+        raise ConfigError.single(str(sweep_dir), "", "no optuna.journal here: not a sweep folder")
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise ConfigError.single("dashboard", "", "optuna-dashboard is not installed: "
+                                 "pip install 'lolsearch[dashboard]'") from None
+    from lolsearch.sweep.study import study_storage
+
+    out.print(f"optuna-dashboard for {journal} on http://{host}:{port} (Ctrl-C stops it)")
+    optuna_dashboard.run_server(study_storage(journal), host=host, port=port)
+
+
+@app.command()
 def export(
     trial_dir: Annotated[Path, typer.Argument(help="a finished trial folder (config.yaml + adapter.safetensors)")],
     out_dir: Annotated[Path, typer.Option("--out", help="the new export folder")],

@@ -35,6 +35,7 @@ from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, writable_dir_problem
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.search.space import SearchSpace, define_by_run, label_of, load_space, make_sampler
+from lolsearch.sweep.integrations import cluster_nodes
 from lolsearch.sweep.progress import STUDY_FILE, SweepCallback, grid_recorder
 from lolsearch.sweep.study import TrialSearcher, study_storage
 from lolsearch.sweep.trainable import sweep_trainable, trial_dirname
@@ -112,6 +113,7 @@ def run_sweep(
         sweep_json = _sweep_json(space, out, planned, resume, command)
         sweep_json["devices"] = _devices(cluster)
         sweep_json["cluster"] = {k: v for k, v in cluster.items() if k in ("CPU", "GPU")}
+        sweep_json["nodes"] = cluster_nodes()  # every node's resources, not only the driver's devices
         _write_sweep_json(out, sweep_json)
         tuner = _tuner(space, out, points, planned, resume)
         if tuner is not None:
