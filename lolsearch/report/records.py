@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QUALITY = ("ppl_ratio_ft", "ppl_ratio")
 DEFAULT_COST = "state_bytes_32k"
 _FIRST_COLUMNS = ("trial_id", "space", "status")
-_DESIGN_COLUMNS = ("block", "blocks", "design_id")
+_DESIGN_COLUMNS = ("block", "blocks", "design_id", "converged")
 _ABBREV = {"window": "w", "rank": "r"}
 _BOOL_NAMES = {"distill.enabled": "AT", "finetune.enabled": "LoRA"}
 
@@ -86,6 +86,8 @@ def _record_row(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         curve = (record.get("curves") or {}).get(f"{stage}_eval")
         if f"converged_{stage}" not in metrics and isinstance(curve, list):
             metrics.update({f"{k}_{stage}": v for k, v in stage_convergence(curve).items()})
+    flags = [metrics[f"converged_{st}"] for st in ("distill", "finetune") if isinstance(metrics.get(f"converged_{st}"), bool)]
+    row["converged"] = all(flags) if flags else None  # every stage's validation curve had flattened
     row.update(metrics)
     row.update(_flatten(record.get("timing") or {}, "timing"))
     env = _flatten(record.get("env") or {}, "env")

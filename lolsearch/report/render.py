@@ -119,7 +119,8 @@ def _latex_escape(text: str) -> str:
 def _ranked_columns(s: Sweep) -> list[str]:
     objs = [o.metric for o in s.objectives]
     extras = [m for m in present_metrics(s.df, EXTRA_METRICS) if m not in objs][:3]
-    return ["rank", "front", "trial_id", "label", *objs, *extras]
+    converged = ["converged"] if "converged" in s.df and s.df["converged"].notna().any() else []
+    return ["rank", "front", "trial_id", "label", *objs, *extras, *converged]
 
 
 def ranking_tables(s: Sweep) -> list[Table]:
