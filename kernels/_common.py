@@ -12,7 +12,7 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
+from triton.compiler import CompiledKernel
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Multi-config autotuning (num_warps / num_stages per kernel, chosen once per key) is on; the configs that Triton 3.6
@@ -70,28 +70,22 @@ def launch(kernel, key: tuple, grid: tuple, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)``; the compiled variant is remembered under ``key``, which must determine
     every constexpr, dtype and pointer alignment of the call (callers key on the shape setup), so later calls
     skip Triton's per-call binding, specialization, cache lookup and autotuner dispatch and call the compiled
-    kernel's launcher with the same arguments JITFunction.run passes it (all parameters in signature order).
+    kernel's own launcher (``CompiledKernel[grid](*all parameters in signature order)``, the convention of
+    JITFunction.run in Triton 3.6-3.9).
     Without a compiled kernel to reuse (the interpreter, FAST_LAUNCH off) every call takes the normal path."""
     hit = _COMPILED.get(key)
     if hit is not None:
-        ck, names, npos, dev = hit
-        vals = (*args, *(kwargs[n] for n in names[npos:]))
-        stream = _stream(dev)
-        ck.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream, ck.function,
-               ck.packed_metadata, ck.launch_metadata(grid, stream, *vals), knobs.runtime.launch_enter_hook,
-               knobs.runtime.launch_exit_hook, *vals)
+        ck, names, npos = hit
+        ck[(*grid, 1, 1)[:3]](*args, *(kwargs[n] for n in names[npos:]))
         return
     ck = kernel[grid](*args, **kwargs)
     fn = kernel
     while not isinstance(fn, triton.runtime.JITFunction) and hasattr(fn, "fn"):
         fn = fn.fn  # the JITFunction inside an Autotuner
-    if FAST_LAUNCH and not INTERPRET and hasattr(ck, "packed_metadata") and getattr(ck, "function", None) is not None:
+    if FAST_LAUNCH and not INTERPRET and isinstance(ck, CompiledKernel):
         names = list(fn.arg_names)
         if all(n in kwargs for n in names[len(args):]):
-            _COMPILED[key] = (ck, names, len(args), torch.cuda.current_device())
-
-
-_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (lambda dev: torch.cuda.current_stream(dev).cuda_stream)
+            _COMPILED[key] = (ck, names, len(args))
 
 
 def num_sms(device: torch.device) -> int:

@@ -58,12 +58,13 @@ def seg_sums_kernel(
     tl.store(base + rf[:, None] * D + rd[None, :], acc, mask=(rf[:, None] < F) & (rd[None, :] < D))
     if di == 0:
         tl.store(base + F * D + rf, zacc, mask=rf < F)
-    if ZERO_INIT and s == 0:  # no initial state: entry 0 (what the scan starts from) is zero
-        base0 = st + bh * (NS + 1) * SZ
-        tl.store(base0 + rf[:, None] * D + rd[None, :], tl.zeros([BF, BD], dtype=tl.float32),
-                 mask=(rf[:, None] < F) & (rd[None, :] < D))
-        if di == 0:
-            tl.store(base0 + F * D + rf, tl.zeros([BF], dtype=tl.float32), mask=rf < F)
+    if ZERO_INIT:  # noqa: SIM102 - constexpr, then runtime: no initial state, entry 0 (the scan starts from it) is zero
+        if s == 0:
+            base0 = st + bh * (NS + 1) * SZ
+            tl.store(base0 + rf[:, None] * D + rd[None, :], tl.zeros([BF, BD], dtype=tl.float32),
+                     mask=(rf[:, None] < F) & (rd[None, :] < D))
+            if di == 0:
+                tl.store(base0 + F * D + rf, tl.zeros([BF], dtype=tl.float32), mask=rf < F)
 
 
 @triton.jit(do_not_specialize=["N", "SZ"])

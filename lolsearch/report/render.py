@@ -26,7 +26,7 @@ from lolsearch.report.analysis import (
     rankable,
     study_from_records,
 )
-from lolsearch.report.blocks import space_blocks
+from lolsearch.report.blocks import in_block, space_blocks
 from lolsearch.report.comparison import compare_verdicts
 from lolsearch.report.diagnostics import convergence_lines, design_summary, extra_plots
 from lolsearch.report.records import Sweep, fmt, sweep_names
@@ -190,14 +190,27 @@ def pivot_tables(s: Sweep) -> list[Table]:
     tables = []
     comps = [f for f in COMPONENTS if f in s.factors]
     if len(comps) >= 2:
+        df, where = _blocks_varying(s, comps)
         tables.append(Table("components", f"Components: {' x '.join(comps)} (cf. LoLCATs Table 6)",
-                            level_pivot(s.df, comps[0], comps[1:], q), f"Mean {q} over ok trials"))
+                            level_pivot(df, comps[0], comps[1:], q), f"Mean {q} over ok trials{where}"))
     for key, title, context, candidates in ROW_SPECS:
         main = next((f for f in candidates if f in s.factors), None)
         if main:
             keys = [*(c for c in context if c in s.factors), main]
-            tables.append(Table(key, title, metric_rows(s.df, keys, metrics), "Mean over ok trials at each level"))
+            df, where = _blocks_varying(s, [main])
+            tables.append(Table(key, title, metric_rows(df, keys, metrics), f"Mean over ok trials{where} at each level"))
     return [t for t in tables if not t.frame.empty]
+
+
+def _blocks_varying(s: Sweep, factors: list[str]) -> tuple[pd.DataFrame, str]:
+    """The trials of the blocks that search every one of ``factors`` and a caption note naming them (all trials
+    for a one-block space): a union of blocks would mix the base value of a factor with other blocks' designs."""
+    blocks = space_blocks(s.space)
+    names = [b.name for b in blocks if all(f in b.keys for f in factors)]
+    if len(blocks) <= 1 or not names:
+        return s.df, ""
+    mask = np.logical_or.reduce([in_block(s.df, n) for n in names])
+    return s.df[mask], f" of block{'s' if len(names) > 1 else ''} {', '.join(names)}"
 
 
 def importance(s: Sweep) -> tuple[Table | None, str]:

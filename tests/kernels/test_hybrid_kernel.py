@@ -202,3 +202,38 @@ def test_small_window_rules_match_layouts():
             assert small_window(LAYOUT_IDS[name], w) == all(t == max(n - 1, 0) for n, t in enumerate(tlo)), (name, w)
             diag = any(int(lay.softmax_start(64 * n + r, w)) > 64 * n for n in range(1, 300) for r in range(64))
             assert linear_in_diagonal_tile(LAYOUT_IDS[name], w) == diag, (name, w)
+
+
+def test_launch_reuses_the_compiled_kernel_with_all_parameters_in_order(monkeypatch):
+    """kernels._common.launch: the first call goes through kernel[grid](...); later calls with the same key call the
+    compiled kernel's launcher with every parameter in signature order (constexprs too, launch options not)."""
+    import lolsearch.kernels._common as cm
+
+    class FakeCompiled:
+        calls: list = []
+
+        def __getitem__(self, grid):
+            return lambda *vals: FakeCompiled.calls.append((grid, vals))
+
+    class FakeJit(cm.triton.runtime.JITFunction):
+        def __init__(self):  # no Triton compilation: only arg_names and the launch are used
+            self.arg_names = ["x", "y", "T", "D", "SMALL"]
+            self.normal = []
+
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                self.normal.append((grid, args, kwargs))
+                return FakeCompiled()
+
+            return run
+
+    monkeypatch.setattr(cm, "CompiledKernel", FakeCompiled)
+    monkeypatch.setattr(cm, "INTERPRET", False)
+    monkeypatch.setattr(cm, "FAST_LAUNCH", True)
+    monkeypatch.setattr(cm, "_COMPILED", {})
+    k = FakeJit()
+    cm.launch(k, ("k", 1), (4, 2), "x0", "y0", T=10, D=64, SMALL=True, num_warps=8)
+    cm.launch(k, ("k", 1), (5,), "x1", "y1", T=11, D=64, SMALL=True, num_warps=8)
+    cm.launch(k, ("k", 2), (6, 1), "x2", "y2", T=12, D=64, SMALL=False, num_warps=8)
+    assert [g for g, *_ in k.normal] == [(4, 2), (6, 1)]  # a new key compiles through the normal path
+    assert FakeCompiled.calls == [((5, 1, 1), ("x1", "y1", 11, 64, True))]
