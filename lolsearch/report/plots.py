@@ -18,6 +18,7 @@ from matplotlib.ticker import EngFormatter
 
 from lolsearch.core.files import atomic_file
 from lolsearch.report.analysis import NOT_OK, Objective, numeric_column, present_metrics
+from lolsearch.search.metrics import label as metric_label
 
 if TYPE_CHECKING:
     from lolsearch.report.records import Sweep
@@ -36,8 +37,8 @@ _LABELS = {
     "state_ratio_32k": "state / teacher KV cache at 32K",
     "attn_flops_per_token_32k": "attention FLOPs per token at 32K",
     "decode_tok_s": "decode throughput [tokens/s]",
-    "peak_mem_mb": "peak memory [MB]",
-}
+    "peak_mem_mb": "peak memory [MiB]",
+}  # short axis labels; any other metric is labelled from the metric table (lolsearch.search.metrics)
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -56,7 +57,7 @@ def axis_label(metric: str, mode: str | None = None, unit: str = "") -> str:
         ctx = metric.rsplit("_", 1)[-1].upper()
         base = f"{'teacher KV cache' if 'kv' in metric else 'state + window cache'} at {ctx} [{unit or 'B'}/sequence]"
     else:
-        base = _LABELS.get(metric, metric)
+        base = _LABELS.get(metric) or metric_label(metric)
     if mode:
         base += f" ({'lower' if mode == 'min' else 'higher'} is better)"
     return base
@@ -131,22 +132,25 @@ def quality_cost_plot(df: pd.DataFrame, quality: Objective, costs: Sequence[tupl
     d = df[df["front"] > 0]
     ys = numeric_column(d, quality.metric)
     on = (d["front"] == 1).to_numpy()
-    fig = Figure(figsize=(5.5 * len(costs), 4.8))
+    fig = Figure(figsize=(5.5 * len(costs), 4.8), layout="constrained")  # panels' labels do not overlap
     for k, (metric, teacher) in enumerate(costs):
         ax = fig.add_subplot(1, len(costs), k + 1)
         xs = numeric_column(d, metric)
-        div, unit = byte_unit(metric, xs)
-        xs = xs / div
+        ref = numeric_column(d, teacher) if teacher else np.array([])
+        if len(ref) and np.isfinite(ref).all() and (ref > 0).all():
+            # the ratio to the teacher's cost: points spread over the axis instead of a sliver next to the teacher
+            xs, xlabel = xs / ref, f"{axis_label(metric).split(' [')[0]} / the teacher's (teacher = 1)"
+            ref = np.array([])  # the teacher sits at 1: the axis spans the trials, not the gap to the teacher
+        else:
+            div, unit = byte_unit(metric, xs)
+            xs, ref, xlabel = xs / div, ref[np.isfinite(ref)] / div, axis_label(metric, unit=unit)
         ax.scatter(xs[~on], ys[~on], s=26, c="#9a9a9a", label="dominated")
         ax.scatter(xs[on], ys[on], s=50, c="#d62728", edgecolors="black", linewidths=0.6, label="Pareto front")
-        ref = numeric_column(d, teacher) / div if teacher else np.array([])
-        ref = ref[np.isfinite(ref)]
         if len(ref):
             ax.axvline(float(np.median(ref)), ls="--", c="black", lw=1, label="teacher (softmax)")
-        both = np.concatenate([xs, ref])
-        ax.set_xscale("log" if _wants_log(both) else "linear")
+        ax.set_xscale("log" if _wants_log(np.concatenate([xs, ref])) else "linear")
         ax.set_yscale("log" if _wants_log(ys) else "linear")
-        ax.set_xlabel(axis_label(metric, unit=unit))
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(axis_label(quality.metric, quality.mode))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")

@@ -30,6 +30,7 @@ from lolsearch.report.blocks import in_block, space_blocks
 from lolsearch.report.comparison import compare_verdicts
 from lolsearch.report.diagnostics import convergence_lines, design_summary, extra_plots
 from lolsearch.report.records import Sweep, fmt, sweep_names
+from lolsearch.search.metrics import lookup
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,30 @@ def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
+def with_units(frame: pd.DataFrame) -> pd.DataFrame:
+    """Byte columns (metric table unit ``bytes``, and their ``ci_low``/``ci_high`` companions) in KiB/MiB/GiB by
+    the metric's median, the unit in the header: ``state_bytes_32k`` -> ``state_bytes_32k [MiB]``."""
+    if frame.empty or isinstance(frame.columns, pd.MultiIndex):
+        return frame
+    out, units = frame, {}
+    for col in frame.columns:
+        base = str(col).split(" ")[0]
+        entry = lookup(base)
+        if entry is None or entry.unit != "bytes" or not _is_numeric(frame[col]):
+            continue
+        if base not in units:
+            units[base] = plots.byte_unit("bytes", numeric_column(frame, base if base in frame else col))
+        div, unit = units[base]
+        if div > 1:
+            out = out.assign(**{col: frame[col] / div}).rename(columns={col: f"{col} [{unit}]"})
+    return out
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """GitHub markdown; the index becomes the first column(s), MultiIndex columns are flattened."""
     if frame.empty:
         return "_(empty)_"
+    frame = with_units(frame)
     flat = frame.reset_index() if _has_index(frame) else frame.reset_index(drop=True)
     headers = [*([fmt(n) for n in frame.index.names] if _has_index(frame) else []), *_columns_text(frame)]
     align = ["right" if _is_numeric(flat.iloc[:, j]) else "left" for j in range(flat.shape[1])]
@@ -94,9 +115,12 @@ def _has_index(frame: pd.DataFrame) -> bool:
 
 
 def latex_table(t: Table) -> str:
-    """booktabs tabular inside a table float, every text escaped for LaTeX."""
+    """booktabs tabular inside a table float, every text escaped for LaTeX; headers read as words
+    (``ppl_ratio_ft`` -> ``ppl ratio ft``), byte columns in KiB/MiB/GiB."""
     multi = isinstance(t.frame.columns, pd.MultiIndex)
-    frame = t.frame if multi else t.frame.reset_index(drop=not _has_index(t.frame))
+    frame = t.frame if multi else with_units(t.frame.reset_index(drop=not _has_index(t.frame)))
+    if not multi:
+        frame = frame.rename(columns=lambda c: str(c).replace("_", " "))
     shown = _display(frame)
     shown.index = pd.MultiIndex.from_tuples([tuple(fmt(v) for v in ix) for ix in frame.index], names=frame.index.names) \
         if isinstance(frame.index, pd.MultiIndex) else pd.Index([fmt(v) for v in frame.index], name=frame.index.name)

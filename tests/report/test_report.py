@@ -323,6 +323,6 @@ def test_markdown_and_latex_rendering_escapes():
     md = markdown_table(frame)
     assert "a\\|b" in md and re.search(r"\|\s+1\.2346 \|", md) and re.search(r"\|\s+- \|", md)
     tex = latex_table(Table("t_x", "Title with_underscore & 50%", frame))
-    assert r"50\% \& \$x\_1\$" in tex and r"feature\_map" in tex and r"Title with\_underscore \& 50\%" in tex
+    assert r"50\% \& \$x\_1\$" in tex and "feature map" in tex and r"Title with\_underscore \& 50\%" in tex
     assert r"\label{tab:t-x}" in tex
     assert list(itertools.chain(re.findall(r"\\(begin|end)\{(\w+)\}", tex))).count(("begin", "tabular")) == 1
