@@ -30,7 +30,7 @@ from lolsearch.report.blocks import in_block, space_blocks
 from lolsearch.report.comparison import compare_verdicts
 from lolsearch.report.diagnostics import convergence_lines, design_summary, extra_plots
 from lolsearch.report.records import Sweep, fmt, sweep_names
-from lolsearch.search.metrics import lookup
+from lolsearch.report.units import with_units
 
 log = logging.getLogger(__name__)
 
@@ -77,25 +77,6 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-
-def with_units(frame: pd.DataFrame) -> pd.DataFrame:
-    """Byte columns (metric table unit ``bytes``, and their ``ci_low``/``ci_high`` companions) in KiB/MiB/GiB by
-    the metric's median, the unit in the header: ``state_bytes_32k`` -> ``state_bytes_32k [MiB]``."""
-    if frame.empty or isinstance(frame.columns, pd.MultiIndex):
-        return frame
-    out, units = frame, {}
-    for col in frame.columns:
-        base = str(col).split(" ")[0]
-        entry = lookup(base)
-        if entry is None or entry.unit != "bytes" or not _is_numeric(frame[col]):
-            continue
-        if base not in units:
-            units[base] = plots.byte_unit("bytes", numeric_column(frame, base if base in frame else col))
-        div, unit = units[base]
-        if div > 1:
-            out = out.assign(**{col: frame[col] / div}).rename(columns={col: f"{col} [{unit}]"})
-    return out
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

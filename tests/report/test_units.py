@@ -4,7 +4,8 @@ axis labels come from the metric table."""
 import pandas as pd
 
 from lolsearch.report.plots import axis_label
-from lolsearch.report.render import Table, latex_table, markdown_table, with_units
+from lolsearch.report.render import Table, latex_table, markdown_table
+from lolsearch.report.units import with_units
 
 
 def test_byte_columns_in_mib_with_the_unit_in_the_header():
