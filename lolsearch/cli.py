@@ -26,6 +26,7 @@ LISTS = ("feature-maps", "layouts", "models", "datasets", "layer-weights", "spac
 
 
 MAX_NEW_TOKENS = 32_768
+MAX_PROMPT_TOKENS = 131_072
 
 
 class RunFailed(RuntimeError):
@@ -105,6 +106,15 @@ def _load_trial(path: Path, overrides: list[str]) -> tuple[TrialConfig, str | No
     _preflight([(cfg, None)], lambda p, _: Problem("--set", p.key, p.message) if overridden(p.key, keys)
                else Problem(str(path), f"{prefix}.{p.key}" if prefix else p.key, p.message))
     return cfg, space_name
+
+
+def _writable(folder: Path) -> None:
+    """Refuses an output folder that is a file or cannot be written, before anything is computed."""
+    from lolsearch.core.files import writable_dir_problem
+
+    problem = writable_dir_problem(folder)
+    if problem:
+        raise ConfigError.single(str(folder), "", problem)
 
 
 def _preflight(configs: list, attribute: Any) -> None:
@@ -253,6 +263,7 @@ def report(sweep_dir: Path) -> None:
 
     if not sweep_dir.is_dir():
         raise ConfigError.single(str(sweep_dir), "", "not a directory")
+    _writable(sweep_dir)
     path = write_report(sweep_dir)
     out.print(f"report: {path}")
 
@@ -272,6 +283,7 @@ def compare(
     twice = next((d for i, d in enumerate(dirs) if resolved[i] in resolved[:i]), None)
     if twice is not None:
         raise UsageError.single(str(twice), "", "given twice: compare needs different sweep folders")
+    _writable(out_dir)
     out.print(f"compare: {compare_sweeps(dirs, out_dir)}")
 
 
@@ -303,6 +315,8 @@ def generate(
     ids = tok(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
     if ids.shape[1] == 0:
         raise UsageError.single("--prompt", "", "gives no tokens: give the text to continue")
+    if ids.shape[1] > MAX_PROMPT_TOKENS:
+        raise UsageError.single("--prompt", "", f"is {ids.shape[1]} tokens long; at most {MAX_PROMPT_TOKENS}")
     with torch.no_grad():
         gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tok.pad_token_id)
@@ -369,6 +383,7 @@ def bench(
     """Benchmark the attention kernels against SDPA / fla / the PyTorch paths (needs a GPU for real numbers)."""
     from lolsearch.kernels.bench import main as bench_main
 
+    _writable(out_dir)
     bench_main(["--out", str(out_dir), *(["--quick"] if quick else [])])
 
 

@@ -121,7 +121,7 @@ def _broken_adapters(root: Path) -> None:
 
 def _write(ws: Path, name: str, text: str | bytes) -> str:
     path = ws / "cases" / name
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return str(path)
 
@@ -170,6 +170,7 @@ CASES = [
     ("yaml-huge-file", lambda w: ["validate", _write(w, "huge.yaml", "#" * (5 << 20))], 2, ["huge.yaml: larger than"]),
     ("yaml-huge-integer", lambda w: ["validate", _write(w, "bigint.yaml", "seed: " + "9" * 5000 + "\n")], 2,
      ["bigint.yaml: "]),
+    ("yaml-endless-device", lambda w: ["validate", "/dev/zero"], 2, ["/dev/zero: larger than"]),
     ("yaml-is-a-folder", lambda w: ["validate", str(w / "trial_ok")], 2, ["trial_ok: cannot read"]),
     ("yaml-missing", lambda w: ["plan", str(w / "nope.yaml")], 2, ["nope.yaml: cannot read"]),
     ("expr-too-long", lambda w: ["validate", _space(w, "longexpr.yaml", ("terrace]}", "terrace], when: \"" + "1 + " * 400 + "1 > 0\"}"))],
@@ -208,12 +209,18 @@ CASES = [
     ("empty-prompt", lambda w: ["generate", str(w / "trial_ok"), "--prompt", ""], 2, ["--prompt: is empty"]),
     ("compare-folder-with-itself", lambda w: ["compare", str(w / "trial_ok"), str(w / "trial_ok" / ".." / "trial_ok")], 2,
      ["given twice"]),
+    ("compare-out-is-a-file", lambda w: ["compare", str(w / "trial_ok"), str(w / "adapter_nan"), "--out", str(w / "afile")], 2,
+     ["afile: is a file, not a folder"]),
+    ("prompt-too-long", lambda w: ["generate", str(w / "trial_ok"), "--prompt", "x" * 140_000], 2, ["--prompt: is 14"]),
     ("report-on-a-file", lambda w: ["report", str(w / "afile")], 2, ["afile: not a directory"]),
     # ---- no data loss: an existing trial, a file or an unwritable place as --out
     ("run-out-holds-a-trial", lambda w: ["run", _trial(w, "t.yaml"), "--out", str(w / "trial_ok"), "--set", "seed=5"], 2,
      ["trial_ok: already holds trial", "--overwrite"]),
     ("run-out-is-a-file", lambda w: ["run", _trial(w, "t.yaml"), "--out", str(w / "afile")], 2, ["afile: is a file, not a folder"]),
     ("run-out-unwritable", lambda w: ["run", _trial(w, "t.yaml"), "--out", "/proc/lolsearch/x"], 2, ["/proc/lolsearch/x: cannot write"]),
+    ("sweep-out-holds-a-sweep-file", lambda w: ["sweep", _space(w, "sp.yaml"), "--out",
+                                                str(Path(_write(w, "oldsweep/sweep.json", "{}")).parent)], 2,
+     ["oldsweep: already holds a sweep (sweep.json)", "--resume"]),
     ("sweep-out-is-a-file", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", str(w / "afile")], 2, ["afile: is a file, not a folder"]),
     ("sweep-out-unwritable", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", "/proc/lolsearch/x"], 2, ["cannot write"]),
     # ---- caught before any compute: data, model, indices, device

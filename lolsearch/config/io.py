@@ -175,9 +175,10 @@ def load_yaml(path: str | Path) -> Any:
     """
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_YAML_BYTES:
+        with open(p, "rb") as f:  # a bounded read: a pipe or a device has no size to check first
+            data = f.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
             raise ConfigError.single(str(path), "", f"larger than {MAX_YAML_BYTES >> 20} MiB: not a config or space file")
-        data = p.read_bytes()
     except OSError as err:
         raise ConfigError.single(str(path), "", f"cannot read: {err.strerror or err}") from None
     try:

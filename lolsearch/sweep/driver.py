@@ -43,6 +43,7 @@ from lolsearch.trial.preflight import preflight_all
 from lolsearch.trial.record import read_results
 
 log = logging.getLogger(__name__)
+SWEEP_FILES = ("space.yaml", "sweep.json", STUDY_FILE, "trials", "ray")  # what a fresh sweep would overwrite
 PREFLIGHT_SUGGESTIONS = 200  # sampler suggestions the pre-run checks look at (a grid: every point)
 
 
@@ -202,8 +203,10 @@ def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
         if copy.read_text() != space.text:
             raise ConfigError.single(space.file, "", f"differs from {copy}, the space this sweep started with; "
                                      "resume with that file or start a new --out")
-    elif copy.exists() or (out / "ray").exists() or (out / "trials").exists():
-        raise ConfigError.single(str(out), "", "already holds a sweep; pass --resume to continue it or pick another --out")
+    elif any((out / name).exists() for name in SWEEP_FILES):
+        held = ", ".join(name for name in SWEEP_FILES if (out / name).exists())
+        raise ConfigError.single(str(out), "", f"already holds a sweep ({held}); pass --resume to continue it or pick "
+                                 "another --out")
 
 
 def _init_folder(space: SearchSpace, out: Path) -> None:
