@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lolsearch.report import plots
+from lolsearch.report.ablation_views import ablation_views, blocks_varying
 from lolsearch.report.ablations import ablation_frame, block_importance
 from lolsearch.report.analysis import (
     importance_table,
@@ -26,7 +27,7 @@ from lolsearch.report.analysis import (
     rankable,
     study_from_records,
 )
-from lolsearch.report.blocks import in_block, space_blocks
+from lolsearch.report.blocks import space_blocks
 from lolsearch.report.comparison import compare_verdicts
 from lolsearch.report.diagnostics import convergence_lines, design_summary, extra_plots
 from lolsearch.report.records import Sweep, fmt, sweep_names
@@ -155,35 +156,9 @@ def ranking_tables(s: Sweep) -> list[Table]:
     return tables
 
 
-def _interval(lo: float, hi: float) -> str:
-    return f"[{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
-
-
 def ablation_tables(s: Sweep, frame: pd.DataFrame) -> list[Table]:
-    """One table per block and objective from the ablation table (``ablations.csv``): each level's mean with its 95%
-    interval, its difference to the reference level with its interval, and the verdict that interval supports."""
-    tables = []
-    for (block, metric), sub in frame.groupby(["block", "metric"], sort=False):
-        view = pd.DataFrame({
-            "factor": sub["factor"], "level": sub["level"].map(fmt), "n": sub["n"], "mean": sub["mean"],
-            "mean 95% CI": [_interval(lo, hi) for lo, hi in zip(sub["ci_low"], sub["ci_high"], strict=True)],
-            "Δ vs ref": sub["delta_vs_ref"].where(sub["verdict"] != "reference"),
-            "Δ 95% CI": [_interval(lo, hi) for lo, hi in zip(sub["delta_ci_low"], sub["delta_ci_high"], strict=True)],
-            "verdict": sub["verdict"].replace("reference", "reference (base value)"),
-            "unconverged": sub["unconverged"],
-        }).set_index(["factor", "level"])
-        notes = [f"{f} reports for {t}" for f, t in sub.drop_duplicates("factor")[["factor", "tied_with"]].itertuples(index=False) if t]
-        methods = "; ".join(f"{f}: {m}" for f, m in sub[sub["ci_method"] != ""].drop_duplicates("factor")[["factor", "ci_method"]]
-                            .itertuples(index=False))
-        mixed = sub[sub["mixed_convergence"].astype(bool)]
-        warn = ([f"WARNING: {', '.join(f'{f}={fmt(v)}' for f, v in mixed[['factor', 'level']].itertuples(index=False))} "
-                 "compare(s) converged with unconverged designs"] if len(mixed) else [])
-        caption = ("Only this block's trials; Δ = level − reference, paired on the block's other factors where both "
-                   f"were run; the verdict reads the Δ interval ({methods or 'no interval'}); unconverged = trials "
-                   "whose validation curve was still falling")
-        tables.append(Table(f"ablation-{block}-{metric}", f"Block {block}: effects on {metric}", view,
-                            ". ".join([caption, *notes, *warn])))
-    return tables
+    """One table per block and objective from the ablation table (:mod:`.ablation_views`)."""
+    return [Table(*view) for view in ablation_views(frame)]
 
 
 def pivot_tables(s: Sweep) -> list[Table]:
@@ -195,27 +170,16 @@ def pivot_tables(s: Sweep) -> list[Table]:
     tables = []
     comps = [f for f in COMPONENTS if f in s.factors]
     if len(comps) >= 2:
-        df, where = _blocks_varying(s, comps)
+        df, where = blocks_varying(s.df, s.space, comps)
         tables.append(Table("components", f"Components: {' x '.join(comps)} (cf. LoLCATs Table 6)",
                             level_pivot(df, comps[0], comps[1:], q), f"Mean {q} over ok trials{where}"))
     for key, title, context, candidates in ROW_SPECS:
         main = next((f for f in candidates if f in s.factors), None)
         if main:
             keys = [*(c for c in context if c in s.factors), main]
-            df, where = _blocks_varying(s, [main])
+            df, where = blocks_varying(s.df, s.space, [main])
             tables.append(Table(key, title, metric_rows(df, keys, metrics), f"Mean over ok trials{where} at each level"))
     return [t for t in tables if not t.frame.empty]
-
-
-def _blocks_varying(s: Sweep, factors: list[str]) -> tuple[pd.DataFrame, str]:
-    """The trials of the blocks that search every one of ``factors`` and a caption note naming them (all trials
-    for a one-block space): a union of blocks would mix the base value of a factor with other blocks' designs."""
-    blocks = space_blocks(s.space)
-    names = [b.name for b in blocks if all(f in b.keys for f in factors)]
-    if len(blocks) <= 1 or not names:
-        return s.df, ""
-    mask = np.logical_or.reduce([in_block(s.df, n) for n in names])
-    return s.df[mask], f" of block{'s' if len(names) > 1 else ''} {', '.join(names)}"
 
 
 def importance(s: Sweep) -> tuple[Table | None, str]:
