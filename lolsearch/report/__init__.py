@@ -57,7 +57,7 @@ def write_report(sweep_dir: Path) -> Path:
     _write_csv(sweep.dir / "trials.csv", sweep.df)
     front = sweep.df[sweep.df["front"] == 1].sort_values("rank")
     _write_csv(sweep.dir / "pareto.csv", front)
-    ablations = ablation_frame(sweep.df, sweep.space, sweep.objectives, sweep.seq_nll)
+    ablations = ablation_frame(sweep.df, sweep.space, sweep.objectives, sweep.seq_nll, sweep.factors)
     _write_csv(sweep.dir / "ablations.csv", ablations)
     markdown, latex = build_report(sweep, ablations)
     atomic_write_text(sweep.dir / "report.tex", latex)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from lolsearch.report import stats
 from lolsearch.report.analysis import Objective, coarse_levels, factor_values, has_factor, numeric_column, rankable
-from lolsearch.report.blocks import Tie, base_values, in_block, same_level, space_blocks, ties
+from lolsearch.report.blocks import BlockSpec, Tie, base_values, in_block, same_level, space_blocks, ties
 
 COLUMNS = ("block", "factor", "level", "n", "metric", "mean", "ci_low", "ci_high", "ref_level", "delta_vs_ref",
            "delta_ci_low", "delta_ci_high", "verdict", "n_pairs", "ci_method", "tied_with", "unconverged",
@@ -49,10 +49,13 @@ def block_factors(df: pd.DataFrame, keys: Sequence[str], constraints: Sequence[s
 
 
 def ablation_frame(df: pd.DataFrame, space: dict[str, Any], objectives: Sequence[Objective],
-                   seq_nll: SeqNll | None = None) -> pd.DataFrame:
-    """The ablation table (columns :data:`COLUMNS`) of a ranked trials frame with a ``block`` column."""
+                   seq_nll: SeqNll | None = None, factors: Sequence[str] = ()) -> pd.DataFrame:
+    """The ablation table (columns :data:`COLUMNS`) of a ranked trials frame with a ``block`` column. ``factors``:
+    the keys of one ``main`` block when space.yaml searches none (a folder of loose records)."""
     rows: list[dict[str, Any]] = []
     blocks = space_blocks(space)
+    if not any(b.keys for b in blocks) and factors:
+        blocks = [BlockSpec("main", list(factors), dict.fromkeys(factors))]
     if not blocks or not any(b.keys for b in blocks):
         return pd.DataFrame(columns=list(COLUMNS))
     base = base_values(space, list(dict.fromkeys(k for b in blocks for k in b.keys)))

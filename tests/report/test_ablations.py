@@ -187,3 +187,12 @@ def test_report_plots_per_layer_window_share_when_recorded(tmp_path):
         path.write_text(json.dumps(record))
     md = write_report(root).read_text()
     assert "plots/window_share.png" in md and (root / "plots" / "window_share.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_records_without_searched_keys_use_the_varying_config_keys_as_one_block(tmp_path):
+    root = make_sweep(tmp_path / "s", False)
+    (root / "space.yaml").write_text(yaml.safe_dump({"objectives": SPACE["objectives"]}))
+    write_report(root)
+    frame = pd.read_csv(root / "ablations.csv")
+    assert set(frame.block) == {"main"} and "distill.enabled" in set(frame.factor)
+    assert "finetune.lora.alpha" not in set(frame.factor)  # tied to the rank in every trial
