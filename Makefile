@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml .ci/cpu-constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lolsearch sweep spaces/quickstart.yaml --out results/quickstart
+	# --yes: quickstart's budgets are fixed and small, so no calibration run before the live progress table
+	$(VENV)/bin/lolsearch sweep spaces/quickstart.yaml --out results/quickstart --yes
 	$(VENV)/bin/lolsearch report results/quickstart
 	@echo "report: results/quickstart/report.md"
 
