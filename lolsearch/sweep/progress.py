@@ -23,6 +23,7 @@ from lolsearch.trial.record import FINAL_STATUSES, read_final, read_results, sta
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "optuna.journal"
+ROW_WIDTH = 100  # a progress row fits a 100-column terminal
 
 
 def grid_recorder(space: SearchSpace, out: Path) -> GridRecorder:
@@ -129,14 +130,24 @@ class SweepCallback(Callback):
         return static_record(trial_id, self.space.name, cfg, point["trial"], "failed" if error else "pruned", why, keep)
 
     def _columns(self) -> list[tuple[str, int]]:
+        """Fixed columns, then one column per searched key (short labels) while the row fits ROW_WIDTH; else one
+        ``design`` column holding the values joined by ``/`` (the header's legend gives the order)."""
         cols = [("done", 7), ("status", 7), ("trial_id", 10), *((m, max(len(m), 9)) for m in self.metrics), ("time", 6)]
-        return cols + [(label, max(len(label), 8)) for label in short_labels(self.keys).values()]
+        factors = [(label, max(len(label), 8)) for label in short_labels(self.keys).values()]
+        if sum(w + 2 for _, w in cols + factors) - 2 <= ROW_WIDTH or not factors:
+            return cols + factors
+        return [*cols, ("design", max(12, ROW_WIDTH - sum(w + 2 for _, w in cols)))]
+
+    def _collapsed(self) -> bool:
+        return bool(self.keys) and self._columns()[-1][0] == "design"
 
     def _print_header(self) -> None:
         if self._header:
             return
         self._header = True
-        if legend(self.keys):
+        if self._collapsed():
+            console().print(f"design = {' / '.join(self.keys)}", style="dim", highlight=False)
+        elif legend(self.keys):
             console().print(f"columns: {legend(self.keys)}", style="dim", highlight=False)
         console().print("  ".join(name.ljust(w) for name, w in self._columns()), style="bold", highlight=False)
 
@@ -147,12 +158,17 @@ class SweepCallback(Callback):
         m = record.get("metrics") or {}
         vals = [format_metric(k, m.get(k)) for k in self.metrics]
         total = (record.get("timing") or {}).get("total_s")
+        factors = [short_value(params[k], 10) if k in params else "-" for k in self.keys]
         row = [f"{done}/{self.planned}", record["status"], record["trial_id"], *vals,
-               fmt_duration(total) if total else "-", *(short_value(params[k]) if k in params else "-" for k in self.keys)]
-        line = "  ".join(cell.ljust(w) for cell, (_, w) in zip(row, self._columns(), strict=True))
+               fmt_duration(total) if total else "-", *(["/".join(factors)] if self._collapsed() else factors)]
+        line = "  ".join(_cut(cell, w).ljust(w) for cell, (_, w) in zip(row, self._columns(), strict=True))
         console().print(line, style={"ok": "green", "failed": "red"}.get(record["status"], "yellow"), highlight=False)
         if record.get("error"):
             console().print(f"    {record['error'][:300]}", style="dim", highlight=False)
+
+
+def _cut(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[: width - 1] + "…"
 
 
 def _error_line(trial: Any) -> str:

@@ -100,3 +100,30 @@ def test_short_labels_and_legend():
     assert "feature_map = attention.feature_map.kind" in legend(keys)
     assert short_value(0.000123456) == "0.0001235" and short_value({"power": 1}) == '{"power":1}'
     assert len(short_value("x" * 40)) == 12
+
+
+def test_sweep_rows_fit_100_columns(tmp_path, monkeypatch):
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from lolsearch.search.space import load_space
+    from lolsearch.sweep import progress
+
+    buf = io.StringIO()
+    monkeypatch.setattr(progress, "console", lambda: Console(file=buf, width=300, soft_wrap=True))
+    spaces = Path(__file__).resolve().parents[2] / "spaces"
+    for name in ("lolcats_ablation", "toy"):
+        space = load_space(spaces / f"{name}.yaml")
+        cb = progress.SweepCallback(space, tmp_path / name, planned=24)
+        params = {k: "hedgehog" if k.endswith("kind") else 64 for k in space.searched_keys}
+        record = {"trial_id": "0123456789", "status": "ok", "timing": {"total_s": 754.0},
+                  "metrics": {"ppl_ratio_ft": 1.0123456, "state_bytes_32k": 3 * 2**20}}
+        cb._print_row(record, params)
+    lines = buf.getvalue().splitlines()
+    rows = [ln for ln in lines if ln.startswith("1/24")]
+    assert len(rows) == 2 and all(len(ln.rstrip()) <= 100 for ln in lines if not ln.startswith(("design", "columns")))
+    assert "3 MiB" in rows[0] and "12m34s" in rows[0] and "1.012" in rows[0]
+    assert any(ln.startswith("design = attention.feature_map.kind / attention.layout") for ln in lines)
+    assert "hedgehog/" in rows[0]  # the collapsed design column of the 6-key ablation
