@@ -87,7 +87,7 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
 
 
 def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
-    """Runs ``trials`` trials of ``cfg`` (seeds 0, 1, ...) one after another in this process, as a reused sweep
+    """Runs ``trials`` trials of ``cfg`` one after another in this process, as a reused sweep
     worker does, and splits each one's wall time into training (both stages) and the fixed rest (load, swap and
     final evaluations, teacher baselines, efficiency). ``cold`` empties the per-process caches before each trial
     (the cost without them). Teacher baselines are cached on disk either way (once per sweep)."""
@@ -98,7 +98,7 @@ def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
     for i in range(trials):
         if cold:
             cache.clear()
-        result = run_trial(cfg.model_copy(update={"seed": i}))
+        result = run_trial(cfg)  # the same config: a sweep's baselines are shared, so only trial 0 computes them
         if result.status != "ok":
             raise RuntimeError(f"trial {i} failed: {result.error}")
         t, m = result.timing, result.metrics

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The H200 call of issue 16 (one `run`, repo root, carry .perf16; results in $OUT/p16.tgz).
 #
-#   bash results/perf/issue16_device.sh
+#   bash results/perf/issue16_device.sh a   # first call: eager and compiled steps, both models, loss checks, profiles
+#   bash results/perf/issue16_device.sh b   # second call: the batched feature-map projection, eager steps
 #
 # .perf16 (ignored) holds what the device image lacks: pydantic and its dependencies as wheels
 # (python3 -m pip download --no-deps ... pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0
@@ -33,16 +34,29 @@ run() {  # name limit args...
   timeout "$limit" $P --out "$D/$name" "$@" > "$D/$name.log" 2>&1
   echo "rc=$? after $(( $(date +%s) - t0 ))s"; tail -12 "$D/$name.log" | grep -v "^20..-" | cut -c1-400
 }
-# 1. SmolLM2 shape at 8 x 1024: the trial path eager and compiled, the loss check, operator profiles
-run smol1k 200 --model smollm2-135m-shape train --seq 1024 --backends triton --stages attention_transfer lora teacher_lora \
-  --compile off default --steps 5 --warmup 2 --check --profile
-# 2. Llama-3-8B shape at 8 x 1024: both stages and the teacher's LoRA step, loss check, profiles
-run l8b1k 170 --model llama3-8b-shape train --seq 1024 --backends triton --stages attention_transfer lora teacher_lora \
+case ${1:-a} in
+a)
+# 1. SmolLM2 shape at 8 x 1024, eager: both stages and the teacher's LoRA step, the loss check (read back every
+#    step vs every 25), operator profiles
+run smol1k 80 --model smollm2-135m-shape train --seq 1024 --backends triton --stages attention_transfer lora teacher_lora \
+  --steps 5 --warmup 2 --check --profile
+# 2. Llama-3-8B shape at 8 x 1024, eager: the same
+run l8b1k 130 --model llama3-8b-shape train --seq 1024 --backends triton --stages attention_transfer lora teacher_lora \
   --steps 3 --warmup 1 --check --profile
-# 3. Llama-3-8B shape at 8 x 2048
-run l8b2k 100 --model llama3-8b-shape train --seq 2048 --backends triton --stages attention_transfer lora --steps 2 --warmup 1
+# 3. SmolLM2 shape at 8 x 1024, compiled norms/MLPs/feature maps, with the loss check against eager
+run smolc 100 --model smollm2-135m-shape train --seq 1024 --backends triton --stages attention_transfer lora \
+  --compile default --steps 5 --warmup 2 --check
 # 4. SmolLM2 shape at 8 K: the linearized LoRA step vs the teacher's (2 sequences per forward, 4 accumulated)
-run smol8k 90 --model smollm2-135m-shape train --seq 8192 --backends triton --stages lora teacher_lora \
+run smol8k 60 --model smollm2-135m-shape train --seq 8192 --backends triton --stages lora teacher_lora \
   --micro-batch 2 --accum 4 --steps 3 --warmup 1
+# 5. Llama-3-8B shape at 8 x 2048
+run l8b2k 50 --model llama3-8b-shape train --seq 2048 --backends triton --stages attention_transfer lora --steps 2 --warmup 1
+;;
+b)
+run smol1k 60 --model smollm2-135m-shape train --seq 1024 --backends triton --stages attention_transfer lora \
+  --steps 5 --warmup 2
+run l8b1k 50 --model llama3-8b-shape train --seq 1024 --backends triton --stages attention_transfer --steps 3 --warmup 1
+;;
+esac
 echo "total $(( $(date +%s) - t0 ))s"
 tar czf "$OUT/p16.tgz" -C "$OUT" p16
