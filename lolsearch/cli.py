@@ -161,10 +161,10 @@ def plan(
     space = load_space(space_file)
     configs = [p.config for p in space.plan_points() if p.config is not None]
     cost = _cost_check(configs, calibrate=calibrate, with_baselines=False, refuse=False, where=str(space_file))
-    width = out.width if out.is_terminal else 100
-    out.print(plan_table(space, cost), width=width)
+    printer = out if out.is_terminal else Console(width=100)  # pipes and files get 100 columns, not 80
+    printer.print(plan_table(space, cost))
     for line in plan_notes(space, cost):
-        out.print(line, highlight=False, soft_wrap=True)
+        printer.print(line, highlight=False)
 
 
 def _cost_check(configs: list[TrialConfig], *, calibrate: bool, with_baselines: bool, refuse: bool, where: str) -> Any:

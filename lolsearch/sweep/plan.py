@@ -113,10 +113,11 @@ def plan_table(space: SearchSpace, plan: CostPlan | None, max_rows: int | None =
     keys = space.searched_keys
     labels = short_labels(keys, width=12)
     table = Table(show_header=True, header_style="bold", pad_edge=False, box=None)
-    for col in ("#", "trial_id", *labels.values(), "distill", "finetune", "est."):
-        fixed = col in ("#", "trial_id", "distill", "finetune", "est.")
+    numbers = ("#", "tok distill", "tok finetune", "est.")
+    for col in ("#", "trial_id", *labels.values(), *numbers[1:]):
+        fixed = col in (*numbers, "trial_id")
         table.add_column(col, no_wrap=True, max_width=12, min_width=len(col) if fixed else None,
-                         justify="right" if col in ("#", "distill", "finetune", "est.") else "left")
+                         justify="right" if col in numbers else "left")
     configs = [p.config for p in points if p.config is not None]
     ests = dict(zip([id(c) for c in configs], plan.estimates, strict=True)) if plan is not None else {}
     table.columns[1].min_width = 10
@@ -141,7 +142,7 @@ def plan_notes(space: SearchSpace, plan: CostPlan | None) -> list[str]:
     lines = [_size_line(space, space.plan_points())]
     if legend(keys, 12):
         lines.append(f"columns: {legend(keys, 12)}")
-    lines.append("distill/finetune: training tokens per stage; est.: time per trial on this device")
+    lines.append("tok distill/finetune: training tokens per stage; est.: time per trial on this device")
     if plan is not None and any(e is not None for e in plan.estimates):
         total = sweep_seconds(space, plan)
         base = max((e.baseline_s for e in plan.estimates if e is not None), default=0.0)
