@@ -158,8 +158,10 @@ def _size_line(space: SearchSpace, points: list) -> str:
     if space.is_grid:
         info = space.grid()[1]
         blocks = ", ".join(f"{b} {n}" for b, n in info.per_block.items())
+        seeds = space.spec.replicates
         return (f"{space.name}: grid: {info.size} trials ({blocks}); {info.excluded} excluded by constraints, "
-                f"{info.duplicates} duplicates removed")
+                f"{info.duplicates} duplicates removed"
+                + (f"; {info.size // seeds} designs x {seeds} seeds (replicates)" if seeds > 1 else ""))
     pruned = sum(p.config is None for p in points)
     return (f"{space.name}: {space.sampler.kind}, {space.sampler.num_trials} trials (seed {space.sampler.seed}); "
             f"the first {len(points)} suggestions shown, {pruned} violate a constraint")
