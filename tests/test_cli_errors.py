@@ -199,6 +199,10 @@ CASES = [
      ["--set: attention.windw: unknown key 'windw'; did you mean 'window'?"]),
     ("set-bad-value-on-space", lambda w: ["run", _space(w, "sp.yaml"), "--set", "data.seq_len=4"], 2, ["--set: data.seq_len:"]),
     ("set-not-key-value", lambda w: ["run", _trial(w, "t.yaml"), "--set", "novalue"], 2, ["--set: novalue: expected dotted.key=value"]),
+    ("seed-beyond-32-bits", lambda w: ["validate", _trial(w, "seed.yaml", ("device: cpu", "device: cpu\nseed: 99999999999999999999999"))], 2,
+     ["seed.yaml: seed: Input should be less than 4294967296"]),
+    ("batch-beyond-memory", lambda w: ["run", _trial(w, "t.yaml"), "--set", "distill.batch_size=1000000000"], 2,
+     ["--set: distill.batch_size: 1000000000 sequences"]),
     # ---- command-line values out of range
     ("max-trials-negative", lambda w: ["sweep", _space(w, "sp.yaml"), "--max-trials", "-1"], 2, ["--max-trials"]),
     ("time-budget-negative", lambda w: ["sweep", _space(w, "sp.yaml"), "--time-budget", "-5"], 2, ["--time-budget: must be a positive"]),
@@ -265,6 +269,7 @@ CASES = [
     ("address-malformed", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", str(w / "never3"), "--address", "nohost"], 2,
      ["--address: 'nohost' is not auto or HOST:PORT"]),
 ]
+CASES.append(("cache-is-a-file", lambda w: ["validate", _trial(w, "t.yaml")], 2, ["$LOLSEARCH_CACHE: ", "is a file, not a folder"]))
 if not torch.cuda.is_available():
     CASES.append(("device-cuda-on-cpu-machine", lambda w: ["run", _trial(w, "cuda.yaml", ("device: cpu", "device: cuda"))], 2,
                   ["cuda.yaml: device: 'cuda' but no CUDA device is visible"]))
@@ -285,10 +290,12 @@ def _alarm(signum, frame):
 
 
 @pytest.mark.parametrize("build, code, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_malformed_input_exits_cleanly(ws, build, code, expected, capsys, monkeypatch):
+def test_malformed_input_exits_cleanly(ws, build, code, expected, capsys, monkeypatch, request):
     monkeypatch.chdir(ws)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = build(ws)
+    if request.node.callspec.id == "cache-is-a-file":
+        monkeypatch.setenv("LOLSEARCH_CACHE", str(ws / "afile"))
     capsys.readouterr()
     before = _tree(ws)
     old = signal.signal(signal.SIGALRM, _alarm)

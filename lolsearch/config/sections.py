@@ -389,7 +389,7 @@ class TrialConfig(StrictModel):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="quality evaluation")
     efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig,
         description="efficiency accounting and measurement")
-    seed: int = Field(0, description="seed of initialization and data order")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of initialization and data order")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (CUDA when available), cpu or cuda")
 
     @model_validator(mode="after")

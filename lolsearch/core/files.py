@@ -41,9 +41,14 @@ _TMP_MARK = ".tmp-"
 
 def cache_root() -> Path:
     """``$LOLSEARCH_CACHE`` or ``~/.cache/lolsearch`` (created on first use)."""
-    root = Path(os.environ.get("LOLSEARCH_CACHE") or Path.home() / ".cache" / "lolsearch").expanduser()
+    root = cache_root_path()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def cache_root_path() -> Path:
+    """Where :func:`cache_root` is, without creating it."""
+    return Path(os.environ.get("LOLSEARCH_CACHE") or Path.home() / ".cache" / "lolsearch").expanduser()
 
 
 def cache_path(*parts: str) -> Path:

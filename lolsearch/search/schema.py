@@ -115,7 +115,7 @@ class Objective(_Strict):
 
 class Sampler(_Strict):
     kind: str = Field(description="grid (every point), random, tpe (Optuna TPE) or nsga2 (multi-objective)")
-    seed: int = Field(0, description="sampler seed")
+    seed: int = Field(0, ge=0, lt=2**32, description="sampler seed")
     num_trials: int | None = Field(None, ge=1, le=GRID_CAP, description="trials to run (non-grid samplers)")
     population_size: int | None = Field(None, ge=2, description="nsga2 population size")
     n_startup_trials: int | None = Field(None, ge=0, description="tpe: random trials before the model-based ones")

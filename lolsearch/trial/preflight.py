@@ -17,12 +17,14 @@ import torch
 
 from lolsearch.config import DataConfig, TrialConfig
 from lolsearch.core.errors import ConfigError, Problem
+from lolsearch.core.files import cache_root_path, writable_dir_problem
 from lolsearch.data import SPLITS, load_documents, resolve_files
 from lolsearch.models import ModelShape, model_shape
 from lolsearch.trial.surgery import SUPPORTED
 
 CONFIG = "<config>"  # the file of a problem about a config key; callers put the real file (or space key) in
 _SNIFF_BYTES = 1 << 16
+MAX_BATCH_TOKENS = 1 << 22  # tokens of one micro-batch: far beyond what a GPU holds, short of a host's memory
 
 
 def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
@@ -31,6 +33,16 @@ def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
     checks of one call of :func:`preflight_all` (many configs share a model and a corpus)."""
     memo = {} if memo is None else memo
     out = []
+    cache = cache_root_path()
+    problem = writable_dir_problem(cache)
+    if problem:
+        out.append(Problem("$LOLSEARCH_CACHE", "", f"{cache}: {problem} (the model and data cache)"))
+    for key, batch in (("distill.batch_size", cfg.distill.batch_size), ("finetune.batch_size", cfg.finetune.batch_size),
+                       ("eval.batch_size", cfg.eval.batch_size)):
+        if batch * cfg.data.seq_len > MAX_BATCH_TOKENS:
+            out.append(Problem(CONFIG, key, f"{batch} sequences of data.seq_len={cfg.data.seq_len} are "
+                                            f"{batch * cfg.data.seq_len} tokens per step, over {MAX_BATCH_TOKENS}; "
+                                            "use grad_accum for larger batches"))
     if cfg.device == "cuda" and not torch.cuda.is_available():
         out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
                                              "use device: auto or cpu"))
