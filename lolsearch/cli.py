@@ -192,6 +192,13 @@ def _cost_check(configs: list[TrialConfig], *, calibrate: bool, with_baselines: 
         raise ConfigError(problems)
     for p in problems:
         out.print(f"warning: {p}", highlight=False)
+    known = [e for e in cost.estimates if e is not None]
+    if refuse and known:  # run/sweep: say what is coming (plan prints its own table)
+        seconds = [e.total_s if with_baselines else e.trial_s for e in known]
+        span = fmt_duration(min(seconds)) if len(set(map(round, seconds))) == 1 else \
+            f"{fmt_duration(min(seconds))}-{fmt_duration(max(seconds))}"
+        out.print(f"estimate: about {span} per trial on {cost.device} (`lolsearch plan` for the details)",
+                  highlight=False)
     return cost
 
 
