@@ -147,6 +147,17 @@ def _data(ws: Path, name: str, content: str | bytes, source: str = "text") -> st
     return _trial(ws, f"{name}.yaml", ("source: text, path: " + str(ws / "corpus.txt"), f"source: {source}, path: {path}"))
 
 
+def _resume(ws: Path, name: str, files: dict[str, bytes]) -> list[str]:
+    """``sweep --resume`` of a sweep folder holding the space as run plus ``files``."""
+    space = _space(ws, f"{name}.yaml")
+    out = ws / "cases" / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "space.yaml").write_bytes(Path(space).read_bytes())
+    for fname, content in files.items():
+        (out / fname).write_bytes(content)
+    return ["sweep", space, "--out", str(out), "--resume", "--yes"]
+
+
 def _gpt2_dir(ws: Path) -> str:
     d = ws / "cases" / "gpt2"
     d.mkdir(parents=True, exist_ok=True)
@@ -225,6 +236,10 @@ CASES = [
     ("sweep-out-holds-a-sweep-file", lambda w: ["sweep", _space(w, "sp.yaml"), "--out",
                                                 str(Path(_write(w, "oldsweep/sweep.json", "{}")).parent)], 2,
      ["oldsweep: already holds a sweep (sweep.json)", "--resume"]),
+    ("resume-garbage-sweep-json", lambda w: _resume(w, "rs1", {"sweep.json": b"\xff{"}), 2, ["rs1/sweep.json: cannot be read"]),
+    ("resume-garbage-journal", lambda w: _resume(w, "rs2", {"optuna.journal": b"garbage\n\x00"}), 2,
+     ["rs2/optuna.journal: cannot be read", "move it aside"]),
+    ("resume-binary-space-copy", lambda w: _resume(w, "rs3", {"space.yaml": bytes(range(256))}), 2, ["differs from"]),
     ("sweep-out-is-a-file", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", str(w / "afile")], 2, ["afile: is a file, not a folder"]),
     ("sweep-out-unwritable", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", "/proc/lolsearch/x"], 2, ["cannot write"]),
     # ---- caught before any compute: data, model, indices, device

@@ -200,13 +200,28 @@ def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
     if resume:
         if not copy.exists():
             raise ConfigError.single(str(out), "", "nothing to resume here (no space.yaml); drop --resume to start")
-        if copy.read_text() != space.text:
+        if copy.read_bytes().decode("utf-8", errors="replace") != space.text:
             raise ConfigError.single(space.file, "", f"differs from {copy}, the space this sweep started with; "
                                      "resume with that file or start a new --out")
+        _check_state(out)
     elif any((out / name).exists() for name in SWEEP_FILES):
         held = ", ".join(name for name in SWEEP_FILES if (out / name).exists())
         raise ConfigError.single(str(out), "", f"already holds a sweep ({held}); pass --resume to continue it or pick "
                                  "another --out")
+
+
+def _check_state(out: Path) -> None:
+    """A resumed sweep's own files must read back: sweep.json (a JSON object) and the Optuna journal."""
+    path = out / "sweep.json"
+    try:
+        if path.exists() and not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+        path = out / STUDY_FILE
+        if path.exists():
+            study_storage(path)
+    except Exception as err:  # JSON, UTF-8 and Optuna's own replay errors alike
+        raise ConfigError.single(str(path), "", f"cannot be read ({type(err).__name__}: {str(err)[:120]}); move it "
+                                 "aside to resume (finished trials stay in trials/ and are not rerun)") from None
 
 
 def _init_folder(space: SearchSpace, out: Path) -> None:
