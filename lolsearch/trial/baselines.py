@@ -88,7 +88,7 @@ def teacher_ft_adapter(cfg: TrialConfig, device: torch.device) -> Path:
 def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Callable[[], Iterable[dict]],
                   device: torch.device) -> float:
     """KL(teacher_ft ‖ student) per test token: a fresh teacher with the cached LoRA of the teacher_ft baseline."""
-    from lolsearch.models import load_model
+    from lolsearch.trial import cache
     from lolsearch.trial.evaluate import kl_to_reference
     from lolsearch.trial.finetune import add_lora
     from lolsearch.trial.record import load_adapter
@@ -96,7 +96,7 @@ def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Call
     path = teacher_ft_adapter(cfg, device)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no cached teacher_ft adapter (computed by an older version?)")
-    teacher, _ = load_model(cfg.model, device)
+    teacher, _ = cache.teacher(cfg.model, device)  # this process's copy of the teacher: every trial needs one
     teacher = add_lora(teacher, cfg.finetune.lora, cotrain_attention=False)
     load_adapter(teacher, path)
     try:
