@@ -196,5 +196,13 @@ def _batches(
         if mask_prompt:
             labels[np.stack([stream.prompt_mask[i * seq_len : (i + 1) * seq_len] for i in rows])] = -100
         batch = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
-        yield {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+        yield _to_device(batch, device) if device is not None else batch
         rows = list(itertools.islice(order, batch_size))
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """The batch on ``device``. To a GPU through pinned memory without blocking: a copy from pageable memory
+    waits for the GPU to finish its queued work, which would stall a training loop that runs ahead of it."""
+    if torch.device(device).type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
