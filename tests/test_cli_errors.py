@@ -214,6 +214,10 @@ CASES = [
      ["seed.yaml: seed: Input should be less than 4294967296"]),
     ("batch-beyond-memory", lambda w: ["run", _trial(w, "t.yaml"), "--set", "distill.batch_size=1000000000"], 2,
      ["--set: distill.batch_size: 1000000000 sequences"]),
+    ("timed-batch-beyond-memory", lambda w: ["run", _trial(w, "t.yaml"), "--set", "efficiency.measure=true", "--set",
+                                             "efficiency.prefill_lengths=[100000000]"], 2, ["--set: efficiency.prefill_lengths:"]),
+    ("toy-model-absurd", lambda w: ["run", _trial(w, "t.yaml"), "--set", "model.toy.intermediate_size=99999999999999"], 2,
+     ["--set: model.toy: about"]),
     # ---- command-line values out of range
     ("max-trials-negative", lambda w: ["sweep", _space(w, "sp.yaml"), "--max-trials", "-1"], 2, ["--max-trials"]),
     ("time-budget-negative", lambda w: ["sweep", _space(w, "sp.yaml"), "--time-budget", "-5"], 2, ["--time-budget: must be a positive"]),

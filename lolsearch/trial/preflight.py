@@ -24,6 +24,7 @@ from lolsearch.trial.surgery import SUPPORTED
 
 CONFIG = "<config>"  # the file of a problem about a config key; callers put the real file (or space key) in
 _SNIFF_BYTES = 1 << 16
+MAX_TOY_PARAMS = 1e9
 MAX_BATCH_TOKENS = 1 << 22  # tokens of one micro-batch: far beyond what a GPU holds, short of a host's memory
 
 
@@ -43,6 +44,13 @@ def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
             out.append(Problem(CONFIG, key, f"{batch} sequences of data.seq_len={cfg.data.seq_len} are "
                                             f"{batch * cfg.data.seq_len} tokens per step, over {MAX_BATCH_TOKENS}; "
                                             "use grad_accum for larger batches"))
+    e = cfg.efficiency
+    if e.measure:
+        timed = [("efficiency.prefill_lengths", n) for n in e.prefill_lengths or ()]
+        timed += [("efficiency.decode_context", (e.decode_context or 0) + e.decode_tokens)]
+        out += [Problem(CONFIG, key if e.batch_size == 1 else "efficiency.batch_size", f"{e.batch_size} x {n} tokens "
+                        f"per timed batch (efficiency.batch_size x {key}), over {MAX_BATCH_TOKENS}")
+                for key, n in timed if e.batch_size * n > MAX_BATCH_TOKENS]
     if cfg.device == "cuda" and not torch.cuda.is_available():
         out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
                                              "use device: auto or cpu"))
@@ -91,6 +99,9 @@ def _shape_problems(cfg: TrialConfig, shape: ModelShape) -> list[tuple[str, str]
             for i in a.layers if i >= n]
     if not bad and len(set(a.softmax_layers)) >= n:
         out.append(("attention.softmax_layers", f"keeps all {n} layers as softmax: nothing to linearize"))
+    params = shape.layers * (4 * shape.hidden**2 + 3 * shape.hidden * shape.intermediate)
+    if cfg.model.source == "toy-llama" and params > MAX_TOY_PARAMS:
+        out.append(("model.toy", f"about {params:.2g} parameters; a toy model stays under {MAX_TOY_PARAMS:.0g}"))
     if shape.max_positions and cfg.data.seq_len > shape.max_positions:
         out.append(("data.seq_len", f"{cfg.data.seq_len} is longer than the {shape.max_positions} positions "
                                     f"{cfg.model.source} was trained for"))
