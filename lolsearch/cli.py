@@ -296,7 +296,7 @@ def compare(
 
 @app.command()
 def generate(
-    source: Annotated[Path, typer.Argument(help="a trial directory (trained adapter) or a config/space file (untrained)")],
+    source: Annotated[Path, typer.Argument(help="a trial or export folder (trained) or a config/space file (untrained)")],
     prompt: Annotated[str, typer.Option(help="text to continue")] = "The capital of France is",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS, help="tokens to generate")] = 40,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override for config files")] = None,
@@ -306,14 +306,14 @@ def generate(
     import torch
 
     from lolsearch.models import load_model, resolve_device
-    from lolsearch.trial.record import load_trial_model
     from lolsearch.trial.surgery import linearize
 
     if not prompt.strip():
         raise UsageError.single("--prompt", "", "is empty: give the text to continue")
     if source.is_dir():
-        cfg = None
-        model, tok, cfg = load_trial_model(source, resolve_device("auto"))
+        from lolsearch.trial.export import load
+
+        model, tok = load(source)  # a trial folder or a `lolsearch export` folder
     else:
         cfg, _ = _load_trial(source, set_ or [])
         model, tok = load_model(cfg.model, resolve_device(cfg.device))

@@ -30,7 +30,7 @@ from lolsearch.attention.layer import LinearizedAttention
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
 from lolsearch.core.files import atomic_dir, atomic_write_text
 from lolsearch.models import resolve_device, resolve_dtype
-from lolsearch.trial.record import ADAPTER_FILE, CONFIG_FILE, load_trial_model
+from lolsearch.trial.record import CONFIG_FILE, load_trial_model
 from lolsearch.trial.surgery import linearize
 
 log = logging.getLogger(__name__)
@@ -73,19 +73,16 @@ def load(path: str | Path, device: str | torch.device | None = None,
     ``device`` defaults to CUDA when available; ``dtype`` (e.g. ``"bfloat16"``) casts the whole model.
 
     Raises:
-        FileNotFoundError: ``path`` is neither a finished trial folder nor an export folder.
+        ConfigError: ``path`` is neither an export folder nor a readable trial folder (names the file).
     """
     path = Path(path).expanduser()
     dev = resolve_device("auto" if device is None else device)
     if is_export(path):
         return _load_export(path, dev, _dtype(dtype))
-    if (path / CONFIG_FILE).is_file():
-        model, tok, _ = load_trial_model(path, dev)
-        if dtype is not None:
-            model.to(_dtype(dtype))
-        return model, tok
-    raise FileNotFoundError(f"{path}: neither a trial folder (config.yaml + {ADAPTER_FILE}) nor a "
-                            "`lolsearch export` folder (config.json with a lolsearch section)")
+    model, tok, _ = load_trial_model(path, dev)  # ConfigError naming the file when it is not a trial folder
+    if dtype is not None:
+        model.to(_dtype(dtype))
+    return model, tok
 
 
 def load_tokenizer(path: str | Path) -> object:

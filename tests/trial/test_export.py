@@ -9,6 +9,7 @@ import torch
 import lolsearch
 from lolsearch.cli import main
 from lolsearch.config import parse_trial_config
+from lolsearch.core.errors import ConfigError
 from lolsearch.trial.record import load_trial_model
 from lolsearch.trial.run import run_trial
 
@@ -96,5 +97,6 @@ def test_export_input_errors(trial, tmp_path, capsys):
     assert "not a finished trial folder" in capsys.readouterr().err
     assert main(["export", str(trial), "--out", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="neither a trial folder"):
+    with pytest.raises(ConfigError, match="config.yaml: cannot read"):
         lolsearch.load(tmp_path, device="cpu")
+    assert main(["generate", str(tmp_path)]) == 2
