@@ -3,6 +3,10 @@
 #
 #   bash results/perf/issue16_device.sh a   # first call: eager and compiled steps, both models, loss checks, profiles
 #   bash results/perf/issue16_device.sh b   # second call: the batched feature-map projection, eager steps
+#   bash results/perf/issue16_device.sh c   # not run yet: eager vs compiled in one process over 20 steps, both models
+#
+# Calls made: a (2026-12-02, results in train.csv and issue16/). b and c were not run: the session's device time
+# ran out (b's start was refused).
 #
 # .perf16 (ignored) holds what the device image lacks: pydantic and its dependencies as wheels
 # (python3 -m pip download --no-deps ... pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0
@@ -56,6 +60,12 @@ b)
 run smol1k 60 --model smollm2-135m-shape train --seq 1024 --backends triton --stages attention_transfer lora \
   --steps 5 --warmup 2
 run l8b1k 50 --model llama3-8b-shape train --seq 1024 --backends triton --stages attention_transfer --steps 3 --warmup 1
+;;
+c)
+run smolab 150 --model smollm2-135m-shape train --seq 1024 --backends triton --stages attention_transfer lora teacher_lora \
+  --compile off default off --steps 20 --warmup 3 --check
+run l8bab 200 --model llama3-8b-shape train --seq 1024 --backends triton --stages attention_transfer lora \
+  --compile off default --steps 5 --warmup 2 --check
 ;;
 esac
 echo "total $(( $(date +%s) - t0 ))s"
