@@ -353,6 +353,7 @@ def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], high
     if df.empty:
         return
     refs = df[df[by] == ref].set_index(keys)[col]
+    refs = refs[~refs.index.duplicated()]  # a setting timed twice (e.g. --compile off default off): the first
     ratio = []
     for _, row in df.iterrows():
         key = tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]
