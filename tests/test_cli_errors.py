@@ -218,6 +218,8 @@ CASES = [
                                              "efficiency.prefill_lengths=[100000000]"], 2, ["--set: efficiency.prefill_lengths:"]),
     ("toy-model-absurd", lambda w: ["run", _trial(w, "t.yaml"), "--set", "model.toy.intermediate_size=99999999999999"], 2,
      ["--set: model.toy: about"]),
+    ("cpu-share-tiny", lambda w: ["validate", _space(w, "cpu.yaml", ("sampler: {kind: grid}", "sampler: {kind: grid}\nresources: {cpu: 0.0001}"))],
+     2, ["cpu.yaml: resources.cpu: Input should be greater than or equal to 0.1"]),
     # ---- command-line values out of range
     ("max-trials-negative", lambda w: ["sweep", _space(w, "sp.yaml"), "--max-trials", "-1"], 2, ["--max-trials"]),
     ("time-budget-negative", lambda w: ["sweep", _space(w, "sp.yaml"), "--time-budget", "-5"], 2, ["--time-budget: must be a positive"]),

@@ -137,7 +137,8 @@ class Sampler(_Strict):
 class Resources(_Strict):
     """Per trial. ``gpu`` < 1 shares one GPU between trials (memory capped to the fraction)."""
 
-    cpu: float = Field(1.0, gt=0, description="CPUs per trial (also its torch threads)")
+    cpu: float = Field(1.0, ge=0.1, description="CPUs per trial (also its torch threads); at least 0.1: each trial "
+                       "is a process with torch loaded, and a tiny share would start hundreds of them at once")
     gpu: float = Field(0.0, ge=0, description="GPUs per trial; below 1 shares a GPU (memory capped to the fraction)")
 
     @field_validator("gpu")
