@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lolsearch.config import TrialConfig
+from lolsearch.config import TrialConfig, parse_trial_config
+from lolsearch.core.errors import ConfigError
 from lolsearch.search.expr import Expr
 from lolsearch.search.schema import ParamSpec
 
@@ -100,14 +102,45 @@ class Point:
     config: TrialConfig | None = None
     pruned: str | None = None
 
+    def ref(self, index: int | None = None) -> PointRef:
+        """What of this point crosses the Ray boundary (see :class:`PointRef`)."""
+        config = self.config.model_dump(mode="json") if self.config is not None else self.raw
+        return PointRef(self.block, {k: label_of(v) for k, v in self.params.items()}, config, index, self.pruned)
+
+    def to_ray(self, index: int | None = None) -> dict[str, Any]:
+        return self.ref(index).to_ray()
+
+
+@dataclass(frozen=True)
+class PointRef:
+    """One trial as it travels through Ray: plain JSON, parsed back into a TrialConfig once, in the worker.
+
+    ``config`` is ``TrialConfig.model_dump()`` of a valid point (the raw dict of one that failed validation);
+    ``params`` are the searched values in Optuna-storable form; ``index`` the point's place in the plan.
+    """
+
+    block: str
+    params: dict[str, Any]
+    config: dict[str, Any]
+    index: int | None = None
+    pruned: str | None = None
+
     def to_ray(self) -> dict[str, Any]:
-        """Plain-JSON form passed through Ray (never models)."""
-        return {
-            "block": self.block,
-            "params": {k: label_of(v) for k, v in self.params.items()},
-            "trial": self.raw,
-            "pruned": self.pruned,
-        }
+        return asdict(self)
+
+    @classmethod
+    def from_ray(cls, data: dict[str, Any]) -> PointRef:
+        return cls(data.get("block") or "main", dict(data.get("params") or {}), dict(data.get("config") or {}),
+                   data.get("index"), data.get("pruned"))
+
+    def identity(self, space: str) -> tuple[str, TrialConfig | None, str | None]:
+        """(trial_id, config or None, problem or None); a point that fails validation gets a hash of its dict."""
+        try:
+            cfg = parse_trial_config(self.config, f"space {space}")
+        except ConfigError as err:
+            raw = json.dumps(self.config, sort_keys=True, separators=(",", ":"), default=str)
+            return hashlib.sha1(raw.encode()).hexdigest()[:10], None, f"ConfigError: {err}".replace("\n", "; ")
+        return cfg.trial_id, cfg, None
 
 
 @dataclass

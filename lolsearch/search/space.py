@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
 from lolsearch.core.errors import ConfigError, Problem
 from lolsearch.search.expr import Expr, ExprError, parse_expr
-from lolsearch.search.points import Block, GridInfo, Param, Point, label_of, seed_replicates
+from lolsearch.search.points import Block, GridInfo, Param, Point, PointRef, label_of, seed_replicates
 from lolsearch.search.schema import (
     GRID_CAP,
     ParamSpec,
@@ -370,8 +370,8 @@ def define_by_run(trial: Any, space: SearchSpace) -> dict[str, Any]:
     try:
         point = space.build(space.blocks[0], _OptunaChooser(trial))
     except ConfigError as err:  # an expression that cannot be evaluated: record the point as pruned
-        return {"_point": {"block": "main", "params": dict(trial.params), "trial": {}, "pruned": str(err)}}
-    return {"_point": point.to_ray()}
+        return {"_point": PointRef("main", dict(trial.params), {}, trial.number, str(err)).to_ray()}
+    return {"_point": point.to_ray(trial.number)}
 
 
 def make_sampler(space: SearchSpace, seed: int | None = None) -> Any:

@@ -38,7 +38,7 @@ from lolsearch.search.space import SearchSpace, define_by_run, label_of, load_sp
 from lolsearch.sweep.integrations import cluster_nodes
 from lolsearch.sweep.progress import STUDY_FILE, SweepCallback, grid_recorder
 from lolsearch.sweep.study import TrialSearcher, study_storage
-from lolsearch.sweep.trainable import sweep_trainable, trial_dirname
+from lolsearch.sweep.trainable import SweepContext, sweep_trainable, trial_dirname
 from lolsearch.trial.preflight import preflight_all
 from lolsearch.trial.record import read_results
 
@@ -372,9 +372,9 @@ def _tuner(space: SearchSpace, out: Path, points: list, planned: int, resume: bo
     done = {r["trial_id"] for r in read_results(out)}
     if exp.exists():  # the previous run's Tune state: keep it aside, run what is left
         shutil.move(str(exp), str(out / f"ray.unrestorable.{int(time.time())}"))
-    ctx = {"out": str(out), "space": space.name, "cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    ctx = SweepContext(str(out), space.name, space.resources.cpu, space.resources.gpu).to_ray()
     if space.is_grid:
-        todo = [p.to_ray() for p in points if p.config.trial_id not in done]
+        todo = [p.to_ray(i) for i, p in enumerate(points) if p.config.trial_id not in done]
         if not todo:
             return None
         param_space: dict[str, Any] = {"_sweep": ctx, "_point": tune.grid_search(todo)}

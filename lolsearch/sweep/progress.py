@@ -14,10 +14,11 @@ from ray.tune import Callback
 
 from lolsearch.search.labels import legend, short_labels, short_value
 from lolsearch.search.metrics import format_metric
+from lolsearch.search.points import PointRef
 from lolsearch.search.space import SearchSpace
 from lolsearch.sweep.live import STAGES, ProgressBoard, fmt_duration
 from lolsearch.sweep.study import GridRecorder
-from lolsearch.sweep.trainable import TRIAL_KEY, point_identity
+from lolsearch.sweep.trainable import TRIAL_KEY
 from lolsearch.trial.record import FINAL_STATUSES, read_final, read_results, static_record, write_result
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ class SweepCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print_header()
-        point = trial.config.get("_point") or {}
-        if "trial" in point:
-            trial_id, cfg, _ = point_identity(point, self.space.name)
+        ref = _point_ref(trial)
+        if ref is not None:
+            trial_id, cfg, _ = ref.identity(self.space.name)
             totals = {s: getattr(cfg, s).num_steps(cfg.data.seq_len) for s in STAGES} if cfg is not None else {}
-            params = point.get("params") or {}
+            params = ref.params
             self.board().trial_started(trial_id, totals, "/".join(short_value(params[k]) for k in self.keys if k in params))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -90,10 +91,10 @@ class SweepCallback(Callback):
         self._finish(trial, _error_line(trial))
 
     def _finish(self, trial: Any, error: str | None) -> None:
-        point = trial.config.get("_point") or {}
-        if "trial" not in point:
+        ref = _point_ref(trial)
+        if ref is None:
             return
-        trial_id, cfg, _ = point_identity(point, self.space.name)
+        trial_id, cfg, _ = ref.identity(self.space.name)
         trial_dir = self.out / "trials" / trial_id
         record = read_final(trial_dir)
         if (record is None and not error and self.space.budget.time_s
@@ -103,14 +104,14 @@ class SweepCallback(Callback):
             self.board().running.pop(trial_id, None)
             return
         if record is None:
-            record = self._fallback_record(trial, trial_id, cfg, point, error)
+            record = self._fallback_record(trial, trial_id, cfg, ref, error)
             write_result(trial_dir, record)
         if self.recorder is not None:
-            self.recorder.record(record, point.get("params") or {})
+            self.recorder.record(record, ref.params)
         self.board().trial_finished(trial_id, (record.get("timing") or {}).get("total_s"))
-        self._print_row(record, point.get("params") or {})
+        self._print_row(record, ref.params)
 
-    def _fallback_record(self, trial: Any, trial_id: str, cfg: Any, point: dict, error: str | None) -> dict:
+    def _fallback_record(self, trial: Any, trial_id: str, cfg: Any, ref: PointRef, error: str | None) -> dict:
         """The record of a trial whose own result.json is not on this machine."""
         last = trial.last_result or {}
         metrics = {k: v for k, v in last.items() if k not in _TUNE_KEYS}
@@ -118,7 +119,7 @@ class SweepCallback(Callback):
             # it finished on a node that does not share DIR: keep its scalar metrics here
             log.warning("trial %s finished on %s, whose DIR is not this one; its curves and adapter stay there",
                         trial_id, last.get("hostname"))
-            return static_record(trial_id, self.space.name, cfg, point["trial"], last["status"],
+            return static_record(trial_id, self.space.name, cfg, ref.config, last["status"],
                                  last.get("error") or None, metrics)
         if error:
             why = f"trial process failed: {error}"
@@ -127,7 +128,7 @@ class SweepCallback(Callback):
         else:
             why = f"stopped early by the scheduler after {last.get('training_iteration', 0)} reports"
         keep = {k: v for k, v in metrics.items() if k in self.metrics or k in ("loss", "eval_loss", "stage", "step")}
-        return static_record(trial_id, self.space.name, cfg, point["trial"], "failed" if error else "pruned", why, keep)
+        return static_record(trial_id, self.space.name, cfg, ref.config, "failed" if error else "pruned", why, keep)
 
     def _columns(self) -> list[tuple[str, int]]:
         """Fixed columns, then one column per searched key (short labels) while the row fits ROW_WIDTH; else one
@@ -165,6 +166,12 @@ class SweepCallback(Callback):
         console().print(line, style={"ok": "green", "failed": "red"}.get(record["status"], "yellow"), highlight=False)
         if record.get("error"):
             console().print(f"    {record['error'][:300]}", style="dim", highlight=False)
+
+
+def _point_ref(trial: Any) -> PointRef | None:
+    """The point a Tune trial runs (None for a trial Tune made without one)."""
+    data = trial.config.get("_point")
+    return PointRef.from_ray(data) if isinstance(data, dict) and "config" in data else None
 
 
 def _cut(cell: str, width: int) -> str:

@@ -1,19 +1,19 @@
 """The Ray trainable of a sweep and the per-trial records it leaves in ``DIR/trials/<trial_id>/``.
 
-Only plain dicts travel through Ray: ``config = {"_sweep": {out, space, cpu, gpu}, "_point": Point.to_ray()}``.
+Only plain JSON travels through Ray: ``config = {"_sweep": SweepContext.to_ray(), "_point": PointRef.to_ray()}``,
+parsed back into typed objects once, at the start of the worker.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lolsearch.config import TrialConfig, parse_trial_config
-from lolsearch.core.errors import ConfigError
+from lolsearch.config import TrialConfig
+from lolsearch.search.points import PointRef
 from lolsearch.sweep.integrations import TrialEvents
 from lolsearch.trial.record import read_final, static_record, write_result
 
@@ -22,22 +22,40 @@ log = logging.getLogger(__name__)
 TRIAL_KEY = "lol_trial_id"
 
 
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep shares: the output folder, the space's name and a trial's resources."""
+
+    out: str
+    space: str
+    cpu: float
+    gpu: float
+
+    def to_ray(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_ray(cls, data: dict[str, Any]) -> SweepContext:
+        return cls(**{k: data[k] for k in ("out", "space", "cpu", "gpu")})
+
+
 def sweep_trainable(config: dict[str, Any]) -> None:
     """Function trainable: one point -> one record; reports intermediate metrics and the final record."""
     from ray import tune
 
-    ctx, point = config["_sweep"], config["_point"]
-    limit_process(ctx["cpu"], ctx["gpu"])
-    trial_id = point_identity(point, ctx["space"])[0]
+    ctx, ref = SweepContext.from_ray(config["_sweep"]), PointRef.from_ray(config["_point"])
+    limit_process(ctx.cpu, ctx.gpu)
+    identity = ref.identity(ctx.space)
+    trial_id = identity[0]
 
-    events = TrialEvents(Path(ctx["out"]), trial_id)  # TensorBoard: DIR/tb/<trial_id>
+    events = TrialEvents(Path(ctx.out), trial_id)  # TensorBoard: DIR/tb/<trial_id>
 
     def forward(metrics: dict) -> None:
         events(metrics)
         tune.report({**_scalars(metrics), TRIAL_KEY: trial_id})
 
     try:
-        record = trial_record(point, Path(ctx["out"]), ctx["space"], report=forward)
+        record = trial_record(ref, Path(ctx.out), ctx.space, report=forward, identity=identity)
         events.final(record.get("metrics") or {})
     finally:
         events.close()
@@ -66,40 +84,30 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def point_identity(point: dict[str, Any], space: str) -> tuple[str, TrialConfig | None, str | None]:
-    """(trial_id, config or None, problem or None). An invalid point gets a hash of its raw dict."""
-    try:
-        cfg = parse_trial_config(point["trial"], f"space {space}")
-    except ConfigError as err:
-        raw = json.dumps(point["trial"], sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha1(raw.encode()).hexdigest()[:10], None, f"ConfigError: {err}".replace("\n", "; ")
-    return cfg.trial_id, cfg, None
-
-
-def trial_record(point: dict[str, Any], out: Path, space: str, report: Any = None) -> dict[str, Any]:
-    """The final record of ``point``: from disk when a final one exists, else computed by ``run_trial``."""
-    trial_id, cfg, problem = point_identity(point, space)
+def trial_record(ref: PointRef, out: Path, space: str, report: Any = None,
+                 identity: tuple[str, TrialConfig | None, str | None] | None = None) -> dict[str, Any]:
+    """The final record of a point: from disk when a final one exists, else computed by ``run_trial``.
+    ``identity`` is ``ref.identity(space)`` when the caller has it already."""
+    trial_id, cfg, problem = identity or ref.identity(space)
     trial_dir = out / "trials" / trial_id
     cached = read_final(trial_dir)
     if cached is not None:
         log.info("trial %s already has a %s record; not recomputed", trial_id, cached["status"])
         return cached
-    if point.get("pruned") or problem:
-        status = "pruned" if point.get("pruned") else "failed"
-        record = static_record(trial_id, space, cfg, point["trial"], status, point.get("pruned") or problem)
+    if ref.pruned or problem:
+        status = "pruned" if ref.pruned else "failed"
+        record = static_record(trial_id, space, cfg, ref.config, status, ref.pruned or problem)
         write_result(trial_dir, record)
         return record
     from lolsearch.trial.run import run_trial
 
     try:
-        result = run_trial(cfg, trial_dir, space=space, report=report, block=point.get("block"))
+        result = run_trial(cfg, trial_dir, space=space, report=report, block=ref.block)
     except Exception as err:  # run_trial never raises by contract; a bug there must not stop the sweep
-        record = static_record(trial_id, space, cfg, point["trial"], "failed", f"{type(err).__name__}: {err}")
+        record = static_record(trial_id, space, cfg, ref.config, "failed", f"{type(err).__name__}: {err}")
         write_result(trial_dir, record)
         return record
     return read_final(trial_dir) or result.to_dict()
-
-
 
 
 def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -113,14 +121,6 @@ def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
 
 def _scalars(d: dict) -> dict[str, Any]:
     return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
-
-
-
-
-
-
-
-
 
 
 def trial_dirname(trial: Any) -> str:

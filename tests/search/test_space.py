@@ -189,7 +189,7 @@ def test_define_by_run_suggests_only_active_keys_and_pickles(tmp_path):
         point = fn(trial)["_point"]
         assert point["pruned"] is None
         assert set(trial.params) == set(point["params"])
-        _check_conditions(space, point["params"], parse_trial_config(point["trial"]))
+        _check_conditions(space, point["params"], parse_trial_config(point["config"]))
         study.tell(trial, 1.0)
     json.dumps(point)  # only plain JSON travels through Ray
 
