@@ -22,7 +22,6 @@ AUTOTUNE = not INTERPRET and os.environ.get("LOLSEARCH_KERNELS_AUTOTUNE", "1") =
 
 BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
 SMEM_FALLBACK = 232448  # H100/H200 opt-in shared memory per block
-EPS = 1e-12  # same as lolsearch.attention.reference.EPS
 LOG2E = 1.4426950408889634
 LAYOUT_IDS = {"linear": 0, "sliding": 1, "terrace": 2}
 # Precision of every tl.dot whose operands are fp32 (fp32 inputs only; 16-bit operands ignore it): 3-pass TF32,

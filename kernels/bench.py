@@ -16,11 +16,13 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 import torch
 from lolsearch.kernels import _bench_impls as bi
+
+from lolsearch.core.files import atomic_write_text
 
 log = logging.getLogger("lolsearch.kernels.bench")
 
@@ -274,8 +276,8 @@ def merge_csvs(paths: list[str]) -> list[dict]:
 
 def write_results(out: str, rows: list[dict], cmd: str, elapsed: float, provenance: str | None = None) -> None:
     os.makedirs(out, exist_ok=True)
-    _atomic(os.path.join(out, "bench.csv"), _csv_text(rows))
-    _atomic(os.path.join(out, "bench.md"), _markdown(rows, cmd, elapsed, provenance))
+    atomic_write_text(Path(out) / "bench.csv", _csv_text(rows))
+    atomic_write_text(Path(out) / "bench.md", _markdown(rows, cmd, elapsed, provenance))
 
 
 def _csv_text(rows) -> str:
@@ -286,13 +288,6 @@ def _csv_text(rows) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
-
-
-def _atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _table(rows, shape, pas) -> list[str]:
