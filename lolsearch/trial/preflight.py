@@ -1,9 +1,10 @@
 """Cheap checks of a trial config against the machine, its files and its model, before any compute.
 
 ``lolsearch validate`` runs them, and so do ``lolsearch run`` and ``lolsearch sweep`` before a model is loaded or
-Ray starts: a CUDA device that is not there, data files that are missing, binary, broken or too short, a model
-source that does not resolve or whose architecture surgery does not support (read from config.json or the GGUF
-header, never the weights), layer indices beyond the model's depth, a LoRA rank larger than a projection.
+Ray starts: a CUDA device that is not there, a cache folder that cannot be written, data files that are missing,
+binary, broken or too short, a model source that does not resolve or whose architecture surgery does not support
+(read from config.json or the GGUF header, never the weights), layer indices beyond the model's depth, a sequence
+longer than the model's context, a LoRA rank larger than a projection, batches that could never be allocated.
 What the config schema checks on its own (names, ranges, finite numbers) is not repeated here.
 """
 
@@ -30,14 +31,43 @@ MAX_BATCH_TOKENS = 1 << 22  # tokens of one micro-batch: far beyond what a GPU h
 
 def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
     """Every problem found (empty when the trial can start). Problems about a config key have file
-    :data:`CONFIG`; a problem inside a data file names that file (and line). ``memo`` keeps the data and model
-    checks of one call of :func:`preflight_all` (many configs share a model and a corpus)."""
+    :data:`CONFIG`; a problem inside a data file names that file (and line). ``memo`` keeps the machine, data and
+    model checks of one call of :func:`preflight_all` (many configs share a machine, a model and a corpus)."""
     memo = {} if memo is None else memo
-    out = []
+    machine, data, model = ("machine",), ("data", cfg.data.model_dump_json()), ("model", cfg.model.model_dump_json())
+    if machine not in memo:
+        memo[machine] = _machine_problems()
+    if data not in memo:
+        memo[data] = _data_problems(cfg.data)
+    if model not in memo:
+        try:
+            memo[model] = model_shape(cfg.model)
+        except ValueError as err:
+            memo[model] = str(err)
+    out = [*memo[machine], *_budget_problems(cfg), *memo[data]]
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
+                                             "use device: auto or cpu"))
+    if cfg.eval.lm_eval_tasks and importlib.util.find_spec("lm_eval") is None:
+        out.append(Problem(CONFIG, "eval.lm_eval_tasks", "lm-eval is not installed: pip install 'lolsearch[eval]' "
+                                                         "(or drop eval.lm_eval_tasks)"))
+    shape = memo[model]
+    if isinstance(shape, str):
+        return [*out, Problem(CONFIG, "model.source", shape)]
+    if shape is not None:
+        out += [Problem(CONFIG, key, msg) for key, msg in _shape_problems(cfg, shape)]
+    return out
+
+
+def _machine_problems() -> list[Problem]:
     cache = cache_root_path()
     problem = writable_dir_problem(cache)
-    if problem:
-        out.append(Problem("$LOLSEARCH_CACHE", "", f"{cache}: {problem} (the model and data cache)"))
+    return [Problem("$LOLSEARCH_CACHE", "", f"{cache}: {problem} (the model and data cache)")] if problem else []
+
+
+def _budget_problems(cfg: TrialConfig) -> list[Problem]:
+    """Batches that could never be allocated: training/eval micro-batches and timed efficiency batches."""
+    out = []
     for key, batch in (("distill.batch_size", cfg.distill.batch_size), ("finetune.batch_size", cfg.finetune.batch_size),
                        ("eval.batch_size", cfg.eval.batch_size)):
         if batch * cfg.data.seq_len > MAX_BATCH_TOKENS:
@@ -51,26 +81,6 @@ def preflight(cfg: TrialConfig, memo: dict | None = None) -> list[Problem]:
         out += [Problem(CONFIG, key if e.batch_size == 1 else "efficiency.batch_size", f"{e.batch_size} x {n} tokens "
                         f"per timed batch (efficiency.batch_size x {key}), over {MAX_BATCH_TOKENS}")
                 for key, n in timed if e.batch_size * n > MAX_BATCH_TOKENS]
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        out.append(Problem(CONFIG, "device", f"'cuda' but no CUDA device is visible (torch {torch.__version__}); "
-                                             "use device: auto or cpu"))
-    if cfg.eval.lm_eval_tasks and importlib.util.find_spec("lm_eval") is None:
-        out.append(Problem(CONFIG, "eval.lm_eval_tasks", "lm-eval is not installed: pip install 'lolsearch[eval]' "
-                                                         "(or drop eval.lm_eval_tasks)"))
-    data_key, model_key = ("data", cfg.data.model_dump_json()), ("model", cfg.model.model_dump_json())
-    if data_key not in memo:
-        memo[data_key] = _data_problems(cfg.data)
-    out += memo[data_key]
-    if model_key not in memo:
-        try:
-            memo[model_key] = model_shape(cfg.model)
-        except ValueError as err:
-            memo[model_key] = str(err)
-    shape = memo[model_key]
-    if isinstance(shape, str):
-        return [*out, Problem(CONFIG, "model.source", shape)]
-    if shape is not None:
-        out += [Problem(CONFIG, key, msg) for key, msg in _shape_problems(cfg, shape)]
     return out
 
 
