@@ -6,7 +6,7 @@ their exact, de-duplicated points to Tune (``tune.grid_search``) and record each
 Optuna study; other samplers use ``OptunaSearch`` with :func:`lolsearch.search.space.define_by_run`. Sweep
 folder layout (contracts)::
 
-    DIR/space.yaml  DIR/sweep.json  DIR/optuna.journal  DIR/trials/<trial_id>/result.json  DIR/ray/
+    DIR/space.yaml  DIR/sweep.json  DIR/optuna.journal  DIR/trials/<trial_id>/result.json  DIR/tb/<trial_id>/  DIR/ray/
 
 Resume: a fresh Tuner over what is left (Ray's previous experiment folder is moved aside to
 ``DIR/ray.unrestorable.<time>``); a trial whose ``DIR/trials/<trial_id>/result.json`` already holds a final
