@@ -318,7 +318,11 @@ def generate(
         cfg, _ = _load_trial(source, set_ or [])
         model, tok = load_model(cfg.model, resolve_device(cfg.device))
         linearize(model, cfg.attention)
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True) if chat else prompt
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True) if chat else prompt
+    except ValueError:  # transformers: no chat template on this tokenizer
+        raise UsageError.single("--chat", "", "this model's tokenizer has no chat template") from None
     ids = tok(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
     if ids.shape[1] == 0:
         raise UsageError.single("--prompt", "", "gives no tokens: give the text to continue")

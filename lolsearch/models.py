@@ -223,8 +223,8 @@ def _hub_config(repo: str, revision: str | None) -> Path | None:
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable JSON config ({err})") from None
+    except (OSError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path}: not a readable JSON config ({type(err).__name__})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a JSON object")
     return data

@@ -158,6 +158,13 @@ def _resume(ws: Path, name: str, files: dict[str, bytes]) -> list[str]:
     return ["sweep", space, "--out", str(out), "--resume", "--yes"]
 
 
+def _model_dir(ws: Path, name: str, config: str) -> str:
+    d = ws / "cases" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(config)
+    return str(d)
+
+
 def _gpt2_dir(ws: Path) -> str:
     d = ws / "cases" / "gpt2"
     d.mkdir(parents=True, exist_ok=True)
@@ -233,6 +240,8 @@ CASES = [
     ("compare-out-is-a-file", lambda w: ["compare", str(w / "trial_ok"), str(w / "adapter_nan"), "--out", str(w / "afile")], 2,
      ["afile: is a file, not a folder"]),
     ("prompt-too-long", lambda w: ["generate", str(w / "trial_ok"), "--prompt", "x" * 140_000], 2, ["--prompt: is 14"]),
+    ("chat-without-template", lambda w: ["generate", str(w / "trial_ok"), "--chat", "--max-new-tokens", "2"], 2,
+     ["--chat: this model's tokenizer has no chat template"]),
     ("report-on-a-file", lambda w: ["report", str(w / "afile")], 2, ["afile: not a directory"]),
     # ---- no data loss: an existing trial, a file or an unwritable place as --out
     ("run-out-holds-a-trial", lambda w: ["run", _trial(w, "t.yaml"), "--out", str(w / "trial_ok"), "--set", "seed=5"], 2,
@@ -256,6 +265,12 @@ CASES = [
     ("data-broken-jsonl", lambda w: ["validate", _data(w, "bad.jsonl", '{"instruction": "a", "output": "b"}\n{broken\n', "jsonl")], 2,
      ["bad.jsonl:2: data.path: invalid JSON"]),
     ("data-binary", lambda w: ["validate", _data(w, "bin.txt", bytes(range(256)) * 64)], 2, ["bin.txt: data.path: holds NUL bytes"]),
+    ("data-glob-over-the-disk", lambda w: ["validate", _trial(w, "glob.yaml", ("path: " + str(w / "corpus.txt"), "path: /**"))], 2,
+     ["glob.yaml: data.path: '/**' matches more than"]),
+    ("data-jsonl-deep", lambda w: ["validate", _data(w, "deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", "jsonl")], 2,
+     ["deep.jsonl:1: data.path:"]),
+    ("model-config-json-deep", lambda w: ["validate", _trial(w, "deepcfg.yaml", ("toy-llama", _model_dir(w, "deepcfg", "[" * 100_000 + "]" * 100_000)))],
+     2, ["deepcfg.yaml: model.source: ", "not a readable JSON config"]),
     ("data-missing-in-space-base", lambda w: ["validate", _space(w, "nodata_space.yaml", ("corpus.txt", "no_such_corpus.txt"))], 2,
      ["nodata_space.yaml: base.data.path: no files match"]),
     ("sweep-data-missing-before-ray", lambda w: ["sweep", _space(w, "nodata_sweep.yaml", ("corpus.txt", "gone.txt")), "--out",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from lolsearch.core.files import atomic_dir, cache_path, fingerprint, locked, pi
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MAX_FILES = 100_000  # files data.path may name
 
 
 @dataclass(frozen=True)
@@ -169,11 +171,14 @@ def resolve_files(path: str | None) -> list[Path]:
         raise _bad("data.path", "required for this data source")
     p = Path(path).expanduser()
     if any(c in path for c in "*?["):
-        files = [Path(f) for f in glob.glob(str(p), recursive=True)]
+        found = (Path(f) for f in glob.iglob(str(p), recursive=True))
     elif p.is_dir():
-        files = [f for f in p.rglob("*") if not any(part.startswith(".") for part in f.relative_to(p).parts)]
+        found = (f for f in p.rglob("*") if not any(part.startswith(".") for part in f.relative_to(p).parts))
     else:
-        files = [p] if p.is_file() else []
+        found = iter([p] if p.is_file() else [])
+    files = list(itertools.islice(found, MAX_FILES + 1))  # a glob like /** stops here instead of walking a disk
+    if len(files) > MAX_FILES:
+        raise _bad("data.path", f"'{path}' matches more than {MAX_FILES} files")
     files = sorted(f for f in files if f.is_file())
     if not files:
         raise _bad("data.path", f"no files match '{path}'")
@@ -205,6 +210,8 @@ def _alpaca_document(file: Path, lineno: int, line: str, index: int) -> Document
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise _bad("data.path", f"invalid JSON: {err.msg}", where) from None
+    except RecursionError:
+        raise _bad("data.path", "JSON nested too deeply", where) from None
     if not isinstance(row, dict):
         raise _bad("data.path", "expected a JSON object per line", where)
     for field, required in (("instruction", True), ("output", True), ("input", False)):
