@@ -43,7 +43,7 @@ def compare_frame(sweeps: list[Sweep]) -> pd.DataFrame:
         ok = s.df[s.df["front"] > 0].copy()
         ok["design"] = trial_labels(ok, [f for f in factors if has_factor(ok, f)])
         ok.insert(0, "sweep", sweep_names(sweeps)[s.dir])
-        keep = ["sweep", "config.model.source", "trial_id", "design", "front", *metrics]
+        keep = ["sweep", "config.model.source", "trial_id", "design", "front", "converged", *metrics]
         parts.append(ok.reindex(columns=keep))
     if not parts:
         return pd.DataFrame()

@@ -3,7 +3,8 @@ versions, two budgets), with a 95% interval and the verdict it supports — neve
 
 The interval is a paired bootstrap over the test sequences when both sweeps scored the design on the same
 sequences (their stored per-sequence token counts are identical) and the metric is a perplexity; else a Welch
-interval over the design's seeds when each sweep ran two or more; else there is none.
+interval over the design's seeds when each sweep ran two or more; else there is none. ``mixed_convergence`` marks
+a design converged in one sweep and not in the other: its difference measures the budget as much as the change.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def design_difference(a: pd.DataFrame, b: pd.DataFrame, metric: str, mode: str, 
         method = "Welch t over seeds"
     else:
         lo, hi, method = math.nan, math.nan, "none: one seed and no shared per-sequence NLL"
-    return {"delta": delta, "ci_low": lo, "ci_high": hi, "verdict": stats.verdict(lo, hi, mode), "ci_method": method}
+    flags = {v for x in (a, b) if "converged" in x for v in x["converged"] if isinstance(v, (bool, np.bool_))}
+    return {"delta": delta, "ci_low": lo, "ci_high": hi, "verdict": stats.verdict(lo, hi, mode), "ci_method": method,
+            "mixed_convergence": len(flags) > 1}
 
 
 def compare_verdicts(sweeps: list[Sweep], long: pd.DataFrame, names: dict[Any, str]) -> pd.DataFrame:

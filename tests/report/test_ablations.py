@@ -176,6 +176,13 @@ def test_compare_gives_verdicts_from_paired_intervals(tmp_path):
     assert "differences to `a`" in md and "paired bootstrap over 64 test sequences" in md
     table = md.split("differences to `a`")[1]
     assert table.count("| worse") == 24 and "better" not in table
+    for root, flag in ((a, True), (b, False)):  # converged in one sweep, still improving in the other
+        for path in (root / "trials").glob("*/result.json"):
+            record = json.loads(path.read_text())
+            record["metrics"]["converged_finetune"] = flag
+            path.write_text(json.dumps(record))
+    md = compare([a, b], tmp_path / "cmp2").read_text()
+    assert md.split("differences to `a`")[1].count("| true") == 24  # mixed_convergence on every design
 
 
 def test_report_plots_per_layer_window_share_when_recorded(tmp_path):
