@@ -66,12 +66,11 @@ def ablation_frame(df: pd.DataFrame, space: dict[str, Any], objectives: Sequence
             sub = df[members & rankable(df, [o.metric])]
             if len(sub) < 2:
                 continue
-            factors, tied = block_factors(sub, block.keys, constraints)
-            for f in factors:
+            varying, tied = block_factors(sub, block.keys, constraints)
+            for f in varying:
                 tie = "; ".join(f"{t.key} ({t.reason})" for t in tied if t.with_key == f)
-                rows += _factor_rows(sub, block.name, f, [g for g in factors if g != f], o, base.get(f), tie, seq_nll or {})
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame
+                rows += _factor_rows(sub, block.name, f, [g for g in varying if g != f], o, base.get(f), tie, seq_nll or {})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _factor_rows(sub: pd.DataFrame, block: str, factor: str, others: list[str], o: Objective, base: Any, tie: str,
