@@ -53,6 +53,18 @@ BOMB = "lol: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"l{i}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8))
 
 
+def _silent_port() -> int:
+    """A port where something accepts connections but never answers (not a Ray cluster)."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(8)], daemon=True).start()
+    return srv.getsockname()[1]
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -302,6 +314,9 @@ CASES = [
     # ---- a cluster address nobody answers: bounded wait, one line
     ("address-nobody-answers", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", str(w / "never2"), "--address",
                                           f"127.0.0.1:{_closed_port()}", "--connect-timeout", "2"], 2, ["--address: no Ray cluster answers at 127.0.0.1:"]),
+    ("address-not-a-ray-cluster", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", str(w / "never4"), "--address",
+                                             f"127.0.0.1:{_silent_port()}", "--connect-timeout", "3"], 2,
+     ["answers but not as a Ray cluster"]),
     ("address-malformed", lambda w: ["sweep", _space(w, "sp.yaml"), "--out", str(w / "never3"), "--address", "nohost"], 2,
      ["--address: 'nohost' is not auto or HOST:PORT"]),
 ]

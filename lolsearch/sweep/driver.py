@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, writable_dir_problem
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.search.space import SearchSpace, define_by_run, label_of, load_space, make_sampler
+from lolsearch.sweep.connect import probe_address
 from lolsearch.sweep.integrations import cluster_nodes
 from lolsearch.sweep.progress import STUDY_FILE, SweepCallback, grid_recorder
 from lolsearch.sweep.study import TrialSearcher, study_storage
@@ -296,27 +296,6 @@ def _ray_init(gpus: int | None, cpus: int | None, address: str | None, connect_t
     else:
         ray.init(num_cpus=cpus, num_gpus=gpus, **quiet)
     return True
-
-
-def probe_address(address: str, timeout_s: float) -> None:
-    """Waits up to ``timeout_s`` for ``HOST:PORT`` (``ray://HOST:PORT`` too) to accept a TCP connection, else
-    raises :class:`ConfigError` naming the address; Ray itself would retry for minutes. ``auto`` is left to Ray."""
-    if address == "auto":
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError.single("--address", "", f"'{address}' is not auto or HOST:PORT")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(2.0, timeout_s))):
-                return
-        except OSError as err:
-            reason = err.strerror or str(err) or type(err).__name__
-        if time.monotonic() + 0.5 > deadline:
-            raise ConfigError.single("--address", "", f"no Ray cluster answers at {address} within {timeout_s:g} s "
-                                     f"({reason}); is `ray start --head` running there? (--connect-timeout)")
-        time.sleep(0.5)
 
 
 def _check_resources(space: SearchSpace, cluster: dict[str, float]) -> None:
