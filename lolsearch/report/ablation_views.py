@@ -33,9 +33,10 @@ def ablation_views(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, st
         mixed = sub[sub["mixed_convergence"].astype(bool)]
         warn = ([f"WARNING: {', '.join(f'{f}={fmt(v)}' for f, v in mixed[['factor', 'level']].itertuples(index=False))} "
                  "compare(s) converged with unconverged designs"] if len(mixed) else [])
-        caption = ("Only this block's trials; Δ = level − reference, paired on the block's other factors where both "
-                   f"were run; the verdict reads the Δ interval ({methods or 'no interval'}); unconverged = trials "
-                   "whose validation curve was still falling")
+        caption = ("Only this block's trials; mean = over the level's designs, its interval the noise in it (per-"
+                   "sequence bootstrap or seeds; '-' with one seed and no per-sequence NLL); Δ = level − reference, "
+                   "paired on the block's other factors where both were run; the verdict reads the Δ interval "
+                   f"({methods or 'no interval'}); unconverged = trials whose validation curve was still falling")
         views.append((f"ablation-{block}-{metric}", f"Block {block}: effects on {metric}", view,
                       ". ".join([caption, *notes, *warn])))
     return views

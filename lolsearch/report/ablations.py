@@ -86,7 +86,7 @@ def _factor_rows(sub: pd.DataFrame, block: str, factor: str, others: list[str], 
     out = []
     for lv in order:
         idx = sub.index[at[lv]]
-        mean, lo, hi = _level_interval(values[idx], ids[idx], o.metric, seq_nll)
+        mean, lo, hi = _level_interval(values[idx], ids[idx], design[idx], o.metric, seq_nll)
         row = {"block": block, "factor": factor, "level": lv, "n": len(idx), "metric": o.metric, "mean": mean,
                "ci_low": lo, "ci_high": hi, "ref_level": ref, "tied_with": tie,
                "unconverged": int(unconverged[idx].sum())}
@@ -127,13 +127,30 @@ def _converged(sub: pd.DataFrame) -> pd.Series:
     return pd.Series(known & ~_unconverged(sub).to_numpy(), index=sub.index)
 
 
-def _level_interval(vals: pd.Series, ids: pd.Series, metric: str, seq_nll: SeqNll) -> tuple[float, float, float]:
-    """Mean of a level's trials with a t interval; one trial: a bootstrap over its test sequences when stored."""
-    if len(vals) == 1 and metric in PPL_METRICS and ids.iloc[0] in seq_nll:
-        nll, tok = seq_nll[ids.iloc[0]]
-        draws = float(vals.iloc[0]) * stats.ppl_scale(nll, tok, stats.sequence_indices(len(nll)))
-        return (float(vals.iloc[0]), *stats.percentile_interval(draws))
-    return stats.t_interval(vals.tolist())
+def _level_interval(vals: pd.Series, ids: pd.Series, designs: pd.Series, metric: str,
+                    seq_nll: SeqNll) -> tuple[float, float, float]:
+    """Mean over a level's designs (each the mean of its seeds) with a 95% interval for the noise in it: a bootstrap
+    over the stored per-sequence test NLL (seeds resampled within each design) for perplexity metrics, else a t
+    interval from the seeds' pooled variance; none with one seed per design and no per-sequence NLL (the spread
+    across a level's designs is the other factors' effect, not noise)."""
+    groups = [vals[(designs == d).to_numpy()].to_numpy(float) for d in pd.unique(designs)]
+    mean = float(np.mean([g.mean() for g in groups])) if groups else math.nan
+    n_seq = {len(seq_nll[i][0]) for i in ids if i in seq_nll}
+    if metric in PPL_METRICS and len(n_seq) == 1 and all(i in seq_nll for i in ids):
+        idx, rng = stats.sequence_indices(n_seq.pop()), np.random.default_rng(2)
+        per_design = []
+        for d in pd.unique(designs):
+            at = (designs == d).to_numpy()
+            reps = np.stack([v * stats.ppl_scale(*seq_nll[i], idx) for v, i in zip(vals[at], ids[at], strict=True)])
+            pick = rng.integers(0, len(reps), size=reps.shape) if len(reps) > 1 else np.zeros(reps.shape, dtype=int)
+            per_design.append(np.take_along_axis(reps, pick, axis=0).mean(axis=0))
+        return (mean, *stats.percentile_interval(np.mean(per_design, axis=0)))
+    dof = sum(len(g) - 1 for g in groups)
+    if dof < 1:
+        return mean, math.nan, math.nan
+    pooled = sum(((g - g.mean()) ** 2).sum() for g in groups) / dof
+    half = stats.t_quantile(dof) * math.sqrt(pooled * sum(1 / len(g) for g in groups)) / len(groups)
+    return mean, mean - half, mean + half
 
 
 def _delta(at: pd.Index, ref: pd.Index, context: pd.Series, values: pd.Series, ids: pd.Series, design: pd.Series,
@@ -219,7 +236,8 @@ def design_frame(df: pd.DataFrame, objectives: Sequence[Objective], seq_nll: Seq
                                "seeds": len(group)}
         for o in objectives:
             vals = pd.Series(numeric_column(group, o.metric), index=group.index)
-            mean, lo, hi = _level_interval(vals, group["trial_id"].astype(str), o.metric, seq_nll or {})
+            tids = group["trial_id"].astype(str)
+            mean, lo, hi = _level_interval(vals, tids, pd.Series(design, index=group.index), o.metric, seq_nll or {})
             row.update({o.metric: mean, f"{o.metric} ci_low": lo, f"{o.metric} ci_high": hi})
         rows.append(row)
     return pd.DataFrame(rows)

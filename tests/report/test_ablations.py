@@ -91,6 +91,7 @@ def test_blocks_recorded_or_inferred_and_known_effects(tmp_path, record_blocks):
     at = _row(frame, "main", "distill.enabled", False)
     assert at.ref_level is True and at.delta_vs_ref == pytest.approx(NO_AT) and at.n == 6 and at.n_pairs == 6
     assert at.verdict == "worse"  # an exact effect: the paired interval has zero width
+    assert np.isnan(at.ci_low) and np.isnan(at.ci_high)  # one seed, no per-sequence NLL: no noise estimate
     for window, effect in WINDOW.items():
         row = _row(frame, "window_series", "attention.window", window)
         assert row.delta_vs_ref == pytest.approx(effect) and row.ref_level == 64
@@ -125,6 +126,7 @@ def test_replicates_and_sequence_bootstrap(tmp_path):
     at = _row(frame, "main", "distill.enabled", False)
     assert at.ci_method == "paired bootstrap over 64 test sequences and seeds" and at.verdict == "worse"
     assert at.delta_ci_low < NO_AT < at.delta_ci_high
+    assert at.ci_low < at["mean"] < at.ci_high and at.ci_high - at.ci_low < 0.5  # noise only, not the 3.0 spread
     assert _row(frame, "main", "distill.enabled", False).n == 18
 
 
