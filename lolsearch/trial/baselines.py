@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lolsearch.config import TrialConfig
+from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_file, atomic_write_text, cache_path, fingerprint, locked
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,10 @@ def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable
     values = {"ppl_teacher_ft": perplexity(teacher, eval_batches())}
     for n in cfg.eval.seq_lens:
         data = cfg.data.model_copy(update={"seq_len": n})
-        values[f"ppl_teacher_ft_{n}"] = perplexity(teacher, eval_stream(cfg, data, tokenizer, device))
+        try:
+            values[f"ppl_teacher_ft_{n}"] = perplexity(teacher, eval_stream(cfg, data, tokenizer, device))
+        except ConfigError:  # the split is shorter than n: the trial records eval_error_<n> for it
+            continue
     with atomic_file(cache_path("baselines", f"teacher_ft-{key}.safetensors")) as tmp:
         save_file(adapter_state(teacher), str(tmp))
     del teacher

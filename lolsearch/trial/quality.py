@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lolsearch.config import DataConfig, TrialConfig
+from lolsearch.core.errors import ConfigError
 from lolsearch.data import packed_batches
 from lolsearch.trial import diagnostics, evaluate, passkey
 from lolsearch.trial.record import write_seq_nll
@@ -38,26 +39,31 @@ def test_perplexity(model: nn.Module, batches: Iterable[dict], out_dir: Path | N
     return evaluate.perplexity_of(nll, tokens)
 
 
-def _student_and_teacher(model: nn.Module, batches, suffix: str) -> dict[str, float]:
-    out = {f"ppl_{suffix}": evaluate.perplexity(model, batches())}
-    with teacher_mode(model):
-        out[f"ppl_teacher_{suffix}"] = evaluate.perplexity(model, batches())
+def _student_and_teacher(model: nn.Module, batches, suffix: str) -> dict[str, float | str]:
+    """``ppl_<suffix>``, ``ppl_teacher_<suffix>``, ``ppl_ratio_<suffix>``; a stream that cannot be built (a split
+    shorter than the length) is recorded as ``eval_error_<suffix>`` and the trial goes on."""
+    try:
+        out: dict[str, float | str] = {f"ppl_{suffix}": evaluate.perplexity(model, batches())}
+        with teacher_mode(model):
+            out[f"ppl_teacher_{suffix}"] = evaluate.perplexity(model, batches())
+    except ConfigError as err:
+        return {f"eval_error_{suffix}": str(err).splitlines()[0][:300]}
     out[f"ppl_ratio_{suffix}"] = out[f"ppl_{suffix}"] / out[f"ppl_teacher_{suffix}"]
     return out
 
 
-def other_lengths(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.device) -> dict[str, float]:
+def other_lengths(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.device) -> dict[str, float | str]:
     """``ppl_<len>``, ``ppl_teacher_<len>`` and ``ppl_ratio_<len>`` at each of ``eval.seq_lens``."""
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     for n in cfg.eval.seq_lens:
         data = cfg.data.model_copy(update={"seq_len": n})
         out.update(_student_and_teacher(model, lambda d=data: eval_stream(cfg, d, tokenizer, device), str(n)))
     return out
 
 
-def other_datasets(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.device) -> dict[str, float]:
+def other_datasets(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.device) -> dict[str, float | str]:
     """``ppl_<name>``, ``ppl_teacher_<name>`` and ``ppl_ratio_<name>`` for each of ``eval.datasets``."""
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     for name, data in cfg.eval.datasets.items():
         out.update(_student_and_teacher(model, lambda d=data: eval_stream(cfg, d, tokenizer, device), name))
     return out

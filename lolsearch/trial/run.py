@@ -184,7 +184,8 @@ def _teacher_baselines(s: TrialState) -> None:
     if "ppl_teacher_ft" in m:
         m["ppl_ratio_ft"] = m["ppl"] / m["ppl_teacher_ft"]
         for n in s.cfg.eval.seq_lens:
-            m[f"ppl_ratio_ft_{n}"] = m[f"ppl_{n}"] / m[f"ppl_teacher_ft_{n}"]
+            if f"ppl_{n}" in m and f"ppl_teacher_ft_{n}" in m:  # absent when the split is shorter than n
+                m[f"ppl_ratio_ft_{n}"] = m[f"ppl_{n}"] / m[f"ppl_teacher_ft_{n}"]
         try:
             m["kl_teacher_ft"] = baselines.kl_teacher_ft(s.cfg, model, s.eval_batches, s.device)
         except (OSError, RuntimeError, ValueError) as err:  # the student's numbers stand without it

@@ -30,7 +30,7 @@ TOY_TRIAL = {
 @pytest.fixture(scope="module")
 def rich_trial(tmp_path_factory):
     raw = copy.deepcopy(TOY_TRIAL)
-    raw["eval"] = {**raw["eval"], "seq_lens": [128], "passkey": {"lengths": [160], "depths": [0.0, 1.0], "samples": 1},
+    raw["eval"] = {**raw["eval"], "seq_lens": [128, 10_000_000], "passkey": {"lengths": [160], "depths": [0.0, 1.0], "samples": 1},
                    "datasets": {"alt": {"source": "shakespeare", "seq_len": 32}}}
     raw["efficiency"] = {**raw["efficiency"], "measure": False}
     cfg = parse_trial_config(raw)
@@ -58,6 +58,7 @@ def test_record_carries_convergence_diagnostics_and_long_context(rich_trial):
     assert m["ppl_ratio_128"] == pytest.approx(m["ppl_128"] / m["ppl_teacher_128"])
     assert m["ppl_ratio_ft_128"] == pytest.approx(m["ppl_128"] / m["ppl_teacher_ft_128"])
     assert m["ppl_ratio_alt"] == pytest.approx(m["ppl_alt"] / m["ppl_teacher_alt"])
+    assert "ppl_10000000" not in m and "has" in m["eval_error_10000000"]  # longer than the split: noted, not fatal
     assert set(m["passkey_160_by_depth"]) <= {0.0, 1.0} and 0.0 <= m["passkey_teacher_160"] <= 1.0
     assert math.isfinite(m["kl_teacher_ft"]) and m["kl_teacher_ft"] >= 0 and "kl_teacher_ft_error" not in m
 
