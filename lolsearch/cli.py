@@ -18,6 +18,7 @@ from rich.table import Table
 from lolsearch.config import TrialConfig, load_yaml, parse_overrides
 from lolsearch.config.io import overridden, parse_with_overrides
 from lolsearch.core.errors import ConfigError, Problem, UsageError
+from lolsearch.core.files import require_writable_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search and ablate linearized LLMs (LoLCATs).")
 out = Console()
@@ -103,27 +104,11 @@ def _load_trial(path: Path, overrides: list[str]) -> tuple[TrialConfig, str | No
     if not isinstance(data, dict):
         raise ConfigError.single(str(path), "", "expected a mapping of TrialConfig fields or a search space")
     cfg = parse_with_overrides(data, overrides, str(path), prefix)
-    _preflight([(cfg, None)], lambda p, _: Problem("--set", p.key, p.message) if overridden(p.key, keys)
-               else Problem(str(path), f"{prefix}.{p.key}" if prefix else p.key, p.message))
+    from lolsearch.trial.preflight import check_all
+
+    check_all([(cfg, None)], lambda p, _: Problem("--set", p.key, p.message) if overridden(p.key, keys)
+              else Problem(str(path), f"{prefix}.{p.key}" if prefix else p.key, p.message))
     return cfg, space_name
-
-
-def _writable(folder: Path) -> None:
-    """Refuses an output folder that is a file or cannot be written, before anything is computed."""
-    from lolsearch.core.files import writable_dir_problem
-
-    problem = writable_dir_problem(folder)
-    if problem:
-        raise ConfigError.single(str(folder), "", problem)
-
-
-def _preflight(configs: list, attribute: Any) -> None:
-    """Cheap checks against the machine, files and model (:mod:`lolsearch.trial.preflight`) before any compute."""
-    from lolsearch.trial.preflight import preflight_all
-
-    problems = preflight_all(configs, attribute)
-    if problems:
-        raise ConfigError(problems)
 
 
 @app.command()
@@ -139,7 +124,9 @@ def validate(
 
         space = load_space(file)
         points = space.sample_points(samples, seed=0)
-        _preflight([(p.config, p) for p in points], space.attribute)
+        from lolsearch.trial.preflight import check_all
+
+        check_all([(p.config, p) for p in points], space.attribute)
         out.print(f"{file}: ok — space '{space.name}', {len(points)} sampled trial configs valid")
         _cost_check([p.config for p in space.plan_points() if p.config is not None], calibrate=False,
                     with_baselines=False, refuse=False, where=str(file))
@@ -215,10 +202,10 @@ def run(
     from lolsearch.trial.run import run_trial
 
     cfg, space_name = _load_trial(file, set_ or [])
-    if not yes:
-        _cost_check([cfg], calibrate=True, with_baselines=True, refuse=True, where=str(file))
     target = out_dir or Path("results") / "runs" / cfg.trial_id
     claim_trial_dir(target, overwrite)
+    if not yes:
+        _cost_check([cfg], calibrate=True, with_baselines=True, refuse=True, where=str(file))
     out.print(f"trial {cfg.trial_id} -> {target}")
     from lolsearch.sweep.live import STAGES, RunProgress
 
@@ -254,10 +241,10 @@ def sweep(
         if value is not None and not value > 0:  # also refuses nan
             raise UsageError.single(flag, "", f"must be a positive number of seconds, got {value:g}")
     space = load_space(space_file)
-    if not yes and not resume:
-        _cost_check(space.plan(max_trials), calibrate=True, with_baselines=False, refuse=True, where=str(space_file))
     target = out_dir or Path("results") / space.name
     check_sweep(space, target, resume, max_trials, address, connect_timeout)  # before any compute
+    if not yes and not resume:
+        _cost_check(space.plan(max_trials), calibrate=True, with_baselines=False, refuse=True, where=str(space_file))
     summary = run_sweep(space_file, target, gpus=gpus, cpus=cpus, address=address, resume=resume,
                         max_trials=max_trials, time_budget_s=time_budget, connect_timeout_s=connect_timeout)
     out.print(summary)
@@ -270,7 +257,7 @@ def report(sweep_dir: Path) -> None:
 
     if not sweep_dir.is_dir():
         raise ConfigError.single(str(sweep_dir), "", "not a directory")
-    _writable(sweep_dir)
+    require_writable_dir(sweep_dir)
     path = write_report(sweep_dir)
     out.print(f"report: {path}")
 
@@ -290,7 +277,7 @@ def compare(
     twice = next((d for i, d in enumerate(dirs) if resolved[i] in resolved[:i]), None)
     if twice is not None:
         raise UsageError.single(str(twice), "", "given twice: compare needs different sweep folders")
-    _writable(out_dir)
+    require_writable_dir(out_dir)
     out.print(f"compare: {compare_sweeps(dirs, out_dir)}")
 
 
@@ -394,7 +381,7 @@ def bench(
     """Benchmark the attention kernels against SDPA / fla / the PyTorch paths (needs a GPU for real numbers)."""
     from lolsearch.kernels.bench import main as bench_main
 
-    _writable(out_dir)
+    require_writable_dir(out_dir)
     bench_main(["--out", str(out_dir), *(["--quick"] if quick else [])])
 
 

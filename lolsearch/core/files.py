@@ -34,6 +34,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from lolsearch.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _TMP_MARK = ".tmp-"
@@ -201,6 +203,13 @@ def writable_dir_problem(path: Path) -> str | None:
     except OSError as err:
         return f"cannot write in {existing}: {err.strerror or err}"
     return None
+
+
+def require_writable_dir(path: Path) -> None:
+    """Raises :class:`ConfigError` naming ``path`` when :func:`writable_dir_problem` finds one."""
+    problem = writable_dir_problem(path)
+    if problem:
+        raise ConfigError.single(str(path), "", problem)
 
 
 def pip_download(requirement: str, filename: str, *, sdist: bool = False) -> Path:

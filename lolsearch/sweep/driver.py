@@ -31,7 +31,7 @@ from typing import Any
 
 from lolsearch.config import TrialConfig
 from lolsearch.core.errors import ConfigError
-from lolsearch.core.files import atomic_write_text, writable_dir_problem
+from lolsearch.core.files import atomic_write_text, require_writable_dir
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.search.space import SearchSpace, define_by_run, label_of, load_space, make_sampler
 from lolsearch.sweep.connect import probe_address
@@ -39,7 +39,7 @@ from lolsearch.sweep.integrations import cluster_nodes
 from lolsearch.sweep.progress import STUDY_FILE, SweepCallback, grid_recorder
 from lolsearch.sweep.study import TrialSearcher, study_storage
 from lolsearch.sweep.trainable import SweepContext, sweep_trainable, trial_dirname
-from lolsearch.trial.preflight import preflight_all
+from lolsearch.trial.preflight import check_all
 from lolsearch.trial.record import read_results
 
 log = logging.getLogger(__name__)
@@ -185,17 +185,12 @@ def check_sweep(space: SearchSpace, out: Path, resume: bool, max_trials: int | N
         probe_address(address, connect_timeout_s)
     # a grid's points are known; a sampler's later suggestions are not: check its first ones (seeded, cheap)
     first = max_trials if space.is_grid else min(max_trials or PREFLIGHT_SUGGESTIONS, PREFLIGHT_SUGGESTIONS)
-    problems = preflight_all([(p.config, p) for p in space.plan_points(first) if p.config is not None],
-                             space.attribute)
-    if problems:
-        raise ConfigError(problems)
+    check_all([(p.config, p) for p in space.plan_points(first) if p.config is not None], space.attribute)
 
 
 def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
     """A new sweep needs a fresh, writable folder; a resumed one the same space file as before."""
-    problem = writable_dir_problem(out)
-    if problem:
-        raise ConfigError.single(str(out), "", problem)
+    require_writable_dir(out)
     copy = out / "space.yaml"
     if resume:
         if not copy.exists():

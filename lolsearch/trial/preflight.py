@@ -84,6 +84,13 @@ def _budget_problems(cfg: TrialConfig) -> list[Problem]:
     return out
 
 
+def check_all(configs: Iterable[tuple[TrialConfig, Any]], attribute: Callable[[Problem, Any], Problem]) -> None:
+    """Raises :class:`ConfigError` with the problems of :func:`preflight_all`, if any."""
+    problems = preflight_all(configs, attribute)
+    if problems:
+        raise ConfigError(problems)
+
+
 def preflight_all(configs: Iterable[tuple[TrialConfig, Any]], attribute: Callable[[Problem, Any], Problem]) -> list[Problem]:
     """Problems of several configs, each config-key problem passed through ``attribute(problem, tag)`` (the
     caller names the file and key, e.g. a space's searched key); only the first problem of each key is kept."""

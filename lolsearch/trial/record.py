@@ -19,7 +19,7 @@ import yaml
 
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
 from lolsearch.core.errors import ConfigError
-from lolsearch.core.files import atomic_file, atomic_write_text, writable_dir_problem
+from lolsearch.core.files import atomic_file, atomic_write_text, require_writable_dir
 
 if TYPE_CHECKING:
     import torch
@@ -205,9 +205,7 @@ def claim_trial_dir(trial_dir: Path, overwrite: bool = False) -> None:
     so is a folder that already holds a trial (a second run would mix its files with the first one's) unless
     ``overwrite``, which removes that trial's files first. Raises :class:`ConfigError` naming the folder."""
     d = Path(trial_dir)
-    problem = writable_dir_problem(d)
-    if problem:
-        raise ConfigError.single(str(d), "", problem)
+    require_writable_dir(d)
     held = [name for name in TRIAL_FILES if (d / name).exists()]
     if not held:
         return
