@@ -31,7 +31,7 @@ ADAPTER_FILE = "adapter.safetensors"
 LOG_FILE = "log.txt"
 SEQ_NLL_FILE = "seq_nll.json"  # per test sequence: summed next-token NLL and scored tokens (paired bootstraps)
 FINAL_STATUSES = ("ok", "failed", "pruned")
-TRIAL_FILES = (RESULT_FILE, CONFIG_FILE, ADAPTER_FILE, LOG_FILE)
+TRIAL_FILES = (RESULT_FILE, CONFIG_FILE, ADAPTER_FILE, LOG_FILE, SEQ_NLL_FILE)  # what one run leaves
 _TRAINED = ("feature_map_q.", "feature_map_k.", "gamma_logit", "lora_")
 
 
