@@ -25,10 +25,9 @@ NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
 @triton.jit(do_not_specialize=NO_SPEC)
 def seg_sums_kernel(
     fk, v, st, T, W, LAYOUT, L, NS, H, G, HKV,
-    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, ZERO_INIT: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
 ):
-    """st[bh, s+1] = Σ over keys j in [K_s, K_{s+1}) of φk_j v_jᵀ (S part) and φk_j (z part); ZERO_INIT: also
-    st[bh, 0] = 0 (no initial state)."""
+    """st[bh, s+1] = Σ over keys j in [K_s, K_{s+1}) of φk_j v_jᵀ (S part) and φk_j (z part)."""
     pid = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -58,13 +57,6 @@ def seg_sums_kernel(
     tl.store(base + rf[:, None] * D + rd[None, :], acc, mask=(rf[:, None] < F) & (rd[None, :] < D))
     if di == 0:
         tl.store(base + F * D + rf, zacc, mask=rf < F)
-    if ZERO_INIT:  # noqa: SIM102 - constexpr, then runtime: no initial state, entry 0 (the scan starts from it) is zero
-        if s == 0:
-            base0 = st + bh * (NS + 1) * SZ
-            tl.store(base0 + rf[:, None] * D + rd[None, :], tl.zeros([BF, BD], dtype=tl.float32),
-                     mask=(rf[:, None] < F) & (rd[None, :] < D))
-            if di == 0:
-                tl.store(base0 + F * D + rf, tl.zeros([BF], dtype=tl.float32), mask=rf < F)
 
 
 @triton.jit(do_not_specialize=["N", "SZ"])
@@ -105,8 +97,8 @@ def state_dot(a, s_mat, acc):
     return acc
 
 
-# (4 warps, 2 stages) is not offered: Triton 3.6 miscompiles it on Hopper (compute-sanitizer: shared-memory reads
-# out of bounds in the bf16 state GEMM, then wrong outputs and an illegal address; results/kernels/ISSUE17.md)
+# (4 warps, 2 stages) is not offered: Triton 3.6 miscompiles it on Hopper (shared-memory reads out of bounds in the
+# bf16 state GEMM under compute-sanitizer, then wrong outputs; results/kernels/ISSUE17.md)
 @triton.autotune(configs=configs([(8, 1), (8, 2)]), key=["D", "F", "BD", "SMALL"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
@@ -194,11 +186,8 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
         b_fk = tl.load(fk_base + kc[:, None] * F + rf[None, :], mask=kmc[:, None] & mf[None, :], other=0.0)
         p += tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
-    # the weights are rounded to the input dtype for the tensor cores; the row sum takes the same rounded
-    # weights, so a row's output stays a convex combination of its values (no bias in o, or in dγ / dφ)
-    p_in = p.to(b_v.dtype)
-    acc = tl.dot(p_in, b_v, input_precision=F32_DOT)
-    lsum = tl.sum(p_in.to(tl.float32), 1)
+    acc = tl.dot(p.to(b_v.dtype), b_v, input_precision=F32_DOT)
+    lsum = tl.sum(p, 1)
     # tile n-1: all keys causal; softmax from start(i) on, linear before (zero rows when n = 0)
     b_k = tl.load(k_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
     sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
@@ -211,30 +200,26 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     b_fk = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kmp[:, None] & mf[None, :], other=0.0)
     p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
-    p_in = p.to(b_v.dtype)
-    acc = tl.dot(p_in, b_v, acc * alpha[:, None], input_precision=F32_DOT)
-    lsum = lsum * alpha + tl.sum(p_in.to(tl.float32), 1)
+    acc = tl.dot(p.to(b_v.dtype), b_v, acc * alpha[:, None], input_precision=F32_DOT)
+    lsum = lsum * alpha + tl.sum(p, 1)
     return acc, lsum, m_new, am
 
 
-# (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / H200 (2.4e-2 relative error, no
-# out-of-bounds access; results/kernels/ISSUE17.md), and 8 warps only replicate the 64-row wgmma (NOTES.md)
-@triton.autotune(configs=configs([(4, 1), (4, 2)]), key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "DIRECT"])
+# (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
+@triton.autotune(configs=configs([(4, 1), (4, 2)]), key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, DIRECT: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
     and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
     loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
-    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2).
-    DIRECT: every key tile 0..n is scored here (linear keys through φq·φk) and there is no state part, so the
-    whole forward is this one launch (short sequences without an initial state; ys and dens are not read)."""
+    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -256,10 +241,7 @@ def fwd_window_kernel(
     start = soft_start(qpos, W, LAYOUT)
     start_lo = soft_start(n * BT, W, LAYOUT)
     start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-    if DIRECT:  # noqa: SIM108 - constexpr branch
-        tlo = 0
-    else:
-        tlo = tile_lo(n, W, LAYOUT, BT)
+    tlo = tile_lo(n, W, LAYOUT, BT)
     m = tl.full([BT], -1e30, dtype=tl.float32)
     lsum = tl.zeros([BT], dtype=tl.float32)
     am = tl.zeros([BT], dtype=tl.int32)
@@ -291,15 +273,11 @@ def fwd_window_kernel(
             a_lin = tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT)
             p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
         b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-        p_in = p.to(b_v.dtype)
-        lsum += tl.sum(p_in.to(tl.float32), 1)
-        acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
+        lsum += tl.sum(p, 1)
+        acc = tl.dot(p.to(b_v.dtype), b_v, acc, input_precision=F32_DOT)
     out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
-    if DIRECT:
-        z = lsum + 1e-12
-    else:
-        acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
-        z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
+    acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
+    z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
     out = acc / z[:, None]
     o_hi = out.to(o.dtype.element_ty)
     tl.store(o + out_off, o_hi, mask=qm[:, None] & mk[None, :])

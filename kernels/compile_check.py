@@ -18,7 +18,6 @@ import tempfile
 
 import triton
 from lolsearch.kernels import _bwd, _fwd, decode
-from lolsearch.kernels.hybrid import _value_block
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -30,16 +29,16 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     (small: the branch-free walk / window variants used for windows within two tiles, e.g. w = 64)."""
     p = "*" + dt
     bdk, bf = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(f))
-    bd = _value_block(bdk, bf, 4 if dt == "fp32" else 2, SMEM_LIMIT)
+    bd = min(bdk, 128 if bf <= 128 else 64)
     f32, i32 = "*fp32", "*i32"
     return {
-        "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 128), BD=bd, BT=64, ZERO_INIT=True)),
+        "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
         "fwd_state": (_fwd.fwd_state_kernel, {"fq": p, "fk": p, "v": p, "st": f32, "ys": p, "dens": f32},
                       dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),
         "fwd_window": (_fwd.fwd_window_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "ys", "o", "o_lo"), p), "gamma": f32,
                        "dens": f32, "m_out": f32, "z_out": f32, "am_out": i32, "qk_scale": "fp32"},
-                       dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32", DIRECT=False)),
+                       dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32")),
         "bwd_pre": (_bwd.bwd_pre_kernel, {"o": p, "o_lo": p, "do": p, "zden": f32, "e_out": f32},
                     dict(D=d, BDK=bdk, BT=64, HAS_LO=dt != "fp32")),
         "bwd_rsum": (_bwd.bwd_rsum_kernel, {"fq": p, "do": p, "zden": f32, "e_in": f32, "r": f32},
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (kernel, types, consts) in _jobs(args.dtype, d, f, not args.general).items():
             if args.only and name not in args.only:
                 continue
-            cfgs = [(c.num_warps, c.num_stages) for c in getattr(kernel, "configs", [])] or [(8 if name == "seg_sums" else 4, 3)]  # plain launch
+            cfgs = [(c.num_warps, c.num_stages) for c in getattr(kernel, "configs", [])] or [(4, 3)]  # plain launch
             for w, s in cfgs if args.all_configs else cfgs[:1]:
                 try:
                     _, r = compile_sm90(kernel, types, consts, w, s)

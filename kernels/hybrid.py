@@ -20,7 +20,7 @@ from lolsearch.kernels._bwd import (
     bwd_state_kv_kernel,
     bwd_state_q_kernel,
 )
-from lolsearch.kernels._common import BT, LOG2E, block, launch, layout_id, num_sms, smem_limit
+from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms, smem_limit
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from triton.runtime.errors import OutOfResources
 
@@ -34,7 +34,6 @@ SEGMENT_CHUNKS: int | None = None
 FORCE_SAVE_LO = False
 # Segment-walk programs to aim for, per SM (env LOLSEARCH_KERNELS_PPS; the bench sweeps it).
 PROGRAMS_PER_SM = 8
-MIN_SEGMENT_CHUNKS = 4
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
@@ -62,7 +61,7 @@ def _launch_walk(kernel, key: tuple, bd: int, grid, *args, **kwargs) -> int:
     bd = _BD_FIT.get(key, bd)
     while True:
         try:
-            launch(kernel, (*key, bd), grid(bd), *args, **kwargs, BD=bd)
+            kernel[grid(bd)](*args, **kwargs, BD=bd)
         except OutOfResources:
             if bd <= 16:
                 raise
@@ -100,87 +99,51 @@ def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
     else:
         pps = int(os.environ.get("LOLSEARCH_KERNELS_PPS", PROGRAMS_PER_SM))
         want = max(1, triton.cdiv(pps * num_sms(device), bh * nd))
-        # at least MIN_SEGMENT_CHUNKS per segment: the scan over segments is sequential (~1.2 µs per segment on
-        # the H200, 39 µs at NS = 33), and one-chunk walks leave the walks' pipelining nothing to overlap
-        seg = max(triton.cdiv(nt, want), MIN_SEGMENT_CHUNKS)
+        seg = triton.cdiv(nt, want)
     seg = max(1, min(seg, nt))
     return seg, triton.cdiv(nt, seg)
 
 
-# Sequences of at most this many chunks (without an initial state or a returned state) run as one launch of
-# fwd_window that scores every key tile directly (DIRECT): at T <= 256 that is at most 4 tiles per chunk.
-DIRECT_MAX_CHUNKS = 4
-
-
-class _Setup:
-    """Launch parameters of one forward shape (cached: the host work per call is the launches themselves)."""
-
-    def __init__(self, b, h, hkv, t, d, f, dtype, device, lay, w, direct):
-        self.bdk, self.bf = block(d), block(f)
-        smem = smem_limit(device)
-        esize = torch.empty(0, dtype=dtype).element_size()
-        self.bd = _value_block(self.bdk, self.bf, esize, smem)
-        nt = triton.cdiv(t, BT)
-        self.direct = direct
-        self.seg, self.ns = (nt, 1) if direct else _plan(t, b * h, triton.cdiv(d, self.bd), device)
-        self.sz = f * d + f
-        # seg_sums: one program per (segment, F-tile of up to 128, value tile)
-        self.bf_sum = min(self.bf, 128)
-        self.common = dict(T=t, W=w, LAYOUT=lay, L=self.seg, NS=self.ns, H=h, G=h // hkv, HKV=hkv)
-        self.small = small_window(lay, w) and not direct
-        self.window = dict(T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, qk_scale=d**-0.5 * LOG2E, D=d, F=f,
-                           BDK=self.bdk, BF=self.bf, BT=BT, SMALL=self.small,
-                           LIN_CUR=self.small and linear_in_diagonal_tile(lay, w), DIRECT=direct)
-        self.window_grid = (nt, b * h)
-        self.scan_grid = (triton.cdiv(self.sz, 1024), b * h)
-        # what the compiled variants depend on besides the launch's own constexprs (launch() keys)
-        self.key = (dtype, d, f, device, self.small, direct)
-
-
-@functools.lru_cache(maxsize=256)
-def _setup(b, h, hkv, t, d, f, dtype, device, lay, w, direct, seg_chunks, env) -> _Setup:
-    """``seg_chunks`` (SEGMENT_CHUNKS) and ``env`` (the LOLSEARCH_KERNELS_* knobs) are part of the cache key."""
-    return _Setup(b, h, hkv, t, d, f, dtype, device, lay, w, direct)
-
-
-def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, want_state=False, need_grad=False):
-    """Returns o, the segment states ``[BH, NS+1, F*D+F]``, the per-row stats (m, Z, argmax), the plan and the
-    rounding residual of o (``save_lo``; else None). Short sequences without states run as one launch (DIRECT);
-    their segment states are then only the zero initial state the backward reads (or nothing without grad)."""
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
+    """Returns o, the segment states ``[BH, NS+1, F*D+F]``, the per-row stats (m, Z, argmax) and the
+    rounding residual of o (``save_lo``; else None)."""
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
-    direct = s0 is None and not want_state and triton.cdiv(t, BT) <= DIRECT_MAX_CHUNKS
-    env = (os.environ.get("LOLSEARCH_KERNELS_PPS"), os.environ.get("LOLSEARCH_KERNELS_BD"))
-    c = _setup(b, h, hkv, t, d, f, q.dtype, q.device, lay, w, direct, SEGMENT_CHUNKS, env)
-    dev, f32 = q.device, torch.float32
-    bh = b * h
-    key = (*c.key, all(x.data_ptr() % 16 == 0 for x in (q, k, v, fq, fk, gamma)))  # Triton specializes on alignment
+    bdk, bf = block(d), block(f)
+    bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
+    nd = triton.cdiv(d, bd)
+    seg, ns = _plan(t, b * h, nd, q.device)
+    sz = f * d + f
+    st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
+    if s0 is None:
+        st[:, 0].zero_()
+    else:
+        st[:, 0, : f * d] = s0.reshape(b * h, f * d)
+        st[:, 0, f * d :] = z0.reshape(b * h, f)
+    bf1, bd1 = min(bf, 64), min(bdk, 64)
+    common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
+    seg_sums_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
+        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
+    )
+    scan_kernel[(triton.cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
+    # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
+    ys = torch.empty_like(q)
+    dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+    small = small_window(lay, w)
+    _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
+                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
-    # stabilizer m (log2 units), denominator Z, and the state part of the denominators (fwd_state -> fwd_window)
-    stats = torch.empty(3, bh, t, device=dev, dtype=f32)
-    am = torch.empty(bh, t, device=dev, dtype=torch.int32)
-    dens = stats[2]
-    if direct:
-        st = torch.zeros(bh, 2, c.sz, device=dev, dtype=f32) if need_grad else stats.new_empty(0)
-        ys = o  # not read (DIRECT)
-    else:
-        st = torch.empty(bh, c.ns + 1, c.sz, device=dev, dtype=f32)
-        if s0 is not None:
-            st[:, 0, : f * d] = s0.reshape(bh, f * d)
-            st[:, 0, f * d :] = z0.reshape(bh, f)
-        _launch_walk(seg_sums_kernel, ("seg_sums", *key, s0 is None), c.bd,
-                     lambda x: (triton.cdiv(f, c.bf_sum) * triton.cdiv(d, x), c.ns, bh),
-                     fk, v, st, **c.common, D=d, F=f, BF=c.bf_sum, BT=BT, ZERO_INIT=s0 is None, num_warps=8)
-        launch(scan_kernel, ("scan", q.device), c.scan_grid, st, c.ns + 1, c.sz, REVERSE=False, BLOCK=1024, num_warps=4)
-        # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
-        ys = torch.empty_like(q)
-        _launch_walk(fwd_state_kernel, ("fwd_state", *key), c.bd, lambda x: (triton.cdiv(d, x), c.ns, bh),
-                     fq, fk, v, st, ys, dens, **c.common, D=d, F=f, BF=c.bf, BT=BT, SMALL=c.small)
-    m2, zden = stats[0], stats[1]
-    launch(fwd_window_kernel, ("fwd_window", *key, c.window["LIN_CUR"], save_lo), c.window_grid,
-           q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am, **c.window, SAVE_LO=save_lo)
-    return o, st, (m2, zden, am), (c.seg, c.ns), o_lo
+    m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+    zden = torch.empty_like(m2)
+    am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
+    fwd_window_kernel[(triton.cdiv(t, BT), b * h)](
+        q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
+        T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
+        qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
+        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
+    )
+    return o, st, (m2, zden, am), (seg, ns), o_lo
 
 
 def _backward(ctx, do):
@@ -238,9 +201,8 @@ class HybridAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state):
-        need_grad = any(ctx.needs_input_grad[:6])
-        save_lo = need_grad and (q.dtype != torch.float32 or FORCE_SAVE_LO)
-        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo, want_state, need_grad)
+        save_lo = any(ctx.needs_input_grad[:6]) and (q.dtype != torch.float32 or FORCE_SAVE_LO)
+        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo)
         o_lo = o_lo if o_lo is not None else o.new_empty(0)
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
         ctx.lay, ctx.w, ctx.plan = lay, w, plan

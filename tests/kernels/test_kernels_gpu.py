@@ -97,23 +97,6 @@ def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, nan_alloc
     assert_close_grads(grads, ref_grads, tol_g, label, gamma_terms_norm(inputs, window, layout, do))
 
 
-@pytest.mark.parametrize("t,layout,window", [(1000, "sliding", 64), (1000, "terrace", 100), (200, "sliding", 16)])
-def test_gpu_repeated_calls_reuse_compiled_kernels(t, layout, window):
-    """Later calls of one shape launch the remembered compiled kernels (kernels._common.launch): fresh inputs each
-    call, and inputs at an offset that is not 16-byte aligned (a different compiled variant), against the reference."""
-    from lolsearch.kernels import _common, hybrid_attention
-
-    for seed, offset in ((1, 0), (2, 0), (3, 1), (4, 1), (5, 0)):
-        q, k, v, fq, fk, g = make_inputs(2, 4, 2, t, 64, 128, device=DEV, dtype=torch.bfloat16, seed=seed)
-        if offset:  # same values, stored one element into a larger buffer
-            q, k, v, fq, fk = (torch.cat([x.new_zeros(offset), x.flatten()])[offset:].view(x.shape) for x in (q, k, v, fq, fk))
-            assert q.data_ptr() % 16
-        o = hybrid_attention(q, k, v, fq, fk, g, window, layout)
-        o_ref, _ = reference_and_grads([q, k, v, fq, fk, g], window, layout, torch.ones_like(o))
-        assert rel_err(o, o_ref) <= TOLS[torch.bfloat16][0], f"seed {seed} offset {offset}: {rel_err(o, o_ref):.2e}"
-    assert not _common.FAST_LAUNCH or _common._COMPILED
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_gpu_llama_shape_and_states_vs_chunked(dtype, nan_alloc):
     """Llama-3-8B heads (32 q / 8 kv, D = F = 128), T = 4096, initial and final state, vs the fp32 chunked path."""
