@@ -95,7 +95,7 @@ def test_resolve_dtype_and_device() -> None:
 
 def test_registry_lists_one_line_docs() -> None:
     docs = M.MODELS.describe()
-    assert set(docs) == {"smollm2-135m", "toy-llama"}
+    assert set(docs) == {"smollm2-135m", "toy-llama", "smollm2-135m-shape", "llama3-8b-shape"}
     assert all(doc and "\n" not in doc for doc in docs.values())
 
 

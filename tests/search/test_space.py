@@ -43,11 +43,17 @@ def problems(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_shipped_space_validates_200_samples(path):
     space = load_space(path)
-    configs = space.sample(200, seed=0)
-    assert len(configs) == 200
-    assert space.objectives and space.num_trials() >= 1
-    for cfg in configs[:5]:  # each sample is a real, hashed TrialConfig
-        assert len(cfg.trial_id) == 10
+    points = space.sample_points(200, seed=0)
+    assert len(points) == 200 and space.objectives and space.num_trials() >= 1
+    for pt in points:  # each sample is a valid config that carries exactly the values that were drawn
+        full = pt.config.model_dump(mode="json")
+        for key, value in pt.params.items():
+            got = lookup_path(full, key)
+            assert got == value or json.dumps(got, sort_keys=True) == value, (key, got, value)
+        if pt.block == space.blocks[0].name:
+            _check_conditions(space, pt.params, pt.config)
+    if space.num_trials() > 1:  # the draws explore the space
+        assert len({pt.config.trial_id for pt in points}) > 1
 
 
 def test_shipped_space_names_and_sizes():

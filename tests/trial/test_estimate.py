@@ -4,7 +4,6 @@ budgets are made visible; the plan table fits 100 columns."""
 import time
 
 import pytest
-import torch
 
 from lolsearch.config import parse_trial_config
 from lolsearch.trial.estimate import calibrate, default_budgets, estimate, miniature

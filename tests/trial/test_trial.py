@@ -27,6 +27,23 @@ TOY_TRIAL = {
 }
 
 
+# Every metric a toy trial records (efficiency measured, no optional evaluations): a new or lost metric is a
+# change of the record format and must show up here.
+TOY_METRICS = [
+    "adapter_bytes", "attn_flops_per_token_128k", "attn_flops_per_token_32k", "attn_flops_per_token_4k",
+    "best_eval_distill", "best_eval_finetune", "decode_tok_s", "efficiency_cached", "feature_dim", "gamma_by_layer",
+    "kl_teacher", "kl_teacher_ft", "kv_bytes_teacher_128k", "kv_bytes_teacher_32k", "kv_bytes_teacher_4k",
+    "layer_weights", "linearized_layers", "measured_state_bytes", "measured_state_bytes_used",
+    "measured_state_context", "mse_by_layer", "mse_eval", "peak_mem_mb", "ppl", "ppl_distill", "ppl_ratio",
+    "ppl_ratio_ft", "ppl_swap", "ppl_teacher", "ppl_teacher_ft", "prefill_tok_s_64", "state_bytes_128k",
+    "state_bytes_32k", "state_bytes_4k", "state_ratio_128k", "state_ratio_32k", "state_ratio_4k", "steps_distill",
+    "steps_finetune", "teacher_attn_flops_per_token_128k", "teacher_attn_flops_per_token_32k",
+    "teacher_attn_flops_per_token_4k", "tok_s_distill", "tok_s_finetune", "tokens_distill", "tokens_finetune",
+    "top1_agree", "trainable_params_distill", "trainable_params_finetune", "window_share", "window_share_by_layer",
+    "window_share_init", "window_share_init_by_layer",
+]
+
+
 def toy_student():
     model, tok = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
     linearize(model, AttentionConfig(feature_map={"kind": "t2r", "params": {"feature_dim": 8}}, layout="sliding",
@@ -107,8 +124,13 @@ def test_run_trial_on_toy_llama(toy_trial):
                 "kl_teacher", "top1_agree", "mse_eval", "state_bytes_32k", "kv_bytes_teacher_32k",
                 "attn_flops_per_token_32k", "prefill_tok_s_64", "decode_tok_s"):
         assert math.isfinite(m[key]), key
+    assert sorted(m) == TOY_METRICS, f"metric set changed: {sorted(set(m) ^ set(TOY_METRICS))}"
     assert len(m["mse_by_layer"]) == 2
     assert m["steps_distill"] == 6 and m["tokens_distill"] == 6 * 2 * 64
+    # a random toy teacher has no language to recover, but both stages must still move their own objectives
+    evals = [p["eval_loss"] for p in result.curves["distill_eval"]]
+    assert evals[-1] < evals[0], evals
+    assert m["ppl"] < m["ppl_distill"]
     assert [p["step"] for p in result.curves["distill_eval"]] == [3, 6]
     assert {r["stage"] for r in seen} >= {"distill", "finetune", "eval"}
     assert (out / "result.json").exists() and (out / "adapter.safetensors").exists() and (out / "config.yaml").exists()
@@ -145,11 +167,13 @@ def test_nan_loss_fails_the_trial(monkeypatch, tmp_path):
 
 def test_failed_speed_measurement_keeps_the_quality_and_adapter(monkeypatch, tmp_path):
     import lolsearch.trial.efficiency as efficiency
+    from lolsearch.trial import cache as trial_cache
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
 
     monkeypatch.setattr(efficiency, "measure", broken)
+    trial_cache.clear()  # an earlier test's measurement of the same design shape would be reused
     cfg = TOY_TRIAL | {"distill": {**TOY_TRIAL["distill"], "steps": 2}, "finetune": {**TOY_TRIAL["finetune"], "steps": 2}}
     result = run_trial(parse_trial_config(cfg), tmp_path)
     assert result.status == "ok", result.error
