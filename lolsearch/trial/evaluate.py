@@ -71,21 +71,7 @@ def _scored(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Te
 
 def perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
     """exp(mean next-token NLL over all label tokens != −100), token-weighted across batches (fp32 log-softmax)."""
-    nll, count = 0.0, 0
-    with _inference(model):
-        dev = _device(model)
-        for batch in batches:
-            ids, labels = _inputs(batch, dev)
-            if labels is None:
-                raise ValueError("perplexity needs batches with 'labels'")
-            logits = _logits(model, ids)
-            for b in range(ids.shape[0]):
-                lg, tgt = _scored(logits[b], labels[b])
-                nll += float(F.cross_entropy(lg.float(), tgt, reduction="sum"))
-                count += int(tgt.numel())
-    if count == 0:
-        raise ValueError("perplexity: no label tokens in the batches")
-    return math.exp(nll / count)
+    return perplexity_of(*sequence_nll(model, batches))
 
 
 def sequence_nll(model: nn.Module, batches: Iterable[dict]) -> tuple[list[float], list[int]]:
