@@ -4,22 +4,19 @@ budgets are made visible; the plan table fits 100 columns."""
 import time
 
 import pytest
+from trial_testlib import toy_config
 
 from lolsearch.config import parse_trial_config
 from lolsearch.trial.estimate import calibrate, default_budgets, estimate, miniature
 from lolsearch.trial.run import run_trial
 
-TOY = {
-    "device": "cpu",
-    "model": {"source": "toy-llama", "toy": {"layers": 2}},
-    "data": {"source": "shakespeare", "seq_len": 64},
-    "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 8}}, "layout": "terrace",
-                  "window": 8, "backend": "torch", "chunk_size": 32},
-    "distill": {"steps": 40, "batch_size": 4, "eval_every": 20, "eval_batches": 2},
-    "finetune": {"steps": 40, "batch_size": 4, "eval_every": 20, "eval_batches": 2},
-    "eval": {"tokens": 4096, "batch_size": 8},
-    "efficiency": {"measure": False},
-}
+TOY = toy_config(
+    device="cpu",
+    distill={"steps": 40, "batch_size": 4, "eval_every": 20, "eval_batches": 2},
+    finetune={"steps": 40, "batch_size": 4, "eval_every": 20, "eval_batches": 2},
+    eval={"tokens": 4096, "batch_size": 8},
+    efficiency={"measure": False},
+)
 
 
 def test_estimate_is_within_a_factor_of_two_of_the_measured_toy_trial(one_thread):

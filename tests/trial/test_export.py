@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from trial_testlib import toy_config
 
 import lolsearch
 from lolsearch.cli import main
@@ -13,17 +14,13 @@ from lolsearch.core.errors import ConfigError
 from lolsearch.trial.record import load_trial_model
 from lolsearch.trial.run import run_trial
 
-TOY = {
-    "device": "cpu",
-    "model": {"source": "toy-llama", "toy": {"layers": 2}},
-    "data": {"source": "shakespeare", "seq_len": 64},
-    "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 8}}, "layout": "terrace",
-                  "window": 8, "backend": "torch", "chunk_size": 32},
-    "distill": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
-    "finetune": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1, "lr": 1e-2},
-    "eval": {"tokens": 256, "batch_size": 4},
-    "efficiency": {"measure": False},
-}
+TOY = toy_config(
+    device="cpu",
+    distill={"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
+    finetune={"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1, "lr": 1e-2},
+    eval={"tokens": 256, "batch_size": 4},
+    efficiency={"measure": False},
+)
 
 
 @pytest.fixture(scope="module")

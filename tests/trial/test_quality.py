@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from trial_testlib import toy_config
 
 from lolsearch.config import LoraOptions, ModelConfig, design_id, parse_trial_config
 from lolsearch.models import load_model
@@ -15,16 +16,12 @@ from lolsearch.trial.record import read_seq_nll
 from lolsearch.trial.run import run_trial
 from lolsearch.trial.surgery import linearize
 
-TOY_TRIAL = {
-    "model": {"source": "toy-llama", "toy": {"layers": 2}},
-    "data": {"source": "shakespeare", "seq_len": 64},
-    "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 8}}, "layout": "terrace",
-                  "window": 8, "backend": "torch", "chunk_size": 32},
-    "distill": {"steps": 6, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
-    "finetune": {"steps": 6, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
-    "eval": {"tokens": 512, "batch_size": 4},
-    "efficiency": {"prefill_lengths": [64], "decode_context": 32, "decode_tokens": 4},
-}
+TOY_TRIAL = toy_config(
+    distill={"steps": 6, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
+    finetune={"steps": 6, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
+    eval={"tokens": 512, "batch_size": 4},
+    efficiency={"prefill_lengths": [64], "decode_context": 32, "decode_tokens": 4},
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from trial_testlib import toy_config
 
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.config import AttentionConfig, LoraOptions, ModelConfig, parse_trial_config
@@ -15,16 +16,12 @@ from lolsearch.trial.record import load_trial_model
 from lolsearch.trial.run import run_trial
 from lolsearch.trial.surgery import attention_parameters, linearize
 
-TOY_TRIAL = {
-    "model": {"source": "toy-llama", "toy": {"layers": 2}},
-    "data": {"source": "shakespeare", "seq_len": 64},
-    "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 8}}, "layout": "terrace",
-                  "window": 8, "backend": "torch", "chunk_size": 32},
-    "distill": {"steps": 6, "batch_size": 2, "eval_every": 3, "eval_batches": 1, "schedule": "cosine"},
-    "finetune": {"steps": 6, "batch_size": 2, "eval_every": 3, "eval_batches": 1},
-    "eval": {"tokens": 512, "batch_size": 4},
-    "efficiency": {"prefill_lengths": [64], "decode_context": 32, "decode_tokens": 4},
-}
+TOY_TRIAL = toy_config(
+    distill={"steps": 6, "batch_size": 2, "eval_every": 3, "eval_batches": 1, "schedule": "cosine"},
+    finetune={"steps": 6, "batch_size": 2, "eval_every": 3, "eval_batches": 1},
+    eval={"tokens": 512, "batch_size": 4},
+    efficiency={"prefill_lengths": [64], "decode_context": 32, "decode_tokens": 4},
+)
 
 
 # Every metric a toy trial records (efficiency measured, no optional evaluations): a new or lost metric is a
