@@ -11,6 +11,10 @@
 # Session of 2026-11-28 (second): a, b, c, then `RESUME_BUDGET=60 SCALING_TIMEOUT=330 ... d` on nvidia-h200-x4.
 # The recipe runs (results/smollm2-recipe/README.md), the extra bench runs (results/kernels/RUN.md) and the
 # batch-8 `perf train` (results/perf/perf.md) were single commands on the same prepared /tmp, listed there.
+#
+# Session of 2026-12-02 (one nvidia-h200; its calls carry pydantic wheels, which lolsearch.attention now needs and
+# the device image lacks): results/kernels/issue17_device.sh (kernel calls 1-3, with .whl) and
+# results/perf/issue16_device.sh (training throughput, with .perf16); each script's header has its commands.
 set -u
 phase=$1
 cd "$(dirname "$0")/../.."
