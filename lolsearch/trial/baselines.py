@@ -86,11 +86,9 @@ def teacher_ft_adapter(cfg: TrialConfig, device: torch.device) -> Path:
     return cache_path("baselines", f"teacher_ft-{_key(cfg, device, True)}.safetensors")
 
 
-def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Callable[[], Iterable[dict]],
-                  device: torch.device) -> float:
-    """KL(teacher_ft ‖ student) per test token: a fresh teacher with the cached LoRA of the teacher_ft baseline."""
+def teacher_ft_model(cfg: TrialConfig, device: torch.device) -> torch.nn.Module:
+    """A fresh teacher with the cached LoRA of the teacher_ft baseline (the reference of ``kl_teacher_ft``)."""
     from lolsearch.trial import cache
-    from lolsearch.trial.evaluate import kl_to_reference
     from lolsearch.trial.finetune import add_lora
     from lolsearch.trial.record import load_adapter
 
@@ -100,6 +98,16 @@ def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Call
     teacher, _ = cache.teacher(cfg.model, device)  # this process's copy of the teacher: every trial needs one
     teacher = add_lora(teacher, cfg.finetune.lora, cotrain_attention=False)
     load_adapter(teacher, path)
+    return teacher
+
+
+def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Callable[[], Iterable[dict]],
+                  device: torch.device) -> float:
+    """KL(teacher_ft ‖ student) per test token, in a pass of its own (a trial whose teacher_ft adapter was cached
+    before its evaluation gets it from :func:`lolsearch.trial.eval_pass.trial_final_eval` instead)."""
+    from lolsearch.trial.evaluate import kl_to_reference
+
+    teacher = teacher_ft_model(cfg, device)
     try:
         return kl_to_reference(teacher, student, eval_batches())
     finally:

@@ -1,6 +1,6 @@
-"""Quality evaluations beyond the test perplexity at the training length: the per-sequence test NLL (for paired
-comparisons), perplexity at other context lengths (``eval.seq_lens``) and on other datasets (``eval.datasets``),
-passkey retrieval (``eval.passkey``), and the per-layer diagnostics (``eval.diagnostics``).
+"""Quality evaluations beyond the test perplexity at the training length (that and the per-sequence test NLL come
+from :mod:`lolsearch.trial.eval_pass`): perplexity at other context lengths (``eval.seq_lens``) and on other
+datasets (``eval.datasets``), passkey retrieval (``eval.passkey``), and the per-layer diagnostics (``eval.diagnostics``).
 
 Every test stream is scored with prompt tokens masked, as the LoRA stage trains (labels −100 on the prompt of
 prompt/response data; plain text has no prompt, so nothing changes there). Teacher numbers come from the same model
@@ -10,7 +10,6 @@ under :func:`lolsearch.trial.surgery.teacher_mode` (softmax attention, adapters 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,7 +18,6 @@ from lolsearch.config import DataConfig, TrialConfig
 from lolsearch.core.errors import ConfigError
 from lolsearch.data import packed_batches
 from lolsearch.trial import diagnostics, evaluate, passkey
-from lolsearch.trial.record import write_seq_nll
 from lolsearch.trial.surgery import teacher_mode
 
 
@@ -29,14 +27,6 @@ def eval_stream(cfg: TrialConfig, data: DataConfig, tokenizer, device: torch.dev
     batch = max(1, cfg.eval.batch_size * cfg.data.seq_len // data.seq_len)
     return packed_batches(data, tokenizer, cfg.eval.split, batch, 0, shuffle=False, num_tokens=cfg.eval.tokens,
                           mask_prompt=True, device=device)
-
-
-def test_perplexity(model: nn.Module, batches: Iterable[dict], out_dir: Path | None) -> float:
-    """The test perplexity; its per-sequence NLL goes to ``out_dir/seq_nll.json`` (when given)."""
-    nll, tokens = evaluate.sequence_nll(model, batches)
-    if out_dir is not None:
-        write_seq_nll(out_dir, nll, tokens)
-    return evaluate.perplexity_of(nll, tokens)
 
 
 def _student_and_teacher(model: nn.Module, batches, suffix: str) -> dict[str, float | str]:

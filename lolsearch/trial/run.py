@@ -28,7 +28,7 @@ from lolsearch.config import TrialConfig, design_id
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.data import packed_batches
 from lolsearch.models import resolve_device
-from lolsearch.trial import baselines, efficiency, evaluate, quality
+from lolsearch.trial import baselines, efficiency, eval_pass, evaluate, quality
 from lolsearch.trial import cache as trial_cache
 from lolsearch.trial.convergence import stage_convergence
 from lolsearch.trial.distill import run_distill
@@ -155,11 +155,10 @@ def _finetune(s: TrialState) -> None:
 def _quality(s: TrialState) -> None:
     cfg, m, model = s.cfg, s.metrics, s.model
     t = time.perf_counter()
-    m["ppl"] = quality.test_perplexity(model, s.eval_batches(), s.out_dir)
+    m.update(eval_pass.trial_final_eval(cfg, model, s.eval_batches, s.device, s.out_dir))  # ppl, kl_teacher, top1_agree
     m.update(quality.other_lengths(cfg, model, s.tokenizer, s.device))
     m.update(quality.other_datasets(cfg, model, s.tokenizer, s.device))
     m.update(quality.passkey_metrics(cfg, model, s.tokenizer))
-    m.update(evaluate.teacher_agreement(model, s.eval_batches()))
     m["mse_eval"], m["mse_by_layer"] = evaluate.attention_mse(model, _limited(s.eval_batches(), cfg.eval.batch_size * 4))
     for task in cfg.eval.mc_tasks:
         m.update(evaluate.multiple_choice(model, s.tokenizer, task))
@@ -186,10 +185,11 @@ def _teacher_baselines(s: TrialState) -> None:
         for n in s.cfg.eval.seq_lens:
             if f"ppl_{n}" in m and f"ppl_teacher_ft_{n}" in m:  # absent when the split is shorter than n
                 m[f"ppl_ratio_ft_{n}"] = m[f"ppl_{n}"] / m[f"ppl_teacher_ft_{n}"]
-        try:
-            m["kl_teacher_ft"] = baselines.kl_teacher_ft(s.cfg, model, s.eval_batches, s.device)
-        except (OSError, RuntimeError, ValueError) as err:  # the student's numbers stand without it
-            m["kl_teacher_ft_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        if "kl_teacher_ft" not in m and "kl_teacher_ft_error" not in m:  # its adapter was not cached at _quality
+            try:
+                m["kl_teacher_ft"] = baselines.kl_teacher_ft(s.cfg, model, s.eval_batches, s.device)
+            except (OSError, RuntimeError, ValueError) as err:  # the student's numbers stand without it
+                m["kl_teacher_ft_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
     s.notify({"stage": "eval", "ppl": m["ppl"], "ppl_ratio": m["ppl_ratio"]})
     for key in ("ppl", "ppl_ratio", "kl_teacher"):
         if not math.isfinite(m[key]):

@@ -1,0 +1,108 @@
+"""The final evaluation of a trial in one pass over the test batches.
+
+Each batch goes once through the student and once through the teacher (the same model under
+:func:`lolsearch.trial.surgery.teacher_mode`), and, when given, once through a reference model (the cached
+``teacher_ft``). From those logits come the per-sequence NLL (:func:`lolsearch.trial.evaluate.sequence_nll`),
+``kl_teacher``/``top1_agree`` (:func:`lolsearch.trial.evaluate.teacher_agreement`) and KL(reference ‖ student)
+(:func:`lolsearch.trial.evaluate.kl_to_reference`), computed per sequence with the same operations as those
+functions, so the values are the same as running them one after another (which costs two or three student
+forwards per batch instead of one). The attention MSE stays separate: it runs the decoder teacher-forced under
+``distill_mode``, whose logits are neither the student's nor the teacher's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lolsearch.config import TrialConfig
+from lolsearch.trial import baselines, surgery
+from lolsearch.trial.evaluate import _device, _inference, _inputs, _logits, _scored, perplexity_of
+from lolsearch.trial.record import write_seq_nll
+
+
+@dataclass
+class EvalPass:
+    """What :func:`final_eval` measured: ``nll_sum``/``tokens`` per test sequence (as ``sequence_nll``),
+    ``kl_teacher`` and ``top1_agree`` (as ``teacher_agreement``) and ``kl_reference`` (as ``kl_to_reference``;
+    None without a reference)."""
+
+    nll_sum: list[float]
+    tokens: list[int]
+    kl_teacher: float
+    top1_agree: float
+    kl_reference: float | None = None
+
+    @property
+    def ppl(self) -> float:
+        """Token-weighted test perplexity."""
+        return perplexity_of(self.nll_sum, self.tokens)
+
+
+def final_eval(model: nn.Module, batches: Iterable[dict], reference: nn.Module | None = None) -> EvalPass:
+    """One student, one teacher (and one reference) forward per batch of ``batches`` (``input_ids``/``labels``
+    ``[B, T]``, labels −100 = not scored); see the module docstring for what is derived from the logits."""
+    sums: list[float] = []
+    counts: list[int] = []
+    kl = kl_ref = 0.0
+    agree = scored = 0
+    with _inference(model), (_inference(reference) if reference is not None else contextlib.nullcontext()):
+        dev = _device(model)
+        ref_dev = _device(reference) if reference is not None else dev
+        for batch in batches:
+            ids, labels = _inputs(batch, dev)
+            if labels is None:
+                raise ValueError("final_eval needs batches with 'labels'")
+            student = _logits(model, ids)
+            with surgery.teacher_mode(model):
+                teacher = _logits(model, ids)
+            ref = _logits(reference, ids.to(ref_dev)).to(dev) if reference is not None else None
+            for b in range(ids.shape[0]):
+                lg, tgt = _scored(student[b], labels[b])
+                if tgt.numel():
+                    sums.append(float(F.cross_entropy(lg.float(), tgt, reduction="sum")))
+                    counts.append(int(tgt.numel()))
+                ls = F.log_softmax(lg.float(), dim=-1)
+                lt = F.log_softmax(_scored(teacher[b], labels[b])[0].float(), dim=-1)
+                kl += float(F.kl_div(ls, lt, log_target=True, reduction="sum"))
+                agree += int((ls.argmax(dim=-1) == lt.argmax(dim=-1)).sum())
+                scored += int(ls.shape[0])
+                if ref is not None:
+                    lr = F.log_softmax(_scored(ref[b], labels[b])[0].float(), dim=-1)
+                    kl_ref += float(F.kl_div(ls, lr, log_target=True, reduction="sum"))
+            del student, teacher, ref
+    if not counts:
+        raise ValueError("final_eval: no label tokens in the batches")
+    return EvalPass(sums, counts, kl / scored, agree / scored, kl_ref / scored if reference is not None else None)
+
+
+def trial_final_eval(cfg: TrialConfig, model: nn.Module, batches: Callable[[], Iterable[dict]], device: torch.device,
+                     out_dir: Path | None) -> dict[str, float | str]:
+    """A trial's ``ppl``, ``kl_teacher``, ``top1_agree`` and, when the sweep's teacher_ft adapter is already cached,
+    ``kl_teacher_ft`` (or ``kl_teacher_ft_error``: the student's numbers stand without it) from one
+    :func:`final_eval`; the per-sequence NLL goes to ``out_dir/seq_nll.json`` (when given)."""
+    out: dict[str, float | str] = {}
+    ev = None
+    if cfg.finetune.enabled and cfg.eval.teacher_ft and baselines.teacher_ft_adapter(cfg, device).is_file():
+        reference = None
+        try:
+            reference = baselines.teacher_ft_model(cfg, device)
+            ev = final_eval(model, batches(), reference)
+            out["kl_teacher_ft"] = ev.kl_reference
+        except (OSError, RuntimeError, ValueError) as err:
+            out["kl_teacher_ft_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        finally:
+            del reference
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if ev is None:
+        ev = final_eval(model, batches())
+    if out_dir is not None:
+        write_seq_nll(out_dir, ev.nll_sum, ev.tokens)
+    return {"ppl": ev.ppl, "kl_teacher": ev.kl_teacher, "top1_agree": ev.top1_agree, **out}
