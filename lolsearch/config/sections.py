@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lolsearch.config.plugins import DATASETS, FEATURE_MAPS, LAYER_WEIGHTS, LAYOUTS, MODELS
+from lolsearch.config.rules import RankRuleMixin, SoftmaxRule
 from lolsearch.config.strict import CheckedModel, validated_params
 from lolsearch.core.errors import did_you_mean
 
@@ -122,6 +123,8 @@ class AttentionConfig(StrictModel):
         description="keys under softmax: linear (none), sliding (last window keys), terrace (LoLCATs blocks)")
     window: int = Field(64, ge=0, le=4096, description="softmax window in tokens for sliding/terrace (0 for linear)")
     softmax_layers: tuple[int, ...] = Field((), description="layer indices kept as softmax attention")
+    softmax_rule: SoftmaxRule | None = Field(None, description="more softmax layers chosen in the trial by a probe "
+                                             "(top_mse: the k layers with the largest initial MSE); None: index only")
     layers: dict[int, LayerOverride] = Field(default_factory=dict,
         description="per-layer layout/window overrides, by layer index")
     gamma_init: float = Field(0.1, gt=0, lt=1, description="initial softmax weight γ per head (in (0, 1))")
@@ -136,6 +139,8 @@ class AttentionConfig(StrictModel):
         # A linear layout has no window: store 0 so equal designs hash equal.
         if isinstance(data, dict) and data.get("layout") == "linear":
             data = {**data, "window": 0}
+        if isinstance(data, dict) and isinstance(data.get("softmax_rule"), dict) and data["softmax_rule"].get("top_mse") == 0:
+            data = {**data, "softmax_rule": None}  # top_mse 0 is the rule off: equal designs hash equal
         return data
 
     @model_validator(mode="after")
@@ -263,7 +268,7 @@ class DistillConfig(StageConfig):
         return self
 
 
-class LoraOptions(StrictModel):
+class LoraOptions(RankRuleMixin, StrictModel):
     """LoRA of stage 2 (method.md §1.3). ``targets`` from q, k, v, o, gate, up, down."""
 
     rank: int = Field(8, ge=1, description="LoRA rank r")

@@ -116,6 +116,9 @@ def _shape_problems(cfg: TrialConfig, shape: ModelShape) -> list[tuple[str, str]
             for i in a.layers if i >= n]
     if not bad and len(set(a.softmax_layers)) >= n:
         out.append(("attention.softmax_layers", f"keeps all {n} layers as softmax: nothing to linearize"))
+    elif not bad and a.softmax_rule is not None and len(set(a.softmax_layers)) + a.softmax_rule.top_mse >= n:
+        out.append(("attention.softmax_rule.top_mse", f"{a.softmax_rule.top_mse} more softmax layers besides "
+                    f"{len(set(a.softmax_layers))} leave none of the {n} layers to linearize"))
     params = shape.layers * (4 * shape.hidden**2 + 3 * shape.hidden * shape.intermediate)
     if cfg.model.source == "toy-llama" and params > MAX_TOY_PARAMS:
         out.append(("model.toy", f"about {params:.2g} parameters; a toy model stays under {MAX_TOY_PARAMS:.0g}"))

@@ -34,7 +34,8 @@ from lolsearch.trial.convergence import stage_convergence
 from lolsearch.trial.distill import run_distill
 from lolsearch.trial.finetune import add_lora, run_finetune
 from lolsearch.trial.record import LOG_FILE, save_adapter, write_config, write_result
-from lolsearch.trial.surgery import SurgeryReport, linearize, teacher_mode
+from lolsearch.trial.softmax_probe import linearize_by_rule
+from lolsearch.trial.surgery import SurgeryReport, teacher_mode
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict], None]
@@ -119,7 +120,14 @@ def _load(s: TrialState) -> None:
 
 
 def _swap(s: TrialState) -> None:
-    s.surgery = linearize(s.model, s.cfg.attention)
+    cfg = s.cfg
+    rule = cfg.attention.softmax_rule
+    probe = _limited(_train(cfg, s.tokenizer, s.device, "distill"), rule.probe_batches) if rule else ()
+    s.surgery, chosen, probe_mse = linearize_by_rule(s.model, cfg.attention, probe)
+    if rule is not None:
+        s.metrics["softmax_layers_chosen"] = chosen
+        s.metrics["probe_mse_by_layer"] = {str(i): v for i, v in probe_mse.items()}
+        s.metrics["softmax_layers"] = list(s.surgery.kept_softmax)  # the final plan: explicit + chosen
     s.metrics["linearized_layers"] = len(s.surgery.replaced)
     s.metrics["feature_dim"] = s.surgery.feature_dim
     t = time.perf_counter()
