@@ -4,6 +4,7 @@
     python -m lolsearch.perf generate [--contexts 8192 32768] [--batch 64]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
+    python -m lolsearch.perf eval     [--config TRIAL.yaml] [--repeats 3]
 
 ``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
 same model, data and batches (8 sequences per step by default, as in the trials; `--micro-batch 1 --accum 8`
@@ -348,6 +349,19 @@ def cmd_fixed(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
+def cmd_eval(args: argparse.Namespace) -> pd.DataFrame:
+    """The final evaluation as separate passes vs one pass, on the ``fixed`` command's trial (or ``--config``)."""
+    from lolsearch.config import load_yaml, parse_trial_config
+    from lolsearch.trial.speed import eval_costs
+
+    data = load_yaml(args.config) if args.config else {**FIXED_TOY, "model": {"source": args.model or "toy-llama"}}
+    df = pd.DataFrame(eval_costs(parse_trial_config({**data, "device": args.device}, str(args.config or "<toy>")),
+                                 args.repeats))
+    df.insert(0, "model", args.model or "toy-llama")
+    df["device"] = _device_name(torch.device(args.device))
+    return df
+
+
 def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], higher_better: bool) -> None:
     """Adds ``<col>_vs_<others>`` columns: ``ref``'s value over each row's (or the inverse)."""
     if df.empty:
@@ -405,11 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fixed", help="fixed cost per trial, cold vs warm per-process caches")
     p.add_argument("--config", type=Path, default=None, help="trial YAML (default: a short toy-llama trial)")
     p.add_argument("--trials", type=int, default=3)
+    p = sub.add_parser("eval", help="final evaluation: separate passes vs one pass")
+    p.add_argument("--config", type=Path, default=None, help="trial YAML (default: the fixed command's toy trial)")
+    p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    if args.model is None and args.cmd != "fixed":
+    if args.model is None and args.cmd not in ("fixed", "eval"):
         args.model = "smollm2-135m"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling, "fixed": cmd_fixed}[args.cmd](args)
+    df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling, "fixed": cmd_fixed,
+          "eval": cmd_eval}[args.cmd](args)
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / f"{args.cmd}.csv", index=False)
     command = "python -m lolsearch.perf " + shlex.join(argv if argv is not None else sys.argv[1:])

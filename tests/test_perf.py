@@ -1,9 +1,12 @@
-"""perf scaling: k trials per GPU runs a valid copy of the space with resources.gpu = 1/k (sweeps faked)."""
+"""perf scaling: k trials per GPU runs a valid copy of the space with resources.gpu = 1/k (sweeps faked); perf eval:
+the one-pass final evaluation is timed beside the separate passes and gives the same metrics."""
 
 import argparse
 import json
 import subprocess
 from pathlib import Path
+
+import pandas as pd
 
 from lolsearch import perf
 from lolsearch.search.space import load_space
@@ -29,3 +32,10 @@ def test_scaling_times_each_gpu_count_and_trials_per_gpu(tmp_path: Path, monkeyp
     assert seen == [(1, 1.0, 4.0), (2, 1.0, 4.0), (1, 0.25, 1.0), (2, 0.25, 1.0)]
     assert list(df["trials_per_gpu"]) == [1, 1, 4, 4] and list(df["trials_ok"]) == [2, 2, 2, 2]
     assert df["speedup"].iloc[0] == 1.0 and "efficiency_vs_linear" in df
+
+
+def test_eval_times_separate_passes_and_one_pass_with_equal_metrics(tmp_path: Path) -> None:
+    assert perf.main(["--out", str(tmp_path), "--device", "cpu", "eval", "--repeats", "1"]) == 0
+    df = pd.read_csv(tmp_path / "eval.csv")
+    assert list(df["way"]) == ["separate", "one_pass"] and (df["eval_s"] > 0).all()
+    assert (df["max_rel_diff"] <= 1e-6).all()

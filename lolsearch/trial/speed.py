@@ -108,3 +108,49 @@ def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
                      "efficiency_cached": m.get("efficiency_cached"),
                      "train_tokens": m.get("tokens_distill", 0) + m.get("tokens_finetune", 0)})
     return rows
+
+
+def eval_costs(cfg: TrialConfig, repeats: int) -> list[dict]:
+    """Wall time of a trial's final evaluation done as separate passes (``sequence_nll``, ``teacher_agreement``,
+    ``kl_to_reference`` against the teacher_ft stand-in) and as :func:`lolsearch.trial.eval_pass.final_eval`, on
+    the trial's model after the swap and LoRA (no training: the cost does not depend on the weights), alternating
+    ``repeats`` times; the eval batches are rebuilt per pass, as trials do. ``max_rel_diff``: the largest relative
+    difference between the two ways' metrics (a row per way and repeat)."""
+    from lolsearch.data import packed_batches
+    from lolsearch.models import resolve_device
+    from lolsearch.trial import cache, evaluate
+    from lolsearch.trial.eval_pass import final_eval
+    from lolsearch.trial.finetune import add_lora
+    from lolsearch.trial.surgery import linearize
+
+    device = resolve_device(cfg.device)
+    model, tok = cache.teacher(cfg.model, device)
+    linearize(model, cfg.attention)
+    model = add_lora(model, cfg.finetune.lora, cotrain_attention=False)
+    reference = add_lora(cache.teacher(cfg.model, device)[0], cfg.finetune.lora, cotrain_attention=False)
+
+    def batches() -> Iterator[dict]:
+        return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
+                              num_tokens=cfg.eval.tokens, mask_prompt=True, device=device)
+
+    def separate() -> list[float]:
+        nll, _ = evaluate.sequence_nll(model, batches())
+        agree = evaluate.teacher_agreement(model, batches())
+        return [*nll, agree["kl_teacher"], agree["top1_agree"], evaluate.kl_to_reference(reference, model, batches())]
+
+    def batched() -> list[float]:
+        ev = final_eval(model, batches(), reference)
+        return [*ev.nll_sum, ev.kl_teacher, ev.top1_agree, ev.kl_reference]
+
+    rows = []
+    for i in range(repeats):
+        values = {}
+        for way, fn in (("separate", separate), ("one_pass", batched)):
+            _sync(device)
+            t0 = time.perf_counter()
+            values[way] = fn()
+            _sync(device)
+            rows.append({"repeat": i, "way": way, "eval_s": time.perf_counter() - t0, "tokens": cfg.eval.tokens})
+        diff = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(values["separate"], values["one_pass"], strict=True))
+        rows[-1]["max_rel_diff"] = rows[-2]["max_rel_diff"] = diff
+    return rows
