@@ -10,6 +10,7 @@ from trial_testlib import toy_config
 from lolsearch.config import AttentionConfig, parse_trial_config
 from lolsearch.trial import baselines, eval_pass, evaluate
 from lolsearch.trial.record import SEQ_NLL_FILE
+from lolsearch.trial.run import run_trial
 from lolsearch.trial.surgery import linearize
 
 VOCAB = 100
@@ -118,3 +119,21 @@ def test_trial_final_eval_without_the_adapter_or_with_a_broken_one(trial_cfg, tm
     m = eval_pass.trial_final_eval(trial_cfg, model, lambda: iter(data), torch.device("cpu"), None)
     assert m["kl_teacher_ft_error"] == "OSError: cannot read adapter"
     assert m["ppl"] == missing["ppl"] and m["kl_teacher"] == missing["kl_teacher"]
+
+
+def test_a_trial_with_the_adapter_cached_gets_kl_teacher_ft_from_the_one_pass(monkeypatch):
+    cfg = parse_trial_config(toy_config(
+        distill={"steps": 2, "batch_size": 2, "eval_batches": 1}, finetune={"steps": 2, "batch_size": 2, "eval_batches": 1},
+        eval={"tokens": 256, "batch_size": 2}, efficiency={"measure": False}, seed=11))
+    first = run_trial(cfg)  # computes the teacher_ft baseline, then kl_teacher_ft in a pass of its own
+    assert first.status == "ok", first.error
+    assert baselines.teacher_ft_adapter(cfg, torch.device("cpu")).is_file()
+
+    def separate(*args, **kwargs):
+        raise AssertionError("kl_teacher_ft measured apart although its adapter was cached")
+
+    monkeypatch.setattr(baselines, "kl_teacher_ft", separate)
+    second = run_trial(cfg)  # the same deterministic trial: its kl_teacher_ft comes from the one pass
+    assert second.status == "ok", second.error
+    for key in ("ppl", "kl_teacher", "top1_agree", "kl_teacher_ft"):
+        assert close(second.metrics[key], first.metrics[key]), key
