@@ -7,7 +7,7 @@ teacher baseline (``ppl_teacher_ft``) gets the same, so designs that keep softma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -23,11 +23,19 @@ TARGET_MODULES = {
 }
 
 
-def peft_config(lora: LoraOptions, layers: list[int] | None) -> LoraConfig:
-    """The peft LoraConfig for ``lora`` applied to decoder ``layers`` (None = all)."""
+def peft_config(lora: LoraOptions, layers: list[int] | None, softmax_layers: Sequence[int] = ()) -> LoraConfig:
+    """The peft LoraConfig for ``lora`` applied to decoder ``layers`` (None = all).
+
+    Per-layer ranks (``rank_by_layer``, ``softmax_rank`` on ``softmax_layers``) become peft's ``rank_pattern``;
+    ``alpha_pattern`` scales alpha with the rank so every layer keeps the scale ``alpha / rank``.
+    """
+    ranks = lora.layer_ranks(softmax_layers)
+    pattern = {rf"layers\.{i}\.\w+\.\w+": r for i, r in ranks.items()}
     return LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
+        rank_pattern=pattern,
+        alpha_pattern={key: lora.alpha * r / lora.rank for key, r in pattern.items()},
         lora_dropout=lora.dropout,
         target_modules=[TARGET_MODULES[t] for t in lora.targets],
         layers_to_transform=layers,
@@ -37,12 +45,12 @@ def peft_config(lora: LoraOptions, layers: list[int] | None) -> LoraConfig:
     )
 
 
-def add_lora(model: nn.Module, lora: LoraOptions, *, cotrain_attention: bool) -> nn.Module:
+def add_lora(model: nn.Module, lora: LoraOptions, *, cotrain_attention: bool, softmax_layers: Sequence[int] = ()) -> nn.Module:
     """Wraps ``model`` with LoRA on every decoder layer (linearized or kept as softmax, as the teacher baseline).
 
-    With ``cotrain_attention`` the feature maps and γ train too.
+    With ``cotrain_attention`` the feature maps and γ train too; ``softmax_layers`` get ``lora.softmax_rank``.
     """
-    peft_model = get_peft_model(model, peft_config(lora, None))
+    peft_model = get_peft_model(model, peft_config(lora, None, softmax_layers))
     for p in attention_parameters(peft_model):
         p.requires_grad_(cotrain_attention)
     return peft_model

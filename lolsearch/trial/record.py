@@ -217,16 +217,21 @@ def claim_trial_dir(trial_dir: Path, overwrite: bool = False) -> None:
         (d / name).unlink()
 
 
-def build_student(cfg: TrialConfig, device: torch.device) -> tuple[nn.Module, object]:
-    """Teacher -> surgery -> LoRA (when the config has a finetune stage), untrained."""
+def build_student(cfg: TrialConfig, device: torch.device, softmax_layers: list[int] | None = None) -> tuple[nn.Module, object]:
+    """Teacher -> surgery -> LoRA (when the config has a finetune stage), untrained. ``softmax_layers``: the final
+    plan's softmax layers of a trial whose ``attention.softmax_rule`` chose some (its result's ``softmax_layers``)."""
     from lolsearch.models import load_model
     from lolsearch.trial.finetune import add_lora
     from lolsearch.trial.surgery import linearize
 
+    attention = cfg.attention
+    if softmax_layers is not None:
+        attention = attention.model_copy(update={"softmax_layers": tuple(softmax_layers), "softmax_rule": None})
     model, tokenizer = load_model(cfg.model, device)
-    linearize(model, cfg.attention)
+    report = linearize(model, attention)
     if cfg.finetune.enabled:
-        model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps())
+        model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps(),
+                         softmax_layers=report.kept_softmax)
     return model, tokenizer
 
 
@@ -238,7 +243,8 @@ def load_trial_model(trial_dir: Path, device: torch.device) -> tuple[nn.Module, 
         status = read_result(trial_dir).get("status")
         raise ConfigError.single(str(trial_dir), "", f"no {ADAPTER_FILE} (trial status: {status}); only a finished "
                                  "trial can be loaded")
-    model, tokenizer = build_student(cfg, device)
+    kept = read_result(trial_dir).get("metrics", {}).get("softmax_layers") if cfg.attention.softmax_rule else None
+    model, tokenizer = build_student(cfg, device, kept)
     load_adapter(model, adapter)
     model.eval()
     return model, tokenizer, cfg

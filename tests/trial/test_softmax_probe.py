@@ -11,6 +11,7 @@ from lolsearch.config.rules import top_layers
 from lolsearch.data import packed_batches
 from lolsearch.models import load_model
 from lolsearch.trial import efficiency
+from lolsearch.trial.record import load_trial_model
 from lolsearch.trial.run import run_trial
 from lolsearch.trial.softmax_probe import linearize_by_rule, probe_mse
 from lolsearch.trial.surgery import decoder_layers, linearize
@@ -65,7 +66,7 @@ def test_run_trial_records_the_chosen_layers_and_accounts_the_final_plan(tmp_pat
         model={"source": "toy-llama", "toy": {"layers": 4}},
         attention={**ATTN, "softmax_rule": {"top_mse": 1, "probe_batches": 2}},
         distill={"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
-        finetune={"enabled": False},
+        finetune={"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1, "lora": {"softmax_rank": 16}},
         eval={"tokens": 256, "batch_size": 2, "diagnostics": False},
         efficiency={"measure": False},
     )
@@ -83,6 +84,11 @@ def test_run_trial_records_the_chosen_layers_and_accounts_the_final_plan(tmp_pat
                                proj_dim=efficiency.feature_projection_dim("hedgehog", cfg.attention.feature_map.params,
                                                                           efficiency.attention_shape(model.config)[3]))
     assert m["state_bytes_32k"] == want["state_bytes_32k"]
+    # the saved trial reloads with the chosen layers as softmax, and their LoRA has softmax_rank
+    reloaded, _, _ = load_trial_model(tmp_path, torch.device("cpu"))
+    for i, layer in enumerate(decoder_layers(reloaded)):
+        assert isinstance(layer.self_attn, LinearizedAttention) == (i not in chosen), i
+        assert layer.self_attn.q_proj.lora_A["default"].weight.shape[0] == (16 if i in chosen else 8)
     linear_plan = [("sliding", 8)] * 4
     assert m["state_bytes_32k"] > efficiency.analytic(model.config, linear_plan, 8 * 2, [32768])["state_bytes_32k"]
 
