@@ -57,3 +57,22 @@ class RankRuleMixin(CheckedModel):
         out = {i: self.softmax_rank for i in softmax_layers} if self.softmax_rank is not None else {}
         out.update(self.rank_by_layer)
         return {i: r for i, r in sorted(out.items())}
+
+
+class WindowSchedule(CheckedModel):
+    """Softmax window linear in depth: ``first`` at layer 0, ``last`` at the last layer, rounded to ``multiple``.
+
+    It replaces ``attention.window`` layer by layer; a per-layer ``attention.layers.<i>.window`` still wins.
+    """
+
+    first: int = Field(ge=1, le=4096, description="window of the first decoder layer (tokens)")
+    last: int = Field(ge=1, le=4096, description="window of the last decoder layer (tokens)")
+    multiple: int = Field(1, ge=1, le=1024, description="each layer's window is rounded to a multiple of this (>= it)")
+
+    def windows(self, num_layers: int) -> list[int]:
+        """The window of each of ``num_layers`` layers."""
+        out = []
+        for i in range(num_layers):
+            w = self.first + (self.last - self.first) * (i / (num_layers - 1) if num_layers > 1 else 0.0)
+            out.append(max(self.multiple, self.multiple * round(w / self.multiple)))
+        return out

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lolsearch.config.plugins import DATASETS, FEATURE_MAPS, LAYER_WEIGHTS, LAYOUTS, MODELS
-from lolsearch.config.rules import RankRuleMixin, SoftmaxRule
+from lolsearch.config.rules import RankRuleMixin, SoftmaxRule, WindowSchedule
 from lolsearch.config.strict import CheckedModel, validated_params
 from lolsearch.core.errors import did_you_mean
 
@@ -122,6 +122,8 @@ class AttentionConfig(StrictModel):
     layout: str = Field("terrace",
         description="keys under softmax: linear (none), sliding (last window keys), terrace (LoLCATs blocks)")
     window: int = Field(64, ge=0, le=4096, description="softmax window in tokens for sliding/terrace (0 for linear)")
+    window_schedule: WindowSchedule | None = Field(None, description="window linear in depth (first → last layer), "
+                                                   "replacing window per layer; None: window everywhere")
     softmax_layers: tuple[int, ...] = Field((), description="layer indices kept as softmax attention")
     softmax_rule: SoftmaxRule | None = Field(None, description="more softmax layers chosen in the trial by a probe "
                                              "(top_mse: the k layers with the largest initial MSE); None: index only")
@@ -163,8 +165,9 @@ class AttentionConfig(StrictModel):
         if out_of_range:
             raise ValueError(f"attention layer indices {out_of_range} out of range for a {num_layers}-layer model")
         plan = []
+        scheduled = self.window_schedule.windows(num_layers) if self.window_schedule else [self.window] * num_layers
         for i in range(num_layers):
-            layout, window = self.layout, self.window
+            layout, window = self.layout, scheduled[i]
             if i in self.layers:
                 layout = self.layers[i].layout
                 window = self.layers[i].window if self.layers[i].window is not None else window
@@ -401,6 +404,8 @@ class TrialConfig(StrictModel):
     def _windows_fit_the_sequence(self) -> TrialConfig:
         a, seq_len = self.attention, self.data.seq_len
         windows = [("attention.window", a.layout, a.window)]
+        if a.window_schedule is not None:
+            windows = [("attention.window_schedule", a.layout, max(a.window_schedule.first, a.window_schedule.last))]
         windows += [(f"attention.layers.{i}.window", o.layout, a.window if o.window is None else o.window)
                     for i, o in a.layers.items()]
         for key, layout, window in windows:

@@ -71,7 +71,7 @@ def test_cli_bad_input_exits_2_with_one_line_per_problem(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [
-        f"{bad}: attention.windw: unknown key 'windw'; did you mean 'window'? (allowed: backend, chunk_size, feature_map, gamma_init, layers, layout, softmax_layers, softmax_rule, train_gamma, window)",
+        f"{bad}: attention.windw: unknown key 'windw'; did you mean 'window'? (allowed: backend, chunk_size, feature_map, gamma_init, layers, layout, softmax_layers, softmax_rule, train_gamma, window, window_schedule)",
         f"{bad}: seed: Input should be a valid integer, unable to parse string as an integer",
     ]
     broken = tmp_path / "broken.yaml"
