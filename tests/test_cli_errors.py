@@ -226,7 +226,7 @@ CASES = [
     ("misspelled-layout-names-its-key", lambda w: ["validate", _space(w, "lay.yaml", ("[sliding, terrace]", "[slidng, terrace]"))], 2,
      ["lay.yaml: search.attention.layout: unknown layout 'slidng'"]),
     ("set-unknown-key", lambda w: ["run", _trial(w, "t.yaml"), "--set", "attention.windw=3"], 2,
-     ["--set: attention.windw: unknown key 'windw'; did you mean 'window'?"]),
+     ["--set: attention.windw: unknown key 'windw'; did you mean 'window' or 'window_schedule'?"]),
     ("set-bad-value-on-space", lambda w: ["run", _space(w, "sp.yaml"), "--set", "data.seq_len=4"], 2, ["--set: data.seq_len:"]),
     ("set-not-key-value", lambda w: ["run", _trial(w, "t.yaml"), "--set", "novalue"], 2, ["--set: novalue: expected dotted.key=value"]),
     ("seed-beyond-32-bits", lambda w: ["validate", _trial(w, "seed.yaml", ("device: cpu", "device: cpu\nseed: 99999999999999999999999"))], 2,

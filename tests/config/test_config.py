@@ -28,7 +28,7 @@ def test_unknown_keys_rejected_with_dotted_path():
     with pytest.raises(ConfigError) as err:
         parse_trial_config({"attention": {"windw": 4}, "finetune": {"lora": {"rnak": 4}}}, "x.yaml")
     lines = str(err.value).splitlines()
-    assert "x.yaml: attention.windw: unknown key 'windw'; did you mean 'window'?" in lines[0]
+    assert "x.yaml: attention.windw: unknown key 'windw'; did you mean 'window' or 'window_schedule'?" in lines[0]
     assert lines[1].startswith("x.yaml: finetune.lora.rnak: unknown key 'rnak'; did you mean 'rank'?")
 
 
@@ -71,7 +71,7 @@ def test_cli_bad_input_exits_2_with_one_line_per_problem(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [
-        f"{bad}: attention.windw: unknown key 'windw'; did you mean 'window'? (allowed: backend, chunk_size, feature_map, gamma_init, layers, layout, softmax_layers, softmax_rule, train_gamma, window, window_schedule)",
+        f"{bad}: attention.windw: unknown key 'windw'; did you mean 'window' or 'window_schedule'? (allowed: backend, chunk_size, feature_map, gamma_init, layers, layout, softmax_layers, softmax_rule, train_gamma, window, window_schedule)",
         f"{bad}: seed: Input should be a valid integer, unable to parse string as an integer",
     ]
     broken = tmp_path / "broken.yaml"

@@ -221,7 +221,7 @@ sampler: {kind: random, num_trials: 24, seed: 5}
 
 def test_unknown_search_key_did_you_mean(tmp_path):
     path = write(tmp_path, "search:\n  attention.windw: {choice: [4]}\nsampler: {kind: grid}\n")
-    assert problems(path)[0].startswith(f"{path}: search.attention.windw: unknown key 'windw'; did you mean 'window'?")
+    assert problems(path)[0].startswith(f"{path}: search.attention.windw: unknown key 'windw'; did you mean 'window' or 'window_schedule'?")
 
 
 @pytest.mark.parametrize("body, expected", [
