@@ -17,7 +17,7 @@ class SoftmaxRule(CheckedModel):
     """
 
     top_mse: int = Field(ge=0, description="number of layers kept as softmax by the probe's largest initial "
-                                           "attention-transfer MSE (0: none, the rule is off)")
+                                           "attention-transfer MSE (0: the rule is off, no probe runs)")
     probe_batches: int = Field(4, ge=1, le=256, description="training batches (attention-transfer batch size) "
                                                             "the probe averages the per-layer MSE over")
 

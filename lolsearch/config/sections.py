@@ -141,8 +141,6 @@ class AttentionConfig(StrictModel):
         # A linear layout has no window: store 0 so equal designs hash equal.
         if isinstance(data, dict) and data.get("layout") == "linear":
             data = {**data, "window": 0}
-        if isinstance(data, dict) and isinstance(data.get("softmax_rule"), dict) and data["softmax_rule"].get("top_mse") == 0:
-            data = {**data, "softmax_rule": None}  # top_mse 0 is the rule off: equal designs hash equal
         return data
 
     @model_validator(mode="after")

@@ -48,7 +48,9 @@ def _key(cfg: TrialConfig, device: torch.device, with_finetune: bool) -> str:
         "device": device.type,
     }
     if with_finetune:
-        parts["finetune"] = cfg.finetune.model_dump(mode="json", exclude={"train_feature_maps"})
+        # softmax_rank applies to a student's softmax layers only: the teacher's LoRA does not depend on it
+        parts["finetune"] = cfg.finetune.model_dump(mode="json", exclude={"train_feature_maps": True,
+                                                                          "lora": {"softmax_rank"}})
         parts["seed"] = cfg.seed
         parts["seq_lens"] = list(cfg.eval.seq_lens)
     return fingerprint(json.dumps(parts, sort_keys=True))

@@ -121,7 +121,7 @@ def _load(s: TrialState) -> None:
 
 def _swap(s: TrialState) -> None:
     cfg = s.cfg
-    rule = cfg.attention.softmax_rule
+    rule = cfg.attention.softmax_rule if cfg.attention.softmax_rule and cfg.attention.softmax_rule.top_mse else None
     probe = _limited(_train(cfg, s.tokenizer, s.device, "distill"), rule.probe_batches) if rule else ()
     s.surgery, chosen, probe_mse = linearize_by_rule(s.model, cfg.attention, probe)
     if rule is not None:

@@ -54,7 +54,7 @@ def linearize_by_rule(
     """
     rule = cfg.softmax_rule
     base = cfg.model_copy(update={"softmax_rule": None})
-    if rule is None:
+    if rule is None or rule.top_mse == 0:
         return linearize(model, base), [], {}
     layers = decoder_layers(model)
     originals = [layer.self_attn for layer in layers]

@@ -73,7 +73,7 @@ def linearize(model: nn.Module, cfg: AttentionConfig) -> SurgeryReport:
     num_heads, num_kv = mc.num_attention_heads, mc.num_key_value_heads
     head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // num_heads
     layers = decoder_layers(model)
-    if cfg.softmax_rule is not None:
+    if cfg.softmax_rule is not None and cfg.softmax_rule.top_mse > 0:
         raise SurgeryError("attention.softmax_rule needs its probe: linearize through softmax_probe.linearize_by_rule "
                            "(or name the chosen layers in softmax_layers)")
     try:

@@ -22,8 +22,8 @@ def test_window_schedule_must_fit_the_sequence():
         parse_trial_config({"data": {"seq_len": 128}, "attention": {"window_schedule": {"first": 64, "last": 256}}})
 
 
-def test_softmax_rule_zero_is_off():
+def test_softmax_rule_zero_is_kept_as_drawn():
     off = parse_trial_config({"attention": {"softmax_rule": {"top_mse": 0}}})
-    assert off.attention.softmax_rule is None and off.trial_id == parse_trial_config({}).trial_id
+    assert off.attention.softmax_rule.top_mse == 0  # a searched 0 stays in the config (the probe is skipped)
     on = parse_trial_config({"attention": {"softmax_rule": {"top_mse": 2}}})
     assert on.attention.softmax_rule.top_mse == 2 and on.attention.softmax_rule.probe_batches == 4

@@ -50,3 +50,14 @@ def test_rank_by_layer_is_canonical():
     a = parse_trial_config({"finetune": {"lora": {"rank_by_layer": {3: 8, 1: 4}}}})
     b = parse_trial_config({"finetune": {"lora": {"rank_by_layer": {1: 4, 3: 8}}}})
     assert a.trial_id == b.trial_id
+
+
+def test_teacher_baseline_key_ignores_softmax_rank_only():
+    import torch
+
+    from lolsearch.trial.baselines import _key
+
+    cpu = torch.device("cpu")
+    a, b, c = (parse_trial_config({"finetune": {"lora": lora}})
+               for lora in ({"softmax_rank": 4}, {"softmax_rank": 64}, {"rank_by_layer": {1: 4}}))
+    assert _key(a, cpu, True) == _key(b, cpu, True) != _key(c, cpu, True)

@@ -101,3 +101,9 @@ def test_preflight_refuses_a_rule_that_leaves_nothing_to_linearize():
     assert problems and "leave none of the 2 layers" in str(problems[0]), problems
     ok = parse_trial_config(toy_config(attention={**ATTN, "softmax_rule": {"top_mse": 1}}))
     assert not [p for p in preflight(ok) if "softmax_rule" in str(p)]
+
+
+def test_top_mse_zero_runs_no_probe():
+    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
+    report, chosen, mse = linearize_by_rule(model, AttentionConfig(**ATTN, softmax_rule={"top_mse": 0}), iter(()))
+    assert (chosen, mse, report.kept_softmax) == ([], {}, ())
