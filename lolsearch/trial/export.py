@@ -30,7 +30,7 @@ from lolsearch.attention.layer import LinearizedAttention
 from lolsearch.config import TrialConfig, load_yaml, parse_trial_config
 from lolsearch.core.files import atomic_dir, atomic_write_text
 from lolsearch.models import resolve_device, resolve_dtype
-from lolsearch.trial.record import CONFIG_FILE, load_trial_model
+from lolsearch.trial.record import CONFIG_FILE, load_trial_model, resolved_config
 from lolsearch.trial.surgery import linearize
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def export_trial(trial_dir: str | Path, out: str | Path, *, merge_lora: bool = F
     if out.exists():
         raise FileExistsError(f"{out} already exists; export into a new folder")
     model, tok, cfg = load_trial_model(trial_dir, torch.device("cpu"))
+    cfg = resolved_config(cfg, Path(trial_dir))  # the probe's choice written as softmax_layers: load() needs no probe
     cast = _dtype(dtype)
     if cast is not None:
         model.to(cast)

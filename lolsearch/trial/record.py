@@ -217,22 +217,33 @@ def claim_trial_dir(trial_dir: Path, overwrite: bool = False) -> None:
         (d / name).unlink()
 
 
-def build_student(cfg: TrialConfig, device: torch.device, softmax_layers: list[int] | None = None) -> tuple[nn.Module, object]:
-    """Teacher -> surgery -> LoRA (when the config has a finetune stage), untrained. ``softmax_layers``: the final
-    plan's softmax layers of a trial whose ``attention.softmax_rule`` chose some (its result's ``softmax_layers``)."""
+def build_student(cfg: TrialConfig, device: torch.device) -> tuple[nn.Module, object]:
+    """Teacher -> surgery -> LoRA (when the config has a finetune stage), untrained; a ``softmax_rule`` config
+    must be resolved first (:func:`resolved_config`)."""
     from lolsearch.models import load_model
     from lolsearch.trial.finetune import add_lora
     from lolsearch.trial.surgery import linearize
 
-    attention = cfg.attention
-    if softmax_layers is not None:
-        attention = attention.model_copy(update={"softmax_layers": tuple(softmax_layers), "softmax_rule": None})
     model, tokenizer = load_model(cfg.model, device)
-    report = linearize(model, attention)
+    report = linearize(model, cfg.attention)
     if cfg.finetune.enabled:
         model = add_lora(model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps(),
                          softmax_layers=report.kept_softmax)
     return model, tokenizer
+
+
+def resolved_config(cfg: TrialConfig, trial_dir: Path) -> TrialConfig:
+    """``cfg`` with an ``attention.softmax_rule`` replaced by the layers its probe chose (the result's
+    ``softmax_layers``): the config that rebuilds the trained model without a probe. Other configs unchanged."""
+    rule = cfg.attention.softmax_rule
+    if rule is None or rule.top_mse == 0:
+        return cfg
+    kept = read_result(trial_dir).get("metrics", {}).get("softmax_layers")
+    if kept is None:
+        raise ConfigError.single(str(trial_dir), "", "attention.softmax_rule but no softmax_layers in the result: "
+                                 "only a finished trial can be rebuilt")
+    attention = cfg.attention.model_copy(update={"softmax_layers": tuple(kept), "softmax_rule": None})
+    return cfg.model_copy(update={"attention": attention})
 
 
 def load_trial_model(trial_dir: Path, device: torch.device) -> tuple[nn.Module, object, TrialConfig]:
@@ -243,8 +254,7 @@ def load_trial_model(trial_dir: Path, device: torch.device) -> tuple[nn.Module, 
         status = read_result(trial_dir).get("status")
         raise ConfigError.single(str(trial_dir), "", f"no {ADAPTER_FILE} (trial status: {status}); only a finished "
                                  "trial can be loaded")
-    kept = read_result(trial_dir).get("metrics", {}).get("softmax_layers") if cfg.attention.softmax_rule else None
-    model, tokenizer = build_student(cfg, device, kept)
+    model, tokenizer = build_student(resolved_config(cfg, trial_dir), device)
     load_adapter(model, adapter)
     model.eval()
     return model, tokenizer, cfg

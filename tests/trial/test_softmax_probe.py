@@ -11,6 +11,7 @@ from lolsearch.config.rules import top_layers
 from lolsearch.data import packed_batches
 from lolsearch.models import load_model
 from lolsearch.trial import efficiency
+from lolsearch.trial.export import export_trial, load
 from lolsearch.trial.record import load_trial_model
 from lolsearch.trial.run import run_trial
 from lolsearch.trial.softmax_probe import linearize_by_rule, probe_mse
@@ -89,6 +90,11 @@ def test_run_trial_records_the_chosen_layers_and_accounts_the_final_plan(tmp_pat
     for i, layer in enumerate(decoder_layers(reloaded)):
         assert isinstance(layer.self_attn, LinearizedAttention) == (i not in chosen), i
         assert layer.self_attn.q_proj.lora_A["default"].weight.shape[0] == (16 if i in chosen else 8)
+    # an export carries the choice as softmax_layers and loads without a probe
+    export_trial(tmp_path, tmp_path / "export")
+    exported, _ = load(tmp_path / "export")
+    assert [isinstance(layer.self_attn, LinearizedAttention) for layer in decoder_layers(exported)] == [
+        i not in chosen for i in range(4)]
     linear_plan = [("sliding", 8)] * 4
     assert m["state_bytes_32k"] > efficiency.analytic(model.config, linear_plan, 8 * 2, [32768])["state_bytes_32k"]
 
