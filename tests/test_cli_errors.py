@@ -138,20 +138,20 @@ def _write(ws: Path, name: str, text: str | bytes) -> str:
     return str(path)
 
 
-def _trial(ws: Path, name: str, *edits: tuple[str, str]) -> str:
-    text = TRIAL.replace("corpus.txt", str(ws / "corpus.txt"))
+def _edited(template: str, ws: Path, name: str, edits: tuple[tuple[str, str], ...]) -> str:
+    text = template.replace("corpus.txt", str(ws / "corpus.txt"))
     for old, new in edits:
         assert old in text, old
         text = text.replace(old, new)
     return _write(ws, name, text)
+
+
+def _trial(ws: Path, name: str, *edits: tuple[str, str]) -> str:
+    return _edited(TRIAL, ws, name, edits)
 
 
 def _space(ws: Path, name: str, *edits: tuple[str, str]) -> str:
-    text = SPACE.replace("corpus.txt", str(ws / "corpus.txt"))
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new)
-    return _write(ws, name, text)
+    return _edited(SPACE, ws, name, edits)
 
 
 def _data(ws: Path, name: str, content: str | bytes, source: str = "text") -> str:
