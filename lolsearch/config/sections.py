@@ -91,6 +91,14 @@ class DataConfig(StrictModel):
         return self
 
 
+def _resolve_kind_params(section: Any, registry: Any) -> Any:
+    """Checks ``section.kind`` against ``registry`` and replaces ``section.params`` by its validated, defaulted form."""
+    if section.kind not in registry:
+        raise ValueError(registry.unknown_message(section.kind))
+    object.__setattr__(section, "params", validated_params(registry.params(section.kind), section.params))
+    return section
+
+
 class FeatureMapConfig(StrictModel):
     """``kind`` from ``lolsearch ls feature-maps``; ``params`` validated by that map's own model."""
 
@@ -100,11 +108,7 @@ class FeatureMapConfig(StrictModel):
 
     @model_validator(mode="after")
     def _resolve_params(self) -> FeatureMapConfig:
-        if self.kind not in FEATURE_MAPS:
-            raise ValueError(FEATURE_MAPS.unknown_message(self.kind))
-        resolved = validated_params(FEATURE_MAPS.params(self.kind), self.params)
-        object.__setattr__(self, "params", resolved)
-        return self
+        return _resolve_kind_params(self, FEATURE_MAPS)
 
 
 class LayerOverride(StrictModel):
@@ -188,11 +192,7 @@ class LayerWeightsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _resolve_params(self) -> LayerWeightsConfig:
-        if self.kind not in LAYER_WEIGHTS:
-            raise ValueError(LAYER_WEIGHTS.unknown_message(self.kind))
-        resolved = validated_params(LAYER_WEIGHTS.params(self.kind), self.params)
-        object.__setattr__(self, "params", resolved)
-        return self
+        return _resolve_kind_params(self, LAYER_WEIGHTS)
 
 
 SPEED_ONLY = ("sync_every", "compile")  # StageConfig fields that change how fast a stage runs, not what it computes
