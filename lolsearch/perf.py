@@ -1,16 +1,18 @@
 """Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch]
-    python -m lolsearch.perf generate [--contexts 8192 32768] [--batch 64]
+    python -m lolsearch.perf generate [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
     python -m lolsearch.perf eval     [--config TRIAL.yaml] [--repeats 3]
 
 ``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
 same model, data and batches (8 sequences per step by default, as in the trials; `--micro-batch 1 --accum 8`
-splits them).
-``generate``: decode tokens/s of the linearized model vs the softmax teacher (HF SDPA + DynamicCache)
-at a batch and context, and the largest batch each can decode at the context. The caches are built
+splits them). ``--cuda-graph off on``: each stage with and without the CUDA-graph step; ``steady_tok_s`` omits the
+steps up to the first loss read-back at step >= 2 (the graph's eager step and capture): use ``--steps`` >> ``--sync-every``.
+``generate``: decode tokens/s of the linearized model (``--graph on``: whole-model CUDA-graph step; ``off``: HF
+forward per step) vs the softmax teacher (HF SDPA + DynamicCache) per context at ``--batch`` and per ``--batches``
+at ``--batch-context``, and the largest batch each can decode at the largest context. The caches are built
 at the target context directly (random keys/values and states), which costs what a prefilled cache
 costs in memory and per-step time, without paying for the prefill.
 ``scaling``: wall time of the same sweep on 1 GPU and on N GPUs.
@@ -74,12 +76,13 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device
 def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: AttentionConfig, device: torch.device,
                      micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1,
                      compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
-                     sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None) -> list[dict]:
+                     sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None,
+                     graph_modes: tuple[bool, ...] = (False,)) -> list[dict]:
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
-    LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` entry; with ``check`` the first 3
-    steps' losses of each compiled mode are compared with the eager path (``fast_rel_diff``).
+    LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
+    entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
     """
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
@@ -100,10 +103,10 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
 
     def measure(name: str, params: list, loss_fn: Callable[[dict], torch.Tensor], batches, targets: list) -> None:
-        for mode in compile_modes:
-            stage_cfg = cfg.model_copy(update={"compile": mode})
+        for mode, graph in [(m, g) for m in compile_modes for g in graph_modes]:
+            stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
-            row = {**base, "stage": name, "compile": mode}
+            row = {**base, "stage": name, "compile": mode, "cuda_graph": "on" if graph else "off"}
             _reset_mem(device)
             try:
                 row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
@@ -113,11 +116,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                     row["fast_rel_diff"] = got["max_rel_diff"]
                 if profile_dir is not None:
                     profile_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len,
-                                  profile_dir / f"profile_{name}_{mode}.txt", compile_modules=mods)
+                                  profile_dir / f"profile_{name}_{mode}{'_graph' if graph else ''}.txt",
+                                  compile_modules=mods)
             except Exception as err:  # noqa: BLE001 - an OOM or a compile failure is a row, not the end of the run
                 status = "oom" if _is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
-                log.exception("%s compile=%s: %s", name, mode, status)
-                row.update(tok_s=float("nan"), step_s=float("nan"), peak_gib=float("nan"), status=status)
+                log.exception("%s compile=%s cuda_graph=%s: %s", name, mode, graph, status)
+                row.update(tok_s=float("nan"), steady_tok_s=float("nan"), step_s=float("nan"), peak_gib=float("nan"),
+                           status=status)
             rows.append(row)
             log.info("%s", row)
             _reset_mem(device)
@@ -163,130 +168,34 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      accum=args.accum, steps=args.steps, warmup=args.warmup,
                                      compile_modes=tuple(args.compile), stages=tuple(args.stages),
                                      sync_every=args.sync_every, check=args.check,
-                                     profile_dir=args.out if args.profile else None)
+                                     profile_dir=args.out if args.profile else None,
+                                     graph_modes=tuple(m == "on" for m in args.cuda_graph))
     df = pd.DataFrame(rows)
-    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile"], higher_better=True)
+    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph"], higher_better=True)
+    if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's
+        _ratios(df, "tok_s", "cuda_graph", "on", ["backend", "seq_len", "stage", "compile"], higher_better=True)
     return df
 
 
-def teacher_cache_at(model, batch: int, context: int):
-    """A DynamicCache holding ``context`` random keys/values per layer (what a prefill leaves)."""
-    from transformers import DynamicCache
-
-    cfg = model.config
-    kv, d = cfg.num_key_value_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    p = next(model.parameters())
-    try:
-        cache = DynamicCache(config=cfg)
-    except TypeError:
-        cache = DynamicCache()
-    for i in range(cfg.num_hidden_layers):
-        k = torch.randn(batch, kv, context, d, device=p.device, dtype=p.dtype)
-        cache.update(k, torch.randn_like(k), i)
-    return cache
-
-
-def linear_cache_at(model, batch: int, context: int):
-    """A LinearizedCache at ``context``: random positive states, a full window of random keys."""
-    from lolsearch.trial.surgery import linearized_layers, new_cache
-
-    cache = new_cache(model)
-    p = next(model.parameters())
-    for layer in linearized_layers(model):
-        st = layer._empty_state(torch.empty(batch, 1, 1, 1, device=p.device, dtype=p.dtype))
-        st.state.S.uniform_(0, 1e-2)
-        st.state.z.uniform_(0.5, 1.0)
-        st.k.normal_()
-        st.v.normal_()
-        st.seen = context
-        st.win_start = max(layer._softmax_start(context), context - st.capacity)
-        cache.linear[layer.layer_idx] = st
-    return cache
-
-
-def decode_rate(model, cache, batch: int, vocab: int, steps: int, warmup: int = 2) -> float:
-    """Decoded tokens/s (batch × steps / time) continuing from ``cache``."""
-    device = next(model.parameters()).device
-    kwarg = "cache" if "cache" in type(model).forward.__code__.co_varnames else "past_key_values"
-    ids = torch.randint(0, vocab, (batch, 1), device=device)
-
-    def step() -> None:
-        nonlocal ids
-        logits = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{kwarg: cache}).logits
-        ids = logits[:, -1].argmax(-1, keepdim=True)
-
-    with torch.no_grad():
-        sec = _timed(step, steps, warmup, device)
-    return batch / sec
-
-
-def _profile_decode(model, cache, batch: int, vocab: int, path: Path, steps: int = 4) -> None:
-    """Operator table (self CPU and device time) of a few decode steps, to see what bounds the step."""
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    decode_rate(model, cache, batch, vocab, steps=1, warmup=1)
-    with profile(activities=acts) as prof:
-        decode_rate(model, cache, batch, vocab, steps=steps, warmup=0)
-    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{steps} decode steps at batch {batch}\n\n" + prof.key_averages().table(sort_by=sort, row_limit=25)
-                    + "\n\nby self CPU time\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-
-
-def max_batch(make: Callable[[int], object], model, vocab: int, start: int, limit: int) -> int:
-    """Largest batch (doubling from ``start``) whose cache fits and decodes 2 steps; 0 if none."""
-    best, b = 0, start
-    while b <= limit:
-        try:
-            cache = make(b)
-            decode_rate(model, cache, b, vocab, steps=1, warmup=1)
-            best = b
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
-            if not _is_oom(err):
-                raise
-            break
-        finally:
-            cache = None
-            _reset_mem(next(model.parameters()).device)
-        b *= 2
-    return best
-
-
 def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
+    """Decode tokens/s of teacher and linearized model per (context, batch) point (``trial.decode_speed``)."""
     from lolsearch.models import load_model
+    from lolsearch.trial.decode_speed import generate_rows, sweep_points
     from lolsearch.trial.surgery import linearize
 
     device = torch.device(args.device)
     teacher, tok = load_model(ModelConfig(source=args.model), device)
     student, _ = load_model(ModelConfig(source=args.model), device)
     linearize(student, AttentionConfig(layout=args.layout, window=args.window, backend=args.backend))
-    vocab, rows = len(tok), []
-    for name, model, make in (("teacher_sdpa", teacher, lambda b, c: teacher_cache_at(teacher, b, c)),
-                              ("linearized", student, lambda b, c: linear_cache_at(student, b, c))):
-        for ctx in args.contexts:
-            row = {"model": name, "context": ctx, "batch": args.batch, "device": _device_name(device)}
-            _reset_mem(device)
-            try:
-                cache = make(args.batch, ctx)
-                row["decode_tok_s"] = decode_rate(model, cache, args.batch, vocab, args.steps)
-                row["peak_gib"] = _peak_gib(device)
-                row["status"] = "ok"
-            except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
-                if not _is_oom(err):
-                    raise
-                row.update(decode_tok_s=float("nan"), peak_gib=float("nan"), status="oom")
-            cache = None
-            _reset_mem(device)
-            if args.profile and ctx == max(args.contexts) and row["status"] == "ok":
-                _profile_decode(model, make(args.batch, ctx), args.batch, vocab, args.out / f"profile_{name}.txt")
-            if ctx == max(args.contexts):
-                limit = args.max_batch_limit
-                row["max_batch"] = max_batch(lambda b, c=ctx, mk=make: mk(b, c), model, vocab, args.batch, limit)
-                row["max_batch_limit"] = limit
-            rows.append(row)
+    modes = ("off", "on") if args.graph == "both" else (args.graph,)
+    batch_context = args.batch_context or max(args.contexts)
+    rows = generate_rows(teacher, student, len(tok), device,
+                         sweep_points(args.contexts, args.batch, args.batches or [], batch_context),
+                         steps=args.steps, graph_modes=modes, budget_s=args.budget_s,
+                         max_batch_limit=args.max_batch_limit, max_batch_point=(max(args.contexts), args.batch),
+                         profile_dir=args.out if args.profile else None, device_name=_device_name(device))
     df = pd.DataFrame(rows)
-    _ratios(df, "decode_tok_s", "model", "linearized", ["context"], higher_better=True)
+    _ratios(df, "decode_tok_s", "model", "linearized", ["context", "batch"], higher_better=True)
     return df
 
 
@@ -398,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", nargs="+", default=["off"],
                    choices=["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="stage compile modes to time (the stages' `compile` setting)")
+    p.add_argument("--cuda-graph", nargs="+", default=["off"], choices=["off", "on"],
+                   help="time each stage with the whole-step CUDA graph off and/or on (the stages' `cuda_graph`)")
     p.add_argument("--stages", nargs="+", default=["attention_transfer", "lora"],
                    choices=["attention_transfer", "lora", "teacher_lora"])
     p.add_argument("--sync-every", type=int, default=None, help="steps between loss read-backs (default: the trials')")
@@ -406,9 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help="also time these batches at --batch-context (tokens/s vs batch)")
+    p.add_argument("--batch-context", type=int, default=None, help="context of the --batches series (default: max --contexts)")
+    p.add_argument("--graph", choices=["on", "off", "both"], default="both" if torch.cuda.is_available() else "off",
+                   help="linearized model: whole-model CUDA-graph step (on), HF forward per step (off), or both")
+    p.add_argument("--budget-s", type=float, default=None, help="record the points left after this many seconds as skipped")
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--backend", default="auto")
-    p.add_argument("--max-batch-limit", type=int, default=16384)
+    p.add_argument("--max-batch-limit", type=int, default=16384, help="0 skips the largest-batch search")
     p.add_argument("--profile", action="store_true", help="write profile_<model>.txt (operator times) at the largest context")
     p = sub.add_parser("scaling")
     p.add_argument("space", type=Path)

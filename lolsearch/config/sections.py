@@ -195,7 +195,7 @@ class LayerWeightsConfig(StrictModel):
         return _resolve_kind_params(self, LAYER_WEIGHTS)
 
 
-SPEED_ONLY = ("sync_every", "compile")  # StageConfig fields that change how fast a stage runs, not what it computes
+SPEED_ONLY = ("sync_every", "compile", "cuda_graph")  # StageConfig fields that change how fast a stage runs, not what it computes
 
 
 class StageConfig(StrictModel):
@@ -225,6 +225,11 @@ class StageConfig(StrictModel):
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "off", description="torch.compile mode for the stage's norms, MLPs and feature maps (off: eager). Speed "
         "only, the same losses up to rounding: not part of the trial id")
+    cuda_graph: bool = Field(
+        False, description="capture the training step (forward and backward of every micro-batch, clipping, fused "
+        "AdamW) as a CUDA graph after one eager step and replay it; no-op on CPU, and any step that cannot be "
+        "captured falls back to eager with a log line. Speed only, the same losses up to rounding: not part of "
+        "the trial id")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,5 +1,5 @@
 """Speed of the training stages exactly as trials run them (through :func:`run_stage`), and the check that
-the fast settings (deferred loss read-back, compiled modules) reproduce the eager losses.
+the fast settings (deferred loss read-back, compiled modules, the CUDA-graph step) reproduce the eager losses.
 
 ``python -m lolsearch.perf train`` reports these; tests run the same check on the CPU.
 """
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lolsearch.config import StageConfig, TrialConfig
-from lolsearch.trial.train import run_stage
+from lolsearch.trial.train import run_stage, sync_interval
 
 LossFn = Callable[[dict], torch.Tensor]
 Batches = Callable[[], Iterator[dict]]
@@ -34,7 +34,10 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
                seq_len: int, device: torch.device, *, steps: int, warmup: int,
                compile_modules: Sequence[nn.Module] = ()) -> dict:
     """Tokens/s, seconds per step and peak GiB of ``steps`` optimizer steps after ``warmup`` steps (which
-    absorb compilation and autotuning). ``cfg`` gives batch, accumulation, ``sync_every`` and ``compile``."""
+    absorb compilation and autotuning). ``cfg`` gives batch, accumulation, ``sync_every``, ``compile`` and
+    ``cuda_graph`` (each timed run captures its own graph: its first step is eager and the second is captured, so
+    ``tok_s`` includes that one-off cost; ``steady_tok_s`` counts only the steps after the first loss read-back at
+    step 2 or later, NaN when no read-back falls between it and the last step)."""
     run_stage(name, params, loss_fn, batches, _budget(cfg, warmup), seq_len, compile_modules=compile_modules)
     _sync(device)
     if device.type == "cuda":
@@ -44,13 +47,26 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
     _sync(device)
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"tok_s": result.tokens / wall, "step_s": wall / steps, "peak_gib": peak}
+    return {"tok_s": result.tokens / wall, "steady_tok_s": _steady(result.curve, sync_interval(cfg, params)),
+            "step_s": wall / steps, "peak_gib": peak}
+
+
+def _steady(curve: list[dict], every: int) -> float:
+    """Tokens/s between the first read-back at step >= 2 and the last step (both read-backs, where a point's
+    ``tok_s`` is exact: ``run_stage`` interpolates times only between read-backs)."""
+    first = next((p for p in curve[:-1] if p["step"] >= 2 and p["step"] % every == 0), None)
+    if first is None:
+        return math.nan
+    last = curve[-1]
+    elapsed = last["tokens"] / last["tok_s"] - first["tokens"] / first["tok_s"]
+    return (last["tokens"] - first["tokens"]) / elapsed if elapsed > 0 else math.nan
 
 
 def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Batches, cfg: StageConfig,
                     seq_len: int, *, steps: int = 3, compile_modules: Sequence[nn.Module] = ()) -> dict:
-    """Losses of the first ``steps`` steps eagerly (read back every step, nothing compiled) and with ``cfg``'s
-    speed settings, from the same parameters and batches; the parameters are restored afterwards.
+    """Losses of the first ``steps`` steps eagerly (read back every step, nothing compiled, no CUDA graph) and
+    with ``cfg``'s speed settings, from the same parameters and batches; the parameters are restored afterwards.
+    With ``cuda_graph`` the first step is eager and the later ones are graph replays.
 
     Returns ``{"eager": [...], "fast": [...], "max_rel_diff": float}``.
     """
@@ -63,7 +79,7 @@ def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batc
                 p.copy_(s)
         return [point["loss"] for point in result.curve]
 
-    eager = losses(_budget(cfg, steps, sync_every=1, compile="off"))
+    eager = losses(_budget(cfg, steps, sync_every=1, compile="off", cuda_graph=False))
     fast = losses(_budget(cfg, steps))
     diff = max((abs(a - b) / max(abs(a), 1e-12) for a, b in zip(eager, fast, strict=True)), default=math.nan)
     return {"eager": eager, "fast": fast, "max_rel_diff": diff}
@@ -82,7 +98,8 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
     table = prof.key_averages()
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{name}: {steps} steps, compile={cfg.compile}\n\n" + table.table(sort_by=sort, row_limit=30)
+    head = f"{name}: {steps} steps, compile={cfg.compile}, cuda_graph={cfg.cuda_graph}\n\n"
+    path.write_text(head + table.table(sort_by=sort, row_limit=30)
                     + "\n\nby self CPU time\n" + table.table(sort_by="self_cpu_time_total", row_limit=20))
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lolsearch.config import StageConfig
+from lolsearch.trial.step_graph import GraphedStep, eager_step, graph_unavailable, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,16 @@ class _LrSchedule:
             log.info("plateau: lr -> %.3g", self.base)
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: StageConfig) -> torch.optim.Optimizer:
-    """AdamW; the fused CUDA kernel when every parameter is on a GPU (one launch per step, no host sync)."""
+def make_optimizer(params: list[nn.Parameter], cfg: StageConfig, *, capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW; the fused CUDA kernel when every parameter is on a GPU (one launch per step, no host sync).
+
+    ``capturable`` (CUDA parameters only): the learning rate is a device tensor, so a CUDA graph of the step
+    reads the value :func:`~lolsearch.trial.step_graph.set_lr` fills in before each replay.
+    """
     fused = bool(params) and all(p.is_cuda for p in params)
+    if capturable and fused:
+        lr = torch.tensor(cfg.lr, dtype=torch.float32, device=params[0].device)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=True, capturable=True)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
@@ -161,6 +169,8 @@ def run_stage(
     evaluation and at the end; ``report`` then gets each step's point (``stage``, ``step``, ``tokens``,
     ``loss``, ``lr``, ``tok_s``) in order, followed by the evaluation's point (``eval_loss``).
     With ``cfg.compile`` other than ``"off"``, ``compile_modules`` run compiled for the stage (:func:`compiled`).
+    With ``cfg.cuda_graph`` the step after the first is captured as a CUDA graph and replayed
+    (:class:`~lolsearch.trial.step_graph.GraphedStep`); where it cannot be, the stage logs why and runs eagerly.
 
     Raises:
         NonFiniteLossError: a loss became NaN/inf (the trial is then recorded as failed). On a GPU it is
@@ -170,7 +180,11 @@ def run_stage(
     result = StageResult(trainable_params=sum(p.numel() for p in params))
     if steps == 0 or not params:
         return result
-    opt = make_optimizer(params, cfg)
+    no_graph = graph_unavailable(params, cfg.compile) if cfg.cuda_graph else "off"
+    if cfg.cuda_graph and no_graph is not None:
+        log.info("%s: cuda_graph off (%s); running eager steps", name, no_graph)
+    opt = make_optimizer(params, cfg, capturable=no_graph is None)
+    graph = GraphedStep(name, params, loss_fn, opt, cfg.grad_clip) if no_graph is None else None
     sched = _LrSchedule(cfg, steps)
     every = sync_interval(cfg, params)
     best_state: list[torch.Tensor] | None = None
@@ -190,23 +204,17 @@ def run_stage(
             last_log, p = time.perf_counter(), result.curve[-1]
             log.info("%s step %d/%d loss %.4g lr %.3g %.0f tok/s", name, p["step"], steps, p["loss"], p["lr"], p["tok_s"])
 
-    with compiled(compile_modules, cfg.compile):
+    with compiled(compile_modules, cfg.compile), contextlib.ExitStack() as stack:
+        if graph is not None:
+            stack.callback(graph.close)  # frees the graph's pool (and the gradients in it) however the stage ends
         for step in range(steps):
             lr = sched.lr(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            total: torch.Tensor | float = 0.0
-            tokens = 0
-            for _ in range(cfg.grad_accum):
-                batch = next(batches)
-                loss = loss_fn(batch)
-                (loss / cfg.grad_accum).backward()
-                total = total + loss.detach() / cfg.grad_accum
-                tokens += batch["input_ids"].numel()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            set_lr(opt, lr)
+            micro = [next(batches) for _ in range(cfg.grad_accum)]
+            tokens = sum(batch["input_ids"].numel() for batch in micro)
+            total = graph.step(micro) if graph is not None else None
+            if total is None:
+                total = eager_step(params, loss_fn, micro, opt, cfg.grad_clip)
             result.steps, result.tokens = step + 1, result.tokens + tokens
             pending.add({"step": step + 1, "tokens": result.tokens, "lr": lr}, total)
             evaluate = eval_fn is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps)

@@ -1,0 +1,146 @@
+"""The CUDA-graph training step (``cuda_graph``) computes what the eager step computes: the same losses per step
+for both stages; on CPU (and wherever it cannot capture) it falls back to the eager step with one log line."""
+
+import copy
+import logging
+import math
+
+import pytest
+import torch
+
+from lolsearch.attention.layer import DistillRecorder
+from lolsearch.config import (
+    AttentionConfig,
+    DataConfig,
+    DistillConfig,
+    FinetuneConfig,
+    LoraOptions,
+    ModelConfig,
+    parse_trial_config,
+)
+from lolsearch.data import packed_batches
+from lolsearch.models import load_model
+from lolsearch.trial.distill import layer_losses, run_distill
+from lolsearch.trial.finetune import add_lora, run_finetune
+from lolsearch.trial.speed import check_fast_path
+from lolsearch.trial.surgery import attention_parameters, linearize
+from lolsearch.trial.train import run_stage
+
+SEQ = 32
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _student(device: str = "cpu"):
+    model, tok = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), device)
+    backend = "triton" if device == "cuda" else "torch"
+    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
+                                     window=8, backend=backend, chunk_size=16))
+    return model, tok
+
+
+def _batches(tok, seed: int, device: str = "cpu", batch: int = 2):
+    return packed_batches(DataConfig(source="shakespeare", seq_len=SEQ), tok, "train", batch, seed, device=device)
+
+
+def _val(tok, device: str = "cpu"):
+    return lambda: packed_batches(DataConfig(source="shakespeare", seq_len=SEQ), tok, "val", 2, 0, shuffle=False,
+                                  num_tokens=2 * SEQ, device=device)
+
+
+def _both_stages(model, tok, device: str = "cpu", **speed) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Distill then LoRA, 5 steps each (2 micro-batches a step, clipping, cosine lr, a validation every 2 steps);
+    returns both stages' losses and both stages' validation losses."""
+    torch.manual_seed(0)
+    common = {"steps": 5, "batch_size": 2, "grad_accum": 2, "grad_clip": 1.0, "schedule": "cosine", "warmup_steps": 2,
+              "eval_every": 2, "eval_batches": 1, "sync_every": 2, **speed}
+    stage, _ = run_distill(model, DistillConfig(**common), _batches(tok, 1, device), _val(tok, device), SEQ)
+    peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
+    ft = run_finetune(peft, FinetuneConfig(**common, lr=1e-3), _batches(tok, 2, device), _val(tok, device), SEQ)
+    return ([p["loss"] for p in stage.curve], [p["loss"] for p in ft.curve],
+            [p["eval_loss"] for p in stage.eval_curve], [p["eval_loss"] for p in ft.eval_curve])
+
+
+def test_cuda_graph_on_cpu_falls_back_with_one_log_line_and_the_same_losses(caplog):
+    model, tok = _student()
+    twin = copy.deepcopy(model)
+    eager = _both_stages(model, tok)
+    with caplog.at_level(logging.INFO, logger="lolsearch.trial.train"):
+        graphed = _both_stages(twin, tok, cuda_graph=True)
+    assert graphed == eager  # on CPU the option changes nothing, bit for bit
+    lines = [r.getMessage() for r in caplog.records if "cuda_graph off" in r.getMessage()]
+    assert lines == ["distill: cuda_graph off (the parameters are not on a CUDA device); running eager steps",
+                     "finetune: cuda_graph off (the parameters are not on a CUDA device); running eager steps"]
+
+
+def test_cuda_graph_is_a_speed_setting_outside_the_trial_id():
+    base = parse_trial_config({})
+    fast = parse_trial_config({"distill": {"cuda_graph": True}, "finetune": {"cuda_graph": True}})
+    assert fast.trial_id == base.trial_id and fast.distill.cuda_graph and not base.finetune.cuda_graph
+
+
+def _close(a: list[float], b: list[float], rel: float = 1e-3) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=rel, abs_tol=1e-5) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.gpu
+@cuda
+def test_graphed_steps_reproduce_the_eager_losses_on_cuda(caplog):
+    model, tok = _student("cuda")
+    twin = copy.deepcopy(model)
+    eager = _both_stages(model, tok, "cuda")
+    with caplog.at_level(logging.INFO):
+        graphed = _both_stages(twin, tok, "cuda", cuda_graph=True)
+    captured = [r.getMessage() for r in caplog.records if "captured as a CUDA graph" in r.getMessage()]
+    assert len(captured) == 2, [r.getMessage() for r in caplog.records]  # both stages replayed a graph
+    assert not [r for r in caplog.records if "cuda_graph off" in r.getMessage()]
+    for a, b in zip(eager, graphed, strict=True):
+        assert _close(a, b), (a, b)
+    assert all(p.grad is None for p in twin.parameters())  # the graph's pool is released with the stage
+
+
+@pytest.mark.gpu
+@cuda
+def test_check_fast_path_compares_the_graphed_step_with_eager_on_cuda():
+    model, tok = _student("cuda")
+    params = attention_parameters(model)
+    recorder = DistillRecorder()
+
+    def loss_fn(batch: dict) -> torch.Tensor:
+        _, mse, _ = layer_losses(model, batch, recorder)
+        return 1000 * sum(mse) / len(mse)
+
+    model.train()
+    got = check_fast_path("distill", params, loss_fn, lambda: _batches(tok, 3, "cuda"),
+                          DistillConfig(steps=4, batch_size=2, cuda_graph=True), SEQ, steps=4)
+    assert len(got["fast"]) == 4 and got["max_rel_diff"] < 1e-3, got
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_host_sync_or_a_new_batch_shape_falls_back_to_eager_on_cuda(caplog):
+    w = torch.nn.Parameter(torch.ones(4, device="cuda"))
+
+    def synced(batch: dict) -> torch.Tensor:
+        loss = (w * batch["x"]).square().mean()
+        return loss * (1.0 if loss.item() >= 0 else 0.0)  # a host read inside the step: cannot be captured
+
+    def plain(batch: dict) -> torch.Tensor:
+        return (w * batch["x"]).square().mean()
+
+    def batches(shapes):
+        for i, n in enumerate(shapes):
+            yield {"input_ids": torch.zeros(1, n, dtype=torch.long, device="cuda"),
+                   "x": torch.full((n, 4), 1.0 + i, device="cuda")}
+
+    cfg = DistillConfig(steps=4, lr=0.1, sync_every=1, keep_best=False)
+    for loss_fn, shapes, why in ((synced, [3, 3, 3, 3], "capture failed"), (plain, [3, 3, 3, 2], "another shape")):
+        with torch.no_grad():
+            w.fill_(1.0)
+        eager = run_stage("s", [w], loss_fn, batches(shapes), cfg, 4).curve
+        with torch.no_grad():
+            w.fill_(1.0)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            graphed = run_stage("s", [w], loss_fn, batches(shapes), cfg.model_copy(update={"cuda_graph": True}), 4).curve
+        assert _close([p["loss"] for p in eager], [p["loss"] for p in graphed])
+        assert [r for r in caplog.records if "cuda_graph off" in r.getMessage() and why in r.getMessage()], why
