@@ -61,7 +61,7 @@ def cost_plan(configs: list[TrialConfig], *, run_calibration: bool,
         device = resolve_device(cfg.device).type
         if key not in groups:
             cal = est.cached_calibration(cfg)
-            if cal is None and run_calibration:
+            if cal is None and run_calibration and _device_present(device):
                 if on_calibrate is not None:
                     on_calibrate(cfg)
                 cal = est.calibrate(cfg)
@@ -69,6 +69,15 @@ def cost_plan(configs: list[TrialConfig], *, run_calibration: bool,
         cal = groups[key]
         estimates.append(est.estimate(cfg, cal) if cal is not None else None)
     return CostPlan(estimates, {k: v for k, v in groups.items() if v is not None}, device)
+
+
+def _device_present(device: str) -> bool:
+    """Whether a calibration can run here: a CUDA config on a machine without CUDA gets no estimate."""
+    if device != "cuda":
+        return True
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def concurrency(space: SearchSpace) -> int:

@@ -50,3 +50,12 @@ def test_default_budgets_are_visible(tmp_path, capsys, command):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "note: distill uses the default budget of 20,000,000 tokens" in out and "finetune uses" not in out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")
+def test_plan_of_a_gpu_space_without_cuda_lists_trials_without_estimates(capsys):
+    assert main(["plan", str(SPACES / "smollm2_series.yaml")]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 15 and all(line.split()[-1] == "-" for line in rows)
+    assert "5 designs x 3 seeds" in text

