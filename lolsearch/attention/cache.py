@@ -84,14 +84,32 @@ class LinearizedCache(DynamicCache):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.linear: dict[int, LayerState] = {}
+        self.linear: dict[int, LayerState] = {}  # or StaticLayerState (padded batches, graphed decoding)
+        self.pads: list[int] | None = None  # left pads per row (set_padding); None = no padding
+
+    def set_padding(self, attention_mask: torch.Tensor | None) -> None:
+        """Records the left pads of each row from a 2-D ``attention_mask [B, T]`` (1 = token, 0 = pad).
+
+        Raises:
+            ValueError: a row has a pad after a token (only left padding is supported).
+        """
+        if attention_mask is None or attention_mask.dim() != 2 or bool(attention_mask.all()):
+            self.pads = None
+            return
+        mask = attention_mask.bool()
+        pads = (~mask).sum(-1)
+        t = mask.shape[-1]
+        expected = torch.arange(t, device=mask.device)[None, :] >= pads[:, None]
+        if not torch.equal(mask, expected):
+            raise ValueError("linearized layers support left padding only (attention_mask must be 0...0 1...1 per row)")
+        self.pads = [int(p) for p in pads.tolist()]
 
     def get_seq_length(self, layer_idx: int | None = 0) -> int:
         try:
             n = super().get_seq_length(layer_idx) if layer_idx is not None else super().get_seq_length()
         except (IndexError, KeyError):
             n = 0
-        return max([n, *(s.seen for s in self.linear.values())])
+        return max([n, *(getattr(s, "length", None) or getattr(s, "seen", 0) for s in self.linear.values())])
 
     def linear_nbytes(self) -> int:
         """Bytes held by the linearized layers (state + window); constant in the sequence length."""

@@ -29,6 +29,7 @@ from lolsearch.attention.featuremaps import build_feature_map
 from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
+from lolsearch.attention.static import StaticLayerState, static_decode_step
 
 
 @dataclass
@@ -175,6 +176,13 @@ class LinearizedAttention(nn.Module):
                 "(model.generate() creates one; or pass lolsearch.attention.new_cache(model))"
             )
         st = cache.linear.get(self.layer_idx)
+        if isinstance(st, StaticLayerState):
+            if q.shape[-2] != 1:
+                raise ValueError("a padded (or static) generation cache takes one token per step after its prefill")
+            return static_decode_step(self, q, k, v, st)
+        if st is None and cache.pads is not None:
+            o, cache.linear[self.layer_idx] = self._padded_prefill(q, k, v, cache.pads)
+            return o
         if st is None:
             st = self._empty_state(q)
             cache.linear[self.layer_idx] = st
@@ -193,6 +201,20 @@ class LinearizedAttention(nn.Module):
             win_start=0,
             seen=0,
         )
+
+    def _padded_prefill(self, q, k, v, pads: list[int]) -> tuple[torch.Tensor, StaticLayerState]:
+        """Prefill of a left-padded batch: each row alone from its first real token (pads contribute nothing),
+        then the rows stacked into a :class:`StaticLayerState` with a position per row. Pad outputs are 0."""
+        t = q.shape[-2]
+        if len(pads) != q.shape[0] or max(pads) >= t:
+            raise ValueError(f"left pads {pads} do not fit a batch of {q.shape[0]} rows of {t} tokens")
+        o = q.new_zeros(q.shape)
+        rows = []
+        for b, p in enumerate(pads):
+            st = self._empty_state(q[b : b + 1])
+            o[b : b + 1, :, p:] = self._prefill(q[b : b + 1, :, p:], k[b : b + 1, :, p:], v[b : b + 1, :, p:], st)
+            rows.append(st)
+        return o, StaticLayerState.from_rows(rows, pads)
 
     def _softmax_start(self, pos: int) -> int:
         return int(get_layout("linear" if self.window == 0 else self.layout).softmax_start(pos, self.window))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lolsearch.attention.cache import new_cache
+from lolsearch.attention.cache import LinearizedCache, new_cache
 from lolsearch.attention.layer import DistillRecorder, LinearizedAttention
 from lolsearch.config import AttentionConfig
 
@@ -181,11 +181,10 @@ def _install_generate(model: nn.Module) -> None:
 
     @functools.wraps(original)
     def generate(*args, **kwargs):
-        mask = kwargs.get("attention_mask")
-        if mask is not None and bool((mask == 0).any()):
-            raise ValueError("linearized layers do not support padded batches in generate(); use prompts of equal length")
         if kwargs.get(kwarg) is None and kwargs.get("use_cache", True):
             kwargs[kwarg] = new_cache(model)
+        if isinstance(kwargs.get(kwarg), LinearizedCache) and kwargs[kwarg].get_seq_length() == 0:
+            kwargs[kwarg].set_padding(kwargs.get("attention_mask"))  # left pads: each row as if alone
         return original(*args, **kwargs)
 
     model.generate = generate

@@ -1,0 +1,135 @@
+"""Static decode state of one linearized layer: fixed shapes, positions in a device tensor (CUDA-graphable).
+
+Unlike :class:`~lolsearch.attention.cache.LayerState` (Python-int positions shared by the batch), every row
+keeps its own position in ``pos [B]`` (int64, on the state's device): the real position of the next token,
+so a left-padded row counts from its first real token. Each decode step has the same shapes and launches
+whatever the position: the new key goes to ring slot ``pos % C`` (a scatter), keys that leave the window are
+folded into the fp32 state (S, z) under a mask, and the window softmax is masked by the positions each slot
+holds (``slot_pos [B, C]``, −1 = empty or folded). Pad tokens are never stored: they contribute nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lolsearch.attention.cache import LayerState
+from lolsearch.attention.chunked import expand_kv
+from lolsearch.attention.layouts import get_layout
+from lolsearch.attention.reference import EPS
+
+
+@dataclass
+class StaticLayerState:
+    """Fixed-shape generation state of one linearized layer (batch rows may sit at different positions).
+
+    ``length`` counts the tokens fed so far including left pads (host int; ``get_seq_length`` reads it and
+    graph replays leave it alone). With ``advance`` the step adds 1 to ``pos`` itself; a whole-model graph
+    shares one ``pos`` between layers and advances it once per step instead.
+    """
+
+    S: torch.Tensor  # [B, H, F, D] fp32
+    z: torch.Tensor  # [B, H, F] fp32
+    k: torch.Tensor  # [B, Hkv, C, D]
+    v: torch.Tensor  # [B, Hkv, C, D]
+    slot_pos: torch.Tensor  # [B, C] int64 real position held by each slot, −1 = empty
+    pos: torch.Tensor  # [B] int64 real position of the next token
+    length: int
+    advance: bool = True
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[-2]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.S, self.z, self.k, self.v, self.slot_pos))
+
+    @classmethod
+    def from_rows(cls, rows: list[LayerState], pads: list[int]) -> StaticLayerState:
+        """Stacks per-row states (each ``LayerState`` of batch 1 or all of one batch) whose positions are real ones.
+
+        ``pads[b]`` left pads precede row b (only ``length`` counts them).
+        """
+        parts = [r for r in rows]
+        slot_pos = [torch.tensor(r.slot_positions(), dtype=torch.long, device=r.k.device) for r in parts]
+        slot_pos = [sp.expand(r.k.shape[0], -1) for sp, r in zip(slot_pos, parts, strict=True)]
+        pos = [torch.full((r.k.shape[0],), r.seen, dtype=torch.long, device=r.k.device) for r in parts]
+        length = max(r.seen + p for r, p in zip(parts, pads, strict=True))
+        return cls(
+            S=torch.cat([r.state.S.float() for r in parts]).contiguous(),
+            z=torch.cat([r.state.z.float() for r in parts]).contiguous(),
+            k=torch.cat([r.k for r in parts]).contiguous(),
+            v=torch.cat([r.v for r in parts]).contiguous(),
+            slot_pos=torch.cat(slot_pos).contiguous(),
+            pos=torch.cat(pos).contiguous(),
+            length=length,
+        )
+
+
+def fold_keys(layer, st: StaticLayerState, phi_k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor) -> None:
+    """Adds keys to the state in place: ``phi_k [B, H, n, F]`` fp32, ``v [B, Hkv, n, D]``, ``keep [B, n]`` (0/1)."""
+    phi = phi_k * keep.to(phi_k.dtype)[:, None, :, None]
+    ve = expand_kv(v, layer.num_heads).float()
+    st.S.add_(torch.einsum("bhnf,bhnd->bhfd", phi, ve))
+    st.z.add_(phi.sum(dim=2))
+
+
+def static_decode_step(layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st: StaticLayerState) -> torch.Tensor:
+    """One token per row against ``st`` (updated in place); no host syncs, no Python dependence on positions.
+
+    Args:
+        layer: the :class:`~lolsearch.attention.layer.LinearizedAttention` (feature maps, γ, layout, window).
+        q: ``[B, H, 1, D]`` (RoPE applied); k, v: ``[B, Hkv, 1, D]``.
+
+    Returns:
+        o ``[B, H, 1, D]`` in q's dtype, as :func:`~lolsearch.kernels.decode_torch.hybrid_decode_step_torch`
+        computes it with the row's own position.
+    """
+    b, h, _, d = q.shape
+    hkv = k.shape[1]
+    pos = st.pos
+    layout_name = "linear" if layer.window == 0 else layer.layout
+    start = get_layout(layout_name).softmax_start(pos, layer.window)  # [B]
+    cap = st.capacity
+    ones = torch.ones(b, 1, device=q.device)
+    if cap == 0:  # pure linear attention: the new key joins the state before the read-out
+        fold_keys(layer, st, layer.feature_map_k(expand_kv(k, h).float()), v, ones)
+    else:
+        slot = pos % cap  # [B]
+        if layout_name == "sliding":
+            # the only key leaving the window (pos − w) sits in the slot the new key takes
+            idx = slot.view(b, 1, 1, 1).expand(b, hkv, 1, d)
+            k_old, v_old = st.k.gather(2, idx), st.v.gather(2, idx)
+            old = st.slot_pos.gather(1, slot[:, None])  # [B, 1]
+            leave = (old >= 0) & (old < start[:, None])
+            fold_keys(layer, st, layer.feature_map_k(expand_kv(k_old, h).float()), v_old, leave)
+        else:  # any other layout: every slot whose key left the window, by mask
+            leave = (st.slot_pos >= 0) & (st.slot_pos < start[:, None])  # [B, C]
+            fold_keys(layer, st, layer.feature_map_k(expand_kv(st.k, h).float()), st.v, leave)
+            st.slot_pos.masked_fill_(leave, -1)
+        idx = slot.view(b, 1, 1, 1).expand(b, hkv, 1, d)
+        st.k.scatter_(2, idx, k.to(st.k.dtype))
+        st.v.scatter_(2, idx, v.to(st.v.dtype))
+        st.slot_pos.scatter_(1, slot[:, None], pos[:, None])
+    phi_q = layer.feature_map_q(q.float())[:, :, 0, :]  # [B, H, F]
+    num = torch.einsum("bhf,bhfd->bhd", phi_q, st.S)
+    den = torch.einsum("bhf,bhf->bh", phi_q, st.z)
+    if cap > 0:
+        g = h // hkv
+        valid = (st.slot_pos >= start[:, None]) & (st.slot_pos <= pos[:, None])  # [B, C] (−1 is never valid)
+        qg = q.float().view(b, hkv, g, d)
+        s = torch.einsum("bkgd,bkcd->bkgc", qg, st.k.float()) * d**-0.5
+        s = s.masked_fill(~valid.view(b, 1, 1, cap), float("-inf"))
+        m = s.amax(dim=-1, keepdim=True)
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        a = layer.gamma.float().view(1, hkv, g, 1) * torch.exp(s - m)
+        num = num + torch.einsum("bkgc,bkcd->bkgd", a, st.v.float()).reshape(b, h, d)
+        den = den + a.sum(dim=-1).reshape(b, h)
+    if st.advance:
+        st.pos.add_(1)
+    st.length += 1
+    return (num / (den + EPS).unsqueeze(-1)).to(q.dtype).unsqueeze(-2)
+
+
+__all__ = ["StaticLayerState", "fold_keys", "static_decode_step"]

@@ -1,0 +1,157 @@
+"""Whole-model decoding of a linearized Llama-family model in one CUDA graph per step.
+
+``graphed_generate`` prefills through the model's own forward (a :class:`LinearizedCache`, left padding
+allowed), turns every layer's state into a :class:`StaticLayerState` sharing one device position tensor
+``pos [B]``, and decodes greedily with :class:`StaticDecoder`: embed, RoPE at ``pos``, the decoder layers
+(each linearized attention runs :func:`static_decode_step`), final norm, LM head, argmax into a static token
+buffer. The step has no host sync and no Python value that depends on the position, so on CUDA it is captured
+once with ``torch.cuda.CUDAGraph`` and replayed; elsewhere (CPU tests) the same step runs eagerly.
+
+Models with layers kept as softmax (``softmax_layers``) are refused (:class:`GraphError`): their growing KV
+cache is not a static buffer here; ``model.generate()`` decodes them.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from lolsearch.attention.cache import LayerState, LinearizedCache, new_cache
+from lolsearch.attention.layer import LinearizedAttention
+from lolsearch.attention.static import StaticLayerState
+from lolsearch.trial.surgery import decoder_layers, decoder_of, unwrap_peft
+
+
+class GraphError(ValueError):
+    """The model cannot decode through the static (graphable) step."""
+
+
+def check_graphable(model: nn.Module) -> list[nn.Module]:
+    """The decoder layers, if every one has a linearized attention; else GraphError naming the softmax layers."""
+    layers = list(decoder_layers(model))
+    soft = [i for i, layer in enumerate(layers) if not isinstance(getattr(layer, "self_attn", None), LinearizedAttention)]
+    if soft:
+        raise GraphError(f"graphed decoding needs every attention layer linearized; layers {soft} are softmax "
+                         "(softmax_layers): use model.generate() for this model")
+    return layers
+
+
+def to_static(st: LayerState | StaticLayerState) -> StaticLayerState:
+    """The static form of a layer's generation state (a copy for a ``LayerState``)."""
+    return st if isinstance(st, StaticLayerState) else StaticLayerState.from_rows([st], [0])
+
+
+class StaticDecoder:
+    """Greedy one-token step of the whole model over static states (``tokens [B, 1]`` in, next tokens out)."""
+
+    def __init__(self, model: nn.Module, cache: LinearizedCache, tokens: torch.Tensor) -> None:
+        self.layers = check_graphable(model)
+        self.decoder = decoder_of(model)
+        self.head = unwrap_peft(model).get_output_embeddings()
+        self.cache = cache
+        states = [to_static(cache.linear[i]) for i in range(len(self.layers))]
+        self.pos = states[0].pos.clone()  # [B] real position of the token in `tokens`, shared by all layers
+        for i, st in enumerate(states):
+            st.pos, st.advance = self.pos, False
+            cache.linear[i] = st
+        self.states = states
+        self.tokens = tokens.reshape(-1, 1).to(torch.long).clone()  # [B, 1] static input buffer
+        self.logits: torch.Tensor | None = None
+        params = inspect.signature(type(self.layers[0]).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor a step mutates (for snapshots around graph warm-up)."""
+        out = [self.pos, self.tokens]
+        for st in self.states:
+            out += [st.S, st.z, st.k, st.v, st.slot_pos]
+        return out
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """Logits ``[B, V]`` of the tokens in ``tokens``; writes the argmax into ``tokens`` and advances ``pos``."""
+        dec = self.decoder
+        h = dec.embed_tokens(self.tokens)
+        position_ids = self.pos[:, None]
+        pe = dec.rotary_emb(h, position_ids)
+        for layer in self.layers:
+            h = layer(h, position_embeddings=pe, position_ids=position_ids, use_cache=True,
+                      **{self._cache_kwarg: self.cache})
+            h = h[0] if isinstance(h, tuple) else h
+        logits = self.head(dec.norm(h)[:, -1])
+        self.tokens.copy_(logits.argmax(-1, keepdim=True))
+        self.pos.add_(1)
+        self.logits = logits
+        return logits
+
+
+class GraphedStep:
+    """``StaticDecoder.step`` captured in a CUDA graph; calling it replays the graph (state advances one token)."""
+
+    def __init__(self, decoder: StaticDecoder, warmup: int = 2) -> None:
+        if decoder.tokens.device.type != "cuda":
+            raise GraphError("CUDA graphs need a CUDA device")
+        self.decoder = decoder
+        snapshot = [t.clone() for t in decoder.tensors()]  # warm-up steps must not advance the real state
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                decoder.step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = decoder.step()
+        for t, saved in zip(decoder.tensors(), snapshot, strict=True):
+            t.copy_(saved)
+        del snapshot
+
+    def __call__(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.logits
+
+
+def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[LinearizedCache, torch.Tensor]:
+    """Runs the prompt through the model's forward; returns the cache and the last position's logits ``[B, V]``."""
+    cache = new_cache(model)
+    cache.set_padding(attention_mask)
+    position_ids = None
+    if attention_mask is not None:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    params = inspect.signature(type(model).forward).parameters
+    kwarg = "cache" if "cache" in params else "past_key_values"
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                    logits_to_keep=1, **{kwarg: cache})
+    return cache, out.logits[:, -1]
+
+
+def graphed_generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     max_new_tokens: int = 32, graph: bool | None = None) -> torch.Tensor:
+    """Greedy generation like ``model.generate(do_sample=False)`` without stopping at EOS.
+
+    Args:
+        input_ids: ``[B, T]`` prompts, left padded where ``attention_mask [B, T]`` has zeros.
+        graph: replay a CUDA graph (default: on CUDA); False runs the same static step eagerly.
+
+    Returns:
+        ``[B, T + max_new_tokens]``: the prompts followed by the generated tokens.
+    """
+    check_graphable(model)
+    cache, logits = prefill(model, input_ids, attention_mask)
+    first = logits.argmax(-1)
+    if max_new_tokens <= 1:
+        return torch.cat([input_ids, first[:, None]][: 1 + max_new_tokens], 1)
+    decoder = StaticDecoder(model, cache, first)
+    use_graph = input_ids.device.type == "cuda" if graph is None else graph
+    step = GraphedStep(decoder) if use_graph else decoder.step
+    out = [first[:, None]]
+    for _ in range(max_new_tokens - 1):
+        step()
+        out.append(decoder.tokens.clone())
+    return torch.cat([input_ids, *out], 1)
+
+
+__all__ = ["GraphError", "GraphedStep", "StaticDecoder", "check_graphable", "graphed_generate", "prefill", "to_static"]
