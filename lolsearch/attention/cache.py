@@ -111,6 +111,13 @@ class LinearizedCache(DynamicCache):
             n = 0
         return max([n, *(getattr(s, "length", None) or getattr(s, "seen", 0) for s in self.linear.values())])
 
+    def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+        """Mask sizes of a layer kept as softmax (a linearized layer's own KV storage stays empty), so the
+        softmax layers' padding mask spans their whole cache."""
+        if layer_idx in self.linear:
+            layer_idx = next((i for i in range(len(self.layers)) if i not in self.linear), layer_idx)
+        return super().get_mask_sizes(query_length, layer_idx)
+
     def linear_nbytes(self) -> int:
         """Bytes held by the linearized layers (state + window); constant in the sequence length."""
         return sum(s.nbytes() for s in self.linear.values())

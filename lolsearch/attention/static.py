@@ -69,9 +69,10 @@ class StaticLayerState:
 
 def fold_keys(layer, st: StaticLayerState, phi_k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor) -> None:
     """Adds keys to the state in place: ``phi_k [B, H, n, F]`` fp32, ``v [B, Hkv, n, D]``, ``keep [B, n]`` (0/1)."""
+    b, h, n, f = phi_k.shape
     phi = phi_k * keep.to(phi_k.dtype)[:, None, :, None]
-    ve = expand_kv(v, layer.num_heads).float()
-    st.S.add_(torch.einsum("bhnf,bhnd->bhfd", phi, ve))
+    ve = expand_kv(v, h).float()
+    st.S.view(b * h, f, -1).baddbmm_(phi.transpose(-1, -2).reshape(b * h, f, n), ve.reshape(b * h, n, -1))  # in place
     st.z.add_(phi.sum(dim=2))
 
 
