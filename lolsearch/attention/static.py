@@ -118,12 +118,11 @@ def static_decode_step(layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     den = torch.einsum("bhf,bhf->bh", phi_q, st.z)
     if cap > 0:
         g = h // hkv
-        valid = (st.slot_pos >= start[:, None]) & (st.slot_pos <= pos[:, None])  # [B, C] (−1 is never valid)
+        invalid = (st.slot_pos < start[:, None]) | (st.slot_pos > pos[:, None])  # [B, C] (−1 is never valid)
         qg = q.float().view(b, hkv, g, d)
         s = torch.einsum("bkgd,bkcd->bkgc", qg, st.k.float()) * d**-0.5
-        s = s.masked_fill(~valid.view(b, 1, 1, cap), float("-inf"))
-        m = s.amax(dim=-1, keepdim=True)
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        s = s.masked_fill(invalid.view(b, 1, 1, cap), float("-inf"))
+        m = s.amax(dim=-1, keepdim=True).nan_to_num(neginf=0.0)  # an empty window: m = 0, every weight 0
         a = layer.gamma.float().view(1, hkv, g, 1) * torch.exp(s - m)
         num = num + torch.einsum("bkgc,bkcd->bkgd", a, st.v.float()).reshape(b, h, d)
         den = den + a.sum(dim=-1).reshape(b, h)
