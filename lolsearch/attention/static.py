@@ -10,6 +10,7 @@ holds (``slot_pos [B, C]``, −1 = empty or folded). Pad tokens are never stored
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,11 @@ import torch
 from lolsearch.attention.cache import LayerState
 from lolsearch.attention.chunked import expand_kv
 from lolsearch.attention.layouts import get_layout
+from lolsearch.attention.ops import resolve_backend
 from lolsearch.attention.reference import EPS
+
+log = logging.getLogger(__name__)
+_TRITON_OK = [True]  # False once the fused kernel failed in this process (then the PyTorch step runs)
 
 
 @dataclass
@@ -79,6 +84,10 @@ def fold_keys(layer, st: StaticLayerState, phi_k: torch.Tensor, v: torch.Tensor,
 def static_decode_step(layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st: StaticLayerState) -> torch.Tensor:
     """One token per row against ``st`` (updated in place); no host syncs, no Python dependence on positions.
 
+    Keys leaving the window are absorbed into (S, z), the new key takes ring slot ``pos % C``, then one read-out
+    over window and state: the fused Triton kernel (:mod:`lolsearch.kernels.decode_static`) on the triton
+    backend, plain PyTorch else.
+
     Args:
         layer: the :class:`~lolsearch.attention.layer.LinearizedAttention` (feature maps, γ, layout, window).
         q: ``[B, H, 1, D]`` (RoPE applied); k, v: ``[B, Hkv, 1, D]``.
@@ -93,32 +102,56 @@ def static_decode_step(layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     layout_name = "linear" if layer.window == 0 else layer.layout
     start = get_layout(layout_name).softmax_start(pos, layer.window)  # [B]
     cap = st.capacity
-    ones = torch.ones(b, 1, device=q.device)
     if cap == 0:  # pure linear attention: the new key joins the state before the read-out
-        fold_keys(layer, st, layer.feature_map_k(expand_kv(k, h).float()), v, ones)
+        phi_abs, v_abs, keep = layer.feature_map_k(expand_kv(k, h).float()), v, torch.ones(b, 1, device=q.device)
     else:
         slot = pos % cap  # [B]
+        idx = slot.view(b, 1, 1, 1).expand(b, hkv, 1, d)
         if layout_name == "sliding":
             # the only key leaving the window (pos − w) sits in the slot the new key takes
-            idx = slot.view(b, 1, 1, 1).expand(b, hkv, 1, d)
-            k_old, v_old = st.k.gather(2, idx), st.v.gather(2, idx)
+            v_abs = st.v.gather(2, idx)
+            phi_abs = layer.feature_map_k(expand_kv(st.k.gather(2, idx), h).float())
             old = st.slot_pos.gather(1, slot[:, None])  # [B, 1]
-            leave = (old >= 0) & (old < start[:, None])
-            fold_keys(layer, st, layer.feature_map_k(expand_kv(k_old, h).float()), v_old, leave)
+            keep = (old >= 0) & (old < start[:, None])
         else:  # any other layout: every slot whose key left the window, by mask
-            leave = (st.slot_pos >= 0) & (st.slot_pos < start[:, None])  # [B, C]
-            fold_keys(layer, st, layer.feature_map_k(expand_kv(st.k, h).float()), st.v, leave)
-            st.slot_pos.masked_fill_(leave, -1)
-        idx = slot.view(b, 1, 1, 1).expand(b, hkv, 1, d)
+            keep = (st.slot_pos >= 0) & (st.slot_pos < start[:, None])  # [B, C]
+            phi_abs, v_abs = layer.feature_map_k(expand_kv(st.k, h).float()), st.v.clone()
+            st.slot_pos.masked_fill_(keep, -1)
         st.k.scatter_(2, idx, k.to(st.k.dtype))
         st.v.scatter_(2, idx, v.to(st.v.dtype))
         st.slot_pos.scatter_(1, slot[:, None], pos[:, None])
     phi_q = layer.feature_map_q(q.float())[:, :, 0, :]  # [B, H, F]
+    o = None
+    if q.is_cuda and _TRITON_OK[0] and resolve_backend(layer.backend, q.device) == "triton":
+        try:
+            from lolsearch.kernels.decode_static import static_decode_step_triton
+
+            phi_abs = phi_abs * keep.to(phi_abs.dtype)[:, None, :, None]
+            o = static_decode_step_triton(q[:, :, 0], phi_q, st.k, st.v, st.slot_pos, start, pos, st.S, st.z,
+                                          layer.gamma.float(), phi_abs, v_abs, soft=cap > 0)
+        except Exception as err:  # noqa: BLE001 - a kernel that fails to build must not stop decoding
+            if torch.cuda.is_current_stream_capturing():
+                raise
+            log.warning("static decode: Triton kernel failed (%s: %s); using the PyTorch step", type(err).__name__, err)
+            _TRITON_OK[0] = False
+    if o is None:
+        fold_keys(layer, st, phi_abs, v_abs, keep)
+        o = _read_out(layer, q, phi_q, st, start)
+    if st.advance:
+        st.pos.add_(1)
+    st.length += 1
+    return o.unsqueeze(-2)
+
+
+def _read_out(layer, q: torch.Tensor, phi_q: torch.Tensor, st: StaticLayerState, start: torch.Tensor) -> torch.Tensor:
+    """``[B, H, D]``: (Σ_window γ·e^{s−m} v + φq·S) / (Σ_window γ·e^{s−m} + φq·z) per row."""
+    b, h, _, d = q.shape
+    hkv, cap = st.k.shape[1], st.capacity
     num = torch.einsum("bhf,bhfd->bhd", phi_q, st.S)
     den = torch.einsum("bhf,bhf->bh", phi_q, st.z)
     if cap > 0:
         g = h // hkv
-        invalid = (st.slot_pos < start[:, None]) | (st.slot_pos > pos[:, None])  # [B, C] (−1 is never valid)
+        invalid = (st.slot_pos < start[:, None]) | (st.slot_pos > st.pos[:, None])  # [B, C] (−1 is never valid)
         qg = q.float().view(b, hkv, g, d)
         s = torch.einsum("bkgd,bkcd->bkgc", qg, st.k.float()) * d**-0.5
         s = s.masked_fill(invalid.view(b, 1, 1, cap), float("-inf"))
@@ -126,10 +159,7 @@ def static_decode_step(layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         a = layer.gamma.float().view(1, hkv, g, 1) * torch.exp(s - m)
         num = num + torch.einsum("bkgc,bkcd->bkgd", a, st.v.float()).reshape(b, h, d)
         den = den + a.sum(dim=-1).reshape(b, h)
-    if st.advance:
-        st.pos.add_(1)
-    st.length += 1
-    return (num / (den + EPS).unsqueeze(-1)).to(q.dtype).unsqueeze(-2)
+    return (num / (den + EPS).unsqueeze(-1)).to(q.dtype)
 
 
 __all__ = ["StaticLayerState", "fold_keys", "static_decode_step"]

@@ -7,7 +7,7 @@ import torch
 
 from lolsearch.config import AttentionConfig, ModelConfig
 from lolsearch.models import load_model
-from lolsearch.trial.graphed import GraphError, StaticDecoder, graphed_generate, prefill
+from lolsearch.trial.graphed import GraphedStep, GraphError, StaticDecoder, graphed_generate, prefill
 from lolsearch.trial.surgery import linearize, new_cache
 
 LAYOUTS = [("sliding", 5), ("terrace", 4), ("linear", 0)]
@@ -18,6 +18,10 @@ def toy(layout: str, window: int, device: str = "cpu", **kw):
     linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, backend="torch",
                                      chunk_size=16, layout=layout, window=window, **kw))
     return model, tok
+
+
+def cache_kwarg(model) -> str:
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 def left_padded(lens: list[int], pad: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -74,7 +78,7 @@ def test_static_step_equals_decode_path_over_ring_wraps(layout, window):
     cache_static, logits_static = prefill(model, ids[:, :7], None)
     torch.testing.assert_close(logits_static, logits_ref)
     decoder = StaticDecoder(model, cache_static, ids[:, 7])
-    kwarg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    kwarg = cache_kwarg(model)
     for t in range(7, ids.shape[1]):
         with torch.no_grad():
             ref = model(ids[:, t : t + 1], use_cache=True, **{kwarg: cache_ref}).logits[:, -1]
@@ -103,8 +107,8 @@ def test_static_cache_reports_its_length():
     rows, ids, mask = left_padded([8, 5], tok.pad_token_id)
     cache = new_cache(model)
     with torch.no_grad():
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, cache=cache,
-                       pad_token_id=tok.pad_token_id, eos_token_id=None)
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                       pad_token_id=tok.pad_token_id, eos_token_id=None, **{cache_kwarg(model): cache})
     assert cache.get_seq_length() == 8 + 5 - 1
 
 
@@ -120,3 +124,26 @@ def test_cuda_graph_replay_equals_eager(layout, window):
     assert torch.equal(graphed, eager)
     tokens, _ = greedy(model, tok, ids, mask, n=40)
     assert torch.equal(eager[:, ids.shape[1] :], tokens)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("layout,window", LAYOUTS)
+def test_cuda_triton_static_step_equals_torch_step(layout, window):
+    """The fused Triton static step (triton backend) against the PyTorch static step, teacher-forced, graphed."""
+    ids = torch.randint(3, 256, (3, 7 + 4 * 2 * max(window, 4)), generator=torch.Generator().manual_seed(4)).cuda()
+    logits = {}
+    for backend in ("triton", "torch"):
+        model, _ = toy(layout, window, device="cuda")
+        for m in model.modules():
+            if hasattr(m, "backend"):
+                m.backend = backend
+        cache, _ = prefill(model, ids[:, :7], None)
+        decoder = StaticDecoder(model, cache, ids[:, 7])
+        step = GraphedStep(decoder)
+        out = []
+        for t in range(7, ids.shape[1]):
+            decoder.tokens.copy_(ids[:, t : t + 1])
+            out.append(step().clone())
+        logits[backend] = torch.stack(out, 1)
+    torch.testing.assert_close(logits["triton"], logits["torch"], atol=1e-4, rtol=1e-4)
