@@ -1,0 +1,51 @@
+"""perf generate's rows: series points, statuses (ok, oom, error, skipped by budget), speedup column."""
+
+import pytest
+import torch
+
+from lolsearch.config import AttentionConfig, ModelConfig
+from lolsearch.models import load_model
+from lolsearch.perf import main
+from lolsearch.trial import decode_speed
+from lolsearch.trial.decode_speed import generate_rows, sweep_points
+from lolsearch.trial.surgery import linearize
+
+
+def test_sweep_points_are_the_context_series_then_the_batch_series():
+    assert sweep_points([64, 128], 4, [1, 4, 8], 128) == [(64, 4), (128, 4), (128, 1), (128, 8)]
+
+
+@pytest.fixture(scope="module")
+def models():
+    teacher, tok = load_model(ModelConfig(source="toy-llama"))
+    student, _ = load_model(ModelConfig(source="toy-llama"))
+    linearize(student, AttentionConfig(window=8, backend="torch"))
+    return teacher, student, len(tok)
+
+
+def test_rows_record_oom_and_errors_instead_of_raising(models, monkeypatch):
+    teacher, student, vocab = models
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+
+    monkeypatch.setattr(decode_speed, "teacher_cache_at", oom)
+    rows = generate_rows(teacher, student, vocab, torch.device("cpu"), [(32, 2)], steps=1, graph_modes=("off", "on"))
+    status = {(r["model"], r["graph"]): r["status"] for r in rows}
+    assert status[("linearized", "off")] == "ok"
+    assert status[("linearized", "on")].startswith("error: GraphError")  # CUDA graphs need CUDA
+    assert all(r["decode_tok_s"] != r["decode_tok_s"] for r in rows if r["status"] != "ok")  # nan
+
+
+def test_rows_after_the_budget_are_skipped(models):
+    teacher, student, vocab = models
+    rows = generate_rows(teacher, student, vocab, torch.device("cpu"), [(32, 1), (64, 1)], steps=1, budget_s=0.0)
+    assert {r["status"] for r in rows} == {"skipped: budget"}
+
+
+def test_generate_command_writes_the_graph_column(tmp_path):
+    assert main(["--out", str(tmp_path), "--model", "toy-llama", "--window", "8", "generate", "--contexts", "32",
+                 "--batch", "2", "--batches", "1", "--steps", "1", "--graph", "off", "--max-batch-limit", "0"]) == 0
+    text = (tmp_path / "generate.csv").read_text()
+    assert text.splitlines()[0].startswith("model,context,batch,graph,")
+    assert len(text.splitlines()) == 1 + 4  # (32, 2) and (32, 1), teacher and linearized each
