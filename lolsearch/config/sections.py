@@ -195,6 +195,7 @@ class LayerWeightsConfig(StrictModel):
         return _resolve_kind_params(self, LAYER_WEIGHTS)
 
 
+AUTO_GRAPH_TOKENS = 8192  # cuda_graph auto: largest micro-batch (tokens) whose step is graphed
 SPEED_ONLY = ("sync_every", "compile", "cuda_graph")  # StageConfig fields that change how fast a stage runs, not what it computes
 
 
@@ -225,11 +226,18 @@ class StageConfig(StrictModel):
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "off", description="torch.compile mode for the stage's norms, MLPs and feature maps (off: eager). Speed "
         "only, the same losses up to rounding: not part of the trial id")
-    cuda_graph: bool = Field(
-        False, description="capture the training step (forward and backward of every micro-batch, clipping, fused "
-        "AdamW) as a CUDA graph after one eager step and replay it; no-op on CPU, and any step that cannot be "
-        "captured falls back to eager with a log line. Speed only, the same losses up to rounding: not part of "
+    cuda_graph: bool | Literal["auto"] = Field(
+        "auto", description="capture the training step (forward and backward of every micro-batch, clipping, fused "
+        "AdamW) as a CUDA graph after one eager step and replay it; auto: on a GPU when a micro-batch holds at most "
+        f"{AUTO_GRAPH_TOKENS} tokens (where launch overhead bounds the step); no-op on CPU, and any step that cannot "
+        "be captured falls back to eager with a log line. Speed only, the same losses up to rounding: not part of "
         "the trial id")
+
+    def graph_wanted(self, seq_len: int) -> bool:
+        """Whether the stage asks for the CUDA-graph step at this sequence length (``auto`` resolved)."""
+        if self.cuda_graph == "auto":
+            return self.batch_size * seq_len <= AUTO_GRAPH_TOKENS
+        return bool(self.cuda_graph)
 
     @model_validator(mode="before")
     @classmethod

@@ -169,7 +169,8 @@ def run_stage(
     evaluation and at the end; ``report`` then gets each step's point (``stage``, ``step``, ``tokens``,
     ``loss``, ``lr``, ``tok_s``) in order, followed by the evaluation's point (``eval_loss``).
     With ``cfg.compile`` other than ``"off"``, ``compile_modules`` run compiled for the stage (:func:`compiled`).
-    With ``cfg.cuda_graph`` the step after the first is captured as a CUDA graph and replayed
+    With ``cfg.cuda_graph`` (``auto``: micro-batches up to ``AUTO_GRAPH_TOKENS`` tokens) the step after the first
+    is captured as a CUDA graph and replayed
     (:class:`~lolsearch.trial.step_graph.GraphedStep`); where it cannot be, the stage logs why and runs eagerly.
 
     Raises:
@@ -180,8 +181,9 @@ def run_stage(
     result = StageResult(trainable_params=sum(p.numel() for p in params))
     if steps == 0 or not params:
         return result
-    no_graph = graph_unavailable(params, cfg.compile) if cfg.cuda_graph else "off"
-    if cfg.cuda_graph and no_graph is not None:
+    wanted = cfg.graph_wanted(seq_len)
+    no_graph = graph_unavailable(params, cfg.compile) if wanted else "off"
+    if cfg.cuda_graph is True and no_graph is not None:  # said once when asked for explicitly; auto stays quiet
         log.info("%s: cuda_graph off (%s); running eager steps", name, no_graph)
     opt = make_optimizer(params, cfg, capturable=no_graph is None)
     graph = GraphedStep(name, params, loss_fn, opt, cfg.grad_clip) if no_graph is None else None

@@ -63,7 +63,7 @@ def _both_stages(model, tok, device: str = "cpu", **speed) -> tuple[list[float],
 def test_cuda_graph_on_cpu_falls_back_with_one_log_line_and_the_same_losses(caplog):
     model, tok = _student()
     twin = copy.deepcopy(model)
-    eager = _both_stages(model, tok)
+    eager = _both_stages(model, tok, cuda_graph=False)
     with caplog.at_level(logging.INFO, logger="lolsearch.trial.train"):
         graphed = _both_stages(twin, tok, cuda_graph=True)
     assert graphed == eager  # on CPU the option changes nothing, bit for bit
@@ -75,7 +75,7 @@ def test_cuda_graph_on_cpu_falls_back_with_one_log_line_and_the_same_losses(capl
 def test_cuda_graph_is_a_speed_setting_outside_the_trial_id():
     base = parse_trial_config({})
     fast = parse_trial_config({"distill": {"cuda_graph": True}, "finetune": {"cuda_graph": True}})
-    assert fast.trial_id == base.trial_id and fast.distill.cuda_graph and not base.finetune.cuda_graph
+    assert fast.trial_id == base.trial_id and fast.distill.cuda_graph is True and base.finetune.cuda_graph == "auto"
 
 
 def _close(a: list[float], b: list[float], rel: float = 1e-3) -> bool:
@@ -87,7 +87,7 @@ def _close(a: list[float], b: list[float], rel: float = 1e-3) -> bool:
 def test_graphed_steps_reproduce_the_eager_losses_on_cuda(caplog):
     model, tok = _student("cuda")
     twin = copy.deepcopy(model)
-    eager = _both_stages(model, tok, "cuda")
+    eager = _both_stages(model, tok, "cuda", cuda_graph=False)
     with caplog.at_level(logging.INFO):
         graphed = _both_stages(twin, tok, "cuda", cuda_graph=True)
     captured = [r.getMessage() for r in caplog.records if "captured as a CUDA graph" in r.getMessage()]
@@ -132,7 +132,7 @@ def test_a_host_sync_or_a_new_batch_shape_falls_back_to_eager_on_cuda(caplog):
             yield {"input_ids": torch.zeros(1, n, dtype=torch.long, device="cuda"),
                    "x": torch.full((n, 4), 1.0 + i, device="cuda")}
 
-    cfg = DistillConfig(steps=4, lr=0.1, sync_every=1, keep_best=False)
+    cfg = DistillConfig(steps=4, lr=0.1, sync_every=1, keep_best=False, cuda_graph=False)
     for loss_fn, shapes, why in ((synced, [3, 3, 3, 3], "capture failed"), (plain, [3, 3, 3, 2], "another shape")):
         with torch.no_grad():
             w.fill_(1.0)
@@ -144,3 +144,22 @@ def test_a_host_sync_or_a_new_batch_shape_falls_back_to_eager_on_cuda(caplog):
             graphed = run_stage("s", [w], loss_fn, batches(shapes), cfg.model_copy(update={"cuda_graph": True}), 4).curve
         assert _close([p["loss"] for p in eager], [p["loss"] for p in graphed])
         assert [r for r in caplog.records if "cuda_graph off" in r.getMessage() and why in r.getMessage()], why
+
+
+def test_cuda_graph_auto_graphs_short_micro_batches_only():
+    from lolsearch.config.sections import AUTO_GRAPH_TOKENS, StageConfig
+
+    auto = StageConfig(steps=4, batch_size=8)
+    assert auto.cuda_graph == "auto"
+    assert auto.graph_wanted(AUTO_GRAPH_TOKENS // 8) and not auto.graph_wanted(AUTO_GRAPH_TOKENS // 8 + 1)
+    assert StageConfig(steps=4, batch_size=8, cuda_graph=True).graph_wanted(8192)
+    assert not StageConfig(steps=4, batch_size=1, cuda_graph=False).graph_wanted(16)
+
+
+def test_cuda_graph_auto_on_cpu_runs_eager_without_a_log_line(caplog):
+    model, tok = _student()
+    twin = copy.deepcopy(model)
+    with caplog.at_level(logging.INFO):
+        auto = _both_stages(model, tok)
+    assert not [r for r in caplog.records if "cuda_graph" in r.getMessage()]
+    assert auto == _both_stages(twin, tok, cuda_graph=False)
