@@ -13,10 +13,8 @@ the second is captured and then replayed. Whatever keeps a step from being captu
 inside the step, a batch of another shape) makes the stage run its remaining steps eagerly, with one log line
 saying why; the losses are the same either way up to floating-point rounding.
 
-Measured on one H200 (``python -m lolsearch.perf train --cuda-graph off on``, 8 sequences a step): it pays where
-the step is host-bound (SmolLM2 shape at 1024 tokens: attention transfer and LoRA about 1.8x and 2.4x the eager
-tokens/s, peak memory +1%) and not where the GPU is busy (Llama-3-8B shape, SmolLM2 LoRA at 8192: within 6%);
-the softmax teacher's own LoRA step at 8192 ran slower (0.6x) with 33 GiB more peak memory, hence off by default.
+``cuda_graph: auto`` (the default) graphs micro-batches of up to ``AUTO_GRAPH_TOKENS`` tokens, where the step is
+bound by launch overhead; ``results/perf/perf.md`` has the measurements behind that rule.
 """
 
 from __future__ import annotations
