@@ -22,7 +22,6 @@ Each writes ``<name>.csv`` and appends its table to ``perf.md`` under ``--out`` 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import shlex
@@ -38,39 +37,6 @@ import torch
 from lolsearch.config import AttentionConfig, DataConfig, LoraOptions, ModelConfig
 
 log = logging.getLogger(__name__)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_mem(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-
-
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / steps
 
 
 def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: AttentionConfig, device: torch.device,
@@ -90,7 +56,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     from lolsearch.models import load_model
     from lolsearch.trial.distill import layer_losses
     from lolsearch.trial.finetune import add_lora, lm_loss
-    from lolsearch.trial.speed import check_fast_path, profile_stage, time_stage
+    from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
     from lolsearch.trial.surgery import attention_parameters, compile_targets, linearize
 
     rows: list[dict] = []
@@ -107,7 +73,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
             row = {**base, "stage": name, "compile": mode, "cuda_graph": "on" if graph else "off"}
-            _reset_mem(device)
+            reset_mem(device)
             try:
                 row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
                                       steps=steps, warmup=warmup, compile_modules=mods), status="ok")
@@ -119,13 +85,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                                   profile_dir / f"profile_{name}_{mode}{'_graph' if graph else ''}.txt",
                                   compile_modules=mods)
             except Exception as err:  # noqa: BLE001 - an OOM or a compile failure is a row, not the end of the run
-                status = "oom" if _is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
+                status = "oom" if is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
                 log.exception("%s compile=%s cuda_graph=%s: %s", name, mode, graph, status)
                 row.update(tok_s=float("nan"), steady_tok_s=float("nan"), step_s=float("nan"), peak_gib=float("nan"),
                            status=status)
             rows.append(row)
             log.info("%s", row)
-            _reset_mem(device)
+            reset_mem(device)
 
     if "teacher_lora" in stages:
         teacher, tok = load_model(model_cfg, device)
@@ -134,7 +100,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad], lambda b: lm_loss(teacher, b),
                 batches_of(tok), compile_targets(teacher))
         del teacher
-        _reset_mem(device)
+        reset_mem(device)
     if not {"attention_transfer", "lora"} & set(stages):
         return rows
     model, tok = load_model(model_cfg, device)

@@ -9,7 +9,6 @@ Every (context, batch) point is a row; an OOM or any other failure is recorded i
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -17,33 +16,19 @@ from pathlib import Path
 
 import torch
 
+from lolsearch.trial.speed import is_oom, peak_gib, reset_mem, sync
+
 log = logging.getLogger(__name__)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_mem(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def _timed(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / steps
 
 
@@ -172,7 +157,7 @@ def generate_rows(teacher, student, vocab: int, device: torch.device, points: li
             try:
                 cache = make(model, batch, ctx)
                 row["decode_tok_s"] = rate(model, cache, batch, vocab, steps)
-                row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+                row["peak_gib"] = peak_gib(device)
                 row["status"] = "ok"
             except Exception as err:  # noqa: BLE001 - an OOM or a failure is a row, not the end of the run
                 status = "oom" if is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]

@@ -6,6 +6,7 @@ the fast settings (deferred loss read-back, compiled modules, the CUDA-graph ste
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,9 +22,28 @@ LossFn = Callable[[dict], torch.Tensor]
 Batches = Callable[[], Iterator[dict]]
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Waits for the device's queued work (a no-op on CPU), so that wall-clock timings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def reset_mem(device: torch.device) -> None:
+    """Frees cached blocks and restarts the peak-memory count before a measurement."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float:
+    """Peak GiB allocated since the last reset (NaN on CPU)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is the device running out of memory (measurements record it as a row, not a crash)."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def _budget(cfg: StageConfig, steps: int, **update) -> StageConfig:
@@ -39,14 +59,14 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
     ``tok_s`` includes that one-off cost; ``steady_tok_s`` counts only the steps after the first loss read-back at
     step 2 or later, NaN when no read-back falls between it and the last step)."""
     run_stage(name, params, loss_fn, batches, _budget(cfg, warmup), seq_len, compile_modules=compile_modules)
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     result = run_stage(name, params, loss_fn, batches, _budget(cfg, steps), seq_len, compile_modules=compile_modules)
-    _sync(device)
+    sync(device)
     wall = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    peak = peak_gib(device)
     return {"tok_s": result.tokens / wall, "steady_tok_s": _steady(result.curve, sync_interval(cfg, params)),
             "step_s": wall / steps, "peak_gib": peak}
 
@@ -163,10 +183,10 @@ def eval_costs(cfg: TrialConfig, repeats: int) -> list[dict]:
     for i in range(repeats):
         values = {}
         for way, fn in (("separate", separate), ("one_pass", batched)):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             values[way] = fn()
-            _sync(device)
+            sync(device)
             rows.append({"repeat": i, "way": way, "eval_s": time.perf_counter() - t0, "tokens": cfg.eval.tokens})
         diff = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(values["separate"], values["one_pass"], strict=True))
         rows[-1]["max_rel_diff"] = rows[-2]["max_rel_diff"] = diff

@@ -7,44 +7,23 @@ import math
 
 import pytest
 import torch
+from trial_testlib import STAGE_SEQ, stage_batches, stage_student, stage_val
 
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.config import (
-    AttentionConfig,
-    DataConfig,
     DistillConfig,
     FinetuneConfig,
     LoraOptions,
-    ModelConfig,
     parse_trial_config,
 )
-from lolsearch.data import packed_batches
-from lolsearch.models import load_model
 from lolsearch.trial.distill import layer_losses, run_distill
 from lolsearch.trial.finetune import add_lora, run_finetune
 from lolsearch.trial.speed import check_fast_path
-from lolsearch.trial.surgery import attention_parameters, linearize
+from lolsearch.trial.surgery import attention_parameters
 from lolsearch.trial.train import run_stage
 
-SEQ = 32
+SEQ = STAGE_SEQ
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def _student(device: str = "cpu"):
-    model, tok = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), device)
-    backend = "triton" if device == "cuda" else "torch"
-    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
-                                     window=8, backend=backend, chunk_size=16))
-    return model, tok
-
-
-def _batches(tok, seed: int, device: str = "cpu", batch: int = 2):
-    return packed_batches(DataConfig(source="shakespeare", seq_len=SEQ), tok, "train", batch, seed, device=device)
-
-
-def _val(tok, device: str = "cpu"):
-    return lambda: packed_batches(DataConfig(source="shakespeare", seq_len=SEQ), tok, "val", 2, 0, shuffle=False,
-                                  num_tokens=2 * SEQ, device=device)
 
 
 def _both_stages(model, tok, device: str = "cpu", **speed) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -53,15 +32,15 @@ def _both_stages(model, tok, device: str = "cpu", **speed) -> tuple[list[float],
     torch.manual_seed(0)
     common = {"steps": 5, "batch_size": 2, "grad_accum": 2, "grad_clip": 1.0, "schedule": "cosine", "warmup_steps": 2,
               "eval_every": 2, "eval_batches": 1, "sync_every": 2, **speed}
-    stage, _ = run_distill(model, DistillConfig(**common), _batches(tok, 1, device), _val(tok, device), SEQ)
+    stage, _ = run_distill(model, DistillConfig(**common), stage_batches(tok, 1, device), stage_val(tok, device), SEQ)
     peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
-    ft = run_finetune(peft, FinetuneConfig(**common, lr=1e-3), _batches(tok, 2, device), _val(tok, device), SEQ)
+    ft = run_finetune(peft, FinetuneConfig(**common, lr=1e-3), stage_batches(tok, 2, device), stage_val(tok, device), SEQ)
     return ([p["loss"] for p in stage.curve], [p["loss"] for p in ft.curve],
             [p["eval_loss"] for p in stage.eval_curve], [p["eval_loss"] for p in ft.eval_curve])
 
 
 def test_cuda_graph_on_cpu_falls_back_with_one_log_line_and_the_same_losses(caplog):
-    model, tok = _student()
+    model, tok = stage_student()
     twin = copy.deepcopy(model)
     eager = _both_stages(model, tok, cuda_graph=False)
     with caplog.at_level(logging.INFO, logger="lolsearch.trial.train"):
@@ -85,7 +64,7 @@ def _close(a: list[float], b: list[float], rel: float = 1e-3) -> bool:
 @pytest.mark.gpu
 @cuda
 def test_graphed_steps_reproduce_the_eager_losses_on_cuda(caplog):
-    model, tok = _student("cuda")
+    model, tok = stage_student("cuda")
     twin = copy.deepcopy(model)
     eager = _both_stages(model, tok, "cuda", cuda_graph=False)
     with caplog.at_level(logging.INFO):
@@ -101,7 +80,7 @@ def test_graphed_steps_reproduce_the_eager_losses_on_cuda(caplog):
 @pytest.mark.gpu
 @cuda
 def test_check_fast_path_compares_the_graphed_step_with_eager_on_cuda():
-    model, tok = _student("cuda")
+    model, tok = stage_student("cuda")
     params = attention_parameters(model)
     recorder = DistillRecorder()
 
@@ -110,7 +89,7 @@ def test_check_fast_path_compares_the_graphed_step_with_eager_on_cuda():
         return 1000 * sum(mse) / len(mse)
 
     model.train()
-    got = check_fast_path("distill", params, loss_fn, lambda: _batches(tok, 3, "cuda"),
+    got = check_fast_path("distill", params, loss_fn, lambda: stage_batches(tok, 3, "cuda"),
                           DistillConfig(steps=4, batch_size=2, cuda_graph=True), SEQ, steps=4)
     assert len(got["fast"]) == 4 and got["max_rel_diff"] < 1e-3, got
 
@@ -157,7 +136,7 @@ def test_cuda_graph_auto_graphs_short_micro_batches_only():
 
 
 def test_cuda_graph_auto_on_cpu_runs_eager_without_a_log_line(caplog):
-    model, tok = _student()
+    model, tok = stage_student()
     twin = copy.deepcopy(model)
     with caplog.at_level(logging.INFO):
         auto = _both_stages(model, tok)

@@ -6,40 +6,20 @@ import math
 
 import pytest
 import torch
+from trial_testlib import STAGE_SEQ, stage_batches, stage_student, stage_val
 
 from lolsearch.config import (
-    AttentionConfig,
-    DataConfig,
     DistillConfig,
     FinetuneConfig,
     LoraOptions,
-    ModelConfig,
     parse_trial_config,
 )
-from lolsearch.data import packed_batches
-from lolsearch.models import load_model
 from lolsearch.trial.distill import run_distill
 from lolsearch.trial.finetune import add_lora, run_finetune
-from lolsearch.trial.surgery import compile_targets, linearize
+from lolsearch.trial.surgery import compile_targets
 from lolsearch.trial.train import NonFiniteLossError, run_stage
 
-SEQ = 32
-
-
-def _student():
-    model, tok = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
-    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
-                                     window=8, backend="torch", chunk_size=16))
-    return model, tok
-
-
-def _batches(tok, seed: int):
-    return packed_batches(DataConfig(source="shakespeare", seq_len=SEQ), tok, "train", 2, seed)
-
-
-def _val(tok):
-    return lambda: packed_batches(DataConfig(source="shakespeare", seq_len=SEQ), tok, "val", 2, 0, shuffle=False,
-                                  num_tokens=2 * SEQ)
+SEQ = STAGE_SEQ
 
 
 def _both_stages(model, tok, **speed) -> tuple[list[dict], list[dict], list[dict]]:
@@ -47,14 +27,14 @@ def _both_stages(model, tok, **speed) -> tuple[list[dict], list[dict], list[dict
     points: list[dict] = []
     torch.manual_seed(0)
     common = {"steps": 5, "batch_size": 2, "eval_every": 2, "eval_batches": 1, **speed}
-    stage, _ = run_distill(model, DistillConfig(**common), _batches(tok, 1), _val(tok), SEQ, points.append)
+    stage, _ = run_distill(model, DistillConfig(**common), stage_batches(tok, 1), stage_val(tok), SEQ, points.append)
     peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
-    ft = run_finetune(peft, FinetuneConfig(**common), _batches(tok, 2), _val(tok), SEQ, points.append)
+    ft = run_finetune(peft, FinetuneConfig(**common), stage_batches(tok, 2), stage_val(tok), SEQ, points.append)
     return stage.curve, ft.curve, points
 
 
 def test_deferred_read_back_gives_the_eager_losses_and_points_in_order():
-    model, tok = _student()
+    model, tok = stage_student()
     twin = copy.deepcopy(model)
     eager = _both_stages(model, tok, sync_every=1)
     deferred = _both_stages(twin, tok, sync_every=4)
@@ -71,7 +51,7 @@ def test_deferred_read_back_gives_the_eager_losses_and_points_in_order():
 @pytest.mark.slow
 def test_compiled_stage_reproduces_the_eager_losses():
     # torch.compile on CPU builds C++ kernels: tens of seconds, hence slow.
-    model, tok = _student()
+    model, tok = stage_student()
     twin = copy.deepcopy(model)
     eager = _both_stages(model, tok)
     fast = _both_stages(twin, tok, compile="default")

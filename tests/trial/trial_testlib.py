@@ -16,3 +16,36 @@ TOY_BASE: dict[str, Any] = {
 def toy_config(**sections: Any) -> dict[str, Any]:
     """The toy trial's raw config with ``sections`` (budgets, eval, efficiency, device...) set on top."""
     return {**copy.deepcopy(TOY_BASE), **sections}
+
+
+STAGE_SEQ = 32  # sequence length of the stage-level tests (test_train_fast, test_step_graph)
+
+
+def stage_student(device: str = "cpu"):
+    """A 2-layer toy-llama linearized with Hedgehog (F = 8) + sliding window 8: (model, tokenizer)."""
+    from lolsearch.config import AttentionConfig, ModelConfig
+    from lolsearch.models import load_model
+    from lolsearch.trial.surgery import linearize
+
+    model, tok = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), device)
+    backend = "triton" if device == "cuda" else "torch"
+    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
+                                     window=8, backend=backend, chunk_size=16))
+    return model, tok
+
+
+def stage_batches(tok, seed: int, device: str = "cpu", batch: int = 2):
+    """Shuffled training batches of ``batch`` Shakespeare sequences of STAGE_SEQ tokens."""
+    from lolsearch.config import DataConfig
+    from lolsearch.data import packed_batches
+
+    return packed_batches(DataConfig(source="shakespeare", seq_len=STAGE_SEQ), tok, "train", batch, seed, device=device)
+
+
+def stage_val(tok, device: str = "cpu"):
+    """A validation-batch factory: the first two validation sequences."""
+    from lolsearch.config import DataConfig
+    from lolsearch.data import packed_batches
+
+    return lambda: packed_batches(DataConfig(source="shakespeare", seq_len=STAGE_SEQ), tok, "val", 2, 0, shuffle=False,
+                                  num_tokens=2 * STAGE_SEQ, device=device)
