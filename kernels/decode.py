@@ -14,14 +14,15 @@ from lolsearch.kernels._common import block
 from lolsearch.kernels.decode_torch import check_decode_args, window_start
 
 
-@triton.jit(do_not_specialize=["C", "NABS", "START", "POS", "H", "G", "HKV"])
-def decode_kernel(
-    q, fq, kc, vc, slot_pos, S, z, gamma, fk_abs, v_abs, o,
+@triton.jit
+def decode_program(
+    bh, q, fq, kc, vc, slot_pos, S, z, gamma, fk_abs, v_abs, o,
     C, NABS, START, POS, H, G, HKV, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BFT: tl.constexpr, BC: tl.constexpr,
     SOFT: tl.constexpr,
 ):
-    bh = tl.program_id(0).to(tl.int64)
+    """The step of program ``bh`` (= b·H + h): ``slot_pos`` points at this row's C slot positions, START/POS are
+    this row's window start and position (shared by :func:`decode_kernel`, per row in ``decode_static``)."""
     b = bh // H
     h = bh % H
     kvh = b * HKV + h // G
@@ -76,6 +77,16 @@ def decode_kernel(
     tl.store(o + bh * D + rd, out.to(o.dtype.element_ty), mask=md)
 
 
+@triton.jit(do_not_specialize=["C", "NABS", "START", "POS", "H", "G", "HKV"])
+def decode_kernel(
+    q, fq, kc, vc, slot_pos, S, z, gamma, fk_abs, v_abs, o,
+    C, NABS, START, POS, H, G, HKV, scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BFT: tl.constexpr, BC: tl.constexpr,
+    SOFT: tl.constexpr,
+):
+    decode_program(tl.program_id(0).to(tl.int64), q, fq, kc, vc, slot_pos, S, z, gamma, fk_abs, v_abs, o,
+                   C, NABS, START, POS, H, G, HKV, scale, D, F, BDK, BFT, BC, SOFT)
+
 def hybrid_decode_step(
     q: torch.Tensor,
     phi_q: torch.Tensor,
@@ -118,4 +129,4 @@ def hybrid_decode_step(
     return o
 
 
-__all__ = ["decode_kernel", "hybrid_decode_step"]
+__all__ = ["decode_kernel", "decode_program", "hybrid_decode_step"]

@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 from lolsearch.kernels._common import block
+from lolsearch.kernels.decode import decode_program
 
 
 @triton.jit(do_not_specialize=["C", "NABS", "H", "G", "HKV"])
@@ -23,58 +24,8 @@ def static_decode_kernel(
 ):
     bh = tl.program_id(0).to(tl.int64)
     b = bh // H
-    h = bh % H
-    kvh = b * HKV + h // G
-    rd = tl.arange(0, BDK)
-    md = rd < D
-    num = tl.zeros([BDK], dtype=tl.float32)
-    den = tl.zeros([BFT], dtype=tl.float32)
-    for f0 in range(0, F, BFT):
-        rf = f0 + tl.arange(0, BFT)
-        mf = rf < F
-        s_ptr = S + bh * F * D + rf[:, None] * D + rd[None, :]
-        s_mask = mf[:, None] & md[None, :]
-        s_t = tl.load(s_ptr, mask=s_mask, other=0.0)
-        z_t = tl.load(z + bh * F + rf, mask=mf, other=0.0)
-        for r in range(0, NABS):
-            a = tl.load(fk_abs + (bh * NABS + r) * F + rf, mask=mf, other=0.0).to(tl.float32)
-            vr = tl.load(v_abs + (kvh * NABS + r) * D + rd, mask=md, other=0.0).to(tl.float32)
-            s_t += a[:, None] * vr[None, :]
-            z_t += a
-        if NABS > 0:
-            tl.store(s_ptr, s_t, mask=s_mask)
-            tl.store(z + bh * F + rf, z_t, mask=mf)
-        b_fq = tl.load(fq + bh * F + rf, mask=mf, other=0.0).to(tl.float32)
-        num += tl.sum(b_fq[:, None] * s_t, 0)
-        den += b_fq * z_t
-    den_lin = tl.sum(den, 0)
-    acc = tl.zeros([BDK], dtype=tl.float32)
-    l_soft = tl.zeros([BC], dtype=tl.float32)
-    if SOFT:
-        p_row = tl.load(pos + b)
-        s_row = tl.load(start + b)
-        b_q = tl.load(q + bh * D + rd, mask=md, other=0.0).to(tl.float32) * scale
-        m = tl.full([1], -1e30, dtype=tl.float32)
-        for c0 in range(0, C, BC):
-            rc = c0 + tl.arange(0, BC)
-            sp = tl.load(slot_pos + b * C + rc, mask=rc < C, other=-1)
-            valid = (sp >= 0) & (sp >= s_row) & (sp <= p_row)
-            kv_off = kvh * C * D + rc[:, None] * D + rd[None, :]
-            kv_mask = valid[:, None] & md[None, :]
-            k_t = tl.load(kc + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-            sc = tl.where(valid, tl.sum(k_t * b_q[None, :], 1), float("-inf"))
-            m_new = tl.maximum(m, tl.max(sc, 0))
-            alpha = tl.exp(m - m_new)
-            p = tl.exp(sc - m_new)
-            v_t = tl.load(vc + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-            acc = acc * alpha + tl.sum(p[:, None] * v_t, 0)
-            l_soft = l_soft * alpha + p
-            m = m_new
-        gam = tl.load(gamma + h).to(tl.float32)
-        acc = acc * gam
-        l_soft = l_soft * gam
-    out = (acc + num) / (tl.sum(l_soft, 0) + den_lin + 1e-12)
-    tl.store(o + bh * D + rd, out.to(o.dtype.element_ty), mask=md)
+    decode_program(bh, q, fq, kc, vc, slot_pos + b * C, S, z, gamma, fk_abs, v_abs, o,
+                   C, NABS, tl.load(start + b), tl.load(pos + b), H, G, HKV, scale, D, F, BDK, BFT, BC, SOFT)
 
 
 def static_decode_step_triton(

@@ -94,3 +94,27 @@ def test_decode_rejects_bad_shapes():
         hybrid_decode_step_torch(**dict(args, S=args["S"].half()))
     with pytest.raises(ValueError, match="together"):
         hybrid_decode_step_torch(**dict(args, v_absorb=None))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests run on CPU-only machines (GPU: -m gpu)")
+@pytest.mark.parametrize("layout,window,pos,n_abs,d,f", DECODE_CASES)
+def test_static_decode_kernel_matches_torch_twin(layout, window, pos, n_abs, d, f, nan_alloc):
+    """The per-row-position kernel of the graphed decode, given every row the same position, is the decode step."""
+    from lolsearch.kernels.decode_static import static_decode_step_triton
+
+    args, ref, _ = decode_case(layout, window, pos, n_abs, d, f)
+    b, h = args["q"].shape[:2]
+    c = args["k_cache"].shape[-2]
+    twin = dict(args, S=args["S"].clone(), z=args["z"].clone())
+    o_ref = hybrid_decode_step_torch(**twin)
+    n = args["phi_k_absorb"].shape[2] if args.get("phi_k_absorb") is not None else 0
+    phi_abs = args["phi_k_absorb"] if n else torch.zeros(b, h, 0, f)
+    v_abs = args["v_absorb"] if n else torch.zeros(b, args["k_cache"].shape[1], 0, d)
+    start = max(int(get_layout("linear" if window == 0 else layout).softmax_start(pos, window)), 0)
+    o = static_decode_step_triton(
+        args["q"], args["phi_q"], args["k_cache"], args["v_cache"], args["slot_pos"].expand(b, c).contiguous(),
+        torch.full((b,), start, dtype=torch.long), torch.full((b,), pos, dtype=torch.long), args["S"], args["z"],
+        args["gamma"].float(), phi_abs, v_abs, soft=c > 0 and window > 0 and layout != "linear")
+    assert rel_err(o, o_ref) <= TOL and rel_err(o, ref) <= TOL
+    assert rel_err(args["S"], twin["S"]) <= TOL and rel_err(args["z"], twin["z"]) <= TOL
