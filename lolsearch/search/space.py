@@ -250,7 +250,10 @@ class SearchSpace:
                 points.append(pt)
                 per_block[block.name] = per_block.get(block.name, 0) + self.spec.replicates
         designs = len(points)
-        points = [q for pt in points for q in seed_replicates(pt, self.spec.replicates)]
+        # seed-major: every design's first seed, then every design's second...; a sweep cut short by its time
+        # budget then holds whole rounds of seeds rather than some designs with all seeds and others with none
+        copies = [seed_replicates(pt, self.spec.replicates) for pt in points]
+        points = [reps[r] for r in range(self.spec.replicates) for reps in copies]
         for q in points:
             q.config = q.config or self.to_config(q)
         info = GridInfo(tree, excluded, tree - excluded - designs, len(points), per_block)

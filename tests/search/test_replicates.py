@@ -1,4 +1,5 @@
-"""``replicates: N``: each grid point becomes N trials with seeds seed, seed + 1, ...; one design_id per point."""
+"""``replicates: N``: each grid point becomes N trials with seeds seed, seed + 1, ... (ordered seed by seed); one
+design_id per point."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ def test_grid_points_are_replicated_with_consecutive_seeds(tmp_path):
     path.write_text(yaml.safe_dump(SPACE))
     points, info = load_space(path).grid()
     assert info.size == 6 and info.per_block == {"main": 6} and info.duplicates == 0
-    assert [p.config.seed for p in points] == [5, 6, 7, 5, 6, 7]
+    assert [p.config.seed for p in points] == [5, 5, 6, 6, 7, 7]  # seed-major: a cut sweep keeps whole seed rounds
+    assert [p.config.attention.layout for p in points] == ["linear", "terrace"] * 3
     assert len({p.config.trial_id for p in points}) == 6
     assert len({design_id(p.config) for p in points}) == 2
-    assert {design_id(p.config) for p in points[:3]} == {design_id(points[0].config)}
+    assert {design_id(p.config) for p in points[::2]} == {design_id(points[0].config)}
 
 
 def test_replicates_need_the_grid_sampler(tmp_path):
