@@ -23,8 +23,8 @@ OUT=${OUT:-/tmp/out}
 mkdir -p /tmp/carry /tmp/site "$OUT"
 for d in .dev/p1 .dev/p2 .dev/p3; do [ -d "$d" ] && cp -n "$d"/* /tmp/carry/ 2>/dev/null; done
 if [ ! -f /tmp/site/.base ] && ls /tmp/carry/pydantic-*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/carry/*.whl \
-    2>&1 | tail -2 && touch /tmp/site/.base
+  if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    /tmp/carry/*.whl > /tmp/pip.log 2>&1; then touch /tmp/site/.base; else tail -2 /tmp/pip.log; fi
 fi
 if [ ! -f /tmp/site/.blob ] && [ -f /tmp/carry/blob.part.00 ] && [ -f /tmp/carry/blob.part.01 ] && [ -f /tmp/carry/blob.part.02 ]; then
   cat /tmp/carry/blob.part.0? > /tmp/blob.tar
