@@ -186,8 +186,9 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
         b_fk = tl.load(fk_base + kc[:, None] * F + rf[None, :], mask=kmc[:, None] & mf[None, :], other=0.0)
         p += tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
-    acc = tl.dot(p.to(b_v.dtype), b_v, input_precision=F32_DOT)
-    lsum = tl.sum(p, 1)
+    p_in = p.to(b_v.dtype)  # the weights the tensor cores see; the row sum takes the same rounded weights
+    acc = tl.dot(p_in, b_v, input_precision=F32_DOT)
+    lsum = tl.sum(p_in.to(tl.float32), 1)
     # tile n-1: all keys causal; softmax from start(i) on, linear before (zero rows when n = 0)
     b_k = tl.load(k_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
     sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
@@ -200,8 +201,9 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     b_fk = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kmp[:, None] & mf[None, :], other=0.0)
     p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
-    acc = tl.dot(p.to(b_v.dtype), b_v, acc * alpha[:, None], input_precision=F32_DOT)
-    lsum = lsum * alpha + tl.sum(p, 1)
+    p_in = p.to(b_v.dtype)
+    acc = tl.dot(p_in, b_v, acc * alpha[:, None], input_precision=F32_DOT)
+    lsum = lsum * alpha + tl.sum(p_in.to(tl.float32), 1)
     return acc, lsum, m_new, am
 
 
@@ -273,8 +275,9 @@ def fwd_window_kernel(
             a_lin = tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT)
             p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
         b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-        lsum += tl.sum(p, 1)
-        acc = tl.dot(p.to(b_v.dtype), b_v, acc, input_precision=F32_DOT)
+        p_in = p.to(b_v.dtype)
+        lsum += tl.sum(p_in.to(tl.float32), 1)
+        acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
     out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
     acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
     z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12

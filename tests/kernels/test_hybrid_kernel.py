@@ -160,6 +160,18 @@ def test_walk_launch_halves_the_tile_on_out_of_resources(monkeypatch):
     assert tried[-1] == ((4,), 32) and len(tried) == 4
 
 
+@pytest.mark.parametrize("layout,window", [("sliding", 64), ("terrace", 16), ("sliding", 256)])
+def test_window_rows_are_convex_combinations_in_fp16(layout, window, nan_alloc):
+    """With every value 1, each output is exactly 1: the window's PV product and its row sum take the same
+    16-bit-rounded weights (the fp32 row sum of unrounded weights biased o by up to 2^-9 in bf16). T < 128 keeps the
+    linear part in its first segment, whose fp32 path the interpreter runs (the bf16 state GEMM it cannot)."""
+    from lolsearch.kernels import hybrid_attention
+
+    q, k, v, phi_q, phi_k, gamma = make_inputs(2, 4, 2, 120, 64, 32, dtype=torch.float16)
+    o = hybrid_attention(q * 3, k, torch.ones_like(v), phi_q, phi_k, gamma, window, layout)
+    assert torch.equal(o, torch.ones_like(o))
+
+
 def test_zero_initial_state_matches_none():
     from lolsearch.kernels import hybrid_attention
 
