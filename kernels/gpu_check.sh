@@ -27,8 +27,9 @@ if [ -n "${FLA_WHEELS:-}" ] && [ -d "${FLA_WHEELS}" ]; then
 fi
 
 # 1) kernel tests on the GPU (one launch config per kernel: no autotuning during tests)
-LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q \
-  -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
+# (PYTEST_ARGS: the device image has pytest-xdist; -rf names every failure in the summary)
+LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q -rf \
+  -p no:cacheprovider ${PYTEST_ARGS:--n 14 --dist loadgroup} 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 
 # 2) benchmark (autotuned kernels; compiled binaries of the tests are reused from the Triton cache)
