@@ -15,6 +15,10 @@
 # Session of 2026-12-02 (one nvidia-h200; its calls carry pydantic wheels, which lolsearch.attention now needs and
 # the device image lacks): results/kernels/issue17_device.sh (kernel calls 1-3, with .whl) and
 # results/perf/issue16_device.sh (training throughput, with .perf16); each script's header has its commands.
+#
+# Session of 2026-12-02 (afternoon, one nvidia-h200): results/perf/graphs_device.sh (one call: the kernel matrix,
+# graphed generation and graphed training steps). results/h200/rerun.sh (the issue-14 re-run sweeps, with
+# results/h200/stage_packages.sh) is prepared and has not run.
 set -u
 phase=$1
 cd "$(dirname "$0")/../.."
