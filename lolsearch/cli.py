@@ -288,11 +288,12 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS, help="tokens to generate")] = 40,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override for config files")] = None,
     chat: Annotated[bool, typer.Option(help="wrap the prompt in the tokenizer's chat template")] = False,
+    graph: Annotated[bool, typer.Option(help="greedy decode through the static step, one CUDA graph per token on a "
+                                        "GPU (every layer linearized)")] = False,
 ) -> None:
     """Generate text with a linearized model (constant-memory cache)."""
-    import torch
-
     from lolsearch.models import load_model, resolve_device
+    from lolsearch.trial.graphed import GraphError, greedy_continuation
     from lolsearch.trial.surgery import linearize
 
     if not prompt.strip():
@@ -315,10 +316,11 @@ def generate(
         raise UsageError.single("--prompt", "", "gives no tokens: give the text to continue")
     if ids.shape[1] > MAX_PROMPT_TOKENS:
         raise UsageError.single("--prompt", "", f"is {ids.shape[1]} tokens long; at most {MAX_PROMPT_TOKENS}")
-    with torch.no_grad():
-        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tok.pad_token_id)
-    out.print(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    try:
+        new = greedy_continuation(model, ids, max_new_tokens, graph=graph, eos=tok.eos_token_id, pad=tok.pad_token_id)
+    except GraphError as err:
+        raise UsageError.single("--graph", "", str(err)) from None
+    out.print(tok.decode(new, skip_special_tokens=True))
 
 
 @app.command()

@@ -154,4 +154,18 @@ def graphed_generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     return torch.cat([input_ids, *out], 1)
 
 
-__all__ = ["GraphError", "GraphedStep", "StaticDecoder", "check_graphable", "graphed_generate", "prefill", "to_static"]
+def greedy_continuation(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, *, graph: bool, eos: int | None,
+                        pad: int | None) -> list[int]:
+    """The greedy continuation of one prompt ``ids [1, T]``: through ``model.generate()``, or with ``graph``
+    through :func:`graphed_generate` (which does not stop at EOS: its tokens are cut after the first EOS)."""
+    with torch.no_grad():
+        if not graph:
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=pad)
+            return gen[0, ids.shape[1]:].tolist()
+        new = graphed_generate(model, ids, max_new_tokens=max_new_tokens)[0, ids.shape[1]:].tolist()
+    return new[: new.index(eos) + 1] if eos in new else new
+
+
+__all__ = ["GraphError", "GraphedStep", "StaticDecoder", "check_graphable", "graphed_generate", "greedy_continuation",
+           "prefill", "to_static"]
