@@ -4,7 +4,7 @@ Each linearized layer keeps a recurrent state (S ``[B, H, F, D]``, z ``[B, H, F]
 ring buffer of the window keys/values ``[B, Hkv, C, D]`` (C = the layout's window capacity:
 w for sliding, 2w for terrace, 0 for linear) with the absolute position held by each slot.
 Nothing grows with the number of generated tokens. Layers left as softmax use the ordinary
-``DynamicCache`` storage this class inherits.
+``DynamicCache`` storage this class inherits, or fixed buffers written in place (graphed decoding).
 """
 
 from __future__ import annotations
@@ -86,6 +86,37 @@ class LinearizedCache(DynamicCache):
         super().__init__(*args, **kwargs)
         self.linear: dict[int, LayerState] = {}  # or StaticLayerState (padded batches, graphed decoding)
         self.pads: list[int] | None = None  # left pads per row (set_padding); None = no padding
+        self.static_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # softmax layers' fixed KV (to_static_kv)
+        self.kv_slot: torch.Tensor | None = None  # [1] int64: the index static_kv writes the next token at
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """A softmax layer's keys/values ``[B, Hkv, T, D]``: appended as in ``DynamicCache``, or, after
+        :meth:`to_static_kv`, written in place at ``kv_slot`` (no allocation, no host sync: graphable)."""
+        if layer_idx in self.static_kv:
+            k, v = self.static_kv[layer_idx]
+            k.index_copy_(2, self.kv_slot, key_states.to(k.dtype))
+            v.index_copy_(2, self.kv_slot, value_states.to(v.dtype))
+            return k, v
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+    def to_static_kv(self, capacity: int) -> int:
+        """Moves every softmax layer's prefilled KV into zero-padded buffers of ``capacity`` positions; returns
+        the prefill length T (``kv_slot`` starts there). Keys past ``kv_slot`` are zeros, to be masked by the caller."""
+        t = 0
+        for i, layer in enumerate(self.layers):
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if i in self.linear or keys is None or keys.numel() == 0:
+                continue
+            b, h, t, d = keys.shape
+            if capacity < t:
+                raise ValueError(f"static KV capacity {capacity} is below the prefill length {t}")
+            k, v = keys.new_zeros(b, h, capacity, d), values.new_zeros(b, h, capacity, values.shape[-1])
+            k[:, :, :t], v[:, :, :t] = keys, values
+            self.static_kv[i] = (k, v)
+            layer.keys, layer.values = keys[:, :, :0], values[:, :, :0]  # the buffers hold them now
+        if self.static_kv:
+            self.kv_slot = torch.tensor([t], dtype=torch.long, device=next(iter(self.static_kv.values()))[0].device)
+        return t
 
     def set_padding(self, attention_mask: torch.Tensor | None) -> None:
         """Records the left pads of each row from a 2-D ``attention_mask [B, T]`` (1 = token, 0 = pad).

@@ -7,8 +7,9 @@ allowed), turns every layer's state into a :class:`StaticLayerState` sharing one
 buffer. The step has no host sync and no Python value that depends on the position, so on CUDA it is captured
 once with ``torch.cuda.CUDAGraph`` and replayed; elsewhere (CPU tests) the same step runs eagerly.
 
-Models with layers kept as softmax (``softmax_layers``) are refused (:class:`GraphError`): their growing KV
-cache is not a static buffer here; ``model.generate()`` decodes them.
+Layers kept as softmax (``softmax_layers``) decode against fixed KV buffers sized to the prompt plus the new
+tokens (:meth:`LinearizedCache.to_static_kv`), written in place at a device index and masked per row (left pads
+and positions not yet written), so they are graphed too.
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ class GraphError(ValueError):
     """The model cannot decode through the static (graphable) step."""
 
 
-def check_graphable(model: nn.Module) -> list[nn.Module]:
-    """The decoder layers, if every one has a linearized attention; else GraphError naming the softmax layers."""
+def check_graphable(model: nn.Module) -> tuple[list[nn.Module], list[int]]:
+    """The decoder layers and the indices of those kept as softmax; GraphError when none is linearized."""
     layers = list(decoder_layers(model))
     soft = [i for i, layer in enumerate(layers) if not isinstance(getattr(layer, "self_attn", None), LinearizedAttention)]
-    if soft:
-        raise GraphError(f"graphed decoding needs every attention layer linearized; layers {soft} are softmax "
-                         "(softmax_layers): use model.generate() for this model")
-    return layers
+    if len(soft) == len(layers):
+        raise GraphError("graphed decoding needs a linearized model (no attention layer is linearized)")
+    return layers, soft
 
 
 def to_static(st: LayerState | StaticLayerState) -> StaticLayerState:
@@ -46,19 +46,31 @@ def to_static(st: LayerState | StaticLayerState) -> StaticLayerState:
 class StaticDecoder:
     """Greedy one-token step of the whole model over static states (``tokens [B, 1]`` in, next tokens out)."""
 
-    def __init__(self, model: nn.Module, cache: LinearizedCache, tokens: torch.Tensor) -> None:
-        self.layers = check_graphable(model)
+    def __init__(self, model: nn.Module, cache: LinearizedCache, tokens: torch.Tensor, new_tokens: int = 0) -> None:
+        """``new_tokens``: how many steps will run (sizes the softmax layers' KV buffers; needed only with them)."""
+        self.layers, soft = check_graphable(model)
         self.decoder = decoder_of(model)
         self.head = unwrap_peft(model).get_output_embeddings()
         self.cache = cache
-        states = [to_static(cache.linear[i]) for i in range(len(self.layers))]
+        linear = [i for i in range(len(self.layers)) if i not in soft]
+        states = [to_static(cache.linear[i]) for i in linear]
         self.pos = states[0].pos.clone()  # [B] real position of the token in `tokens`, shared by all layers
-        for i, st in enumerate(states):
+        for i, st in zip(linear, states, strict=True):
             st.pos, st.advance = self.pos, False
             cache.linear[i] = st
         self.states = states
         self.tokens = tokens.reshape(-1, 1).to(torch.long).clone()  # [B, 1] static input buffer
         self.logits: torch.Tensor | None = None
+        self.kv_pads: torch.Tensor | None = None
+        if soft:
+            if new_tokens < 1:
+                raise GraphError(f"layers {soft} are softmax: give new_tokens to size their fixed KV buffers")
+            t = cache.to_static_kv(cache.get_seq_length() + new_tokens)
+            if t == 0:
+                raise GraphError(f"layers {soft} are softmax and the cache holds no prefilled keys for them")
+            b, dev = self.tokens.shape[0], self.tokens.device
+            self.kv_pads = torch.tensor(cache.pads or [0] * b, dtype=torch.long, device=dev)[:, None]  # [B, 1]
+            self.kv_index = torch.arange(next(iter(cache.static_kv.values()))[0].shape[2], device=dev)[None, :]
         params = inspect.signature(type(self.layers[0]).forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
@@ -67,6 +79,8 @@ class StaticDecoder:
         out = [self.pos, self.tokens]
         for st in self.states:
             out += [st.S, st.z, st.k, st.v, st.slot_pos]
+        if self.kv_pads is not None:
+            out += [self.cache.kv_slot, *(t for kv in self.cache.static_kv.values() for t in kv)]
         return out
 
     @torch.no_grad()
@@ -76,13 +90,20 @@ class StaticDecoder:
         h = dec.embed_tokens(self.tokens)
         position_ids = self.pos[:, None]
         pe = dec.rotary_emb(h, position_ids)
+        mask = None
+        if self.kv_pads is not None:  # softmax layers: keys from the row's first real token up to this one
+            valid = (self.kv_index >= self.kv_pads) & (self.kv_index <= self.cache.kv_slot)  # [B, L]
+            mask = torch.zeros(valid.shape, dtype=h.dtype, device=h.device).masked_fill_(~valid, torch.finfo(h.dtype).min)
+            mask = mask[:, None, None, :]
         for layer in self.layers:
-            h = layer(h, position_embeddings=pe, position_ids=position_ids, use_cache=True,
+            h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=position_ids, use_cache=True,
                       **{self._cache_kwarg: self.cache})
             h = h[0] if isinstance(h, tuple) else h
         logits = self.head(dec.norm(h)[:, -1])
         self.tokens.copy_(logits.argmax(-1, keepdim=True))
         self.pos.add_(1)
+        if self.kv_pads is not None:
+            self.cache.kv_slot.add_(1)
         self.logits = logits
         return logits
 
@@ -144,7 +165,7 @@ def graphed_generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     first = logits.argmax(-1)
     if max_new_tokens <= 1:
         return torch.cat([input_ids, first[:, None]][: 1 + max_new_tokens], 1)
-    decoder = StaticDecoder(model, cache, first)
+    decoder = StaticDecoder(model, cache, first, new_tokens=max_new_tokens)
     use_graph = input_ids.device.type == "cuda" if graph is None else graph
     step = GraphedStep(decoder) if use_graph else decoder.step
     out = [first[:, None]]

@@ -52,9 +52,7 @@ def test_left_padded_generate_equals_each_row_alone(layout, window, softmax_laye
         alone, alone_scores = greedy(model, tok, row[None])
         assert torch.equal(tokens[i], alone[0]), f"row {i}"
         torch.testing.assert_close(scores[i], alone_scores[0], atol=1e-4, rtol=1e-4)
-    if softmax_layers:
-        return
-    # the graphed path (eager on CPU) decodes the padded batch the same
+    # the graphed path (eager on CPU) decodes the padded batch the same (softmax layers: fixed KV buffers)
     assert torch.equal(graphed_generate(model, ids, mask, max_new_tokens=24)[:, ids.shape[1] :], tokens)
 
 
@@ -88,18 +86,22 @@ def test_static_step_equals_decode_path_over_ring_wraps(layout, window):
         assert torch.equal(decoder.pos, torch.full((2,), t + 1))
 
 
-@pytest.mark.parametrize("layout,window", LAYOUTS)
-def test_graphed_generate_eager_equals_generate(layout, window):
-    model, tok = toy(layout, window)
+@pytest.mark.parametrize("layout,window,softmax_layers", [*[(*lw, ()) for lw in LAYOUTS], ("sliding", 4, (0,))])
+def test_graphed_generate_eager_equals_generate(layout, window, softmax_layers):
+    model, tok = toy(layout, window, softmax_layers=softmax_layers)
     ids = torch.randint(3, 256, (3, 9), generator=torch.Generator().manual_seed(0))
     tokens, _ = greedy(model, tok, ids, n=30)
     assert torch.equal(graphed_generate(model, ids, max_new_tokens=30)[:, 9:], tokens)
 
 
-def test_graphing_refuses_softmax_layers():
+def test_graphing_needs_a_linearized_model_and_a_kv_budget_for_softmax_layers():
+    teacher, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), "cpu")
+    with pytest.raises(GraphError, match="no attention layer is linearized"):
+        graphed_generate(teacher, torch.randint(3, 256, (1, 5)), max_new_tokens=3)
     model, _ = toy("sliding", 4, softmax_layers=(1,))
-    with pytest.raises(GraphError, match=r"layers \[1\] are softmax"):
-        graphed_generate(model, torch.randint(3, 256, (1, 5)), max_new_tokens=3)
+    cache, logits = prefill(model, torch.randint(3, 256, (1, 5)), None)
+    with pytest.raises(GraphError, match=r"layers \[1\] are softmax: give new_tokens"):
+        StaticDecoder(model, cache, logits.argmax(-1))
 
 
 def test_static_cache_reports_its_length():
@@ -114,9 +116,9 @@ def test_static_cache_reports_its_length():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("layout,window", LAYOUTS)
-def test_cuda_graph_replay_equals_eager(layout, window):
-    model, tok = toy(layout, window, device="cuda")
+@pytest.mark.parametrize("layout,window,softmax_layers", [*[(*lw, ()) for lw in LAYOUTS], ("terrace", 4, (0,))])
+def test_cuda_graph_replay_equals_eager(layout, window, softmax_layers):
+    model, tok = toy(layout, window, device="cuda", softmax_layers=softmax_layers)
     rows, ids, mask = left_padded([11, 4, 9], tok.pad_token_id)
     ids, mask = ids.cuda(), mask.cuda()
     eager = graphed_generate(model, ids, mask, max_new_tokens=40, graph=False)
