@@ -127,7 +127,8 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for seq in args.seq:
         for backend in args.backends:
-            att = AttentionConfig(layout=args.layout, window=args.window, backend=backend)
+            att = AttentionConfig(layout=args.layout, window=args.window, backend=backend,
+                                  softmax_layers=tuple(args.softmax_layers))
             data = DataConfig(source="shakespeare", seq_len=seq)
             log.info("train throughput: backend %s seq %d", backend, seq)
             rows += train_throughput(ModelConfig(source=args.model), data, att, device, micro_batch=args.micro_batch,
@@ -152,7 +153,8 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
     device = torch.device(args.device)
     teacher, tok = load_model(ModelConfig(source=args.model), device)
     student, _ = load_model(ModelConfig(source=args.model), device)
-    linearize(student, AttentionConfig(layout=args.layout, window=args.window, backend=args.backend))
+    linearize(student, AttentionConfig(layout=args.layout, window=args.window, backend=args.backend,
+                                       softmax_layers=tuple(args.softmax_layers)))
     modes = ("off", "on") if args.graph == "both" else (args.graph,)
     batch_context = args.batch_context or max(args.contexts)
     rows = generate_rows(teacher, student, len(tok), device,
@@ -262,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model source (default: smollm2-135m; fixed: toy-llama)")
     parser.add_argument("--layout", default="sliding")
     parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--softmax-layers", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                        help="layers kept as softmax, comma-separated (e.g. 23,24,28)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
     p.add_argument("--seq", type=int, nargs="+", default=[1024, 4096])

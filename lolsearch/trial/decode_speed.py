@@ -50,12 +50,19 @@ def teacher_cache_at(model, batch: int, context: int):
 
 
 def linear_cache_at(model, batch: int, context: int):
-    """A LinearizedCache at ``context``: random positive states, a full window of random keys."""
+    """A LinearizedCache at ``context``: random positive states, a full window of random keys; layers kept as
+    softmax get ``context`` random keys/values."""
     from lolsearch.trial.surgery import linearized_layers, new_cache
 
     cache = new_cache(model)
     p = next(model.parameters())
-    for layer in linearized_layers(model):
+    linear = list(linearized_layers(model))
+    cfg = model.config
+    kv, d = cfg.num_key_value_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    for i in sorted(set(range(cfg.num_hidden_layers)) - {layer.layer_idx for layer in linear}):
+        k = torch.randn(batch, kv, context, d, device=p.device, dtype=p.dtype)
+        cache.update(k, torch.randn_like(k), i)
+    for layer in linear:
         st = layer._empty_state(torch.empty(batch, 1, 1, 1, device=p.device, dtype=p.dtype))
         st.state.S.uniform_(0, 1e-2)
         st.state.z.uniform_(0.5, 1.0)
@@ -88,7 +95,8 @@ def graph_decode_rate(model, cache, batch: int, vocab: int, steps: int, warmup: 
     from lolsearch.trial.graphed import GraphedStep, StaticDecoder
 
     device = next(model.parameters()).device
-    decoder = StaticDecoder(model, cache, torch.randint(0, vocab, (batch,), device=device))
+    # softmax layers' fixed KV buffers: room for the capture's warm-up and every timed step
+    decoder = StaticDecoder(model, cache, torch.randint(0, vocab, (batch,), device=device), new_tokens=steps + warmup + 4)
     step = GraphedStep(decoder)
     return batch / _timed(step, steps, warmup, device)
 

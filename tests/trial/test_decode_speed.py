@@ -49,3 +49,27 @@ def test_generate_command_writes_the_graph_column(tmp_path):
     text = (tmp_path / "generate.csv").read_text()
     assert text.splitlines()[0].startswith("model,context,batch,graph,")
     assert len(text.splitlines()) == 1 + 4  # (32, 2) and (32, 1), teacher and linearized each
+
+
+def test_cache_at_context_keeps_softmax_layers_and_the_static_step_decodes_it():
+    """A design with a layer kept as softmax: its cache at the context holds that many keys, and the static
+    (graphable) step decodes it eagerly here, filling its fixed KV buffer one slot per step."""
+    from lolsearch.trial.graphed import StaticDecoder
+
+    student, tok = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
+    linearize(student, AttentionConfig(window=8, backend="torch", softmax_layers=(0,)))
+    cache = decode_speed.linear_cache_at(student, batch=2, context=24)
+    assert cache.get_seq_length() == 24 and set(cache.linear) == {1}
+    decoder = StaticDecoder(student, cache, torch.randint(0, len(tok), (2,)), new_tokens=3)
+    k0 = cache.static_kv[0][0]
+    assert k0.shape[2] == 27 and not k0[:, :, 24:].any()
+    for _ in range(3):
+        assert torch.isfinite(decoder.step()).all()
+    assert k0[:, :, 24:].abs().sum(-1).gt(0).all() and int(cache.kv_slot) == 27
+
+
+def test_generate_command_takes_softmax_layers(tmp_path):
+    assert main(["--out", str(tmp_path), "--model", "toy-llama", "--window", "8", "--softmax-layers", "0", "generate",
+                 "--contexts", "32", "--batch", "2", "--steps", "1", "--graph", "off", "--max-batch-limit", "0"]) == 0
+    rows = (tmp_path / "generate.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(",ok," in r for r in rows)
