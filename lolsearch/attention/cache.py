@@ -113,7 +113,7 @@ class LinearizedCache(DynamicCache):
             k, v = keys.new_zeros(b, h, capacity, d), values.new_zeros(b, h, capacity, values.shape[-1])
             k[:, :, :t], v[:, :, :t] = keys, values
             self.static_kv[i] = (k, v)
-            layer.keys, layer.values = keys[:, :, :0], values[:, :, :0]  # the buffers hold them now
+            layer.keys, layer.values = keys.new_empty(b, h, 0, d), values.new_empty(b, h, 0, values.shape[-1])  # freed
         if self.static_kv:
             self.kv_slot = torch.tensor([t], dtype=torch.long, device=next(iter(self.static_kv.values()))[0].device)
         return t
