@@ -56,16 +56,15 @@ class StaticLayerState:
 
         ``pads[b]`` left pads precede row b (only ``length`` counts them).
         """
-        parts = [r for r in rows]
-        slot_pos = [torch.tensor(r.slot_positions(), dtype=torch.long, device=r.k.device) for r in parts]
-        slot_pos = [sp.expand(r.k.shape[0], -1) for sp, r in zip(slot_pos, parts, strict=True)]
-        pos = [torch.full((r.k.shape[0],), r.seen, dtype=torch.long, device=r.k.device) for r in parts]
-        length = max(r.seen + p for r, p in zip(parts, pads, strict=True))
+        slot_pos = [torch.tensor(r.slot_positions(), dtype=torch.long, device=r.k.device) for r in rows]
+        slot_pos = [sp.expand(r.k.shape[0], -1) for sp, r in zip(slot_pos, rows, strict=True)]
+        pos = [torch.full((r.k.shape[0],), r.seen, dtype=torch.long, device=r.k.device) for r in rows]
+        length = max(r.seen + p for r, p in zip(rows, pads, strict=True))
         return cls(
-            S=torch.cat([r.state.S.float() for r in parts]).contiguous(),
-            z=torch.cat([r.state.z.float() for r in parts]).contiguous(),
-            k=torch.cat([r.k for r in parts]).contiguous(),
-            v=torch.cat([r.v for r in parts]).contiguous(),
+            S=torch.cat([r.state.S.float() for r in rows]).contiguous(),
+            z=torch.cat([r.state.z.float() for r in rows]).contiguous(),
+            k=torch.cat([r.k for r in rows]).contiguous(),
+            v=torch.cat([r.v for r in rows]).contiguous(),
             slot_pos=torch.cat(slot_pos).contiguous(),
             pos=torch.cat(pos).contiguous(),
             length=length,

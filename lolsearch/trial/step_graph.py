@@ -48,9 +48,10 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-def eager_step(params: Sequence[nn.Parameter], loss_fn: LossFn, micro: list[dict], opt: torch.optim.Optimizer,
-               grad_clip: float | None) -> torch.Tensor:
-    """One optimizer step over the micro-batches ``micro``; returns their mean loss as a detached tensor."""
+def _update(params: Sequence[nn.Parameter], loss_fn: LossFn, micro: list[dict], opt: torch.optim.Optimizer,
+            grad_clip: float | None) -> torch.Tensor:
+    """Forward and backward of every micro-batch, clipping, the optimizer's update (no zero-grad: the graph's
+    backward writes fresh gradients each replay); returns the mean loss as a detached tensor."""
     total: torch.Tensor | float = 0.0
     for batch in micro:
         loss = loss_fn(batch)
@@ -59,8 +60,15 @@ def eager_step(params: Sequence[nn.Parameter], loss_fn: LossFn, micro: list[dict
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
-    opt.zero_grad(set_to_none=True)
     assert isinstance(total, torch.Tensor)
+    return total
+
+
+def eager_step(params: Sequence[nn.Parameter], loss_fn: LossFn, micro: list[dict], opt: torch.optim.Optimizer,
+               grad_clip: float | None) -> torch.Tensor:
+    """One optimizer step over the micro-batches ``micro``; returns their mean loss as a detached tensor."""
+    total = _update(params, loss_fn, micro, opt, grad_clip)
+    opt.zero_grad(set_to_none=True)
     return total
 
 
@@ -133,7 +141,7 @@ class GraphedStep:
         graph, main = torch.cuda.CUDAGraph(), torch.cuda.current_stream(self.stream.device)
         try:
             with torch.cuda.graph(graph, stream=self.stream):
-                self.total = self._recorded_step()
+                self.total = _update(self.params, self.loss_fn, self.static, self.opt, self.grad_clip)
         except Exception as err:  # noqa: BLE001 - anything that breaks capture means eager steps, not a failed trial
             torch.cuda.set_stream(main)  # a failed capture_end leaves the capture stream current
             torch.cuda.synchronize(self.stream.device)
@@ -142,19 +150,6 @@ class GraphedStep:
         log.info("%s: training step captured as a CUDA graph (%d micro-batches)", self.name, len(micro))
         graph.replay()
         return self.total.clone()
-
-    def _recorded_step(self) -> torch.Tensor:
-        n = len(self.static)
-        total: torch.Tensor | float = 0.0
-        for batch in self.static:
-            loss = self.loss_fn(batch)
-            (loss / n).backward()
-            total = total + loss.detach() / n
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.opt.step()
-        assert isinstance(total, torch.Tensor)
-        return total
 
     def _load(self, micro: list[dict]) -> None:
         for dst, src in zip(self.static, micro, strict=True):
