@@ -32,8 +32,8 @@ LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels
   -p no:cacheprovider ${PYTEST_ARGS:--n 14 --dist loadgroup} 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 
-# 2) benchmark (autotuned kernels; compiled binaries of the tests are reused from the Triton cache)
-timeout $(( ${BENCH_BUDGET:-240} + 80 )) "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget "${BENCH_BUDGET:-240}" 2>&1 | tee "$OUT_DIR/bench.log"
+# 2) benchmark with every autotune config tried (LOLSEARCH_KERNELS_AUTOTUNE=1): a config that faults shows here
+LOLSEARCH_KERNELS_AUTOTUNE="${BENCH_AUTOTUNE:-1}" timeout $(( ${BENCH_BUDGET:-240} + 80 )) "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget "${BENCH_BUDGET:-240}" 2>&1 | tee "$OUT_DIR/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
 echo "gpu tests rc=$test_rc, bench rc=$bench_rc, $(( $(date +%s) - start )) s" | tee "$OUT_DIR/summary.txt"
