@@ -17,6 +17,9 @@ Its interval (``delta_ci_low``/``delta_ci_high``), in order of preference:
 - a Welch interval between the two levels (two or more trials each, unpaired);
 - none: "not distinguishable".
 
+A metric computed from the design (``state_bytes_32k``, FLOPs; ``exact`` in the metric table) that is constant
+within each cell has the exact difference as its interval (``ci_method`` "exact: computed from the design").
+
 ``verdict`` reads the interval only: "better" / "worse" when it excludes 0, else "not distinguishable".
 """
 
@@ -32,6 +35,7 @@ import pandas as pd
 from lolsearch.report import stats
 from lolsearch.report.analysis import Objective, coarse_levels, factor_values, has_factor, numeric_column, rankable
 from lolsearch.report.blocks import BlockSpec, Tie, base_values, in_block, same_level, space_blocks, ties
+from lolsearch.search.metrics import is_exact
 
 COLUMNS = ("block", "factor", "level", "n", "metric", "mean", "ci_low", "ci_high", "ref_level", "delta_vs_ref",
            "delta_ci_low", "delta_ci_high", "verdict", "n_pairs", "ci_method", "tied_with", "unconverged",
@@ -164,7 +168,10 @@ def _delta(at: pd.Index, ref: pd.Index, context: pd.Series, values: pd.Series, i
     delta = float(diffs.mean())
     trials = [i for a, b in pairs for i in (*a, *b)]
     n_seq = {len(seq_nll[ids[i]][0]) for i in trials if ids[i] in seq_nll}
-    if o.metric in PPL_METRICS and len(n_seq) == 1 and all(ids[i] in seq_nll for i in trials):
+    if is_exact(o.metric) and all(values[c].nunique() <= 1 for pair in pairs for c in pair):
+        lo = hi = delta  # a computed cost (state bytes, FLOPs): the same in every seed, no interval to draw
+        method = "exact: computed from the design"
+    elif o.metric in PPL_METRICS and len(n_seq) == 1 and all(ids[i] in seq_nll for i in trials):
         lo, hi = _bootstrap_delta(pairs, values, ids, design, seq_nll, n_seq.pop())
         method = f"paired bootstrap over {len(seq_nll[ids[trials[0]]][0])} test sequences"
         if any(design[a].nunique() < len(a) or design[b].nunique() < len(b) for a, b in pairs):

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric (or family). ``direction``: ``min`` (lower is better), ``max``, or ``-`` (descriptive)."""
+    """One metric (or family). ``direction``: ``min`` (lower is better), ``max``, or ``-`` (descriptive).
+    ``exact``: computed from the design's shapes and budgets, not measured, so it carries no noise."""
 
     name: str
     unit: str
     direction: str
     meaning: str
+    exact: bool = False
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -42,11 +44,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("kl_teacher", "nats/token", "min", "KL(teacher ‖ student) of the next-token distributions"),
     Metric("top1_agree", "fraction", "max", "share of tokens where student and teacher agree on the top-1 token"),
     Metric("mse_eval", "", "min", "attention-transfer MSE on held-out data (per-head outputs, × mse_factor)"),
-    Metric("state_bytes_<N>k", "bytes", "min", "recurrent state + window cache per sequence at <N>K context"),
-    Metric("kv_bytes_teacher_<N>k", "bytes", "-", "the teacher's KV cache per sequence at <N>K context"),
-    Metric("state_ratio_<N>k", "x", "min", "state_bytes_<N>k / kv_bytes_teacher_<N>k"),
-    Metric("attn_flops_per_token_<N>k", "FLOP", "min", "attention FLOPs per generated token at <N>K context"),
-    Metric("teacher_attn_flops_per_token_<N>k", "FLOP", "-", "the teacher's attention FLOPs per token at <N>K"),
+    Metric("state_bytes_<N>k", "bytes", "min",
+           "recurrent state + window cache per sequence at <N>K context", exact=True),
+    Metric("kv_bytes_teacher_<N>k", "bytes", "-", "the teacher's KV cache per sequence at <N>K context", exact=True),
+    Metric("state_ratio_<N>k", "x", "min", "state_bytes_<N>k / kv_bytes_teacher_<N>k", exact=True),
+    Metric("attn_flops_per_token_<N>k", "FLOP", "min",
+           "attention FLOPs per generated token at <N>K context", exact=True),
+    Metric("teacher_attn_flops_per_token_<N>k", "FLOP", "-",
+           "the teacher's attention FLOPs per token at <N>K", exact=True),
     Metric("prefill_tok_s_<N>", "tokens/s", "max", "measured prefill throughput at <N> tokens on the trial's device"),
     Metric("decode_tok_s", "tokens/s", "max", "measured decode throughput with the constant-size cache"),
     Metric("peak_mem_mb", "MiB", "min", "peak device memory during the efficiency measurement"),
@@ -54,12 +59,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("measured_state_bytes_used", "bytes", "min", "the part of measured_state_bytes holding data"),
     Metric("measured_state_context", "tokens", "-", "context length at which the cache was measured"),
     Metric("adapter_bytes", "bytes", "min", "size of adapter.safetensors (feature maps, γ, LoRA)"),
-    Metric("linearized_layers", "layers", "-", "attention layers replaced by linearized attention"),
-    Metric("feature_dim", "features", "-", "feature-map output size per head"),
-    Metric("tokens_<stage>", "tokens", "-", "training tokens the stage saw"),
-    Metric("steps_<stage>", "steps", "-", "optimizer steps the stage ran"),
+    Metric("linearized_layers", "layers", "-", "attention layers replaced by linearized attention", exact=True),
+    Metric("feature_dim", "features", "-", "feature-map output size per head", exact=True),
+    Metric("tokens_<stage>", "tokens", "-", "training tokens the stage saw", exact=True),
+    Metric("steps_<stage>", "steps", "-", "optimizer steps the stage ran", exact=True),
     Metric("tok_s_<stage>", "tokens/s", "max", "training throughput of the stage"),
-    Metric("trainable_params_<stage>", "params", "-", "parameters the stage trained"),
+    Metric("trainable_params_<stage>", "params", "-", "parameters the stage trained", exact=True),
     Metric("best_eval_<stage>", "", "min", "best validation loss of the stage"),
     Metric("mc_<task>_acc", "fraction", "max", "multiple-choice accuracy on a local JSONL task"),
     Metric("mc_<task>_acc_norm", "fraction", "max", "length-normalized multiple-choice accuracy"),
@@ -92,6 +97,12 @@ def lookup(name: str) -> Metric | None:
     if name in _BY_NAME:
         return _BY_NAME[name]
     return next((m for m in METRICS if "<" in m.name and m.pattern.match(name)), None)
+
+
+def is_exact(name: str) -> bool:
+    """True for a metric computed from the design (no noise between seeds), e.g. ``state_bytes_32k``."""
+    m = lookup(name)
+    return m is not None and m.exact
 
 
 def plain_names() -> tuple[str, ...]:

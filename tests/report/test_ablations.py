@@ -53,6 +53,12 @@ def truth(cfg: dict) -> float:
     return value + (WINDOW[a["window"]] if a["layout"] == "sliding" else 0.0)
 
 
+def state_bytes(cfg: dict) -> int:
+    """A computed cost: the window cache grows with the window, the linear state is fixed."""
+    a = cfg["attention"]
+    return 1_000_000 + (0 if a["layout"] == "linear" else 2048 * a["window"])
+
+
 def make_sweep(root: Path, record_blocks: bool, replicates: int = 1, seq_nll: bool = False, noise: float = 0.0,
                shift: float = 0.0) -> Path:
     (root / "trials").mkdir(parents=True)
@@ -65,7 +71,8 @@ def make_sweep(root: Path, record_blocks: bool, replicates: int = 1, seq_nll: bo
             conf = cfg.model_dump(mode="json")
             value = truth(conf) + shift + noise * rng.standard_normal()
             record = {"trial_id": cfg.trial_id, "space": SPACE["name"], "config": conf, "status": "ok",
-                      "metrics": {"ppl_ratio_ft": value, "ppl": 40.0 * value}, "curves": {}, "timing": {}, "env": {}}
+                      "metrics": {"ppl_ratio_ft": value, "ppl": 40.0 * value, "state_bytes_32k": state_bytes(conf)},
+                      "curves": {}, "timing": {}, "env": {}}
             if record_blocks:
                 record.update(block=pt.block, design_id=design_id(cfg))
             d = root / "trials" / cfg.trial_id
@@ -128,6 +135,19 @@ def test_replicates_and_sequence_bootstrap(tmp_path):
     assert at.delta_ci_low < NO_AT < at.delta_ci_high
     assert at.ci_low < at["mean"] < at.ci_high and at.ci_high - at.ci_low < 0.5  # noise only, not the 3.0 spread
     assert _row(frame, "main", "distill.enabled", False).n == 18
+
+
+def test_a_computed_cost_gets_its_exact_difference_not_an_interval(tmp_path):
+    sweep = load_sweep(make_sweep(tmp_path / "s", True, replicates=2, noise=0.02))
+    objectives = [Objective(metric="ppl_ratio_ft", mode="min"), Objective(metric="state_bytes_32k", mode="min")]
+    frame = ablation_frame(sweep.df, sweep.space, objectives)
+    cost = frame[(frame.block == "window_series") & (frame.metric == "state_bytes_32k")]
+    small, large = (cost[cost.level == w].iloc[0] for w in (16, 256))
+    assert small.delta_vs_ref == -2048 * 48 and small.delta_ci_low == small.delta_ci_high == small.delta_vs_ref
+    assert small.verdict == "better" and large.verdict == "worse"
+    assert small.ci_method == "exact: computed from the design"
+    ppl = frame[(frame.block == "window_series") & (frame.metric == "ppl_ratio_ft") & (frame.level == 16)].iloc[0]
+    assert ppl.ci_method != small.ci_method  # a measured metric keeps its noise model
 
 
 def test_importance_only_in_blocks_that_support_it(tmp_path):
