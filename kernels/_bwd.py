@@ -259,6 +259,7 @@ def bwd_q_kernel(
     # dq over the tiles holding softmax keys
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
     dsum = tl.zeros([BT], dtype=tl.float32)
+    dsum_g = tl.zeros([BT], dtype=tl.float32)
     if LAYOUT != 0:
         gam = tl.load(gamma + h).to(tl.float32)
         b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
@@ -271,8 +272,13 @@ def bwd_q_kernel(
             da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
             sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
             soft = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]) & qm[:, None]
-            dae = tl.where(soft, da * tl.exp2(sc - b_m[:, None]), 0.0)
+            ex = tl.exp2(sc - b_m[:, None])
+            dae = tl.where(soft, da * ex, 0.0)
             dsum += tl.sum(dae, 1)
+            # dγ from the weights the forward multiplied v by, round(γ·exp)/γ: with them a row whose keys are all
+            # softmax sums to 0 up to fp32 error, as o is invariant to γ there (16-bit inputs; fp32: unchanged)
+            exr = tl.where(gam != 0.0, (gam * ex).to(b_k.dtype).to(tl.float32) / gam, ex)
+            dsum_g += tl.sum(tl.where(soft, da * exr, 0.0), 1)
             acc = tl.dot((gam * dae).to(b_k.dtype), b_k, acc, input_precision=F32_DOT)
         dc = -gam * dsum
         b_am = tl.load(am + bh * T + qpos, mask=qm, other=0)
@@ -283,7 +289,7 @@ def bwd_q_kernel(
     tl.store(dq + bh * T * D + qpos[:, None] * D + rk[None, :], (acc * scale).to(dq.dtype.element_ty),
              mask=qm[:, None] & mk[None, :])
     tl.store(dc_out + bh * T + qpos, dc, mask=qm)
-    tl.store(dg_part + bh * NT + n, tl.sum(dsum, 0))
+    tl.store(dg_part + bh * NT + n, tl.sum(dsum_g, 0))
     # dφq: state part plus the window tiles holding linear keys
     f_off = bh * T * F + qpos[:, None] * F + rf[None, :]
     fmask = qm[:, None] & mf[None, :]
