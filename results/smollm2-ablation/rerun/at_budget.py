@@ -1,7 +1,7 @@
 """Hedgehog + sliding 64 + LoRA r8 (seed 0) after 1M vs 3.4M attention-transfer tokens, the two trials of the
 re-run that differ only in distill.tokens: Δ ppl_ratio_ft with a paired bootstrap over the 64 test sequences.
 
-    python results/smollm2-ablation/rerun/at_budget.py
+    python results/smollm2-ablation/rerun/at_budget.py      # writes at_budget.txt beside this file
 """
 
 import json
@@ -24,5 +24,5 @@ def load(d: Path) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
 teacher = r_long["metrics"]["ppl_teacher_ft"]
 assert teacher == r_short["metrics"]["ppl_teacher_ft"], "the two trials must share the LoRA teacher baseline"
 d, lo, hi = (x / teacher for x in paired_ppl_bootstrap(s_long, s_short))
-print(f"ppl_ratio_ft 1M {r_short['metrics']['ppl_ratio_ft']:.4f}  3.4M {r_long['metrics']['ppl_ratio_ft']:.4f}  "
-      f"delta {d:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict(lo, hi)}")
+(HERE / "at_budget.txt").write_text(f"ppl_ratio_ft 1M {r_short['metrics']['ppl_ratio_ft']:.4f}  3.4M {r_long['metrics']['ppl_ratio_ft']:.4f}  "
+      f"delta {d:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict(lo, hi)}\n")
