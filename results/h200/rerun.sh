@@ -16,6 +16,11 @@
 #   bash results/h200/rerun.sh perf      # carry .dev/p2: GPU tests of the graphed paths, hybrid decode (or PERF_CMDS)
 #   bash results/h200/rerun.sh sweep     # carry .dev/p3: unpack; smollm2_t2r_budget + smollm2_series side by side
 #   bash results/h200/rerun.sh resume    # (no carry) resume both sweeps, report, tar
+# SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), e.g. the next ones:
+#   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
+#   SPACES=beyond_recipe                                 (issue 18: 48 NSGA-II trials, more than one session)
+# A sweep committed under results/h200/partial/<space>/ (the folder of sweeps.tgz, copied back) is continued with
+# --resume, so a sweep longer than one session's device time goes on in the next session from that commit.
 set -u
 phase=$1
 cd "$(dirname "$0")/../.."
@@ -39,18 +44,23 @@ export LOLSEARCH_CACHE=/tmp/lolcache RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 PYT
 [ -f /tmp/smollm2.gguf ] && export LOLSEARCH_SMOLLM2_GGUF=/tmp/smollm2.gguf
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 t0=$(date +%s)
+SPACES=${SPACES:-smollm2_t2r_budget smollm2_series}
 sweeps() {  # $1: extra flags (--resume), $2: time budget in seconds
-  for s in smollm2_t2r_budget smollm2_series; do
-    timeout $(( $2 + 60 )) python3 -m lolsearch sweep spaces/$s.yaml --out /tmp/$s $1 --yes --time-budget "$2" \
+  for s in $SPACES; do
+    flag=$1
+    if [ -z "$flag" ] && [ -d "results/h200/partial/$s" ] && [ ! -d "/tmp/$s" ]; then
+      cp -r "results/h200/partial/$s" "/tmp/$s" && flag=--resume
+    fi
+    timeout $(( $2 + 60 )) python3 -m lolsearch sweep spaces/$s.yaml --out /tmp/$s $flag --yes --time-budget "$2" \
       --gpus 1 > "$OUT/$s.log" 2>&1 &
   done
   wait
-  for s in smollm2_t2r_budget smollm2_series; do
+  for s in $SPACES; do
     tail -3 "$OUT/$s.log"
     timeout 60 python3 -m lolsearch report /tmp/$s > "$OUT/${s}_report.log" 2>&1
   done
   tar czf "$OUT/sweeps.tgz" --exclude='*.safetensors' --exclude=ray --exclude='ray.unrestorable.*' --exclude=tb \
-    -C /tmp smollm2_t2r_budget smollm2_series
+    -C /tmp $SPACES
 }
 case $phase in
 kernels)
