@@ -9,15 +9,22 @@ once with ``torch.cuda.CUDAGraph`` and replayed; elsewhere (CPU tests) the same 
 
 Layers kept as softmax (``softmax_layers``) decode against fixed KV buffers sized to the prompt plus the new
 tokens (:meth:`LinearizedCache.to_static_kv`), written in place at a device index and masked per row (left pads
-and positions not yet written), so they are graphed too.
+and positions not yet written), so they are graphed too. Their attention runs through
+:func:`packed_decode_attention`: the query heads of a KV head packed as rows of one SDPA call, so the masked step
+reads each cached key once instead of copying the cache per query head (``repeat_kv``).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers import AttentionInterface
 
 from lolsearch.attention.cache import LayerState, LinearizedCache, new_cache
 from lolsearch.attention.layer import LinearizedAttention
@@ -43,6 +50,48 @@ def to_static(st: LayerState | StaticLayerState) -> StaticLayerState:
     return st if isinstance(st, StaticLayerState) else StaticLayerState.from_rows([st], [0])
 
 
+PACKED_DECODE = "lolsearch_packed_decode"
+
+
+def packed_decode_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                            **kwargs) -> tuple[torch.Tensor, None]:
+    """Attention of one new token per row (transformers' attention-function signature).
+
+    Args:
+        query: ``[B, H, 1, D]``. key, value: ``[B, Hkv, L, D]``. attention_mask: additive ``[B, 1, 1, L]`` or None.
+
+    Returns:
+        ``([B, 1, H, D], None)``: the G = H / Hkv query heads of each KV head are the G query rows of one
+        ``[B, Hkv, G, D]`` SDPA call, so no copy of the cache is made per query head.
+    """
+    b, h, t, d = query.shape
+    if t != 1:
+        raise ValueError(f"packed decode attention takes one query token per row, got {t}")
+    hkv = key.shape[1]
+    out = F.scaled_dot_product_attention(query.reshape(b, hkv, h // hkv, d), key, value, attn_mask=attention_mask,
+                                         scale=scaling)
+    return out.reshape(b, h, 1, d).transpose(1, 2), None
+
+
+AttentionInterface.register(PACKED_DECODE, packed_decode_attention)
+
+
+@contextmanager
+def packed_softmax_attention(attns: list[nn.Module]) -> Iterator[None]:
+    """The softmax attention modules ``attns`` use :func:`packed_decode_attention` inside the block (each gets a
+    shallow copy of its config for the block; the model's config is untouched)."""
+    saved = [a.config for a in attns]
+    for a in attns:
+        a.config = copy.copy(a.config)
+        a.config._attn_implementation = PACKED_DECODE
+    try:
+        yield
+    finally:
+        for a, c in zip(attns, saved, strict=True):
+            a.config = c
+
+
 class StaticDecoder:
     """Greedy one-token step of the whole model over static states (``tokens [B, 1]`` in, next tokens out)."""
 
@@ -62,6 +111,7 @@ class StaticDecoder:
         self.tokens = tokens.reshape(-1, 1).to(torch.long).clone()  # [B, 1] static input buffer
         self.logits: torch.Tensor | None = None
         self.kv_pads: torch.Tensor | None = None
+        self.soft_attns = [self.layers[i].self_attn for i in soft]
         if soft:
             if new_tokens < 1:
                 raise GraphError(f"layers {soft} are softmax: give new_tokens to size their fixed KV buffers")
@@ -95,10 +145,11 @@ class StaticDecoder:
             valid = (self.kv_index >= self.kv_pads) & (self.kv_index <= self.cache.kv_slot)  # [B, L]
             mask = torch.zeros(valid.shape, dtype=h.dtype, device=h.device).masked_fill_(~valid, torch.finfo(h.dtype).min)
             mask = mask[:, None, None, :]
-        for layer in self.layers:
-            h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=position_ids, use_cache=True,
-                      **{self._cache_kwarg: self.cache})
-            h = h[0] if isinstance(h, tuple) else h
+        with packed_softmax_attention(self.soft_attns):
+            for layer in self.layers:
+                h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=position_ids, use_cache=True,
+                          **{self._cache_kwarg: self.cache})
+                h = h[0] if isinstance(h, tuple) else h
         logits = self.head(dec.norm(h)[:, -1])
         self.tokens.copy_(logits.argmax(-1, keepdim=True))
         self.pos.add_(1)
@@ -189,4 +240,4 @@ def greedy_continuation(model: nn.Module, ids: torch.Tensor, max_new_tokens: int
 
 
 __all__ = ["GraphError", "GraphedStep", "StaticDecoder", "check_graphable", "graphed_generate", "greedy_continuation",
-           "prefill", "to_static"]
+           "packed_decode_attention", "prefill", "to_static"]

@@ -7,7 +7,14 @@ import torch
 
 from lolsearch.config import AttentionConfig, ModelConfig
 from lolsearch.models import load_model
-from lolsearch.trial.graphed import GraphedStep, GraphError, StaticDecoder, graphed_generate, prefill
+from lolsearch.trial.graphed import (
+    GraphedStep,
+    GraphError,
+    StaticDecoder,
+    graphed_generate,
+    packed_decode_attention,
+    prefill,
+)
 from lolsearch.trial.surgery import linearize, new_cache
 
 LAYOUTS = [("sliding", 5), ("terrace", 4), ("linear", 0)]
@@ -102,6 +109,30 @@ def test_graphing_needs_a_linearized_model_and_a_kv_budget_for_softmax_layers():
     cache, logits = prefill(model, torch.randint(3, 256, (1, 5)), None)
     with pytest.raises(GraphError, match=r"layers \[1\] are softmax: give new_tokens"):
         StaticDecoder(model, cache, logits.argmax(-1))
+
+
+def test_packed_decode_attention_equals_sdpa_over_repeated_kv():
+    """The softmax layers' graphed step: G query heads per KV head as rows of one SDPA call, masked per row."""
+    g = torch.Generator().manual_seed(0)
+    b, h, hkv, n, d = 3, 6, 2, 11, 8
+    q, k, v = torch.randn(b, h, 1, d, generator=g), torch.randn(b, hkv, n, d, generator=g), torch.randn(b, hkv, n, d, generator=g)
+    valid = torch.arange(n)[None, :] >= torch.tensor([[0], [3], [7]])  # left pads of 0, 3, 7 keys
+    mask = torch.zeros(b, 1, 1, n).masked_fill_(~valid[:, None, None, :], torch.finfo(torch.float32).min)
+    out, weights = packed_decode_attention(None, q, k, v, mask, scaling=0.3)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(h // hkv, 1),
+                                                           v.repeat_interleave(h // hkv, 1), attn_mask=mask, scale=0.3)
+    assert weights is None and out.shape == (b, 1, h, d)
+    torch.testing.assert_close(out, ref.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one query token"):
+        packed_decode_attention(None, q.expand(b, h, 2, d), k, v, None)
+
+
+def test_graphed_decode_leaves_the_softmax_layers_config_as_it_was():
+    model, _ = toy("sliding", 4, softmax_layers=(1,))
+    before = model.config._attn_implementation
+    graphed_generate(model, torch.randint(3, 256, (2, 6)), max_new_tokens=4)
+    attn = model.model.layers[1].self_attn
+    assert attn.config is model.config and model.config._attn_implementation == before
 
 
 def test_static_cache_reports_its_length():
