@@ -5,23 +5,31 @@ Ray actors are reused): the teacher's weights and the efficiency measurement of 
   copy of a pristine instance kept on the device (a device-to-device copy instead of a load). Only teachers up
   to :data:`TEACHER_CACHE_BYTES` are kept, since the pristine copy costs their size in device memory.
 - :func:`efficiency`: the measured prefill/decode speed, peak memory and cache size depend on the model's
-  architecture (module tree, shapes, dtype, device), not on its trained values; one measurement per shape.
+  architecture (module tree, shapes, dtype, device), not on its trained values; one measurement per shape. It is
+  kept in memory and in the cache folder (``<cache>/efficiency/<key>.json``, the key also covering the measuring
+  code), so the sweep's other workers, and a resumed sweep, reuse it: replicates of a design run on whichever
+  worker is free, rarely on the one that measured it.
 
-:func:`clear` empties both (tests, and measuring the cost without them).
+:func:`clear` empties both, the efficiency files included (tests, and measuring the cost without them).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
+import json
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from lolsearch.config import EfficiencyConfig, ModelConfig
+from lolsearch.core.files import atomic_write_text, cache_path, fingerprint, locked
 from lolsearch.models import ModelAndTokenizer, load_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -32,9 +40,10 @@ _EFFICIENCY: dict[str, dict] = {}
 
 
 def clear() -> None:
-    """Forgets the cached teachers and efficiency measurements."""
+    """Forgets the cached teachers and efficiency measurements (in memory and the efficiency files)."""
     _TEACHERS.clear()
     _EFFICIENCY.clear()
+    shutil.rmtree(cache_path("efficiency", "x").parent, ignore_errors=True)
 
 
 def teacher(cfg: ModelConfig, device: str | torch.device) -> ModelAndTokenizer:
@@ -71,10 +80,28 @@ def shape_key(model: nn.Module, cfg: EfficiencyConfig, device: str | torch.devic
 
 def efficiency(model: nn.Module, cfg: EfficiencyConfig, device: str | torch.device, vocab_size: int,
                measure: Callable[..., dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """``measure(model, cfg, device, vocab_size)``, once per :func:`shape_key`; returns (metrics, from cache)."""
-    key = shape_key(model, cfg, device, vocab_size)
+    """``measure(model, cfg, device, vocab_size)``, once per :func:`shape_key` and measuring code, in memory and
+    in the cache folder; returns (metrics, from cache). Workers wanting the same key wait for the one measuring."""
+    key = fingerprint(shape_key(model, cfg, device, vocab_size), _source(measure), length=40)
     if key in _EFFICIENCY:
         return dict(_EFFICIENCY[key]), True
-    out = measure(model, cfg, device, vocab_size)
+    path = cache_path("efficiency", f"{key}.json")
+    with locked(path):
+        if path.exists():
+            _EFFICIENCY[key] = json.loads(path.read_text())
+            return dict(_EFFICIENCY[key]), True
+        out = measure(model, cfg, device, vocab_size)
+        try:
+            atomic_write_text(path, json.dumps(out))
+        except TypeError:  # a value JSON cannot hold: this process keeps it in memory only
+            log.warning("efficiency measurement not written to %s: not JSON", path)
     _EFFICIENCY[key] = dict(out)
     return out, False
+
+
+def _source(fn: Callable[..., Any]) -> str:
+    """The text of the file defining ``fn`` (a measurement changes when its code does), else its name."""
+    try:
+        return Path(inspect.getsourcefile(fn) or "").read_text(encoding="utf-8")
+    except (OSError, TypeError):
+        return getattr(fn, "__qualname__", repr(fn))

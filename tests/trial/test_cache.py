@@ -60,3 +60,20 @@ def test_efficiency_is_measured_once_per_shape():
     _, hit_window = cache.efficiency(_student(16, 0), cfg, "cpu", 259, measure)
     _, hit_cfg = cache.efficiency(_student(8, 0), EfficiencyConfig(decode_tokens=8), "cpu", 259, measure)
     assert not hit_window and not hit_cfg and len(calls) == 3
+
+
+def test_efficiency_is_shared_through_the_cache_folder():
+    """Another worker (here: this process with its memory emptied) reuses the file; clear() removes it."""
+    calls = []
+
+    def measure(model, cfg, device, vocab):
+        calls.append(model)
+        return {"decode_tok_s": 12.5, "peak_mem_mb": float("nan")}
+
+    first, hit = cache.efficiency(_student(8, 0), EfficiencyConfig(), "cpu", 259, measure)
+    cache._EFFICIENCY.clear()
+    again, hit_again = cache.efficiency(_student(8, 1), EfficiencyConfig(), "cpu", 259, measure)
+    assert (hit, hit_again, len(calls)) == (False, True, 1) and again["decode_tok_s"] == 12.5
+    cache.clear()
+    _, hit_after_clear = cache.efficiency(_student(8, 2), EfficiencyConfig(), "cpu", 259, measure)
+    assert not hit_after_clear and len(calls) == 2
