@@ -263,6 +263,28 @@ def report(sweep_dir: Path) -> None:
 
 
 @app.command()
+def confirm(
+    sweep_dir: Path,
+    top: Annotated[int, typer.Option(min=1, help="how many of the best designs (distinct design_id)")] = 3,
+    replicates: Annotated[int, typer.Option(min=1, max=100, help="seeds per design")] = 3,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value for every design, e.g. "
+                                                   "distill.tokens=6600000 (repeatable)")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="the space file (default "
+                                                  "spaces/<name>_confirm.yaml)")] = None,
+) -> None:
+    """Write a space that re-runs a sweep's best designs with seeds (and new settings, e.g. larger budgets)."""
+    from lolsearch.report.confirm import write_confirm_space
+
+    if not sweep_dir.is_dir():
+        raise ConfigError.single(str(sweep_dir), "", "not a directory")
+    overrides = dict(parse_overrides(set_ or []))
+    name = load_yaml(sweep_dir / "space.yaml").get("name") if (sweep_dir / "space.yaml").is_file() else None
+    target = out_path or Path("spaces") / f"{name or sweep_dir.name}_confirm.yaml"
+    path = write_confirm_space(sweep_dir, target, top, replicates, overrides)
+    out.print(f"confirmation space: {path}  (lolsearch sweep {path})")
+
+
+@app.command()
 def compare(
     dirs: list[Path],
     out_dir: Annotated[Path, typer.Option("--out", help="where compare.md/compare.csv go")] = Path("results/compare"),
