@@ -255,6 +255,9 @@ CASES = [
     ("chat-without-template", lambda w: ["generate", str(w / "trial_ok"), "--chat", "--max-new-tokens", "2"], 2,
      ["--chat: this model's tokenizer has no chat template"]),
     ("report-on-a-file", lambda w: ["report", str(w / "afile")], 2, ["afile: not a directory"]),
+    ("confirm-on-a-file", lambda w: ["confirm", str(w / "afile")], 2, ["afile: not a directory"]),
+    ("confirm-bad-set", lambda w: ["confirm", str(w / "trial_ok"), "--set", "distill.tokens"], 2,
+     ["--set: distill.tokens: expected dotted.key=value"]),
     # ---- no data loss: an existing trial, a file or an unwritable place as --out
     ("run-out-holds-a-trial", lambda w: ["run", _trial(w, "t.yaml"), "--out", str(w / "trial_ok"), "--set", "seed=5"], 2,
      ["trial_ok: already holds trial", "--overwrite"]),
