@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# H200 calls for the issue-14 re-run (prepared 2026-12-02, not yet run: that session's device time went to the CUDA-graph
-# measurements of results/perf/graphs_device.sh), one `run` each, back to back on one warm nvidia-h200.
+# H200 calls for the real-weight sweeps (first used for the issue-14 re-run on 2026-12-02 evening: kernels, perf,
+# sweep, resume; results/smollm2-ablation/rerun/), one `run` each, back to back on one warm nvidia-h200.
 # Python packages the device image lacks (pydantic, ray, optuna, gguf, fla) and the SmolLM2 GGUF travel in three
 # ignored folders, .dev/p1 .dev/p2 .dev/p3 (one carried per call, kept in /tmp/carry between calls), which
 # `bash results/h200/stage_packages.sh` builds on the CPU machine:
