@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from lolsearch.core.errors import ConfigError
-from lolsearch.report.records import load_sweep
+from lolsearch.report.records import Sweep, load_sweep
 from lolsearch.search.schema import lookup_path, set_path
 
 
@@ -33,12 +33,11 @@ def _conditions(space: dict[str, Any]) -> dict[str, str]:
     return {k: v["when"] for spec in specs for k, v in spec.items() if isinstance(v, dict) and v.get("when")}
 
 
-def best_designs(sweep_dir: Path, top: int) -> list[dict[str, Any]]:
+def best_designs(sweep: Sweep, top: int) -> list[dict[str, Any]]:
     """The records of the ``top`` best-ranked ok trials of distinct designs (front, then rank)."""
-    sweep = load_sweep(sweep_dir)
     df = sweep.df
     if "rank" not in df.columns or df["rank"].isna().all():
-        raise ConfigError.single(str(sweep_dir), "", "no ranked ok trial to confirm (run `lolsearch report` to see why)")
+        raise ConfigError.single(str(sweep.dir), "", "no ranked ok trial to confirm (run `lolsearch report` to see why)")
     df = df[df["rank"].notna()].sort_values("rank")
     by_id = {r["trial_id"]: r for r in sweep.records}
     chosen, designs = [], set()
@@ -75,7 +74,7 @@ def confirm_space(sweep_dir: Path, top: int = 3, replicates: int = 3,
     for key, value in overrides.items():
         set_path(base, key, value)
     blocks = []
-    for record in best_designs(sweep_dir, top):
+    for record in best_designs(sweep, top):
         cfg = record["config"]
         fixed = {}
         for key in keys:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lolsearch.config import EfficiencyConfig, ModelConfig
-from lolsearch.core.files import atomic_write_text, cache_path, fingerprint, locked
+from lolsearch.core.files import atomic_write_text, cache_path, cache_root_path, fingerprint, locked
 from lolsearch.models import ModelAndTokenizer, load_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def clear() -> None:
     """Forgets the cached teachers and efficiency measurements (in memory and the efficiency files)."""
     _TEACHERS.clear()
     _EFFICIENCY.clear()
-    shutil.rmtree(cache_path("efficiency", "x").parent, ignore_errors=True)
+    shutil.rmtree(cache_root_path() / "efficiency", ignore_errors=True)
 
 
 def teacher(cfg: ModelConfig, device: str | torch.device) -> ModelAndTokenizer:

@@ -21,7 +21,7 @@ def test_best_designs_become_blocks_with_replicates_and_overrides(tmp_path):
     space = load_space(out)
     points, info = space.grid()
     assert len(points) == 9  # 3 designs x 3 seeds
-    chosen = best_designs(sweep_dir, 3)
+    chosen = best_designs(load_sweep(sweep_dir), 3)
     ranked = load_sweep(sweep_dir).df.sort_values("rank")
     assert chosen[0]["trial_id"] == ranked["trial_id"].iloc[0]
     assert len({c["config"]["seed"] for c in chosen}) <= 2 and len({c["trial_id"] for c in chosen}) == 3
