@@ -386,7 +386,9 @@ def make_sampler(space: SearchSpace, seed: int | None = None) -> Any:
     if s.kind == "random":
         return osamp.RandomSampler(seed=seed)
     if s.kind == "nsga2":
-        return osamp.NSGAIISampler(seed=seed, population_size=s.population_size or 50)
+        from lolsearch.search.samplers import PicklableNSGAIISampler
+
+        return PicklableNSGAIISampler(seed=seed, population_size=s.population_size or 50)
     if s.kind == "tpe":
         kwargs = {"n_startup_trials": s.n_startup_trials} if s.n_startup_trials is not None else {}
         return osamp.TPESampler(seed=seed, **kwargs)

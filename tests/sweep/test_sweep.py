@@ -187,6 +187,24 @@ def test_failing_and_pruned_trials_do_not_stop_the_sweep(ray_session, tmp_path):
     assert states == {"ok": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}
 
 
+NSGA2 = FAILING.replace("name: toy_fail", "name: toy_nsga2").replace(
+    "finetune.lr: {choice: [1.0e-4, 1.0e+30]}  # LoRA at lr 1e30 makes the logits NaN",
+    "finetune.lr: {loguniform: [1.0e-5, 1.0e-3]}").replace(
+    'constraints: ["attention.window == 8 or finetune.lr > 1"]\n', "").replace(
+    "objectives: [{metric: ppl_ratio_ft, mode: min}]",
+    "objectives: [{metric: ppl_ratio_ft, mode: min}, {metric: state_bytes_32k, mode: min}]").replace(
+    "sampler: {kind: random, num_trials: 6, seed: 2}", "sampler: {kind: nsga2, num_trials: 3, population_size: 2}")
+
+
+def test_an_nsga2_sweep_runs_through_ray(ray_session, tmp_path):
+    """Ray pickles the searcher with its sampler; Optuna's NSGA-II sampler holds a thread lock that does not pickle."""
+    path = tmp_path / "nsga2.yaml"
+    path.write_text(NSGA2)
+    assert load_space(path).spec.sampler.kind == "nsga2"
+    summary = run_sweep(path, tmp_path / "out")
+    assert summary.counts == {"ok": 3}
+
+
 def test_resources_the_cluster_lacks_are_refused_before_any_trial(ray_session, tmp_path):
     path = tmp_path / "gpu.yaml"
     path.write_text(TOY.read_text().replace("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 0.5}"))
