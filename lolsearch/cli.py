@@ -154,39 +154,10 @@ def plan(
         printer.print(line, highlight=False)
 
 
-def _cost_check(configs: list[TrialConfig], *, calibrate: bool, with_baselines: bool, refuse: bool, where: str) -> Any:
-    """Notes for stages on the default budget; trials estimated over the time threshold (1 h on CPU): a warning,
-    or with ``refuse`` exit 2 (``--yes`` skips the check). Calibrates on this device when asked (cached)."""
-    from lolsearch.core.errors import Problem
-    from lolsearch.sweep.live import fmt_duration
-    from lolsearch.sweep.plan import budget_notes, cost_plan
-    from lolsearch.trial.estimate import CAL_STEPS, threshold_s
+def _cost_check(configs: list[TrialConfig], **kwargs: Any) -> Any:
+    from lolsearch.sweep.plan import cost_check  # torch comes with it: not at import, so --help stays fast
 
-    for note in budget_notes(configs):
-        out.print(f"note: {note}", highlight=False)
-
-    def announce(cfg: TrialConfig) -> None:
-        out.print(f"calibrating: {CAL_STEPS} steps per stage of trial {cfg.trial_id} on this device (cached)",
-                  highlight=False)
-
-    cost = cost_plan(configs, run_calibration=calibrate, on_calibrate=announce)
-    over = cost.over_threshold(configs, with_baselines)
-    limit = fmt_duration(threshold_s(cost.device))
-    problems = [Problem(where, "", f"trial {cfg.trial_id} would take about {fmt_duration(s)} on {cost.device}, over "
-                        f"the {limit} threshold: lower distill/finetune tokens or steps"
-                        + ("; --yes runs it anyway" if refuse else "")) for cfg, s in over[:5]]
-    if problems and refuse:
-        raise ConfigError(problems)
-    for p in problems:
-        out.print(f"warning: {p}", highlight=False)
-    known = [e for e in cost.estimates if e is not None]
-    if refuse and known:  # run/sweep: say what is coming (plan prints its own table)
-        seconds = [e.total_s if with_baselines else e.trial_s for e in known]
-        span = fmt_duration(min(seconds)) if len(set(map(round, seconds))) == 1 else \
-            f"{fmt_duration(min(seconds))}-{fmt_duration(max(seconds))}"
-        out.print(f"estimate: about {span} per trial on {cost.device} (`lolsearch plan` for the details)",
-                  highlight=False)
-    return cost
+    return cost_check(out, configs, **kwargs)
 
 
 @app.command()

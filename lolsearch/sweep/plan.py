@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lolsearch.config import TrialConfig
+from lolsearch.core.errors import ConfigError, Problem
 from lolsearch.search.labels import legend, short_labels, short_value
 from lolsearch.search.space import SearchSpace
 from lolsearch.sweep.live import fmt_duration
@@ -179,3 +180,35 @@ def _size_line(space: SearchSpace, points: list) -> str:
 def budget_notes(configs: list[TrialConfig]) -> list[str]:
     """One line per distinct default-budget notice."""
     return list(dict.fromkeys(n for cfg in configs for n in est.default_budgets(cfg)))
+
+
+def cost_check(printer: Any, configs: list[TrialConfig], *, calibrate: bool, with_baselines: bool, refuse: bool,
+               where: str) -> CostPlan:
+    """Notes for stages on the default budget; trials estimated over the time threshold (1 h on CPU): a warning,
+    or with ``refuse`` a :class:`ConfigError` (``--yes`` skips the check). Calibrates on this device when asked
+    (cached). ``printer``: a rich console for the notes."""
+    for note in budget_notes(configs):
+        printer.print(f"note: {note}", highlight=False)
+
+    def announce(cfg: TrialConfig) -> None:
+        printer.print(f"calibrating: {est.CAL_STEPS} steps per stage of trial {cfg.trial_id} on this device (cached)",
+                      highlight=False)
+
+    cost = cost_plan(configs, run_calibration=calibrate, on_calibrate=announce)
+    over = cost.over_threshold(configs, with_baselines)
+    limit = fmt_duration(est.threshold_s(cost.device))
+    problems = [Problem(where, "", f"trial {cfg.trial_id} would take about {fmt_duration(s)} on {cost.device}, over "
+                        f"the {limit} threshold: lower distill/finetune tokens or steps"
+                        + ("; --yes runs it anyway" if refuse else "")) for cfg, s in over[:5]]
+    if problems and refuse:
+        raise ConfigError(problems)
+    for p in problems:
+        printer.print(f"warning: {p}", highlight=False)
+    known = [e for e in cost.estimates if e is not None]
+    if refuse and known:  # run/sweep: say what is coming (plan prints its own table)
+        seconds = [e.total_s if with_baselines else e.trial_s for e in known]
+        span = fmt_duration(min(seconds)) if len(set(map(round, seconds))) == 1 else \
+            f"{fmt_duration(min(seconds))}-{fmt_duration(max(seconds))}"
+        printer.print(f"estimate: about {span} per trial on {cost.device} (`lolsearch plan` for the details)",
+                      highlight=False)
+    return cost
