@@ -20,6 +20,7 @@ import copy
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,18 +78,24 @@ def packed_decode_attention(module: nn.Module, query: torch.Tensor, key: torch.T
 AttentionInterface.register(PACKED_DECODE, packed_decode_attention)
 
 
+def packed_config(config: Any) -> Any:
+    """A shallow copy of a softmax attention module's config that selects :func:`packed_decode_attention`."""
+    out = copy.copy(config)
+    out._attn_implementation = PACKED_DECODE
+    return out
+
+
 @contextmanager
-def packed_softmax_attention(attns: list[nn.Module]) -> Iterator[None]:
-    """The softmax attention modules ``attns`` use :func:`packed_decode_attention` inside the block (each gets a
-    shallow copy of its config for the block; the model's config is untouched)."""
-    saved = [a.config for a in attns]
-    for a in attns:
-        a.config = copy.copy(a.config)
-        a.config._attn_implementation = PACKED_DECODE
+def packed_softmax_attention(attns: list[tuple[nn.Module, Any]]) -> Iterator[None]:
+    """Inside the block each softmax attention module of ``attns`` (module, :func:`packed_config` of its config)
+    uses :func:`packed_decode_attention`; its own config (the model's) is back after it."""
+    saved = [a.config for a, _ in attns]
+    for a, packed in attns:
+        a.config = packed
     try:
         yield
     finally:
-        for a, c in zip(attns, saved, strict=True):
+        for (a, _), c in zip(attns, saved, strict=True):
             a.config = c
 
 
@@ -111,7 +118,7 @@ class StaticDecoder:
         self.tokens = tokens.reshape(-1, 1).to(torch.long).clone()  # [B, 1] static input buffer
         self.logits: torch.Tensor | None = None
         self.kv_pads: torch.Tensor | None = None
-        self.soft_attns = [self.layers[i].self_attn for i in soft]
+        self.soft_attns = [(a, packed_config(a.config)) for a in (self.layers[i].self_attn for i in soft)]
         if soft:
             if new_tokens < 1:
                 raise GraphError(f"layers {soft} are softmax: give new_tokens to size their fixed KV buffers")
