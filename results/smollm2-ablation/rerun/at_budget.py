@@ -1,28 +1,46 @@
-"""Hedgehog + sliding 64 + LoRA r8 (seed 0) after 1M vs 3.4M attention-transfer tokens, the two trials of the
-re-run that differ only in distill.tokens: Δ ppl_ratio_ft with a paired bootstrap over the 64 test sequences.
+"""The re-run's trials that differ only in distill.tokens (sliding 64, LoRA r8, seed 0): Δ ppl_ratio_ft between
+two attention-transfer budgets of one feature map, with a paired bootstrap over the 64 test sequences. Each ratio
+is taken against its own trial's LoRA teacher baseline (recomputed per sweep; the two agree to 0.05%).
 
     python results/smollm2-ablation/rerun/at_budget.py      # writes at_budget.txt beside this file
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
-from lolsearch.report.stats import paired_ppl_bootstrap, verdict
+from lolsearch.report.stats import percentile_interval, ppl_scale, sequence_indices, verdict
 
 HERE = Path(__file__).parent
-PAIRS = {"1M": HERE / "smollm2_series/trials/a4aadd4d38", "3.4M": HERE / "smollm2_t2r_budget/trials/03e33e497e"}
+TRIALS = {
+    ("hedgehog", "1M"): "smollm2_series/trials/a4aadd4d38",
+    ("hedgehog", "3.4M"): "smollm2_t2r_budget/trials/03e33e497e",
+    ("hedgehog", "13.6M"): "smollm2_t2r_converge/trials/6352dad16e",
+    ("t2r", "3.4M"): "smollm2_t2r_budget/trials/c3d66a3e24",
+    ("t2r", "13.6M"): "smollm2_t2r_converge/trials/372c0b29a3",
+}
+PAIRS = [("hedgehog", "3.4M", "1M"), ("hedgehog", "13.6M", "3.4M"), ("t2r", "13.6M", "3.4M")]
 
 
-def load(d: Path) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+def load(d: Path) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(ppl_ratio_ft, ppl_teacher_ft, nll_sum [n_seq], tokens [n_seq]) of one trial folder."""
+    m = json.loads((d / "result.json").read_text())["metrics"]
     seq = json.loads((d / "seq_nll.json").read_text())
-    return json.loads((d / "result.json").read_text()), (np.array(seq["nll_sum"]), np.array(seq["tokens"]))
+    return m["ppl_ratio_ft"], m["ppl_teacher_ft"], np.array(seq["nll_sum"]), np.array(seq["tokens"])
 
 
-(r_long, s_long), (r_short, s_short) = load(PAIRS["3.4M"]), load(PAIRS["1M"])
-teacher = r_long["metrics"]["ppl_teacher_ft"]
-assert teacher == r_short["metrics"]["ppl_teacher_ft"], "the two trials must share the LoRA teacher baseline"
-d, lo, hi = (x / teacher for x in paired_ppl_bootstrap(s_long, s_short))
-(HERE / "at_budget.txt").write_text(f"ppl_ratio_ft 1M {r_short['metrics']['ppl_ratio_ft']:.4f}  3.4M {r_long['metrics']['ppl_ratio_ft']:.4f}  "
-      f"delta {d:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict(lo, hi)}\n")
+def ratio_delta(a: Path, b: Path) -> str:
+    (ra, ta, na, ka), (rb, tb, nb, kb) = load(a), load(b)
+    idx = sequence_indices(len(na))
+    ppl_a, ppl_b = math.exp(na.sum() / ka.sum()), math.exp(nb.sum() / kb.sum())
+    draws = ppl_a / ta * ppl_scale(na, ka, idx) - ppl_b / tb * ppl_scale(nb, kb, idx)
+    lo, hi = percentile_interval(draws)
+    return f"{ra:.4f} vs {rb:.4f}  delta {ra - rb:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict(lo, hi)}"
+
+
+lines = [f"{fmap:8s} {long:>5s} vs {short:>4s} AT tokens: ppl_ratio_ft "
+         + ratio_delta(HERE / TRIALS[fmap, long], HERE / TRIALS[fmap, short]) for fmap, long, short in PAIRS]
+(HERE / "at_budget.txt").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
