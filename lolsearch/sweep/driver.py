@@ -43,6 +43,7 @@ from lolsearch.trial.preflight import check_all
 from lolsearch.trial.record import read_results
 
 log = logging.getLogger(__name__)
+BASELINE_GRACE_S = 30.0  # after the time budget, how long a sweep still waits for its baseline tasks
 SWEEP_FILES = ("space.yaml", "sweep.json", STUDY_FILE, "trials", "ray")  # what a fresh sweep would overwrite
 PREFLIGHT_SUGGESTIONS = 200  # sampler suggestions the pre-run checks look at (a grid: every point)
 
@@ -119,9 +120,10 @@ def run_sweep(
         tuner = _tuner(space, out, points, planned, resume)
         if tuner is not None:
             baselines = _launch_baselines(space, max_trials)
+            deadline = None if space.budget.time_s is None else time.time() + space.budget.time_s + BASELINE_GRACE_S
             with _tune_env():
                 tuner.fit()
-            _wait_baselines(baselines)
+            _wait_baselines(baselines, deadline)
     finally:
         if started:
             ray.shutdown()
@@ -138,26 +140,40 @@ def run_sweep(
 
 
 def _launch_baselines(space: SearchSpace, max_trials: int | None) -> list:
-    """Starts one Ray task per distinct teacher baseline of the planned trials, beside the trials.
+    """Starts one Ray task per teacher baseline that several planned trials share, beside the trials.
 
     Trials read the cached values at their end (waiting on the file lock when a task is still on it),
-    so the teacher's LoRA stage overlaps the students' training instead of running in every trial.
+    so the teacher's LoRA stage overlaps the students' training instead of running in every trial. A grid's
+    plan is exact: every distinct baseline is launched. A sampled space launches only a baseline that no
+    searched key changes; otherwise each trial computes its own, in its own resources (launching the guessed
+    plan's baselines would queue dozens of tasks the real trials never read, ahead of those trials).
     """
     import ray
     import torch
 
     from lolsearch.trial.baselines import distinct_baselines
 
-    configs = distinct_baselines(space.plan(max_trials), torch.device("cpu"))
+    configs = distinct_baselines(space.plan(max_trials), torch.device("cpu"), shared_by_all=not space.is_grid)
     res = space.resources
     task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=0)(baseline_task)
     return [task.remote(cfg.model_dump(mode="json"), res.cpu, res.gpu) for cfg in configs]
 
 
-def _wait_baselines(refs: list) -> None:
+def _wait_baselines(refs: list, deadline: float | None = None) -> None:
+    """Collects the baseline tasks' problems; past ``deadline`` (the time budget's end, epoch seconds) the
+    tasks still running are cancelled, so a sweep stopped by its budget ends instead of waiting on them."""
     import ray
 
-    for problem in ray.get(refs):
+    if not refs:
+        return
+    timeout = None if deadline is None else max(0.0, deadline - time.time())
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    if pending:
+        log.warning("%d teacher baseline task(s) cancelled at the time budget; the trials that need them compute "
+                    "them", len(pending))
+    for problem in ray.get(done):
         if problem:
             log.warning("teacher baseline task failed (trials compute it themselves): %s", problem)
 

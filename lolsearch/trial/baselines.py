@@ -118,15 +118,16 @@ def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Call
             torch.cuda.empty_cache()
 
 
-def distinct_baselines(cfgs: Iterable[TrialConfig], device: torch.device) -> list[TrialConfig]:
-    """One config per distinct teacher baseline among ``cfgs`` (what a sweep precomputes in parallel)."""
-    seen, out = set(), []
+def distinct_baselines(cfgs: Iterable[TrialConfig], device: torch.device, shared_by_all: bool = False) -> list[TrialConfig]:
+    """One config per distinct teacher baseline among ``cfgs`` (what a sweep precomputes in parallel).
+
+    ``shared_by_all``: return the one baseline every config needs, or nothing when they need more than one (a
+    sampled space's plan is a guess past its first points, so only a baseline no searched key changes is sure)."""
+    seen: dict[tuple, TrialConfig] = {}
     for cfg in cfgs:
         key = (_key(cfg, device, False), _key(cfg, device, True) if cfg.finetune.enabled and cfg.eval.teacher_ft else None)
-        if key not in seen:
-            seen.add(key)
-            out.append(cfg)
-    return out
+        seen.setdefault(key, cfg)
+    return [] if shared_by_all and len(seen) > 1 else list(seen.values())
 
 
 def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:

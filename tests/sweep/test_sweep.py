@@ -241,3 +241,20 @@ def test_trials_cut_by_the_time_budget_rerun_on_resume(ray_session, tmp_path):
     again = run_sweep(TOY, out, resume=True)
     assert set(records(out)) == planned and again.counts == {"ok": len(planned)}
     assert first.planned == again.planned == len(planned)
+
+
+def test_baseline_tasks_still_running_at_the_time_budget_are_cancelled(ray_session, caplog):
+    """A sweep stopped by its budget returns instead of blocking on teacher-baseline tasks (seen on the H200)."""
+    import ray
+
+    from lolsearch.sweep.driver import _wait_baselines
+
+    slow = ray.remote(num_cpus=0)(lambda: time.sleep(120)).remote()
+    fast = ray.remote(num_cpus=0)(lambda: "RuntimeError: no data").remote()
+    ray.get(fast)
+    t0 = time.time()
+    _wait_baselines([slow, fast], deadline=time.time() + 1.0)
+    assert time.time() - t0 < 30
+    assert "1 teacher baseline task(s) cancelled" in caplog.text and "no data" in caplog.text
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+        ray.get(slow, timeout=30)

@@ -33,3 +33,18 @@ def test_constraints_cap_the_state_at_one_eighth():
     assert {p.config.attention.softmax_rule.top_mse if p.config.attention.softmax_rule else 0 for p in points} == {0, 1, 2, 3}
     assert max(p.config.distill.tokens for p in points) <= 6_600_000 and max(p.config.finetune.tokens for p in points) <= 6_600_000
     assert space.num_trials() >= 48
+
+
+def test_a_sampled_plan_launches_no_per_trial_teacher_baselines():
+    """Its finetune keys are searched, so every planned point needs its own teacher-with-LoRA baseline: a sweep
+    must not queue the guessed plan's 48 baseline tasks ahead of the trials (they starved every trial on the H200)."""
+    import torch
+
+    from lolsearch.trial.baselines import distinct_baselines
+
+    plan = load_space(SPACE).plan(8)
+    cpu = torch.device("cpu")
+    assert len(distinct_baselines(plan, cpu)) > 1
+    assert distinct_baselines(plan, cpu, shared_by_all=True) == []
+    same = [plan[0].model_copy(update={"seed": plan[0].seed}) for _ in range(3)]
+    assert len(distinct_baselines(same, cpu, shared_by_all=True)) == 1
