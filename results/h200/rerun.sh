@@ -23,7 +23,7 @@
 # --resume, so a sweep longer than one session's device time goes on in the next session from that commit.
 # The carried parts live in /tmp/carry of one warm machine: a call that reports `warm: false` after the first got a
 # fresh machine, which has lost them (the import of pydantic fails), so carry .dev/p1 again before perf or sweep.
-# Sweeps started side by side share the GPU: smollm2_t2r_converge ran at 35K tokens/s beside beyond_recipe's four
+# Sweeps started side by side share the GPU: smollm2_t2r_converge ran at 35K tokens/s beside beyond_recipe's
 # teacher-baseline tasks and was cut by the budget at 90%; alone it finished in 258 s. Give such a space its own call.
 set -u
 phase=$1
