@@ -140,7 +140,7 @@ def run_sweep(
 
 
 def _launch_baselines(space: SearchSpace, max_trials: int | None) -> list:
-    """Starts one Ray task per teacher baseline that several planned trials share, beside the trials.
+    """Starts one Ray task per teacher baseline the planned trials are sure to need, beside the trials.
 
     Trials read the cached values at their end (waiting on the file lock when a task is still on it),
     so the teacher's LoRA stage overlaps the students' training instead of running in every trial. A grid's
