@@ -76,15 +76,17 @@ def ppl_scale(nll_sum: np.ndarray, tokens: np.ndarray, idx: np.ndarray) -> np.nd
 
 
 def paired_ppl_bootstrap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], n_boot: int = N_BOOT,
-                         seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
-    """``(ppl_a − ppl_b, low, high)``: paired bootstrap over the test sequences both designs were scored on.
+                         seed: int = 0, level: float = LEVEL, divisors: tuple[float, float] = (1.0, 1.0),
+                         ) -> tuple[float, float, float]:
+    """``(ppl_a / d_a − ppl_b / d_b, low, high)``: paired bootstrap over the test sequences both designs were
+    scored on; ``divisors`` ``(d_a, d_b)``, e.g. each design's own teacher perplexity for a ratio difference.
 
     ``a``, ``b``: ``(nll_sum [n_seq], tokens [n_seq])`` of the same sequences. Raises ValueError when the two
     were not scored on the same number of sequences."""
     if len(a[0]) != len(b[0]):
         raise ValueError(f"not the same test sequences ({len(a[0])} vs {len(b[0])})")
     idx = sequence_indices(len(a[0]), n_boot, seed)
-    ppl = [math.exp(x[0].sum() / x[1].sum()) for x in (a, b)]
+    ppl = [math.exp(x[0].sum() / x[1].sum()) / d for x, d in zip((a, b), divisors, strict=True)]
     draws = ppl[0] * ppl_scale(*a, idx) - ppl[1] * ppl_scale(*b, idx)
     return (ppl[0] - ppl[1], *percentile_interval(draws, level))
 

@@ -47,6 +47,17 @@ def test_paired_bootstrap_separates_a_real_difference_from_none():
         stats.paired_ppl_bootstrap((base[:10], tokens[:10]), (base, tokens))
 
 
+def test_paired_bootstrap_of_ratios_divides_each_side_by_its_own_baseline():
+    """Same per-sequence NLL, teachers 10 and 20: the ratios differ by exactly ppl/10 − ppl/20 in every draw."""
+    rng = np.random.default_rng(3)
+    tokens = np.full(32, 50.0)
+    nll = rng.normal(3.0, 0.4, 32) * 50
+    ppl = float(np.exp(nll.sum() / tokens.sum()))
+    d, lo, hi = stats.paired_ppl_bootstrap((nll, tokens), (nll, tokens), divisors=(10.0, 20.0))
+    assert d == pytest.approx(ppl / 20) and lo > 0 and hi > lo
+    assert stats.paired_ppl_bootstrap((nll, tokens), (nll, tokens))[1:] == (0.0, 0.0)
+
+
 def test_verdict_reads_the_interval_not_the_sign():
     assert stats.verdict(-0.3, -0.1) == "better" and stats.verdict(0.1, 0.3) == "worse"
     assert stats.verdict(-0.3, 0.01) == "not distinguishable"

@@ -6,12 +6,11 @@ is taken against its own trial's LoRA teacher baseline (recomputed per sweep; th
 """
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from lolsearch.report.stats import percentile_interval, ppl_scale, sequence_indices, verdict
+from lolsearch.report.stats import paired_ppl_bootstrap, verdict
 
 HERE = Path(__file__).parent
 TRIALS = {
@@ -33,14 +32,10 @@ def load(d: Path) -> tuple[float, float, np.ndarray, np.ndarray]:
 
 def ratio_delta(a: Path, b: Path) -> str:
     (ra, ta, na, ka), (rb, tb, nb, kb) = load(a), load(b)
-    idx = sequence_indices(len(na))
-    ppl_a, ppl_b = math.exp(na.sum() / ka.sum()), math.exp(nb.sum() / kb.sum())
-    draws = ppl_a / ta * ppl_scale(na, ka, idx) - ppl_b / tb * ppl_scale(nb, kb, idx)
-    lo, hi = percentile_interval(draws)
+    _, lo, hi = paired_ppl_bootstrap((na, ka), (nb, kb), divisors=(ta, tb))
     return f"{ra:.4f} vs {rb:.4f}  delta {ra - rb:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict(lo, hi)}"
 
 
 lines = [f"{fmap:8s} {long:>5s} vs {short:>4s} AT tokens: ppl_ratio_ft "
          + ratio_delta(HERE / TRIALS[fmap, long], HERE / TRIALS[fmap, short]) for fmap, long, short in PAIRS]
 (HERE / "at_budget.txt").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
