@@ -1,7 +1,7 @@
 """Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch]
-    python -m lolsearch.perf generate [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
+    python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
     python -m lolsearch.perf eval     [--config TRIAL.yaml] [--repeats 3]
@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from lolsearch.config import AttentionConfig, DataConfig, LoraOptions, ModelConfig
+from lolsearch.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,7 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for seq in args.seq:
         for backend in args.backends:
-            att = AttentionConfig(layout=args.layout, window=args.window, backend=backend,
-                                  softmax_layers=tuple(args.softmax_layers))
+            att = _attention(args, backend)
             data = DataConfig(source="shakespeare", seq_len=seq)
             log.info("train throughput: backend %s seq %d", backend, seq)
             rows += train_throughput(ModelConfig(source=args.model), data, att, device, micro_batch=args.micro_batch,
@@ -151,10 +151,10 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
     from lolsearch.trial.surgery import linearize
 
     device = torch.device(args.device)
+    attention = _attention(args, args.backend)
     teacher, tok = load_model(ModelConfig(source=args.model), device)
     student, _ = load_model(ModelConfig(source=args.model), device)
-    linearize(student, AttentionConfig(layout=args.layout, window=args.window, backend=args.backend,
-                                       softmax_layers=tuple(args.softmax_layers)))
+    linearize(student, attention)
     modes = ("off", "on") if args.graph == "both" else (args.graph,)
     batch_context = args.batch_context or max(args.contexts)
     rows = generate_rows(teacher, student, len(tok), device,
@@ -253,6 +253,18 @@ def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], high
     df[f"{ref}_speedup"] = ratio
 
 
+def _attention(args: argparse.Namespace, backend: str) -> AttentionConfig:
+    """The design to time: ``--design``'s attention section (a probe's choice replaced by the layers it kept),
+    else ``--layout``/``--window``/``--softmax-layers``; ``backend`` either way."""
+    if args.design is not None:
+        from lolsearch.trial.record import read_config, resolved_config
+
+        attention = resolved_config(read_config(args.design), args.design).attention
+        return attention.model_copy(update={"backend": backend})
+    return AttentionConfig(layout=args.layout, window=args.window, backend=backend,
+                           softmax_layers=tuple(args.softmax_layers))
+
+
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
@@ -266,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--softmax-layers", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
                         help="layers kept as softmax, comma-separated (e.g. 23,24,28)")
+    parser.add_argument("--design", type=Path, default=None,
+                        help="a trial folder (config.yaml, result.json): time its attention design (feature map, "
+                             "windows, softmax layers) instead of --layout/--window/--softmax-layers")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
     p.add_argument("--seq", type=int, nargs="+", default=[1024, 4096])
@@ -313,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None and args.cmd not in ("fixed", "eval"):
         args.model = "smollm2-135m"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling, "fixed": cmd_fixed,
-          "eval": cmd_eval}[args.cmd](args)
+    try:
+        df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling, "fixed": cmd_fixed,
+              "eval": cmd_eval}[args.cmd](args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / f"{args.cmd}.csv", index=False)
     command = "python -m lolsearch.perf " + shlex.join(argv if argv is not None else sys.argv[1:])

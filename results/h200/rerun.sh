@@ -16,6 +16,10 @@
 #   bash results/h200/rerun.sh perf      # carry .dev/p2: GPU tests of the graphed paths, hybrid decode (or PERF_CMDS)
 #   bash results/h200/rerun.sh sweep     # carry .dev/p3: unpack; smollm2_t2r_budget + smollm2_series side by side
 #   bash results/h200/rerun.sh resume    # (no carry) resume both sweeps, report, tar
+#   bash results/h200/rerun.sh detach    # (after sweep's unpacking) the sweep phase under setsid, so it runs on
+#   bash results/h200/rerun.sh watch     #   past this call; each later call waits WATCH_S and brings back a snapshot
+# detach + watch lose no trial at a call's 10-minute limit: one sweep runs for the whole held machine (SWEEP_BUDGET
+# up to ~25 min), and the calls after it only wait and copy. They must stay back to back (idle release ~30 s).
 # SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), e.g. the next ones:
 #   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
 #   SPACES=beyond_recipe                                 (issue 18: 48 NSGA-II trials, more than one session)
@@ -89,6 +93,21 @@ sweep)
   ;;
 resume)
   sweeps --resume "${RESUME_BUDGET:-300}"
+  ;;
+detach)  # the sweep phase in its own process session: it outlives this call and runs on across `watch` calls
+  [ -f /tmp/site/.blob ] || { echo "packages not unpacked: carry .dev/p1, .dev/p2, .dev/p3 in three calls"; exit 3; }
+  # from a copy of the checkout: the next call replaces this one while the sweep's workers still import from it
+  mkdir -p /tmp/detached /tmp/repo && tar cf - --exclude=./.dev --exclude=./.git . | tar xf - -C /tmp/repo
+  (cd /tmp/repo && OUT=/tmp/detached setsid nohup bash results/h200/rerun.sh sweep > /tmp/detached/run.log 2>&1 < /dev/null &)
+  echo "detached sweep of $SPACES, budget ${SWEEP_BUDGET:-440} s"
+  ;&
+watch)  # wait up to WATCH_S for the detached sweep, then bring back its logs and a snapshot of its folders
+  end=$(( $(date +%s) + ${WATCH_S:-500} ))
+  while [ "$(date +%s)" -lt $end ] && ! grep -q "phase sweep done" /tmp/detached/run.log 2>/dev/null; do sleep 10; done
+  cp /tmp/detached/*.log "$OUT/" 2>/dev/null
+  for s in $SPACES; do grep -E "^ *[0-9]+/[0-9]+ " "/tmp/detached/$s.log" | tail -60; tail -2 "/tmp/detached/$s.log"; done
+  [ -f /tmp/detached/sweeps.tgz ] && cp /tmp/detached/sweeps.tgz "$OUT/" || \
+    tar czf "$OUT/sweeps.tgz" --exclude='*.safetensors' --exclude=ray --exclude=tb -C /tmp $SPACES
   ;;
 esac
 echo "phase $phase done in $(( $(date +%s) - t0 )) s"
