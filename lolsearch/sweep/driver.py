@@ -29,7 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lolsearch.config import TrialConfig
+from lolsearch.config.io import parse_yaml
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, require_writable_dir
 from lolsearch.core.provenance import git_sha, lolsearch_version
@@ -204,6 +207,20 @@ def check_sweep(space: SearchSpace, out: Path, resume: bool, max_trials: int | N
     check_all([(p.config, p) for p in space.plan_points(first) if p.config is not None], space.attribute)
 
 
+# Keys of a space file that say how trials run, not which: a sweep resumes with other values of them (more GPUs,
+# a larger memory share per trial), since they change no trial's config.
+RUN_KEYS = ("resources", "budget")
+
+
+def _design_part(text: str) -> Any:
+    """The space file without its RUN_KEYS (the text itself where it does not parse to a mapping)."""
+    try:
+        data = parse_yaml(text)
+    except (yaml.YAMLError, ValueError):
+        return text
+    return {k: v for k, v in data.items() if k not in RUN_KEYS} if isinstance(data, dict) else text
+
+
 def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
     """A new sweep needs a fresh, writable folder; a resumed one the same space file as before."""
     require_writable_dir(out)
@@ -211,9 +228,9 @@ def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
     if resume:
         if not copy.exists():
             raise ConfigError.single(str(out), "", "nothing to resume here (no space.yaml); drop --resume to start")
-        if copy.read_bytes().decode("utf-8", errors="replace") != space.text:
-            raise ConfigError.single(space.file, "", f"differs from {copy}, the space this sweep started with; "
-                                     "resume with that file or start a new --out")
+        if _design_part(copy.read_bytes().decode("utf-8", errors="replace")) != _design_part(space.text):
+            raise ConfigError.single(space.file, "", f"differs from {copy}, the space this sweep started with, "
+                                     f"in more than {' and '.join(RUN_KEYS)}; resume with that file or start a new --out")
         _check_state(out)
     elif any((out / name).exists() for name in SWEEP_FILES):
         held = ", ".join(name for name in SWEEP_FILES if (out / name).exists())

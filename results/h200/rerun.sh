@@ -56,7 +56,7 @@ SPACES=${SPACES:-smollm2_t2r_budget smollm2_series}
 sweeps() {  # $1: extra flags (--resume), $2: time budget in seconds
   for s in $SPACES; do
     flag=$1
-    if [ -z "$flag" ] && [ -d "results/h200/partial/$s" ] && [ ! -d "/tmp/$s" ]; then
+    if [ -z "$flag" ] && [ -f "results/h200/partial/$s/space.yaml" ] && [ ! -d "/tmp/$s" ]; then
       cp -r "results/h200/partial/$s" "/tmp/$s" && flag=--resume
     fi
     timeout $(( $2 + 60 )) python3 -m lolsearch sweep spaces/$s.yaml --out /tmp/$s $flag --yes --time-budget "$2" \

@@ -61,3 +61,28 @@ def test_teacher_baseline_key_ignores_softmax_rank_only():
     a, b, c = (parse_trial_config({"finetune": {"lora": lora}})
                for lora in ({"softmax_rank": 4}, {"softmax_rank": 64}, {"rank_by_layer": {1: 4}}))
     assert _key(a, cpu, True) == _key(b, cpu, True) != _key(c, cpu, True)
+
+
+def test_validation_in_row_groups_gives_the_single_forward_loss():
+    """``validation_lm_loss`` splits a batch so its fp32 logits fit a byte budget; the batch mean must not move,
+    including when the rows hold different numbers of scored tokens."""
+    import torch
+
+    from lolsearch.trial.finetune import lm_loss, validation_lm_loss
+
+    torch.manual_seed(0)
+    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
+    peft_model = add_lora(model, LoraOptions(rank=4), cotrain_attention=False)
+    vocab = peft_model.get_output_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (5, 16))
+    labels = ids.clone()
+    labels[1, :9] = -100   # a row with few scored tokens
+    labels[3, :] = -100    # a row with none
+    batches = [{"input_ids": ids, "labels": labels}, {"input_ids": ids[:2], "labels": ids[:2]}]
+    whole = validation_lm_loss(peft_model, batches)
+    with torch.no_grad():
+        want = sum(lm_loss(peft_model, b).item() for b in batches) / 2
+    one_row = validation_lm_loss(peft_model, batches, logits_bytes=16 * vocab * 4)  # one row per forward
+    two_rows = validation_lm_loss(peft_model, batches, logits_bytes=2 * 16 * vocab * 4)
+    assert whole == pytest.approx(want, rel=1e-6)
+    assert one_row == pytest.approx(want, rel=1e-5) and two_rows == pytest.approx(want, rel=1e-5)

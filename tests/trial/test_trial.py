@@ -187,14 +187,14 @@ def test_exceptions_fail_the_trial_with_their_message(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_attention_transfer_and_lora_improve_on_the_swap(tmp_path):
-    """Real model on CPU: all 30 layers hedgehog + sliding 64, sequence 128, a few dozen transfer steps."""
+    """Real model on CPU: all 30 layers hedgehog + sliding 64, sequence 128, 16 transfer and 4 LoRA steps."""
     cfg = parse_trial_config({
         "model": {"source": "smollm2-135m"},
         "data": {"source": "shakespeare", "seq_len": 128},
         "attention": {"layout": "sliding", "window": 64, "backend": "torch"},
-        "distill": {"steps": 30, "batch_size": 4, "eval_every": 30, "eval_batches": 1, "schedule": "constant"},
-        "finetune": {"steps": 10, "batch_size": 4, "eval_every": 10, "eval_batches": 1, "schedule": "constant"},
-        "eval": {"tokens": 4096, "batch_size": 8, "teacher_ft": False},
+        "distill": {"steps": 16, "batch_size": 4, "eval_every": 16, "eval_batches": 1, "schedule": "constant"},
+        "finetune": {"steps": 4, "batch_size": 4, "eval_every": 4, "eval_batches": 1, "schedule": "constant"},
+        "eval": {"tokens": 2048, "batch_size": 8, "teacher_ft": False},
         "efficiency": {"measure": False},
     })
     result = run_trial(cfg, tmp_path)

@@ -1,0 +1,38 @@
+"""--resume accepts a space file that changed only in how trials run (resources, budget), and nothing else."""
+
+from pathlib import Path
+
+import pytest
+
+from lolsearch.core.errors import ConfigError
+from lolsearch.search.space import load_space
+from lolsearch.sweep.driver import _check_folder
+
+TOY = Path(__file__).resolve().parents[2] / "spaces" / "toy.yaml"
+
+
+def _resume_with(tmp_path: Path, edit) -> None:
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "space.yaml").write_text(TOY.read_text())
+    changed = tmp_path / "toy.yaml"
+    changed.write_text(edit(TOY.read_text()))
+    _check_folder(load_space(changed), out, resume=True)
+
+
+@pytest.mark.parametrize("extra", [
+    "\n# a comment only\n",
+    "\nresources: {cpu: 1, gpu: 0}\n",
+    "\nbudget: {max_concurrent: 1, retries: 0}\n",
+])
+def test_run_keys_may_change_on_resume(tmp_path, extra):
+    key = extra.strip().split(":")[0]
+
+    def edit(text: str) -> str:  # the key's old line out, the new one in
+        return "\n".join(ln for ln in text.splitlines() if not ln.startswith(f"{key}:")) + extra
+    _resume_with(tmp_path, edit)  # raises on a refusal
+
+
+def test_a_changed_search_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="differs from .*in more than resources and budget"):
+        _resume_with(tmp_path, lambda text: text.replace("name: toy", "name: toy2", 1))
