@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lolsearch.report.ablations import design_frame
-from lolsearch.report.analysis import numeric_column
+from lolsearch.report.analysis import numeric_column, pareto_fronts
 from lolsearch.report.effect_plots import diagnostics_plot, effect_dots
 from lolsearch.trial.convergence import THRESHOLD
 
@@ -58,9 +58,15 @@ def design_summary(s: Sweep) -> tuple[pd.DataFrame | None, str]:
     frame = design_frame(s.df[s.df["front"] > 0], s.objectives, s.seq_nll)
     if frame.empty or (frame["seeds"].max() < 2 and not s.seq_nll):
         return None, ""
+    names, modes = [o.metric for o in s.objectives], [o.mode for o in s.objectives]
+    frame.insert(1, "front", pareto_fronts(frame, names, modes))
+    ranked = frame[frame["front"] > 0]
+    frame = pd.concat([ranked.sort_values(["front", *names], ascending=[True, *[m == "min" for m in modes]],
+                                          kind="stable"), frame[frame["front"] == 0]])
     out = frame.set_index("design_id")
     caption = ("Trials sharing a config but for the seed (design_id) aggregated: mean and t interval over seeds; one "
-               "seed: percentile bootstrap over its per-sequence test NLL (perplexity metrics only)")
+               "seed: percentile bootstrap over its per-sequence test NLL (perplexity metrics only). front: "
+               "non-dominated sorting of the designs' means (front 1 is the Pareto front of designs), sorted by it")
     return out, caption
 
 

@@ -225,3 +225,24 @@ def test_records_without_searched_keys_use_the_varying_config_keys_as_one_block(
     frame = pd.read_csv(root / "ablations.csv")
     assert set(frame.block) == {"main"} and "distill.enabled" in set(frame.factor)
     assert "finetune.lora.alpha" not in set(frame.factor)  # tied to the rank in every trial
+
+
+def test_report_ranks_designs_by_their_means_over_seeds(tmp_path):
+    """The designs table is the frontier with intervals: front 1 holds the designs whose seed means no other
+    design's means dominate, listed first, each with its interval."""
+    from lolsearch.report.analysis import pareto_fronts
+    from lolsearch.report.diagnostics import design_summary
+
+    sweep = load_sweep(make_sweep(tmp_path / "s", True, replicates=3, seq_nll=True, noise=0.02))
+    table, caption = design_summary(sweep)
+    names = [o.metric for o in sweep.objectives]
+    assert list(table["front"]) == sorted(table["front"]) and "Pareto front of designs" in caption
+    means = design_frame(sweep.df[sweep.df["front"] > 0], sweep.objectives, sweep.seq_nll).set_index("design_id")
+    want = pareto_fronts(means, names, [o.mode for o in sweep.objectives])
+    assert dict(zip(means.index, want, strict=True)) == table["front"].to_dict()
+    front = table[table["front"] == 1]
+    assert len(front) >= 1 and (front[f"{names[0]} ci_low"] <= front[names[0]]).all()
+    # every design of a later front is matched or beaten in every objective by a design of an earlier front
+    for _, row in table[table["front"] > 1].iterrows():
+        assert any(all(f[m] <= row[m] if o.mode == "min" else f[m] >= row[m] for m, o in zip(names, sweep.objectives))
+                   for _, f in table[table["front"] < row["front"]].iterrows())

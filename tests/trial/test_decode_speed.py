@@ -73,3 +73,30 @@ def test_generate_command_takes_softmax_layers(tmp_path):
                  "--contexts", "32", "--batch", "2", "--steps", "1", "--graph", "off", "--max-batch-limit", "0"]) == 0
     rows = (tmp_path / "generate.csv").read_text().splitlines()[1:]
     assert len(rows) == 2 and all(",ok," in r for r in rows)
+
+
+def test_generate_command_times_a_trial_design(tmp_path, capsys):
+    """--design: the trial's attention section, with its probe's choice of softmax layers from result.json."""
+    import argparse
+    import json
+
+    import yaml
+
+    from lolsearch.perf import _attention
+
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    attention = {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 8}}, "layout": "sliding",
+                 "window_schedule": {"first": 4, "last": 16}, "softmax_rule": {"top_mse": 1}}
+    (trial / "config.yaml").write_text(yaml.safe_dump({"model": {"source": "toy-llama"}, "attention": attention}))
+    assert main(["--out", str(tmp_path / "o"), "--model", "toy-llama", "--design", str(trial), "generate"]) == 2
+    assert "no softmax_layers in the result" in capsys.readouterr().err  # the probe's choice is needed
+
+    (trial / "result.json").write_text(json.dumps({"status": "ok", "metrics": {"softmax_layers": [1]}}))
+    att = _attention(argparse.Namespace(design=trial), "torch")
+    assert att.softmax_layers == (1,) and att.softmax_rule is None and att.backend == "torch"
+    assert att.feature_map.params["feature_dim"] == 8 and att.window_schedule.last == 16
+    assert main(["--out", str(tmp_path / "o"), "--model", "toy-llama", "--design", str(trial), "generate",
+                 "--contexts", "32", "--batch", "2", "--steps", "1", "--graph", "off", "--max-batch-limit", "0"]) == 0
+    rows = (tmp_path / "o" / "generate.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(",ok," in r for r in rows)
