@@ -20,6 +20,9 @@
 #   bash results/h200/rerun.sh watch     #   past this call; each later call waits WATCH_S and brings back a snapshot
 # detach + watch lose no trial at a call's 10-minute limit: one sweep runs for the whole held machine (SWEEP_BUDGET
 # up to ~25 min), and the calls after it only wait and copy. They must stay back to back (idle release ~30 s).
+# Send a detach/watch call's output to a file, as the issue-18 calls of 2026-12-03 did:
+#   SPACES=beyond_recipe SWEEP_BUDGET=640 WATCH_S=420 timeout 540 bash results/h200/rerun.sh detach > $OUT/call.log 2>&1
+# A call that piped it (`| tail`) stayed open until the call's 10-minute limit; the sweep ran on, unharmed.
 # SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), e.g. the next ones:
 #   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
 #   SPACES=beyond_recipe                                 (issue 18: 48 NSGA-II trials, more than one session)
