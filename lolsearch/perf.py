@@ -331,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         df = {"train": cmd_train, "generate": cmd_generate, "scaling": cmd_scaling, "fixed": cmd_fixed,
               "eval": cmd_eval}[args.cmd](args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ConfigError as err:  # one line per problem, as the CLI prints them
+        for problem in err.problems:
+            print(str(problem), file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / f"{args.cmd}.csv", index=False)
