@@ -23,7 +23,10 @@
 # Send a detach/watch call's output to a file, as the issue-18 calls of 2026-12-03 did:
 #   SPACES=beyond_recipe SWEEP_BUDGET=640 WATCH_S=420 timeout 540 bash results/h200/rerun.sh detach > $OUT/call.log 2>&1
 # A call that piped it (`| tail`) stayed open until the call's 10-minute limit; the sweep ran on, unharmed.
-# SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), e.g. the next ones:
+# SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), run side by side; with
+# SEQUENTIAL=1 one after another, sharing SWEEP_BUDGET (a space that ends early leaves its time to the next), e.g.
+#   SPACES="beyond_recipe beyond_recipe_confirm2" SEQUENTIAL=1 SWEEP_BUDGET=1300 ... rerun.sh detach
+# The spaces below are the next ones:
 #   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
 #   SPACES=beyond_recipe                                 (issue 18: 48 NSGA-II trials, more than one session)
 # A sweep committed under results/h200/partial/<space>/ (the folder of sweeps.tgz, copied back) is continued with
@@ -56,14 +59,21 @@ export LOLSEARCH_CACHE=/tmp/lolcache RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 PYT
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 t0=$(date +%s)
 SPACES=${SPACES:-smollm2_t2r_budget smollm2_series}
-sweeps() {  # $1: extra flags (--resume), $2: time budget in seconds
+sweeps() {  # $1: extra flags (--resume), $2: time budget in seconds (SEQUENTIAL=1: shared, one space after another)
+  end=$(( $(date +%s) + $2 ))
   for s in $SPACES; do
     flag=$1
     if [ -z "$flag" ] && [ -f "results/h200/partial/$s/space.yaml" ] && [ ! -d "/tmp/$s" ]; then
       cp -r "results/h200/partial/$s" "/tmp/$s" && flag=--resume
     fi
-    timeout $(( $2 + 60 )) python3 -m lolsearch sweep spaces/$s.yaml --out /tmp/$s $flag --yes --time-budget "$2" \
+    budget=$2
+    if [ "${SEQUENTIAL:-0}" = 1 ]; then
+      budget=$(( end - $(date +%s) ))
+      [ "$budget" -ge 60 ] || { echo "$s: not started, $budget s left" | tee "$OUT/$s.log"; continue; }
+    fi
+    timeout $(( budget + 60 )) python3 -m lolsearch sweep spaces/$s.yaml --out /tmp/$s $flag --yes --time-budget "$budget" \
       --gpus 1 > "$OUT/$s.log" 2>&1 &
+    [ "${SEQUENTIAL:-0}" = 1 ] && wait
   done
   wait
   for s in $SPACES; do
