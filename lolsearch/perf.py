@@ -1,6 +1,6 @@
 """Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
 
-    python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch]
+    python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch] [--loss-chunk-tokens 0 4096]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
@@ -44,12 +44,14 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                      micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1,
                      compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
                      sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None,
-                     graph_modes: tuple[bool, ...] = (False,)) -> list[dict]:
+                     graph_modes: tuple[bool, ...] = (False,), loss_chunks: tuple[int, ...] = ()) -> list[dict]:
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
     LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
     entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
+    ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
+    ``loss_chunk`` column.
     """
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
@@ -69,11 +71,15 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     def batches_of(tok):
         return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
 
-    def measure(name: str, params: list, loss_fn: Callable[[dict], torch.Tensor], batches, targets: list) -> None:
-        for mode, graph in [(m, g) for m in compile_modes for g in graph_modes]:
+    def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
+                targets: list, chunks: tuple[int, ...] = ()) -> None:
+        for mode, graph, chunk in [(m, g, c) for m in compile_modes for g in graph_modes for c in chunks or (None,)]:
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
+            loss_fn = loss_of(chunk or None)
             row = {**base, "stage": name, "compile": mode, "cuda_graph": "on" if graph else "off"}
+            if chunk is not None:
+                row["loss_chunk"] = chunk
             reset_mem(device)
             try:
                 row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
@@ -98,8 +104,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         teacher, tok = load_model(model_cfg, device)
         teacher = add_lora(teacher, LoraOptions(), cotrain_attention=False)
         teacher.train()
-        measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad], lambda b: lm_loss(teacher, b),
-                batches_of(tok), compile_targets(teacher))
+        measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad],
+                lambda c: lambda b: lm_loss(teacher, b, c), batches_of(tok), compile_targets(teacher), loss_chunks)
         del teacher
         reset_mem(device)
     if not {"attention_transfer", "lora"} & set(stages):
@@ -114,12 +120,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
     model.train()
     if "attention_transfer" in stages:
-        measure("attention_transfer", attention_parameters(model), distill_loss, batches_of(tok), compile_targets(model))
+        measure("attention_transfer", attention_parameters(model), lambda _: distill_loss, batches_of(tok),
+                compile_targets(model))
     if "lora" in stages:
         peft_model = add_lora(model, LoraOptions(), cotrain_attention=False)
         peft_model.train()
-        measure("lora", [p for p in peft_model.parameters() if p.requires_grad], lambda b: lm_loss(peft_model, b),
-                batches_of(tok), compile_targets(peft_model))
+        measure("lora", [p for p in peft_model.parameters() if p.requires_grad],
+                lambda c: lambda b: lm_loss(peft_model, b, c), batches_of(tok), compile_targets(peft_model), loss_chunks)
     return rows
 
 
@@ -136,11 +143,17 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      compile_modes=tuple(args.compile), stages=tuple(args.stages),
                                      sync_every=args.sync_every, check=args.check,
                                      profile_dir=args.out if args.profile else None,
-                                     graph_modes=tuple(m == "on" for m in args.cuda_graph))
+                                     graph_modes=tuple(m == "on" for m in args.cuda_graph),
+                                     loss_chunks=tuple(args.loss_chunk_tokens or ()))
     df = pd.DataFrame(rows)
-    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph"], higher_better=True)
+    chunk = []
+    if "loss_chunk" in df:  # attention transfer has no next-token loss: '-'
+        df["loss_chunk"] = df["loss_chunk"].map(lambda v: "-" if pd.isna(v) else int(v))
+        chunk = ["loss_chunk"]
+    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *chunk],
+            higher_better=True)
     if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's
-        _ratios(df, "tok_s", "cuda_graph", "on", ["backend", "seq_len", "stage", "compile"], higher_better=True)
+        _ratios(df, "tok_s", "cuda_graph", "on", ["backend", "seq_len", "stage", "compile", *chunk], higher_better=True)
     return df
 
 
@@ -298,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["attention_transfer", "lora", "teacher_lora"])
     p.add_argument("--sync-every", type=int, default=None, help="steps between loss read-backs (default: the trials')")
     p.add_argument("--check", action="store_true", help="compare the first 3 steps' losses with the eager path")
+    p.add_argument("--loss-chunk-tokens", type=int, nargs="+", default=None,
+                   help="time the LoRA stages once per finetune.loss_chunk_tokens value (0: whole batch)")
     p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])

@@ -196,7 +196,8 @@ class LayerWeightsConfig(StrictModel):
 
 
 AUTO_GRAPH_TOKENS = 8192  # cuda_graph auto: largest micro-batch (tokens) whose step is graphed
-SPEED_ONLY = ("sync_every", "compile", "cuda_graph")  # StageConfig fields that change how fast a stage runs, not what it computes
+# stage fields that change how fast a stage runs or how much memory it takes, not what it computes
+SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens")
 
 
 class StageConfig(StrictModel):
@@ -315,6 +316,8 @@ class FinetuneConfig(StageConfig):
     lora: LoraOptions = Field(default_factory=LoraOptions, description="LoRA settings")
     train_feature_maps: bool | None = Field(None,
         description="also train feature maps and γ; None: only when attention transfer is off")
+    loss_chunk_tokens: int | None = Field(None, ge=1, description="next-token loss over this many positions at a "
+        "time, each chunk's logits recomputed in the backward pass (less memory); None: the whole batch at once")
 
 
 class PasskeyConfig(StrictModel):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lolsearch.config import FinetuneConfig, LoraOptions
 from lolsearch.trial.surgery import attention_parameters, compile_targets
@@ -56,43 +57,62 @@ def add_lora(model: nn.Module, lora: LoraOptions, *, cotrain_attention: bool, so
     return peft_model
 
 
-def lm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Mean next-token cross-entropy over label tokens (labels −100 are masked)."""
-    return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+def lm_loss(model: nn.Module, batch: dict, chunk_tokens: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over label tokens (labels −100 are masked).
+
+    ``chunk_tokens``: the output projection and the loss run over that many positions at a time, and with grad
+    each chunk's logits are recomputed in the backward pass instead of kept, so the ``[B·T, vocab]`` logits and
+    their fp32 loss never exist at once (a 49K vocabulary at 8 × 1024 tokens: about 4 GiB). None: the model's
+    own loss over the whole batch."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if chunk_tokens is None or not _plain_lm_head(causal):
+        return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+    hidden = causal.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state  # [B, T, C]
+    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    y = batch["labels"][:, 1:].reshape(-1)
+    head = causal.lm_head
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, h.shape[0], chunk_tokens):
+        part = (h[start:start + chunk_tokens], y[start:start + chunk_tokens], head.weight, head.bias)
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_nll, *part, use_reentrant=False, preserve_rng_state=False)
+        else:
+            total = total + _chunk_nll(*part)
+    return total / (y != -100).sum()
 
 
-# Largest [rows, T, vocab] block of fp32 logits one validation forward materializes (512 MiB): a whole batch of a
-# 49K-vocabulary model at T 1024 is 1.5 GiB, on top of a captured training step's memory pool.
+def _chunk_nll(h: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Summed next-token NLL of one chunk: ``h`` [N, C] hidden states, ``y`` [N] labels (−100 not scored)."""
+    logits = torch.nn.functional.linear(h, weight, bias).float()
+    return torch.nn.functional.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
+
+
+def _plain_lm_head(causal: nn.Module) -> bool:
+    """Whether the logits are ``lm_head(last hidden state)`` and nothing more (Llama-family models); models that
+    scale or soft-cap them keep their own loss."""
+    cfg = getattr(causal, "config", None)
+    return (isinstance(getattr(causal, "lm_head", None), nn.Linear) and hasattr(causal, "model")
+            and getattr(cfg, "final_logit_softcapping", None) is None and getattr(cfg, "logit_scale", None) is None)
+
+
+# Largest block of fp32 logits one validation pass materializes (512 MiB): a whole batch of a 49K-vocabulary model
+# at 8 × 1024 tokens is 1.5 GiB, on top of a captured training step's memory pool.
 VALIDATION_LOGITS_BYTES = 512 * 2**20
 
 
 @torch.no_grad()
 def validation_lm_loss(model: nn.Module, batches: Iterable[dict], logits_bytes: int = VALIDATION_LOGITS_BYTES) -> float:
-    """Mean over batches of each batch's mean next-token loss. A batch runs in groups of rows whose fp32 logits
-    fit ``logits_bytes``; the groups' losses are weighted by their label tokens, so the batch mean is the one a
-    single forward gives."""
+    """Mean over batches of each batch's mean next-token loss, the logits computed ``logits_bytes`` of fp32 at a
+    time (:func:`lm_loss` with ``chunk_tokens``)."""
     was_training = model.training
     model.eval()
+    chunk = max(1, logits_bytes // (4 * int(model.get_output_embeddings().weight.shape[0])))
     total, n = 0.0, 0
     for batch in batches:
-        ids, labels = batch["input_ids"], batch["labels"]
-        rows, seq = ids.shape
-        step = max(1, min(rows, logits_bytes // max(1, seq * _vocab_size(model) * 4)))
-        loss_sum, tokens = 0.0, 0
-        for start in range(0, rows, step):
-            part = labels[start:start + step]
-            count = int((part[:, 1:] != -100).sum())
-            if count:
-                loss = lm_loss(model, {"input_ids": ids[start:start + step], "labels": part})
-                loss_sum, tokens = loss_sum + loss.item() * count, tokens + count
-        total += loss_sum / max(tokens, 1)
+        total += lm_loss(model, batch, chunk).item()
         n += 1
     model.train(was_training)
     return total / max(n, 1)
-
-
-def _vocab_size(model: nn.Module) -> int:
-    return int(model.get_output_embeddings().weight.shape[0])
 
 
 def run_finetune(
@@ -109,7 +129,7 @@ def run_finetune(
     model.train()
     try:
         return run_stage(
-            name, params, lambda b: lm_loss(model, b), train_batches, cfg, seq_len,
+            name, params, lambda b: lm_loss(model, b, cfg.loss_chunk_tokens), train_batches, cfg, seq_len,
             eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
             compile_modules=compile_targets(model) if cfg.compile != "off" else (),
         )

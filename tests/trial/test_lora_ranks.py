@@ -63,9 +63,42 @@ def test_teacher_baseline_key_ignores_softmax_rank_only():
     assert _key(a, cpu, True) == _key(b, cpu, True) != _key(c, cpu, True)
 
 
-def test_validation_in_row_groups_gives_the_single_forward_loss():
-    """``validation_lm_loss`` splits a batch so its fp32 logits fit a byte budget; the batch mean must not move,
-    including when the rows hold different numbers of scored tokens."""
+def _scored_batch(vocab: int):
+    import torch
+
+    ids = torch.randint(0, vocab, (5, 16))
+    labels = ids.clone()
+    labels[1, :9] = -100   # a row with few scored tokens
+    labels[3, :] = -100    # a row with none
+    return {"input_ids": ids, "labels": labels}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 75, 1000])
+def test_chunked_loss_and_gradients_match_the_models_own_loss(chunk):
+    """``lm_loss`` with ``chunk_tokens`` (logits recomputed per chunk in backward) against the model's loss over the
+    whole batch: the same value and the same LoRA gradients, chunks that do not divide the batch included."""
+    import torch
+
+    from lolsearch.trial.finetune import lm_loss
+
+    torch.manual_seed(0)
+    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
+    peft_model = add_lora(model, LoraOptions(rank=4), cotrain_attention=False)
+    for p in peft_model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)  # LoRA B starts at zero: give the gradients something to flow through
+    batch = _scored_batch(peft_model.get_output_embeddings().weight.shape[0])
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    want = lm_loss(peft_model, batch)
+    want_grads = torch.autograd.grad(want, params)
+    got = lm_loss(peft_model, batch, chunk_tokens=chunk)
+    got_grads = torch.autograd.grad(got, params)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_validation_loss_in_chunks_is_the_single_pass_loss():
     import torch
 
     from lolsearch.trial.finetune import lm_loss, validation_lm_loss
@@ -74,15 +107,15 @@ def test_validation_in_row_groups_gives_the_single_forward_loss():
     model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
     peft_model = add_lora(model, LoraOptions(rank=4), cotrain_attention=False)
     vocab = peft_model.get_output_embeddings().weight.shape[0]
-    ids = torch.randint(0, vocab, (5, 16))
-    labels = ids.clone()
-    labels[1, :9] = -100   # a row with few scored tokens
-    labels[3, :] = -100    # a row with none
-    batches = [{"input_ids": ids, "labels": labels}, {"input_ids": ids[:2], "labels": ids[:2]}]
-    whole = validation_lm_loss(peft_model, batches)
+    plain = torch.randint(0, vocab, (2, 16))
+    batches = [_scored_batch(vocab), {"input_ids": plain, "labels": plain}]
     with torch.no_grad():
         want = sum(lm_loss(peft_model, b).item() for b in batches) / 2
-    one_row = validation_lm_loss(peft_model, batches, logits_bytes=16 * vocab * 4)  # one row per forward
-    two_rows = validation_lm_loss(peft_model, batches, logits_bytes=2 * 16 * vocab * 4)
-    assert whole == pytest.approx(want, rel=1e-6)
-    assert one_row == pytest.approx(want, rel=1e-5) and two_rows == pytest.approx(want, rel=1e-5)
+    assert validation_lm_loss(peft_model, batches) == pytest.approx(want, rel=1e-6)
+    assert validation_lm_loss(peft_model, batches, logits_bytes=3 * vocab * 4) == pytest.approx(want, rel=1e-5)
+
+
+def test_loss_chunk_tokens_is_a_speed_setting_outside_the_trial_id():
+    base = parse_trial_config({})
+    chunked = parse_trial_config({"finetune": {"loss_chunk_tokens": 4096}})
+    assert chunked.trial_id == base.trial_id and chunked.finetune.loss_chunk_tokens == 4096

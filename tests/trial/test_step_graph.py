@@ -142,3 +142,24 @@ def test_cuda_graph_auto_on_cpu_runs_eager_without_a_log_line(caplog):
         auto = _both_stages(model, tok)
     assert not [r for r in caplog.records if "cuda_graph" in r.getMessage()]
     assert auto == _both_stages(twin, tok, cuda_graph=False)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])])
+def test_lora_stage_with_a_chunked_loss_reproduces_the_whole_batch_loss(device, caplog):
+    """finetune.loss_chunk_tokens (logits recomputed per chunk in backward): the LoRA stage's losses match the
+    whole-batch loss, eager on CPU; on CUDA the chunked stage runs as a captured graph against the eager one."""
+    model, tok = stage_student(device)
+    twin = copy.deepcopy(model)
+    common = {"steps": 4, "batch_size": 2, "grad_accum": 2, "grad_clip": 1.0, "eval_every": 2, "eval_batches": 1,
+              "sync_every": 2, "lr": 1e-3}
+    curves = []
+    for m, speed in ((model, {"cuda_graph": False}), (twin, {"cuda_graph": True, "loss_chunk_tokens": 13})):
+        torch.manual_seed(0)
+        peft = add_lora(m, LoraOptions(rank=2), cotrain_attention=False)
+        with caplog.at_level(logging.INFO):
+            ft = run_finetune(peft, FinetuneConfig(**common, **speed), stage_batches(tok, 2, device),
+                              stage_val(tok, device), SEQ)
+        curves.append(([p["loss"] for p in ft.curve], [p["eval_loss"] for p in ft.eval_curve]))
+    assert _close(curves[0][0], curves[1][0]) and _close(curves[0][1], curves[1][1]), curves
+    if device == "cuda":
+        assert [r for r in caplog.records if "captured as a CUDA graph" in r.getMessage()]
