@@ -1,6 +1,7 @@
 """Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch] [--loss-chunk-tokens 0 4096]
+                                      [--recompute-features off on]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
@@ -22,6 +23,7 @@ Each writes ``<name>.csv`` and appends its table to ``perf.md`` under ``--out`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
@@ -44,14 +46,16 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                      micro_batch: int = 8, accum: int = 1, steps: int = 3, warmup: int = 1,
                      compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
                      sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None,
-                     graph_modes: tuple[bool, ...] = (False,), loss_chunks: tuple[int, ...] = ()) -> list[dict]:
+                     graph_modes: tuple[bool, ...] = (False,), loss_chunks: tuple[int, ...] = (),
+                     recompute_modes: tuple[bool, ...] = ()) -> list[dict]:
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
     LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
     entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
     ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
-    ``loss_chunk`` column.
+    ``loss_chunk`` column; ``recompute_modes``: the linearized model's stages once per ``recompute_features``
+    value, in a ``recompute`` column.
     """
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
@@ -60,7 +64,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     from lolsearch.trial.distill import layer_losses
     from lolsearch.trial.finetune import add_lora, lm_loss
     from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
-    from lolsearch.trial.surgery import attention_parameters, compile_targets, linearize
+    from lolsearch.trial.surgery import attention_parameters, compile_targets, linearize, recomputed_features
 
     rows: list[dict] = []
     base = {"model": model_cfg.source, "backend": attention.backend, "seq_len": data_cfg.seq_len,
@@ -72,18 +76,23 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
 
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
-                targets: list, chunks: tuple[int, ...] = ()) -> None:
-        for mode, graph, chunk in [(m, g, c) for m in compile_modes for g in graph_modes for c in chunks or (None,)]:
+                targets: list, chunks: tuple[int, ...] = (), linearized: torch.nn.Module | None = None) -> None:
+        recompute = (recompute_modes if linearized is not None else ()) or (None,)
+        for mode, graph, chunk, rc in [(m, g, c, r) for m in compile_modes for g in graph_modes
+                                       for c in chunks or (None,) for r in recompute]:
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
             loss_fn = loss_of(chunk or None)
             row = {**base, "stage": name, "compile": mode, "cuda_graph": "on" if graph else "off"}
             if chunk is not None:
                 row["loss_chunk"] = chunk
+            if rc is not None:
+                row["recompute"] = "on" if rc else "off"
             reset_mem(device)
             try:
-                row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
-                                      steps=steps, warmup=warmup, compile_modules=mods), status="ok")
+                with recomputed_features(linearized, bool(rc)) if linearized is not None else contextlib.nullcontext():
+                    row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
+                                          steps=steps, warmup=warmup, compile_modules=mods), status="ok")
                 if check:
                     got = check_fast_path(name, params, loss_fn, batches, stage_cfg, data_cfg.seq_len, compile_modules=mods)
                     row["fast_rel_diff"] = got["max_rel_diff"]
@@ -121,12 +130,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     model.train()
     if "attention_transfer" in stages:
         measure("attention_transfer", attention_parameters(model), lambda _: distill_loss, batches_of(tok),
-                compile_targets(model))
+                compile_targets(model), linearized=model)
     if "lora" in stages:
         peft_model = add_lora(model, LoraOptions(), cotrain_attention=False)
         peft_model.train()
         measure("lora", [p for p in peft_model.parameters() if p.requires_grad],
-                lambda c: lambda b: lm_loss(peft_model, b, c), batches_of(tok), compile_targets(peft_model), loss_chunks)
+                lambda c: lambda b: lm_loss(peft_model, b, c), batches_of(tok), compile_targets(peft_model), loss_chunks,
+                linearized=peft_model)
     return rows
 
 
@@ -144,12 +154,16 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      sync_every=args.sync_every, check=args.check,
                                      profile_dir=args.out if args.profile else None,
                                      graph_modes=tuple(m == "on" for m in args.cuda_graph),
-                                     loss_chunks=tuple(args.loss_chunk_tokens or ()))
+                                     loss_chunks=tuple(args.loss_chunk_tokens or ()),
+                                     recompute_modes=tuple(m == "on" for m in args.recompute_features or ()))
     df = pd.DataFrame(rows)
     chunk = []
     if "loss_chunk" in df:  # attention transfer has no next-token loss: '-'
         df["loss_chunk"] = df["loss_chunk"].map(lambda v: "-" if pd.isna(v) else int(v))
         chunk = ["loss_chunk"]
+    if "recompute" in df:  # the teacher has no feature maps: '-'
+        df["recompute"] = df["recompute"].fillna("-")
+        chunk.append("recompute")
     _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *chunk],
             higher_better=True)
     if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's
@@ -313,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="compare the first 3 steps' losses with the eager path")
     p.add_argument("--loss-chunk-tokens", type=int, nargs="+", default=None,
                    help="time the LoRA stages once per finetune.loss_chunk_tokens value (0: whole batch)")
+    p.add_argument("--recompute-features", nargs="+", default=None, choices=["off", "on"],
+                   help="time the linearized model's stages with the stages' recompute_features off and/or on")
     p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])

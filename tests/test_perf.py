@@ -1,5 +1,5 @@
 """perf scaling: k trials per GPU runs a valid copy of the space with resources.gpu = 1/k (sweeps faked); perf train:
-the LoRA stage once per loss chunk; perf eval: the one-pass final evaluation is timed beside the separate passes and
+each stage once per loss chunk and recompute setting; perf eval: the one-pass final evaluation is timed beside the separate passes and
 gives the same metrics."""
 
 import argparse
@@ -42,13 +42,14 @@ def test_eval_times_separate_passes_and_one_pass_with_equal_metrics(tmp_path: Pa
     assert (df["max_rel_diff"] <= 1e-6).all()
 
 
-def test_train_times_the_lora_stage_once_per_loss_chunk(tmp_path: Path) -> None:
+def test_train_times_the_lora_stage_once_per_loss_chunk_and_recompute_setting(tmp_path: Path) -> None:
     from lolsearch.perf import main
 
     assert main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
                  "--steps", "1", "--warmup", "0", "--stages", "attention_transfer", "lora",
-                 "--loss-chunk-tokens", "0", "40"]) == 0
+                 "--loss-chunk-tokens", "0", "40", "--recompute-features", "off", "on"]) == 0
     df = pd.read_csv(tmp_path / "train.csv", dtype={"loss_chunk": str})
-    assert list(zip(df["stage"], df["loss_chunk"], strict=True)) == [("attention_transfer", "-"), ("lora", "0"),
-                                                                     ("lora", "40")]
+    assert list(zip(df["stage"], df["loss_chunk"], df["recompute"], strict=True)) == [
+        ("attention_transfer", "-", "off"), ("attention_transfer", "-", "on"),
+        ("lora", "0", "off"), ("lora", "0", "on"), ("lora", "40", "off"), ("lora", "40", "on")]
     assert (df["status"] == "ok").all() and (df["tok_s"] > 0).all()

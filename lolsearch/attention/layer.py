@@ -85,6 +85,7 @@ class LinearizedAttention(nn.Module):
             self.register_buffer("gamma_logit", w0)
         self.mode = "student"
         self.recorder: DistillRecorder | None = None
+        self.recompute_features = False  # a stage's recompute_features: φ recomputed in backward, not kept
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -137,7 +138,14 @@ class LinearizedAttention(nn.Module):
         return q, k, v
 
     def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first)."""
+        """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first). With
+        ``recompute_features`` and grad, the feature maps' fp32 intermediates are recomputed in the backward pass
+        instead of kept (about 2 · 4 · B·H·T·F bytes per layer)."""
+        if self.recompute_features and torch.is_grad_enabled():
+            return checkpoint(self._features_kept, q, k, use_reentrant=False, preserve_rng_state=False)
+        return self._features_kept(q, k)
+
+    def _features_kept(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         phi_q = self.feature_map_q(q.float())
         phi_k = self.feature_map_k(expand_kv(k, self.num_heads).float())
         if resolve_backend(self.backend, q.device) == "triton":

@@ -197,7 +197,7 @@ class LayerWeightsConfig(StrictModel):
 
 AUTO_GRAPH_TOKENS = 8192  # cuda_graph auto: largest micro-batch (tokens) whose step is graphed
 # stage fields that change how fast a stage runs or how much memory it takes, not what it computes
-SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens")
+SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features")
 
 
 class StageConfig(StrictModel):
@@ -233,6 +233,8 @@ class StageConfig(StrictModel):
         f"{AUTO_GRAPH_TOKENS} tokens (where launch overhead bounds the step); no-op on CPU, and any step that cannot "
         "be captured falls back to eager with a log line. Speed only, the same losses up to rounding: not part of "
         "the trial id")
+    recompute_features: bool = Field(False, description="recompute φ(q), φ(k) in the backward pass instead of keeping "
+        "the feature maps' fp32 intermediates (less memory, a little more compute); not part of the trial id")
 
     def graph_wanted(self, seq_len: int) -> bool:
         """Whether the stage asks for the CUDA-graph step at this sequence length (``auto`` resolved)."""

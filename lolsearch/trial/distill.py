@@ -17,7 +17,14 @@ from torch import nn
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.config import DistillConfig
 from lolsearch.trial.layer_weights import LAYER_WEIGHTS, layer_weights
-from lolsearch.trial.surgery import attention_parameters, compile_targets, decoder_of, distill_mode, linearized_layers
+from lolsearch.trial.surgery import (
+    attention_parameters,
+    compile_targets,
+    decoder_of,
+    distill_mode,
+    linearized_layers,
+    recomputed_features,
+)
 from lolsearch.trial.train import StageResult, run_stage
 
 log = logging.getLogger(__name__)
@@ -75,8 +82,9 @@ def run_distill(
 
     model.train()
     try:
-        result = run_stage("distill", params, loss_fn, train_batches, cfg, seq_len, eval_fn=eval_fn, report=report,
-                           compile_modules=compile_targets(model) if cfg.compile != "off" else ())
+        with recomputed_features(model, cfg.recompute_features):
+            result = run_stage("distill", params, loss_fn, train_batches, cfg, seq_len, eval_fn=eval_fn, report=report,
+                               compile_modules=compile_targets(model) if cfg.compile != "off" else ())
     finally:
         model.eval()
     return result, weights

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lolsearch.config import FinetuneConfig, LoraOptions
-from lolsearch.trial.surgery import attention_parameters, compile_targets
+from lolsearch.trial.surgery import attention_parameters, compile_targets, recomputed_features
 from lolsearch.trial.train import StageResult, run_stage
 
 TARGET_MODULES = {
@@ -128,10 +128,11 @@ def run_finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     try:
-        return run_stage(
-            name, params, lambda b: lm_loss(model, b, cfg.loss_chunk_tokens), train_batches, cfg, seq_len,
-            eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
-            compile_modules=compile_targets(model) if cfg.compile != "off" else (),
-        )
+        with recomputed_features(model, cfg.recompute_features):
+            return run_stage(
+                name, params, lambda b: lm_loss(model, b, cfg.loss_chunk_tokens), train_batches, cfg, seq_len,
+                eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
+                compile_modules=compile_targets(model) if cfg.compile != "off" else (),
+            )
     finally:
         model.eval()

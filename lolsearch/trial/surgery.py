@@ -152,6 +152,19 @@ def distill_mode(model: nn.Module, recorder: DistillRecorder) -> Iterator[Distil
 
 
 @contextlib.contextmanager
+def recomputed_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
+    """Within the block (with ``on``) every linearized layer recomputes φ(q), φ(k) in the backward pass."""
+    layers = list(linearized_layers(model))
+    for m in layers:
+        m.recompute_features = on
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.recompute_features = False
+
+
+@contextlib.contextmanager
 def teacher_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block the model computes the original teacher: softmax attention, LoRA adapters off."""
     layers = list(linearized_layers(model))

@@ -244,5 +244,7 @@ def test_report_ranks_designs_by_their_means_over_seeds(tmp_path):
     assert len(front) >= 1 and (front[f"{names[0]} ci_low"] <= front[names[0]]).all()
     # every design of a later front is matched or beaten in every objective by a design of an earlier front
     for _, row in table[table["front"] > 1].iterrows():
-        assert any(all(f[m] <= row[m] if o.mode == "min" else f[m] >= row[m] for m, o in zip(names, sweep.objectives))
-                   for _, f in table[table["front"] < row["front"]].iterrows())
+        better = [all(f[m] <= row[m] if o.mode == "min" else f[m] >= row[m]
+                      for m, o in zip(names, sweep.objectives, strict=True))
+                  for _, f in table[table["front"] < row["front"]].iterrows()]
+        assert any(better)

@@ -163,3 +163,49 @@ def test_lora_stage_with_a_chunked_loss_reproduces_the_whole_batch_loss(device, 
     assert _close(curves[0][0], curves[1][0]) and _close(curves[0][1], curves[1][1]), curves
     if device == "cuda":
         assert [r for r in caplog.records if "captured as a CUDA graph" in r.getMessage()]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])])
+def test_recomputed_features_reproduce_both_stages(device, caplog):
+    """recompute_features (φ recomputed in backward) in both stages: the same losses as keeping φ's intermediates,
+    eager on CPU; on CUDA the recomputing stages run as captured graphs against the eager ones."""
+    model, tok = stage_student(device)
+    twin = copy.deepcopy(model)
+    eager = _both_stages(model, tok, device, cuda_graph=False)
+    with caplog.at_level(logging.INFO):
+        recomputed = _both_stages(twin, tok, device, cuda_graph=device == "cuda", recompute_features=True)
+    for a, b in zip(eager, recomputed, strict=True):
+        assert _close(a, b), (a, b)
+    if device == "cuda":
+        assert len([r for r in caplog.records if "captured as a CUDA graph" in r.getMessage()]) == 2
+
+
+def test_recomputed_features_keep_fewer_tensors_for_backward():
+    """What autograd keeps for the LoRA step's backward shrinks by at least the feature maps' fp32 outputs."""
+    from lolsearch.trial.finetune import lm_loss
+    from lolsearch.trial.surgery import linearized_layers, recomputed_features
+
+    model, tok = stage_student()
+    peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
+    batch = next(iter(stage_batches(tok, 2)))
+
+    def kept_bytes() -> int:
+        sizes = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            lm_loss(peft, batch).backward()
+        return sum(sizes)
+
+    kept = kept_bytes()
+    with recomputed_features(peft, True):
+        recomputing = kept_bytes()
+    layers = list(linearized_layers(peft))
+    assert not any(m.recompute_features for m in layers)  # the block restores the flag
+    b, t = batch["input_ids"].shape
+    heads, f = layers[0].num_heads, layers[0].feature_map_q.output_dim
+    phi_bytes = 2 * b * heads * t * f * 4  # φ(q) and φ(k) in fp32, one layer
+    assert kept - recomputing >= len(layers) * phi_bytes, (kept, recomputing)
