@@ -1,6 +1,6 @@
 """perf scaling: k trials per GPU runs a valid copy of the space with resources.gpu = 1/k (sweeps faked); perf train:
-each stage once per loss chunk and recompute setting; perf eval: the one-pass final evaluation is timed beside the separate passes and
-gives the same metrics."""
+each stage once per loss chunk and recompute setting; perf eval: the one-pass final evaluation is timed beside the
+separate passes and gives the same metrics."""
 
 import argparse
 import json
