@@ -139,8 +139,8 @@ class LinearizedAttention(nn.Module):
 
     def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first). With
-        ``recompute_features`` and grad, the feature maps' fp32 intermediates are recomputed in the backward pass
-        instead of kept (about 2 · 4 · B·H·T·F bytes per layer)."""
+        ``recompute_features`` and grad, the feature maps' intermediates (several fp32 ``[B, H, T, F]`` tensors per
+        layer) are recomputed in the backward pass instead of kept."""
         if self.recompute_features and torch.is_grad_enabled():
             return checkpoint(self._features_kept, q, k, use_reentrant=False, preserve_rng_state=False)
         return self._features_kept(q, k)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lolsearch.config import FinetuneConfig, LoraOptions
-from lolsearch.trial.surgery import attention_parameters, compile_targets, recomputed_features
+from lolsearch.trial.surgery import attention_parameters, compile_targets, recomputed_features, unwrap_peft
 from lolsearch.trial.train import StageResult, run_stage
 
 TARGET_MODULES = {
@@ -64,7 +64,7 @@ def lm_loss(model: nn.Module, batch: dict, chunk_tokens: int | None = None) -> t
     each chunk's logits are recomputed in the backward pass instead of kept, so the ``[B·T, vocab]`` logits and
     their fp32 loss never exist at once (a 49K vocabulary at 8 × 1024 tokens: about 4 GiB). None: the model's
     own loss over the whole batch."""
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal = unwrap_peft(model)
     if chunk_tokens is None or not _plain_lm_head(causal):
         return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
     hidden = causal.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state  # [B, T, C]
