@@ -23,7 +23,6 @@ Each writes ``<name>.csv`` and appends its table to ``perf.md`` under ``--out`` 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import shlex
@@ -64,7 +63,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     from lolsearch.trial.distill import layer_losses
     from lolsearch.trial.finetune import add_lora, lm_loss
     from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
-    from lolsearch.trial.surgery import attention_parameters, compile_targets, linearize, recomputed_features
+    from lolsearch.trial.surgery import (
+        attention_parameters,
+        compile_targets,
+        linearize,
+        linearized_layers,
+        recomputed_features,
+    )
 
     rows: list[dict] = []
     base = {"model": model_cfg.source, "backend": attention.backend, "seq_len": data_cfg.seq_len,
@@ -76,8 +81,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
 
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
-                targets: list, chunks: tuple[int, ...] = (), linearized: torch.nn.Module | None = None) -> None:
-        recompute = (recompute_modes if linearized is not None else ()) or (None,)
+                targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = ()) -> None:
+        recompute = (recompute_modes if any(True for _ in linearized_layers(model)) else ()) or (None,)
         for mode, graph, chunk, rc in [(m, g, c, r) for m in compile_modes for g in graph_modes
                                        for c in chunks or (None,) for r in recompute]:
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
@@ -90,7 +95,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                 row["recompute"] = "on" if rc else "off"
             reset_mem(device)
             try:
-                with recomputed_features(linearized, bool(rc)) if linearized is not None else contextlib.nullcontext():
+                with recomputed_features(model, bool(rc)):
                     row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
                                           steps=steps, warmup=warmup, compile_modules=mods), status="ok")
                 if check:
@@ -114,7 +119,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         teacher = add_lora(teacher, LoraOptions(), cotrain_attention=False)
         teacher.train()
         measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad],
-                lambda c: lambda b: lm_loss(teacher, b, c), batches_of(tok), compile_targets(teacher), loss_chunks)
+                lambda c: lambda b: lm_loss(teacher, b, c), batches_of(tok), compile_targets(teacher), teacher, loss_chunks)
         del teacher
         reset_mem(device)
     if not {"attention_transfer", "lora"} & set(stages):
@@ -130,13 +135,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     model.train()
     if "attention_transfer" in stages:
         measure("attention_transfer", attention_parameters(model), lambda _: distill_loss, batches_of(tok),
-                compile_targets(model), linearized=model)
+                compile_targets(model), model)
     if "lora" in stages:
         peft_model = add_lora(model, LoraOptions(), cotrain_attention=False)
         peft_model.train()
         measure("lora", [p for p in peft_model.parameters() if p.requires_grad],
-                lambda c: lambda b: lm_loss(peft_model, b, c), batches_of(tok), compile_targets(peft_model), loss_chunks,
-                linearized=peft_model)
+                lambda c: lambda b: lm_loss(peft_model, b, c), batches_of(tok), compile_targets(peft_model), peft_model,
+                loss_chunks)
     return rows
 
 
@@ -157,17 +162,18 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      loss_chunks=tuple(args.loss_chunk_tokens or ()),
                                      recompute_modes=tuple(m == "on" for m in args.recompute_features or ()))
     df = pd.DataFrame(rows)
-    chunk = []
+    settings = []  # the optional setting columns, part of every ratio's key
     if "loss_chunk" in df:  # attention transfer has no next-token loss: '-'
         df["loss_chunk"] = df["loss_chunk"].map(lambda v: "-" if pd.isna(v) else int(v))
-        chunk = ["loss_chunk"]
+        settings.append("loss_chunk")
     if "recompute" in df:  # the teacher has no feature maps: '-'
         df["recompute"] = df["recompute"].fillna("-")
-        chunk.append("recompute")
-    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *chunk],
+        settings.append("recompute")
+    _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *settings],
             higher_better=True)
     if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's
-        _ratios(df, "tok_s", "cuda_graph", "on", ["backend", "seq_len", "stage", "compile", *chunk], higher_better=True)
+        _ratios(df, "tok_s", "cuda_graph", "on", ["backend", "seq_len", "stage", "compile", *settings],
+                higher_better=True)
     return df
 
 

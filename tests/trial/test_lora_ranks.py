@@ -1,6 +1,7 @@
 """Per-layer LoRA rank (``finetune.lora.rank_by_layer``, ``softmax_rank``) through peft's rank_pattern, MLP targets too."""
 
 import pytest
+import torch
 
 from lolsearch.config import AttentionConfig, LoraOptions, ModelConfig, parse_trial_config
 from lolsearch.models import load_model
@@ -53,8 +54,6 @@ def test_rank_by_layer_is_canonical():
 
 
 def test_teacher_baseline_key_ignores_softmax_rank_only():
-    import torch
-
     from lolsearch.trial.baselines import _key
 
     cpu = torch.device("cpu")
@@ -64,8 +63,6 @@ def test_teacher_baseline_key_ignores_softmax_rank_only():
 
 
 def _scored_batch(vocab: int):
-    import torch
-
     ids = torch.randint(0, vocab, (5, 16))
     labels = ids.clone()
     labels[1, :9] = -100   # a row with few scored tokens
@@ -77,8 +74,6 @@ def _scored_batch(vocab: int):
 def test_chunked_loss_and_gradients_match_the_models_own_loss(chunk):
     """``lm_loss`` with ``chunk_tokens`` (logits recomputed per chunk in backward) against the model's loss over the
     whole batch: the same value and the same LoRA gradients, chunks that do not divide the batch included."""
-    import torch
-
     from lolsearch.trial.finetune import lm_loss
 
     torch.manual_seed(0)
@@ -99,8 +94,6 @@ def test_chunked_loss_and_gradients_match_the_models_own_loss(chunk):
 
 
 def test_validation_loss_in_chunks_is_the_single_pass_loss():
-    import torch
-
     from lolsearch.trial.finetune import lm_loss, validation_lm_loss
 
     torch.manual_seed(0)
