@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from lolsearch.config import TrialConfig
+from lolsearch.config.sections import SPEED_ONLY
 from lolsearch.config.io import parse_yaml
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, require_writable_dir
@@ -208,17 +209,25 @@ def check_sweep(space: SearchSpace, out: Path, resume: bool, max_trials: int | N
 
 
 # Keys of a space file that say how trials run, not which: a sweep resumes with other values of them (more GPUs,
-# a larger memory share per trial), since they change no trial's config.
+# a larger memory share per trial, a stage's speed-only settings in base), since they change no trial's result.
 RUN_KEYS = ("resources", "budget")
 
 
 def _design_part(text: str) -> Any:
-    """The space file without its RUN_KEYS (the text itself where it does not parse to a mapping)."""
+    """The space file without its RUN_KEYS and base's speed-only stage settings (the text itself where it does not
+    parse to a mapping)."""
     try:
         data = parse_yaml(text)
     except (yaml.YAMLError, ValueError):
         return text
-    return {k: v for k, v in data.items() if k not in RUN_KEYS} if isinstance(data, dict) else text
+    if not isinstance(data, dict):
+        return text
+    design = {k: v for k, v in data.items() if k not in RUN_KEYS}
+    base = design.get("base")
+    if isinstance(base, dict):
+        design["base"] = {**base, **{stage: {k: v for k, v in base[stage].items() if k not in SPEED_ONLY}
+                                     for stage in ("distill", "finetune") if isinstance(base.get(stage), dict)}}
+    return design
 
 
 def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
@@ -230,7 +239,8 @@ def _check_folder(space: SearchSpace, out: Path, resume: bool) -> None:
             raise ConfigError.single(str(out), "", "nothing to resume here (no space.yaml); drop --resume to start")
         if _design_part(copy.read_bytes().decode("utf-8", errors="replace")) != _design_part(space.text):
             raise ConfigError.single(space.file, "", f"differs from {copy}, the space this sweep started with, "
-                                     f"in more than {' and '.join(RUN_KEYS)}; resume with that file or start a new --out")
+                                     f"in more than {' and '.join(RUN_KEYS)} (and speed-only stage settings); "
+                                     "resume with that file or start a new --out")
         _check_state(out)
     elif any((out / name).exists() for name in SWEEP_FILES):
         held = ", ".join(name for name in SWEEP_FILES if (out / name).exists())

@@ -1,4 +1,5 @@
-"""--resume accepts a space file that changed only in how trials run (resources, budget), and nothing else."""
+"""--resume accepts a space file that changed only in how trials run (resources, budget, a stage's speed-only
+settings in base), and nothing else."""
 
 from pathlib import Path
 
@@ -36,3 +37,14 @@ def test_run_keys_may_change_on_resume(tmp_path, extra):
 def test_a_changed_search_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="differs from .*in more than resources and budget"):
         _resume_with(tmp_path, lambda text: text.replace("name: toy", "name: toy2", 1))
+
+
+@pytest.mark.parametrize("stage, setting", [("finetune", "loss_chunk_tokens: 2048"), ("distill", "recompute_features: true"),
+                                            ("finetune", "recompute_features: true"), ("distill", "cuda_graph: off")])
+def test_speed_only_settings_may_change_on_resume(tmp_path, stage, setting):
+    _resume_with(tmp_path, lambda text: text.replace(f"{stage}: {{tokens: null,", f"{stage}: {{{setting}, tokens: null,", 1))
+
+
+def test_a_changed_stage_setting_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="differs from"):
+        _resume_with(tmp_path, lambda text: text.replace("distill: {tokens: null, steps: 4,", "distill: {tokens: null, steps: 5,", 1))
