@@ -73,7 +73,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
     rows: list[dict] = []
     base = {"model": model_cfg.source, "backend": attention.backend, "seq_len": data_cfg.seq_len,
-            "batch": f"{micro_batch}x{accum}", "layout": f"{attention.layout}{attention.window}",
+            "batch": f"{micro_batch}x{accum}", "layout": layout_label(attention),
             "device": _device_name(device)}
     cfg = FinetuneConfig(steps=1, batch_size=micro_batch, grad_accum=accum, lr=1e-4, sync_every=sync_every)
 
@@ -284,6 +284,14 @@ def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], high
         r = refs.get(key, float("nan"))
         ratio.append(r / row[col] if higher_better else row[col] / r)
     df[f"{ref}_speedup"] = ratio
+
+
+def layout_label(attention: AttentionConfig) -> str:
+    """The ``layout`` column: layout and window (``sliding64``), a schedule's ends (``sliding32-512``), softmax layers."""
+    sched = attention.window_schedule
+    window = f"{sched.first}-{sched.last}" if sched is not None else f"{attention.window}"
+    kept = f"+softmax{','.join(map(str, attention.softmax_layers))}" if attention.softmax_layers else ""
+    return f"{attention.layout}{window}{kept}"
 
 
 def _attention(args: argparse.Namespace, backend: str) -> AttentionConfig:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from lolsearch import perf
+from lolsearch.config import AttentionConfig
 from lolsearch.search.space import load_space
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces" / "scaling.yaml"
@@ -53,3 +54,9 @@ def test_train_times_the_lora_stage_once_per_loss_chunk_and_recompute_setting(tm
         ("attention_transfer", "-", "off"), ("attention_transfer", "-", "on"),
         ("lora", "0", "off"), ("lora", "0", "on"), ("lora", "40", "off"), ("lora", "40", "on")]
     assert (df["status"] == "ok").all() and (df["tok_s"] > 0).all()
+
+
+def test_layout_label_names_the_window_schedule_and_the_softmax_layers() -> None:
+    assert perf.layout_label(AttentionConfig(layout="sliding", window=64)) == "sliding64"
+    scheduled = AttentionConfig(layout="sliding", window_schedule={"first": 32, "last": 512}, softmax_layers=(18, 29))
+    assert perf.layout_label(scheduled) == "sliding32-512+softmax18,29"
