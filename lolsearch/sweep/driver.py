@@ -384,18 +384,21 @@ def _tuner(space: SearchSpace, out: Path, points: list, planned: int, resume: bo
     """
     from ray import tune
 
+    from lolsearch.sweep.late_start import LateStart, PointSearcher
+
     trainable = tune.with_resources(sweep_trainable, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     exp = out / "ray"
-    done = {r["trial_id"] for r in read_results(out)}
+    records = read_results(out)
+    done = {r["trial_id"] for r in records}
     if exp.exists():  # the previous run's Tune state: keep it aside, run what is left
         shutil.move(str(exp), str(out / f"ray.unrestorable.{int(time.time())}"))
     ctx = SweepContext(str(out), space.name, space.resources.cpu, space.resources.gpu).to_ray()
+    searcher: Any
     if space.is_grid:
         todo = [p.to_ray(i) for i, p in enumerate(points) if p.config.trial_id not in done]
         if not todo:
             return None
-        param_space: dict[str, Any] = {"_sweep": ctx, "_point": tune.grid_search(todo)}
-        search_alg, num_samples = None, 1
+        searcher, num_samples = PointSearcher(todo), len(todo)
     else:
         num_samples = planned - len(done) if resume else planned
         if num_samples <= 0:
@@ -403,7 +406,7 @@ def _tuner(space: SearchSpace, out: Path, points: list, planned: int, resume: bo
         # on a fresh resume, a sampler with the old seed would replay the same first points
         seed = space.sampler.seed + (len(done) if resume else 0)
         objectives, modes = [o.metric for o in space.objectives], [o.mode for o in space.objectives]
-        search_alg = TrialSearcher(
+        searcher = TrialSearcher(
             space=functools.partial(define_by_run, space=space),
             metric=objectives if len(objectives) > 1 else objectives[0],
             mode=modes if len(modes) > 1 else modes[0],
@@ -411,9 +414,12 @@ def _tuner(space: SearchSpace, out: Path, points: list, planned: int, resume: bo
             study_name=space.name,
             storage=study_storage(out / STUDY_FILE),
         )
-        param_space = {"_sweep": ctx}
+    if space.budget.time_s is not None:  # start no trial that the budget would cut off
+        walls = [(r.get("timing") or {}).get("total_s") for r in records if r.get("status") == "ok"]
+        searcher = LateStart(searcher, time.time() + space.budget.time_s, [w for w in walls if w])
+    param_space = {"_sweep": ctx}
     tune_config = tune.TuneConfig(
-        search_alg=search_alg, scheduler=_scheduler(space), num_samples=num_samples,
+        search_alg=searcher, scheduler=_scheduler(space), num_samples=num_samples,
         max_concurrent_trials=space.budget.max_concurrent, time_budget_s=space.budget.time_s,
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,  # one worker process runs trial after trial: no torch import per trial

@@ -258,3 +258,19 @@ def test_baseline_tasks_still_running_at_the_time_budget_are_cancelled(ray_sessi
     assert "1 teacher baseline task(s) cancelled" in caplog.text and "no data" in caplog.text
     with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
         ray.get(slow, timeout=30)
+
+
+def test_a_resumed_sweep_starts_no_trial_that_its_time_budget_would_cut(ray_session, tmp_path):
+    """The finished trial took an hour (its record says): with 10 minutes of budget, --resume starts nothing."""
+    out = tmp_path / "late"
+    run_sweep(TOY, out, max_trials=1)
+    (only,) = records(out)
+    path = out / "trials" / only / "result.json"
+    record = json.loads(path.read_text())
+    record["timing"]["total_s"] = 3600.0
+    path.write_text(json.dumps(record))
+    t0 = time.time()
+    run_sweep(TOY, out, resume=True, time_budget_s=600)
+    assert set(records(out)) == {only} and time.time() - t0 < 300
+    run_sweep(TOY, out, resume=True)  # without a budget the rest runs
+    assert len(records(out)) == len(load_space(TOY).plan())
