@@ -32,8 +32,8 @@ from typing import Any
 import yaml
 
 from lolsearch.config import TrialConfig
-from lolsearch.config.sections import SPEED_ONLY
 from lolsearch.config.io import parse_yaml
+from lolsearch.config.sections import SPEED_ONLY
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, require_writable_dir
 from lolsearch.core.provenance import git_sha, lolsearch_version
