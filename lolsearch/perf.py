@@ -1,7 +1,7 @@
 """Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch] [--loss-chunk-tokens 0 4096]
-                                      [--recompute-features off on]
+                                      [--recompute-features off on] [--checkpoint-layers off on]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
@@ -46,7 +46,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                      compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
                      sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None,
                      graph_modes: tuple[bool, ...] = (False,), loss_chunks: tuple[int, ...] = (),
-                     recompute_modes: tuple[bool, ...] = ()) -> list[dict]:
+                     recompute_modes: tuple[bool, ...] = (), checkpoint_modes: tuple[bool, ...] = ()) -> list[dict]:
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
@@ -54,7 +54,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
     ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
     ``loss_chunk`` column; ``recompute_modes``: the linearized model's stages once per ``recompute_features``
-    value, in a ``recompute`` column.
+    value, in a ``recompute`` column; ``checkpoint_modes``: the LoRA stages once per ``finetune.checkpoint_layers``
+    value, in a ``checkpoint_layers`` column.
     """
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
@@ -65,6 +66,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
     from lolsearch.trial.surgery import (
         attention_parameters,
+        checkpointed_layers,
         compile_targets,
         linearize,
         linearized_layers,
@@ -81,10 +83,11 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
 
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
-                targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = ()) -> None:
+                targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = (), lora: bool = False) -> None:
         recompute = (recompute_modes if any(True for _ in linearized_layers(model)) else ()) or (None,)
-        for mode, graph, chunk, rc in [(m, g, c, r) for m in compile_modes for g in graph_modes
-                                       for c in chunks or (None,) for r in recompute]:
+        layer_ckpt = (checkpoint_modes if lora else ()) or (None,)
+        for mode, graph, chunk, rc, ck in [(m, g, c, r, k) for m in compile_modes for g in graph_modes
+                                           for c in chunks or (None,) for r in recompute for k in layer_ckpt]:
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
             loss_fn = loss_of(chunk or None)
@@ -93,9 +96,11 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                 row["loss_chunk"] = chunk
             if rc is not None:
                 row["recompute"] = "on" if rc else "off"
+            if ck is not None:
+                row["checkpoint_layers"] = "on" if ck else "off"
             reset_mem(device)
             try:
-                with recomputed_features(model, bool(rc)):
+                with recomputed_features(model, bool(rc)), checkpointed_layers(model, bool(ck)):
                     row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
                                           steps=steps, warmup=warmup, compile_modules=mods), status="ok")
                 if check:
@@ -119,7 +124,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         teacher = add_lora(teacher, LoraOptions(), cotrain_attention=False)
         teacher.train()
         measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad],
-                lambda c: lambda b: lm_loss(teacher, b, c), batches_of(tok), compile_targets(teacher), teacher, loss_chunks)
+                lambda c: lambda b: lm_loss(teacher, b, c), batches_of(tok), compile_targets(teacher), teacher, loss_chunks,
+                lora=True)
         del teacher
         reset_mem(device)
     if not {"attention_transfer", "lora"} & set(stages):
@@ -141,7 +147,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         peft_model.train()
         measure("lora", [p for p in peft_model.parameters() if p.requires_grad],
                 lambda c: lambda b: lm_loss(peft_model, b, c), batches_of(tok), compile_targets(peft_model), peft_model,
-                loss_chunks)
+                loss_chunks, lora=True)
     return rows
 
 
@@ -160,7 +166,8 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      profile_dir=args.out if args.profile else None,
                                      graph_modes=tuple(m == "on" for m in args.cuda_graph),
                                      loss_chunks=tuple(args.loss_chunk_tokens or ()),
-                                     recompute_modes=tuple(m == "on" for m in args.recompute_features or ()))
+                                     recompute_modes=tuple(m == "on" for m in args.recompute_features or ()),
+                                     checkpoint_modes=tuple(m == "on" for m in args.checkpoint_layers or ()))
     df = pd.DataFrame(rows)
     settings = []  # the optional setting columns, part of every ratio's key
     if "loss_chunk" in df:  # attention transfer has no next-token loss: '-'
@@ -169,6 +176,9 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     if "recompute" in df:  # the teacher has no feature maps: '-'
         df["recompute"] = df["recompute"].fillna("-")
         settings.append("recompute")
+    if "checkpoint_layers" in df:  # attention transfer has no checkpointed LoRA step: '-'
+        df["checkpoint_layers"] = df["checkpoint_layers"].fillna("-")
+        settings.append("checkpoint_layers")
     _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *settings],
             higher_better=True)
     if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's
@@ -343,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="time the LoRA stages once per finetune.loss_chunk_tokens value (0: whole batch)")
     p.add_argument("--recompute-features", nargs="+", default=None, choices=["off", "on"],
                    help="time the linearized model's stages with the stages' recompute_features off and/or on")
+    p.add_argument("--checkpoint-layers", nargs="+", default=None, choices=["off", "on"],
+                   help="time the LoRA stages with finetune.checkpoint_layers off and/or on")
     p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])

@@ -43,16 +43,18 @@ def test_eval_times_separate_passes_and_one_pass_with_equal_metrics(tmp_path: Pa
     assert (df["max_rel_diff"] <= 1e-6).all()
 
 
-def test_train_times_the_lora_stage_once_per_loss_chunk_and_recompute_setting(tmp_path: Path) -> None:
+def test_train_times_the_lora_stage_once_per_loss_chunk_recompute_and_checkpoint_setting(tmp_path: Path) -> None:
     from lolsearch.perf import main
 
     assert main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
                  "--steps", "1", "--warmup", "0", "--stages", "attention_transfer", "lora",
-                 "--loss-chunk-tokens", "0", "40", "--recompute-features", "off", "on"]) == 0
+                 "--loss-chunk-tokens", "0", "40", "--recompute-features", "off", "on",
+                 "--checkpoint-layers", "off", "on"]) == 0
     df = pd.read_csv(tmp_path / "train.csv", dtype={"loss_chunk": str})
-    assert list(zip(df["stage"], df["loss_chunk"], df["recompute"], strict=True)) == [
-        ("attention_transfer", "-", "off"), ("attention_transfer", "-", "on"),
-        ("lora", "0", "off"), ("lora", "0", "on"), ("lora", "40", "off"), ("lora", "40", "on")]
+    lora = [(c, r, k) for c in ("0", "40") for r in ("off", "on") for k in ("off", "on")]
+    assert list(zip(df["stage"], df["loss_chunk"], df["recompute"], df["checkpoint_layers"], strict=True)) == [
+        ("attention_transfer", "-", "off", "-"), ("attention_transfer", "-", "on", "-"),
+        *[("lora", *key) for key in lora]]
     assert (df["status"] == "ok").all() and (df["tok_s"] > 0).all()
 
 

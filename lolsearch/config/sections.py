@@ -197,7 +197,7 @@ class LayerWeightsConfig(StrictModel):
 
 AUTO_GRAPH_TOKENS = 8192  # cuda_graph auto: largest micro-batch (tokens) whose step is graphed
 # stage fields that change how fast a stage runs or how much memory it takes, not what it computes
-SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features")
+SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features", "checkpoint_layers")
 
 
 class StageConfig(StrictModel):
@@ -306,20 +306,19 @@ class LoraOptions(RankRuleMixin, StrictModel):
 
 
 class FinetuneConfig(StageConfig):
-    """Stage 2, low-rank linearizing: next-token loss through LoRA.
-
-    ``train_feature_maps``: None = co-train feature maps and γ only when attention transfer is off
-    (the paper's "no attention transfer" baseline).
-    """
+    """Stage 2, low-rank linearizing: next-token loss through LoRA."""
 
     tokens: int | None = Field(40_000_000, gt=0,
         description="training tokens (default 40M; exactly one of tokens or steps)")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the LoRA weights")
     lora: LoraOptions = Field(default_factory=LoraOptions, description="LoRA settings")
     train_feature_maps: bool | None = Field(None,
-        description="also train feature maps and γ; None: only when attention transfer is off")
+        description="also train feature maps and γ; None: only when attention transfer is off (the paper's no "
+        "attention transfer baseline)")
     loss_chunk_tokens: int | None = Field(None, ge=1, description="next-token loss over this many positions at a "
         "time, each chunk's logits recomputed in the backward pass (less memory); None: the whole batch at once")
+    checkpoint_layers: bool = Field(False, description="activation checkpointing: keep only each decoder layer's "
+        "input and recompute the layer in the backward pass (least memory, one more forward); not part of the trial id")
 
 
 class PasskeyConfig(StrictModel):

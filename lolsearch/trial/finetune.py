@@ -15,7 +15,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lolsearch.config import FinetuneConfig, LoraOptions
-from lolsearch.trial.surgery import attention_parameters, compile_targets, recomputed_features, unwrap_peft
+from lolsearch.trial.surgery import (
+    attention_parameters,
+    checkpointed_layers,
+    compile_targets,
+    recomputed_features,
+    unwrap_peft,
+)
 from lolsearch.trial.train import StageResult, run_stage
 
 TARGET_MODULES = {
@@ -128,7 +134,7 @@ def run_finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     try:
-        with recomputed_features(model, cfg.recompute_features):
+        with recomputed_features(model, cfg.recompute_features), checkpointed_layers(model, cfg.checkpoint_layers):
             return run_stage(
                 name, params, lambda b: lm_loss(model, b, cfg.loss_chunk_tokens), train_batches, cfg, seq_len,
                 eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,

@@ -165,6 +165,26 @@ def recomputed_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
+def checkpointed_layers(model: nn.Module, on: bool) -> Iterator[nn.Module]:
+    """Within the block (with ``on``) each decoder layer keeps only its input for the backward pass and runs again
+    there (transformers' gradient checkpointing, non-reentrant: frozen embeddings need no grad)."""
+    base = unwrap_peft(model)
+    # newer transformers call it activation checkpointing, older ones (the H200 image's 5.17) gradient checkpointing
+    new = hasattr(base, "activation_checkpointing_enable")
+    if on:
+        kwargs = {"use_reentrant": False}
+        if new:
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    try:
+        yield model
+    finally:
+        if on:
+            (base.activation_checkpointing_disable if new else base.gradient_checkpointing_disable)()
+
+
+@contextlib.contextmanager
 def teacher_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block the model computes the original teacher: softmax attention, LoRA adapters off."""
     layers = list(linearized_layers(model))
