@@ -121,6 +121,7 @@ def _load(s: TrialState) -> None:
 
 def _swap(s: TrialState) -> None:
     cfg = s.cfg
+    t = time.perf_counter()
     rule = cfg.attention.softmax_rule if cfg.attention.softmax_rule and cfg.attention.softmax_rule.top_mse else None
     probe = _limited(_train(cfg, s.tokenizer, s.device, "distill"), rule.probe_batches) if rule else ()
     s.surgery, chosen, probe_mse = linearize_by_rule(s.model, cfg.attention, probe)
@@ -130,10 +131,11 @@ def _swap(s: TrialState) -> None:
         s.metrics["softmax_layers"] = list(s.surgery.kept_softmax)  # the final plan: explicit + chosen
     s.metrics["linearized_layers"] = len(s.surgery.replaced)
     s.metrics["feature_dim"] = s.surgery.feature_dim
+    s.result.timing["swap_s"] = time.perf_counter() - t  # the probe (softmax_rule) and the surgery
     t = time.perf_counter()
     s.metrics["ppl_swap"] = evaluate.perplexity(s.model, s.eval_batches())
     s.metrics.update(quality.window_shares(s.cfg, s.model, s.eval_batches(), "init_"))
-    s.result.timing["eval_s"] = time.perf_counter() - t
+    s.result.timing["eval_s"] = s.result.timing["swap_eval_s"] = time.perf_counter() - t
     s.notify({"stage": "swap", "ppl_swap": s.metrics["ppl_swap"]})
 
 
@@ -145,8 +147,10 @@ def _distill(s: TrialState) -> None:
                                  _val(cfg, s.tokenizer, s.device, cfg.distill), cfg.data.seq_len, s.notify)
     _stage_record(s.result, "distill", stage)
     s.metrics["layer_weights"] = weights
+    t = time.perf_counter()
     s.metrics["ppl_distill"] = evaluate.perplexity(s.model, s.eval_batches())
     s.metrics.update(quality.window_shares(cfg, s.model, s.eval_batches(), ""))
+    s.result.timing["distill_eval_s"] = time.perf_counter() - t
     s.notify({"stage": "distill_done", "ppl_distill": s.metrics["ppl_distill"]})
 
 
@@ -176,7 +180,8 @@ def _quality(s: TrialState) -> None:
             m.update(evaluate.lm_eval(model, s.tokenizer, list(cfg.eval.lm_eval_tasks), cfg.eval.lm_eval_limit))
         except RuntimeError as err:
             m["lm_eval_error"] = str(err)
-    s.result.timing["eval_s"] += time.perf_counter() - t
+    s.result.timing["final_eval_s"] = time.perf_counter() - t
+    s.result.timing["eval_s"] += s.result.timing["final_eval_s"]
 
 
 def _teacher_baselines(s: TrialState) -> None:

@@ -134,6 +134,18 @@ def test_run_trial_on_toy_llama(toy_trial):
     assert result.trial_id == cfg.trial_id and result.env["torch"] == torch.__version__
 
 
+def test_trial_timing_names_each_part_outside_training(toy_trial):
+    """The fixed cost of a trial, part by part: what is not training is named in timing (issue 16's goal)."""
+    _, result, _, _ = toy_trial
+    t = result.timing
+    parts = ("load_s", "swap_s", "swap_eval_s", "distill_s", "distill_eval_s", "finetune_s", "final_eval_s",
+             "baseline_s", "efficiency_s")
+    assert all(t[k] >= 0 for k in parts), t
+    assert math.isclose(t["eval_s"], t["swap_eval_s"] + t["final_eval_s"], rel_tol=1e-9)
+    named = sum(t[k] for k in parts)
+    assert named <= t["total_s"] and t["total_s"] - named < 0.5 * t["total_s"], t  # little left unnamed
+
+
 def test_adapter_reload_gives_identical_logits(toy_trial):
     cfg, result, out, _ = toy_trial
     model, _, loaded_cfg = load_trial_model(out, torch.device("cpu"))
