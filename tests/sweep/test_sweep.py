@@ -197,12 +197,14 @@ NSGA2 = FAILING.replace("name: toy_fail", "name: toy_nsga2").replace(
 
 
 def test_an_nsga2_sweep_runs_through_ray(ray_session, tmp_path):
-    """Ray pickles the searcher with its sampler; Optuna's NSGA-II sampler holds a thread lock that does not pickle."""
+    """Ray pickles the searcher with its sampler; Optuna's NSGA-II sampler holds a thread lock that does not pickle.
+    With a time budget the sampler runs inside LateStart, and Optuna still hears every outcome."""
     path = tmp_path / "nsga2.yaml"
     path.write_text(NSGA2)
     assert load_space(path).spec.sampler.kind == "nsga2"
-    summary = run_sweep(path, tmp_path / "out")
+    summary = run_sweep(path, tmp_path / "out", time_budget_s=600)
     assert summary.counts == {"ok": 3}
+    assert [t.state.name for t in study_trials(tmp_path / "out", "toy_nsga2")] == ["COMPLETE"] * 3
 
 
 def test_resources_the_cluster_lacks_are_refused_before_any_trial(ray_session, tmp_path):
