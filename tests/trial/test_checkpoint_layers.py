@@ -7,26 +7,13 @@ import math
 
 import pytest
 import torch
-from trial_testlib import STAGE_SEQ, stage_batches, stage_student, stage_val
+from trial_testlib import STAGE_SEQ, saved_bytes, stage_batches, stage_student, stage_val
 
 from lolsearch.config import FinetuneConfig, LoraOptions, parse_trial_config
-from lolsearch.trial.finetune import add_lora, lm_loss, run_finetune
+from lolsearch.trial.finetune import add_lora, run_finetune
 from lolsearch.trial.surgery import checkpointed_layers, unwrap_peft
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def _kept_bytes(model: torch.nn.Module, batch: dict) -> int:
-    """Bytes autograd saves for the backward pass of one LoRA loss."""
-    sizes = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        sizes.append(t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        lm_loss(model, batch).backward()
-    return sum(sizes)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])])
@@ -53,12 +40,12 @@ def test_checkpointed_layers_keep_less_for_backward():
     model, tok = stage_student()
     peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
     batch = next(iter(stage_batches(tok, 2)))
-    kept = _kept_bytes(peft, batch)
+    kept = saved_bytes(peft, batch)
     grads = [p.grad.clone() for p in peft.parameters() if p.requires_grad]
     peft.zero_grad(set_to_none=True)
     peft.train()
     with checkpointed_layers(peft, True):
-        checkpointed = _kept_bytes(peft, batch)
+        checkpointed = saved_bytes(peft, batch)
     again = [p.grad for p in peft.parameters() if p.requires_grad]
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads, again, strict=True))
     assert checkpointed < kept / 2, (kept, checkpointed)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from trial_testlib import STAGE_SEQ, stage_batches, stage_student, stage_val
+from trial_testlib import STAGE_SEQ, saved_bytes, stage_batches, stage_student, stage_val
 
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.config import (
@@ -182,27 +182,14 @@ def test_recomputed_features_reproduce_both_stages(device, caplog):
 
 def test_recomputed_features_keep_fewer_tensors_for_backward():
     """What autograd keeps for the LoRA step's backward shrinks by at least the feature maps' fp32 outputs."""
-    from lolsearch.trial.finetune import lm_loss
     from lolsearch.trial.surgery import linearized_layers, recomputed_features
 
     model, tok = stage_student()
     peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
     batch = next(iter(stage_batches(tok, 2)))
-
-    def kept_bytes() -> int:
-        sizes = []
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            sizes.append(t.numel() * t.element_size())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            lm_loss(peft, batch).backward()
-        return sum(sizes)
-
-    kept = kept_bytes()
+    kept = saved_bytes(peft, batch)
     with recomputed_features(peft, True):
-        recomputing = kept_bytes()
+        recomputing = saved_bytes(peft, batch)
     layers = list(linearized_layers(peft))
     assert not any(m.recompute_features for m in layers)  # the block restores the flag
     b, t = batch["input_ids"].shape

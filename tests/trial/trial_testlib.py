@@ -49,3 +49,20 @@ def stage_val(tok, device: str = "cpu"):
 
     return lambda: packed_batches(DataConfig(source="shakespeare", seq_len=STAGE_SEQ), tok, "val", 2, 0, shuffle=False,
                                   num_tokens=2 * STAGE_SEQ, device=device)
+
+
+def saved_bytes(model, batch: dict) -> int:
+    """Bytes autograd saves for the backward pass of one LoRA next-token loss (runs the backward)."""
+    import torch
+
+    from lolsearch.trial.finetune import lm_loss
+
+    sizes = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lm_loss(model, batch).backward()
+    return sum(sizes)
