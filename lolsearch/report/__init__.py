@@ -12,6 +12,7 @@ import pandas as pd
 from lolsearch.core.files import atomic_write_text
 from lolsearch.report.ablations import ablation_frame
 from lolsearch.report.analysis import has_factor
+from lolsearch.report.comparison import pooled_designs
 from lolsearch.report.records import Sweep, load_records, load_sweep, sweep_names, trial_labels
 from lolsearch.report.render import build_report, compare_markdown
 
@@ -23,14 +24,18 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
 
 
 def compare(dirs: list[Path], out: Path) -> Path:
-    """One table across sweeps (e.g. the same space on two models): writes ``out/compare.md`` and
-    ``out/compare.csv`` (every ok trial of every sweep, with its sweep, model, label, front and objectives)."""
+    """One table across sweeps (e.g. the same space on two models): writes ``out/compare.md``, ``out/compare.csv``
+    (every ok trial of every sweep, with its sweep, model, seed, label, front and objectives) and ``out/designs.csv``
+    (the designs run with two or more seeds over all sweeps, pooled: mean and t interval)."""
     sweeps = [load_sweep(Path(d)) for d in dirs]
     long = compare_frame(sweeps)
+    objectives = sweeps[0].objectives
+    pooled = pooled_designs(long, [o.metric for o in objectives], [o.mode for o in objectives])
     out = Path(out)
     _write_csv(out / "compare.csv", long)
+    _write_csv(out / "designs.csv", pooled)
     path = out / "compare.md"
-    atomic_write_text(path, compare_markdown(sweeps, long))
+    atomic_write_text(path, compare_markdown(sweeps, long, pooled))
     return path
 
 
@@ -43,11 +48,11 @@ def compare_frame(sweeps: list[Sweep]) -> pd.DataFrame:
         ok = s.df[s.df["front"] > 0].copy()
         ok["design"] = trial_labels(ok, [f for f in factors if has_factor(ok, f)])
         ok.insert(0, "sweep", sweep_names(sweeps)[s.dir])
-        keep = ["sweep", "config.model.source", "trial_id", "design", "front", "converged", *metrics]
+        keep = ["sweep", "config.model.source", "config.seed", "trial_id", "design", "front", "converged", *metrics]
         parts.append(ok.reindex(columns=keep))
     if not parts:
         return pd.DataFrame()
-    return pd.concat(parts, ignore_index=True).rename(columns={"config.model.source": "model"})
+    return pd.concat(parts, ignore_index=True).rename(columns={"config.model.source": "model", "config.seed": "seed"})
 
 
 def write_report(sweep_dir: Path) -> Path:

@@ -70,3 +70,26 @@ def compare_verdicts(sweeps: list[Sweep], long: pd.DataFrame, names: dict[Any, s
             if diff:
                 rows.append({"design": design, "sweep": other, "vs": first, **diff})
     return pd.DataFrame(rows)
+
+
+def pooled_designs(long: pd.DataFrame, metrics: list[str], modes: list[str]) -> pd.DataFrame:
+    """One row per design (its label) run with two or more seeds over all sweeps: the sweeps it ran in, its distinct
+    seeds, and per metric the mean with a 95% t interval over those seeds; sorted by the first metric, best first.
+    A seed run in two sweeps counts once (the first sweep's trial): it is not an independent replicate."""
+    if long.empty or "seed" not in long:
+        return pd.DataFrame()
+    runs = long.drop_duplicates(["design", "seed"], keep="first")
+    rows = []
+    for design, group in runs.groupby("design", sort=False):
+        if len(group) < 2:
+            continue
+        row: dict[str, Any] = {"design": design, "sweeps": ", ".join(dict.fromkeys(group["sweep"])),
+                               "seeds": ", ".join(str(int(v)) for v in sorted(group["seed"]))}
+        for m in metrics:
+            mean, low, high = stats.t_interval(pd.to_numeric(group[m], errors="coerce").tolist()) if m in group \
+                else (math.nan, math.nan, math.nan)
+            row.update({m: mean, f"{m} ci_low": low, f"{m} ci_high": high})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(metrics[0], ascending=modes[0] == "min", kind="stable")

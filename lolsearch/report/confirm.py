@@ -8,7 +8,6 @@ measures the few best at the budget that matters, with seeds, so the report give
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +77,9 @@ def confirm_space(sweep_dir: Path, top: int = 3, replicates: int = 3,
         cfg = record["config"]
         fixed = {}
         for key in keys:
+            # floats exactly as sampled (YAML keeps their repr): the replicates share the design_id of the trial
+            # they confirm, so the report and `lolsearch compare` pool their seeds with it
             value = lookup_path(cfg, key)
-            if isinstance(value, float) and math.isfinite(value):
-                value = float(f"{value:.6g}")  # sampled floats: a readable file, same design to 6 digits
             fixed[key] = {"choice": [value]} | ({"when": when[key]} if key in when else {})
         blocks.append((record["trial_id"], fixed))
     name = f"{space.get('name') or Path(sweep_dir).name}_confirm"

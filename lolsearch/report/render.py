@@ -390,8 +390,9 @@ def _latex_document(s: Sweep, tables: list[Table]) -> str:
     return "\n".join(head) + "\n\n" + "\n".join(latex_table(t) for t in tables)
 
 
-def compare_markdown(sweeps: list[Sweep], long: pd.DataFrame) -> str:
-    """compare.md: a summary row per sweep, then the first objective per design (rows) and sweep (columns)."""
+def compare_markdown(sweeps: list[Sweep], long: pd.DataFrame, pooled: pd.DataFrame | None = None) -> str:
+    """compare.md: a summary row per sweep, the first objective per design (rows) and sweep (columns), the designs
+    pooled over the seeds of all sweeps (``pooled``), then the verdicts."""
     rows, names = [], sweep_names(sweeps)
     for s in sweeps:
         ranked = s.df[s.df["front"] > 0].sort_values("rank")
@@ -410,6 +411,10 @@ def compare_markdown(sweeps: list[Sweep], long: pd.DataFrame) -> str:
         md += [f"## Mean `{q}` per design and sweep", "",
                markdown_table(shared if not shared.empty else pivot), "",
                "_Designs run in at least two sweeps._" if not shared.empty else "_No design was run in two sweeps: all designs shown._", ""]
+    if pooled is not None and not pooled.empty:
+        md += ["## Designs over seeds, all sweeps pooled", "", markdown_table(pooled.set_index("design")), "",
+               "_Mean and 95% t interval over each design's distinct seeds, wherever they ran (designs.csv); a seed run "
+               "in two sweeps counts once._", ""]
     verdicts = compare_verdicts(sweeps, long, names)
     if not verdicts.empty:
         md += [f"## `{q}`: differences to `{names[sweeps[0].dir]}`", "", markdown_table(verdicts.set_index(["design", "sweep"])),

@@ -207,6 +207,24 @@ def test_compare_gives_verdicts_from_paired_intervals(tmp_path):
     assert md.split("differences to `a`")[1].count("| true") == 24  # mixed_convergence on every design
 
 
+def test_compare_pools_each_designs_distinct_seeds_over_sweeps(tmp_path):
+    """A confirmation sweep re-runs the designs: their seeds pool with the first sweep's into one t interval, and a
+    seed run in both sweeps counts once (the first sweep's trial)."""
+    a = make_sweep(tmp_path / "a", True)  # seed 0
+    b = make_sweep(tmp_path / "b", True, replicates=2, noise=0.05, shift=0.01)  # seeds 0 (again) and 1
+    md = compare([a, b], tmp_path / "cmp").read_text()
+    assert "Designs over seeds, all sweeps pooled" in md
+    long = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    pooled = pd.read_csv(tmp_path / "cmp" / "designs.csv")
+    assert len(pooled) == long["design"].nunique() and set(pooled["seeds"]) == {"0, 1"}
+    for _, row in pooled.iterrows():
+        runs = long[long["design"] == row["design"]]
+        first = runs[(runs["sweep"] == "a") & (runs["seed"] == 0)]["ppl_ratio_ft"].item()
+        second = runs[(runs["sweep"] == "b") & (runs["seed"] == 1)]["ppl_ratio_ft"].item()
+        assert row["ppl_ratio_ft"] == pytest.approx((first + second) / 2)
+        assert row["ppl_ratio_ft ci_low"] < row["ppl_ratio_ft"] < row["ppl_ratio_ft ci_high"]
+
+
 def test_report_plots_per_layer_window_share_when_recorded(tmp_path):
     root = make_sweep(tmp_path / "s", True)
     for i, path in enumerate(sorted((root / "trials").glob("*/result.json"))[:2]):

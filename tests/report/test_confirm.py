@@ -68,3 +68,33 @@ def test_conditional_keys_keep_their_condition(tmp_path):
     assert len(configs) == 3 and all(parse_trial_config(c.model_dump(mode="json")) for c in configs)
     kinds = sorted((c.distill.layer_weights.kind, c.distill.layer_weights.params.get("end")) for c in configs)
     assert kinds == [("linear", 0.5), ("linear", 2.0), ("uniform", None)]
+
+
+def test_the_replicates_are_the_same_design_as_the_trials_they_confirm(tmp_path):
+    """Sampled floats go into the confirmation space exactly, so each design's replicates share its design_id (and
+    the report and `lolsearch compare` pool their seeds with the original trial)."""
+    import json
+
+    import yaml
+
+    from lolsearch.config import design_id
+
+    root = tmp_path / "s"
+    space = {"name": "floats", "base": {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare"}},
+             "search": {"distill.lr": {"choice": [0.006130587292995497, 0.012345678901234567]},
+                        "distill.mse_factor": {"choice": [470.7022057918709]}},
+             "objectives": [{"metric": "ppl_ratio_ft", "mode": "min"}], "sampler": {"kind": "grid"}}
+    (root / "trials").mkdir(parents=True)
+    (root / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    originals = set()
+    for i, pt in enumerate(load_space(root / "space.yaml").grid()[0]):
+        cfg = pt.config
+        originals.add(design_id(cfg))
+        record = {"trial_id": cfg.trial_id, "config": cfg.model_dump(mode="json"), "status": "ok", "block": "main",
+                  "design_id": design_id(cfg), "metrics": {"ppl_ratio_ft": 1.0 + i}, "curves": {}, "timing": {}}
+        (root / "trials" / cfg.trial_id).mkdir()
+        (root / "trials" / cfg.trial_id / "result.json").write_text(json.dumps(record))
+    out = tmp_path / "c.yaml"
+    assert main(["confirm", str(root), "--top", "2", "--replicates", "2", "--out", str(out)]) == 0
+    points = load_space(out).grid()[0]
+    assert len(points) == 4 and {design_id(p.config) for p in points} == originals
