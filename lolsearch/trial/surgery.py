@@ -169,7 +169,7 @@ def checkpointed_layers(model: nn.Module, on: bool) -> Iterator[nn.Module]:
     """Within the block (with ``on``) each decoder layer keeps only its input for the backward pass and runs again
     there (transformers' gradient checkpointing, non-reentrant: frozen embeddings need no grad)."""
     base = unwrap_peft(model)
-    # newer transformers call it activation checkpointing, older ones (the H200 image's 5.17) gradient checkpointing
+    # newer transformers releases call it activation checkpointing, older ones gradient checkpointing
     new = hasattr(base, "activation_checkpointing_enable")
     if on:
         kwargs = {"use_reentrant": False}
