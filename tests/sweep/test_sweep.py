@@ -273,6 +273,4 @@ def test_a_resumed_sweep_starts_no_trial_that_its_time_budget_would_cut(ray_sess
     path.write_text(json.dumps(record))
     t0 = time.time()
     run_sweep(TOY, out, resume=True, time_budget_s=600)
-    assert set(records(out)) == {only} and time.time() - t0 < 300
-    run_sweep(TOY, out, resume=True)  # without a budget the rest runs
-    assert len(records(out)) == len(load_space(TOY).plan())
+    assert set(records(out)) == {only} and time.time() - t0 < 300  # the rest runs on a later --resume (test above)
