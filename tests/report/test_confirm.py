@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 from test_ablations import make_sweep
 
 from lolsearch.cli import main
+from lolsearch.config import design_id, parse_trial_config
 from lolsearch.core.errors import ConfigError
 from lolsearch.report.confirm import best_designs, confirm_space, searched_keys
 from lolsearch.report.records import load_sweep
@@ -42,26 +46,10 @@ def test_a_searched_key_cannot_be_overridden(tmp_path):
 
 def test_conditional_keys_keep_their_condition(tmp_path):
     """A key searched only `when` another has some value stays conditional: designs without it do not get it."""
-    import json
-
-    import yaml
-
-    from lolsearch.config import design_id, parse_trial_config
-
     root = tmp_path / "s"
-    space = {"name": "cond", "base": {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare"}},
-             "search": {"distill.layer_weights.kind": {"choice": ["uniform", "linear"]},
-                        "distill.layer_weights.params.end": {"choice": [0.5, 2.0],
-                                                             "when": "distill.layer_weights.kind == 'linear'"}},
-             "objectives": [{"metric": "ppl_ratio_ft", "mode": "min"}], "sampler": {"kind": "grid"}}
-    (root / "trials").mkdir(parents=True)
-    (root / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
-    for i, pt in enumerate(load_space(root / "space.yaml").grid()[0]):
-        cfg = pt.config
-        record = {"trial_id": cfg.trial_id, "config": cfg.model_dump(mode="json"), "status": "ok", "block": "main",
-                  "design_id": design_id(cfg), "metrics": {"ppl_ratio_ft": 1.0 + i}, "curves": {}, "timing": {}}
-        (root / "trials" / cfg.trial_id).mkdir()
-        (root / "trials" / cfg.trial_id / "result.json").write_text(json.dumps(record))
+    _grid_sweep(root, {"distill.layer_weights.kind": {"choice": ["uniform", "linear"]},
+                       "distill.layer_weights.params.end": {"choice": [0.5, 2.0],
+                                                            "when": "distill.layer_weights.kind == 'linear'"}})
     out = tmp_path / "c.yaml"
     assert main(["confirm", str(root), "--top", "3", "--replicates", "1", "--out", str(out)]) == 0
     configs = [p.config for p in load_space(out).grid()[0]]
@@ -73,28 +61,28 @@ def test_conditional_keys_keep_their_condition(tmp_path):
 def test_the_replicates_are_the_same_design_as_the_trials_they_confirm(tmp_path):
     """Sampled floats go into the confirmation space exactly, so each design's replicates share its design_id (and
     the report and `lolsearch compare` pool their seeds with the original trial)."""
-    import json
-
-    import yaml
-
-    from lolsearch.config import design_id
-
     root = tmp_path / "s"
-    space = {"name": "floats", "base": {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare"}},
-             "search": {"distill.lr": {"choice": [0.006130587292995497, 0.012345678901234567]},
-                        "distill.mse_factor": {"choice": [470.7022057918709]}},
-             "objectives": [{"metric": "ppl_ratio_ft", "mode": "min"}], "sampler": {"kind": "grid"}}
-    (root / "trials").mkdir(parents=True)
-    (root / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
-    originals = set()
-    for i, pt in enumerate(load_space(root / "space.yaml").grid()[0]):
-        cfg = pt.config
-        originals.add(design_id(cfg))
-        record = {"trial_id": cfg.trial_id, "config": cfg.model_dump(mode="json"), "status": "ok", "block": "main",
-                  "design_id": design_id(cfg), "metrics": {"ppl_ratio_ft": 1.0 + i}, "curves": {}, "timing": {}}
-        (root / "trials" / cfg.trial_id).mkdir()
-        (root / "trials" / cfg.trial_id / "result.json").write_text(json.dumps(record))
+    originals = _grid_sweep(root, {"distill.lr": {"choice": [0.006130587292995497, 0.012345678901234567]},
+                                   "distill.mse_factor": {"choice": [470.7022057918709]}})
     out = tmp_path / "c.yaml"
     assert main(["confirm", str(root), "--top", "2", "--replicates", "2", "--out", str(out)]) == 0
     points = load_space(out).grid()[0]
     assert len(points) == 4 and {design_id(p.config) for p in points} == originals
+
+
+def _grid_sweep(root, search: dict) -> set[str]:
+    """A finished toy grid sweep over ``search`` in ``root`` (one ok record per point, ppl_ratio_ft 1, 2, ...);
+    returns the design_ids of its trials."""
+    space = {"name": root.name, "base": {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare"}},
+             "search": search, "objectives": [{"metric": "ppl_ratio_ft", "mode": "min"}], "sampler": {"kind": "grid"}}
+    (root / "trials").mkdir(parents=True)
+    (root / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    ids = set()
+    for i, pt in enumerate(load_space(root / "space.yaml").grid()[0]):
+        cfg = pt.config
+        ids.add(design_id(cfg))
+        record = {"trial_id": cfg.trial_id, "config": cfg.model_dump(mode="json"), "status": "ok", "block": "main",
+                  "design_id": design_id(cfg), "metrics": {"ppl_ratio_ft": 1.0 + i}, "curves": {}, "timing": {}}
+        (root / "trials" / cfg.trial_id).mkdir()
+        (root / "trials" / cfg.trial_id / "result.json").write_text(json.dumps(record))
+    return ids
