@@ -24,7 +24,9 @@ lines, seen, saved = [], set(), 0.0
 for name, get in [("training (both stages)", lambda t: t["distill_s"] + t["finetune_s"]),
                   ("fixed rest", lambda t: t["total_s"] - t["distill_s"] - t["finetune_s"]),
                   ("evaluations (eval_s: after the swap, final)", lambda t: t["eval_s"]), ("efficiency", lambda t: t["efficiency_s"]),
-                  ("load", lambda t: t["load_s"]), ("baselines", lambda t: t["baseline_s"])]:
+                  ("load", lambda t: t["load_s"]), ("baselines", lambda t: t["baseline_s"]),
+                  ("unnamed (total minus the parts above and training)", lambda t: t["total_s"] - sum(
+                      t[k] for k in ("distill_s", "finetune_s", "eval_s", "efficiency_s", "load_s", "baseline_s")))]:
     v = [get(t) for _, _, t in rows]
     lines.append(f"{name}: median {statistics.median(v):.1f} s, range {min(v):.1f}-{max(v):.1f}")
 for name, key in PARTS:  # recorded since 2026-12-03 evening
