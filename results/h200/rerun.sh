@@ -123,7 +123,9 @@ detach)  # the sweep phase in its own process session: it outlives this call and
 watch)  # wait up to WATCH_S for the detached sweep, then bring back its logs and a snapshot of its folders
   end=$(( $(date +%s) + ${WATCH_S:-500} ))
   while [ "$(date +%s)" -lt $end ] && ! grep -q "phase sweep done" /tmp/detached/run.log 2>/dev/null; do sleep 10; done
-  cp /tmp/detached/*.log "$OUT/" 2>/dev/null
+  # the logs in one archive: a call brings back at most 8 files from $OUT, and sweeps.tgz must be one of them
+  # (keep a call that adds a perf run after the watch to perf.tgz and one log of its own)
+  (cd /tmp/detached && tar czf "$OUT/logs.tgz" ./*.log) 2>/dev/null
   for s in $SPACES; do grep -E "^ *[0-9]+/[0-9]+ " "/tmp/detached/$s.log" | tail -60; tail -2 "/tmp/detached/$s.log"; done
   [ -f /tmp/detached/sweeps.tgz ] && cp /tmp/detached/sweeps.tgz "$OUT/" || \
     tar czf "$OUT/sweeps.tgz" --exclude='*.safetensors' --exclude=ray --exclude=tb -C /tmp $SPACES
