@@ -18,12 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lolsearch.config import TrialConfig
 from lolsearch.trial import baselines, surgery
-from lolsearch.trial.evaluate import _device, _inference, _inputs, _logits, _scored, perplexity_of
+from lolsearch.trial.evaluate import (
+    _agree,
+    _device,
+    _inference,
+    _inputs,
+    _kl,
+    _logits,
+    _next_token,
+    _nll,
+    _per_sequence,
+    perplexity_of,
+)
 from lolsearch.trial.record import write_seq_nll
 
 
@@ -47,11 +57,9 @@ class EvalPass:
 
 def final_eval(model: nn.Module, batches: Iterable[dict], reference: nn.Module | None = None) -> EvalPass:
     """One student, one teacher (and one reference) forward per batch of ``batches`` (``input_ids``/``labels``
-    ``[B, T]``, labels −100 = not scored); see the module docstring for what is derived from the logits."""
-    sums: list[float] = []
-    counts: list[int] = []
-    kl = kl_ref = 0.0
-    agree = scored = 0
+    ``[B, T]``, labels −100 = not scored); see the module docstring for what is derived from the logits. The
+    per-sequence terms stay on the device until one read at the end."""
+    rows = []
     with _inference(model), (_inference(reference) if reference is not None else contextlib.nullcontext()):
         dev = _device(model)
         ref_dev = _device(reference) if reference is not None else dev
@@ -64,22 +72,22 @@ def final_eval(model: nn.Module, batches: Iterable[dict], reference: nn.Module |
                 teacher = _logits(model, ids)
             ref = _logits(reference, ids.to(ref_dev)).to(dev) if reference is not None else None
             for b in range(ids.shape[0]):
-                lg, tgt = _scored(student[b], labels[b])
-                if tgt.numel():
-                    sums.append(float(F.cross_entropy(lg.float(), tgt, reduction="sum")))
-                    counts.append(int(tgt.numel()))
-                ls = F.log_softmax(lg.float(), dim=-1)
-                lt = F.log_softmax(_scored(teacher[b], labels[b])[0].float(), dim=-1)
-                kl += float(F.kl_div(ls, lt, log_target=True, reduction="sum"))
-                agree += int((ls.argmax(dim=-1) == lt.argmax(dim=-1)).sum())
-                scored += int(ls.shape[0])
+                logp, target, keep = _next_token(student[b], labels[b])
+                teacher_logp = _next_token(teacher[b], labels[b])[0]
+                row = [_nll(logp, target, keep), keep.sum(), _kl(logp, teacher_logp, keep),
+                       _agree(logp, teacher_logp, keep)]
                 if ref is not None:
-                    lr = F.log_softmax(_scored(ref[b], labels[b])[0].float(), dim=-1)
-                    kl_ref += float(F.kl_div(ls, lr, log_target=True, reduction="sum"))
+                    row.append(_kl(logp, _next_token(ref[b], labels[b])[0], keep))
+                rows.append(row)
             del student, teacher, ref
-    if not counts:
+    terms = _per_sequence(rows)
+    scored = sum(t[1] for t in terms)
+    if scored == 0:
         raise ValueError("final_eval: no label tokens in the batches")
-    return EvalPass(sums, counts, kl / scored, agree / scored, kl_ref / scored if reference is not None else None)
+    kept = [t for t in terms if t[1]]
+    kl_reference = sum(t[4] for t in terms) / scored if reference is not None else None
+    return EvalPass([t[0] for t in kept], [int(t[1]) for t in kept], sum(t[2] for t in terms) / scored,
+                    sum(t[3] for t in terms) / scored, kl_reference)
 
 
 def trial_final_eval(cfg: TrialConfig, model: nn.Module, batches: Callable[[], Iterable[dict]], device: torch.device,

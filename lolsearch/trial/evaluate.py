@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,17 +56,42 @@ def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, use_cache=False).logits
 
 
-def _scored(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token logits ``[N, V]`` and targets ``[N]`` of one sequence (``logits [T, V]``, ``labels [T]``).
+def _next_token(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 next-token log-probabilities ``[T-1, V]``, targets ``[T-1]`` and the scored mask ``[T-1]`` of one
+    sequence (``logits [T, V]``, ``labels [T]``).
 
-    Position t predicts label t+1; positions whose target is −100 are dropped. Without labels every
-    position but the last is kept and the targets are −100 (only distributions are compared then).
+    Position t predicts label t+1 and is scored unless that label is −100 (whose target is replaced by 0). Without
+    labels every position but the last is scored and the targets are 0 (only distributions are compared then).
+    Unscored rows are masked, not dropped: the shapes stay fixed, so nothing here waits on the device.
     """
+    logp = F.log_softmax(logits[:-1].float(), dim=-1)
     if labels is None:
-        return logits[:-1], torch.full((logits.shape[0] - 1,), IGNORE, device=logits.device, dtype=torch.long)
+        keep = torch.ones(logp.shape[0], dtype=torch.bool, device=logp.device)
+        return logp, torch.zeros(logp.shape[0], dtype=torch.long, device=logp.device), keep
     target = labels[1:]
     keep = target != IGNORE
-    return logits[:-1][keep], target[keep]
+    return logp, target.clamp_min(0), keep
+
+
+def _nll(logp: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Summed NLL of the scored rows (:func:`_next_token`'s outputs), a 0-d tensor."""
+    return torch.where(keep, -logp.gather(-1, target[:, None]).squeeze(-1), 0.0).sum()
+
+
+def _kl(logp: torch.Tensor, ref_logp: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Σ over scored rows of KL(ref ‖ model) = Σ_v p_ref(v) (log p_ref(v) − log p(v)), a 0-d tensor."""
+    return torch.where(keep, F.kl_div(logp, ref_logp, log_target=True, reduction="none").sum(-1), 0.0).sum()
+
+
+def _agree(logp: torch.Tensor, ref_logp: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Scored rows whose argmaxes agree, a 0-d tensor."""
+    return ((logp.argmax(dim=-1) == ref_logp.argmax(dim=-1)) & keep).sum()
+
+
+def _per_sequence(rows: Sequence[Sequence[torch.Tensor]]) -> list[list[float]]:
+    """One host read for a pass: the per-sequence 0-d terms stacked in float64 (exact for the fp32 sums and the
+    integer counts), as lists in sequence order."""
+    return torch.stack([torch.stack([t.double() for t in row]) for row in rows]).tolist() if rows else []
 
 
 def perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
@@ -79,7 +104,7 @@ def sequence_nll(model: nn.Module, batches: Iterable[dict]) -> tuple[list[float]
     there were (``(nll_sum [n_seq], tokens [n_seq])``; sequences without a scored token are left out).
     ``exp(sum(nll_sum) / sum(tokens))`` is :func:`perplexity`; the per-sequence values let two designs be
     compared by a paired bootstrap over the same sequences."""
-    sums, counts = [], []
+    rows = []
     with _inference(model):
         dev = _device(model)
         for batch in batches:
@@ -88,13 +113,13 @@ def sequence_nll(model: nn.Module, batches: Iterable[dict]) -> tuple[list[float]
                 raise ValueError("sequence_nll needs batches with 'labels'")
             logits = _logits(model, ids)
             for b in range(ids.shape[0]):
-                lg, tgt = _scored(logits[b], labels[b])
-                if tgt.numel():
-                    sums.append(float(F.cross_entropy(lg.float(), tgt, reduction="sum")))
-                    counts.append(int(tgt.numel()))
-    if not counts:
+                logp, target, keep = _next_token(logits[b], labels[b])
+                rows.append((_nll(logp, target, keep), keep.sum()))
+            del logits
+    kept = [(nll, int(n)) for nll, n in _per_sequence(rows) if n]
+    if not kept:
         raise ValueError("sequence_nll: no label tokens in the batches")
-    return sums, counts
+    return [nll for nll, _ in kept], [n for _, n in kept]
 
 
 def perplexity_of(nll_sum: list[float], tokens: list[int]) -> float:
@@ -104,22 +129,22 @@ def perplexity_of(nll_sum: list[float], tokens: list[int]) -> float:
 
 def kl_to_reference(reference: nn.Module, model: nn.Module, batches: Iterable[dict]) -> float:
     """Mean over scored tokens of KL(reference ‖ model) between two models' next-token distributions (fp32)."""
-    kl, count = 0.0, 0
+    rows = []
     with _inference(model), _inference(reference):
         dev, ref_dev = _device(model), _device(reference)
         for batch in batches:
             ids, labels = _inputs(batch, dev)
             student, ref = _logits(model, ids), _logits(reference, ids.to(ref_dev)).to(dev)
             for b in range(ids.shape[0]):
-                ls, _ = _scored(student[b], labels[b] if labels is not None else None)
-                lr, _ = _scored(ref[b], labels[b] if labels is not None else None)
-                ls, lr = F.log_softmax(ls.float(), dim=-1), F.log_softmax(lr.float(), dim=-1)
-                kl += float(F.kl_div(ls, lr, log_target=True, reduction="sum"))
-                count += int(ls.shape[0])
+                logp, _, keep = _next_token(student[b], labels[b] if labels is not None else None)
+                ref_logp = _next_token(ref[b], labels[b] if labels is not None else None)[0]
+                rows.append((_kl(logp, ref_logp, keep), keep.sum()))
             del student, ref
+    terms = _per_sequence(rows)
+    count = sum(n for _, n in terms)
     if count == 0:
         raise ValueError("kl_to_reference: no scored tokens in the batches")
-    return kl / count
+    return sum(kl for kl, _ in terms) / count
 
 
 def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
@@ -130,7 +155,7 @@ def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, fl
     KL(teacher ‖ student) = Σ_v p_t(v) (log p_t(v) − log p_s(v)) (fp32 log-softmax) and ``top1_agree`` =
     fraction of tokens whose argmaxes agree.
     """
-    kl, agree, count = 0.0, 0, 0
+    rows = []
     with _inference(model):
         dev = _device(model)
         for batch in batches:
@@ -139,16 +164,15 @@ def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, fl
             with surgery.teacher_mode(model):
                 teacher = _logits(model, ids)
             for b in range(ids.shape[0]):
-                ls, _ = _scored(student[b], labels[b] if labels is not None else None)
-                lt, _ = _scored(teacher[b], labels[b] if labels is not None else None)
-                ls, lt = F.log_softmax(ls.float(), dim=-1), F.log_softmax(lt.float(), dim=-1)
-                kl += float(F.kl_div(ls, lt, log_target=True, reduction="sum"))
-                agree += int((ls.argmax(dim=-1) == lt.argmax(dim=-1)).sum())
-                count += int(ls.shape[0])
+                logp, _, keep = _next_token(student[b], labels[b] if labels is not None else None)
+                teacher_logp = _next_token(teacher[b], labels[b] if labels is not None else None)[0]
+                rows.append((_kl(logp, teacher_logp, keep), _agree(logp, teacher_logp, keep), keep.sum()))
             del student, teacher
+    terms = _per_sequence(rows)
+    count = sum(n for *_, n in terms)
     if count == 0:
         raise ValueError("teacher_agreement: no scored tokens in the batches")
-    return {"kl_teacher": kl / count, "top1_agree": agree / count}
+    return {"kl_teacher": sum(t[0] for t in terms) / count, "top1_agree": sum(t[1] for t in terms) / count}
 
 
 def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, list[float]]:
@@ -165,7 +189,7 @@ def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, lis
     if not expected:
         raise ValueError("attention_mse: the model has no linearized layers")
     decoder = surgery.decoder_of(model)
-    sums = dict.fromkeys(expected, 0.0)
+    sums: dict[int, torch.Tensor | float] = dict.fromkeys(expected, 0.0)  # float64 on the device: one read at the end
     tokens = 0
     recorder = DistillRecorder()
     with _inference(model), surgery.distill_mode(model, recorder):
@@ -177,11 +201,11 @@ def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, lis
             if sorted(recorder.mse) != expected:
                 raise RuntimeError(f"attention_mse: layers {sorted(recorder.mse)} recorded, expected {expected}")
             for i, v in recorder.mse.items():
-                sums[i] += float(v) * ids.numel()
+                sums[i] = sums[i] + v.detach().double() * ids.numel()
             tokens += ids.numel()
     if tokens == 0:
         raise ValueError("attention_mse: no batches")
-    per_layer = [sums[i] / tokens for i in expected]
+    per_layer = [s / tokens for s in torch.stack([torch.as_tensor(sums[i]) for i in expected]).tolist()]
     return sum(per_layer) / len(per_layer), per_layer
 
 

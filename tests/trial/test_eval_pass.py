@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trial_testlib import toy_config
 
 from lolsearch.config import AttentionConfig, parse_trial_config
-from lolsearch.trial import baselines, eval_pass, evaluate
+from lolsearch.trial import baselines, eval_pass, evaluate, surgery
 from lolsearch.trial.record import SEQ_NLL_FILE
 from lolsearch.trial.run import run_trial
 from lolsearch.trial.surgery import linearize
@@ -73,6 +73,42 @@ def test_final_eval_equals_the_separate_functions():
     assert close(ev.kl_reference, kl_ref) and kl_ref > 1e-3
     alone = eval_pass.final_eval(model, data)
     assert alone.kl_reference is None and alone.nll_sum == ev.nll_sum and alone.kl_teacher == ev.kl_teacher
+
+
+def plain_reference(model, reference, data) -> dict:
+    """The metrics from the scored rows alone (boolean-indexed, as written in the formulas), one sequence at a time."""
+    import torch.nn.functional as F
+
+    nll, tokens, kl, kl_ref, agree = [], [], 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch in data:
+            ids, labels = batch["input_ids"], batch["labels"]
+            student = model(input_ids=ids).logits
+            with surgery.teacher_mode(model):
+                teacher = model(input_ids=ids).logits
+            ref = reference(input_ids=ids).logits
+            for b in range(ids.shape[0]):
+                keep = labels[b, 1:] != -100
+                ls, lt, lr = (F.log_softmax(x[b, :-1][keep].float(), -1) for x in (student, teacher, ref))
+                if keep.any():
+                    nll.append(float(F.nll_loss(ls, labels[b, 1:][keep], reduction="sum")))
+                    tokens.append(int(keep.sum()))
+                kl += float(F.kl_div(ls, lt, log_target=True, reduction="sum"))
+                kl_ref += float(F.kl_div(ls, lr, log_target=True, reduction="sum"))
+                agree += int((ls.argmax(-1) == lt.argmax(-1)).sum())
+    n = sum(tokens)
+    return {"nll": nll, "tokens": tokens, "kl_teacher": kl / n, "kl_reference": kl_ref / n, "top1_agree": agree / n}
+
+
+def test_final_eval_matches_the_plain_formulas():
+    """Masked rows summed on the device give what the scored rows alone give (the masked prompt, the sequence
+    without a scored token and the two batch sizes of ``batches`` included)."""
+    model, reference, data = student_with_lora(), toy(seed=7), batches()
+    ev, want = eval_pass.final_eval(model, data, reference), plain_reference(model, reference, data)
+    assert ev.tokens == want["tokens"] == [19, 19, 23, 23]
+    assert all(close(a, b) for a, b in zip(ev.nll_sum, want["nll"], strict=True))
+    assert close(ev.kl_teacher, want["kl_teacher"]) and close(ev.kl_reference, want["kl_reference"])
+    assert ev.top1_agree == want["top1_agree"]
 
 
 def test_final_eval_needs_scored_tokens():
