@@ -20,6 +20,8 @@
 #   bash results/h200/rerun.sh resume    # (no carry) resume both sweeps, report, tar
 #   bash results/h200/rerun.sh detach    # (after sweep's unpacking) the sweep phase under setsid, so it runs on
 #   bash results/h200/rerun.sh watch     #   past this call; each later call waits WATCH_S and brings back a snapshot
+#   bash results/h200/rerun.sh pack      # last in every call: $OUT down to sweeps.tgz + bundle.tgz (a call brings
+#                                       # back at most 8 files; a 9th, sweeps.tgz, was lost on 2026-12-03 that way)
 # detach + watch lose no trial at a call's 10-minute limit: one sweep runs for the whole held machine (SWEEP_BUDGET
 # up to ~25 min), and the calls after it only wait and copy. They must stay back to back (idle release ~30 s).
 # Send a detach/watch call's output to a file, as the issue-18 calls of 2026-12-03 did:
@@ -44,6 +46,14 @@ set -u
 phase=$1
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
+if [ "$phase" = pack ]; then  # everything in $OUT but sweeps.tgz into bundle.tgz, so the call's files all come back
+  cd "$OUT" || exit 3
+  find . -type f ! -name sweeps.tgz ! -name bundle.tgz | sed 's|^\./||' > /tmp/pack.list
+  [ -s /tmp/pack.list ] && tar czf bundle.tgz -T /tmp/pack.list && xargs rm -f < /tmp/pack.list
+  find . -mindepth 1 -type d -empty -delete
+  ls
+  exit 0
+fi
 mkdir -p /tmp/carry /tmp/site "$OUT"
 for d in .dev/p1 .dev/p2 .dev/p3; do [ -d "$d" ] && cp -n "$d"/* /tmp/carry/ 2>/dev/null; done
 if [ ! -f /tmp/site/.base ] && ls /tmp/carry/pydantic-*.whl > /dev/null 2>&1; then
