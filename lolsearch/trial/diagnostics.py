@@ -21,9 +21,10 @@ from lolsearch.trial.surgery import linearized_layers
 MAX_QUERIES = 256  # the last queries of the first sequence: each sees every earlier key
 
 
-def _window_share(layer: LinearizedAttention, hidden: torch.Tensor, position_embeddings) -> float:
+def _window_share(layer: LinearizedAttention, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
     """Mean over heads and the last :data:`MAX_QUERIES` queries of the first sequence of Σ(window weights) / Σ(all
-    weights) for the inputs ``hidden [B, T, d_model]`` of one forward pass."""
+    weights) for the inputs ``hidden [B, T, d_model]`` of one forward pass (a 0-d float64 tensor, left on the
+    device)."""
     q, k, _ = layer._qkv(hidden[:1], position_embeddings if position_embeddings is None else
                          tuple(p[:1] for p in position_embeddings))
     phi_q, phi_k = layer._features(q, k)
@@ -36,7 +37,7 @@ def _window_share(layer: LinearizedAttention, hidden: torch.Tensor, position_emb
     total = a.sum(dim=-1)
     window = (a * soft).sum(dim=-1)
     share = window / total.clamp_min(torch.finfo(total.dtype).tiny)
-    return float(share.mean())
+    return share.mean().double()
 
 
 @torch.no_grad()
@@ -44,7 +45,8 @@ def window_share_by_layer(model: nn.Module, batches: Iterable[dict], max_batches
     """Share of attention weight on window keys per linearized layer (in layer order), averaged over the first
     ``max_batches`` batches; pure linear layers (window 0) report 0."""
     layers = sorted(linearized_layers(model), key=lambda m: m.layer_idx)
-    sums = [0.0] * len(layers)
+    device = next(model.parameters()).device
+    sums = torch.zeros(len(layers), dtype=torch.float64, device=device)  # read from the device once, at the end
     seen = 0
     hooks = []
 
@@ -59,7 +61,6 @@ def window_share_by_layer(model: nn.Module, batches: Iterable[dict], max_batches
     model.eval()
     try:
         hooks = [m.register_forward_hook(hook(i), with_kwargs=True) for i, m in enumerate(layers)]
-        device = next(model.parameters()).device
         for batch in batches:
             if seen >= max_batches:
                 break
@@ -69,9 +70,10 @@ def window_share_by_layer(model: nn.Module, batches: Iterable[dict], max_batches
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return [s / max(seen, 1) for s in sums]
+    return (sums / max(seen, 1)).tolist()
 
 
 def gamma_by_layer(model: nn.Module) -> list[float]:
     """γ (the window-softmax weight) per linearized layer, mean over heads."""
-    return [float(m.gamma.detach().float().mean()) for m in sorted(linearized_layers(model), key=lambda m: m.layer_idx)]
+    layers = sorted(linearized_layers(model), key=lambda m: m.layer_idx)
+    return torch.stack([m.gamma.detach().float().mean() for m in layers]).tolist() if layers else []
