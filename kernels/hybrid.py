@@ -91,6 +91,16 @@ def linear_in_diagonal_tile(lay: int, w: int) -> bool:
     return any(int(layout.softmax_start(n * BT + r, w)) > n * BT for n in range(1, w + 3) for r in range(BT))
 
 
+def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
+    """(BF, BD, warps) of ``seg_sums``: [64, 64] tiles at 4 warps, so φk is read once per value tile and v once
+    per feature tile. Env LOLSEARCH_KERNELS_SEG_TILE=BFxBD (e.g. 128x128: φk and v read once, 8 warps) is a
+    benchmark knob, not checked by the GPU test matrix."""
+    env = os.environ.get("LOLSEARCH_KERNELS_SEG_TILE")
+    want = [int(x) for x in env.split("x")] if env else [64, 64]
+    bf1, bd1 = min(bf, want[0]), min(bdk, want[1])
+    return bf1, bd1, 8 if bf1 * bd1 > 64 * 64 else 4
+
+
 def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
     """(chunks per segment L, number of segments NS) for T = t."""
     nt = triton.cdiv(t, BT)
@@ -120,18 +130,20 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
     else:
         st[:, 0, : f * d] = s0.reshape(b * h, f * d)
         st[:, 0, f * d :] = z0.reshape(b * h, f)
-    bf1, bd1 = min(bf, 64), min(bdk, 64)
+    bf1, bd1, warps1 = _seg_tile(bf, bdk)
     common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
     seg_sums_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
-        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
+        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
     )
     scan_kernel[(triton.cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     small = small_window(lay, w)
+    lin_cur = small and linear_in_diagonal_tile(lay, w)
+    wlin = small and os.environ.get("LOLSEARCH_KERNELS_WINDOW_LINEAR", "walk") == "walk"
     _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
-                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small)
+                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small, WLIN=wlin, LIN_CUR=lin_cur)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -141,7 +153,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
-        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
+        LIN_CUR=lin_cur, SAVE_LO=save_lo, WLIN=wlin,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
