@@ -111,25 +111,41 @@ def _torch_cells(run: Runner, shape: bi.Shape, t: int) -> None:
 
 
 def _schedule_sweep(run: Runner, shape: bi.Shape) -> None:
-    """Schedule knobs of our kernels at the goal shapes (no recompiles except BD): segment-walk programs per
-    SM (LOLSEARCH_KERNELS_PPS) and the value-tile width of the state walks (LOLSEARCH_KERNELS_BD)."""
-    for pas, t, bwd in (("fwd", 32768, False), ("fwd+bwd", 8192, True)):
+    """Schedule knobs of our kernels at the goal shapes (no recompiles except BD and the seg_sums tile):
+    segment-walk programs per SM (LOLSEARCH_KERNELS_PPS), the value-tile width of the state walks
+    (LOLSEARCH_KERNELS_BD), the seg_sums tile (LOLSEARCH_KERNELS_SEG_TILE) and which kernel scores the window's
+    linear keys (LOLSEARCH_KERNELS_WINDOW_LINEAR)."""
+    for pas, t, bwd in (("fwd", 32768, False), ("fwd", 2048, False), ("fwd+bwd", 8192, True)):
         x = bi.make_prefill(shape, t, grad=bwd)
+        ref = None if bwd else bi.ours(x, "sliding", False)[0]().float()  # default schedule's output
         knobs = [("LOLSEARCH_KERNELS_PPS", str(v)) for v in (2, 4, 16, 32)]
+        knobs.append(("LOLSEARCH_KERNELS_WINDOW_LINEAR", "window"))  # the window's linear keys in fwd_window
         if not bwd:
-            knobs.append(("LOLSEARCH_KERNELS_BD", "64"))
+            knobs += [("LOLSEARCH_KERNELS_BD", "64"), ("LOLSEARCH_KERNELS_SEG_TILE", "128x64"),
+                      ("LOLSEARCH_KERNELS_SEG_TILE", "128x128")]
         for var, val in knobs:
             old = os.environ.get(var)
             os.environ[var] = val
+            name = f"ours-sliding-{var.removeprefix('LOLSEARCH_KERNELS_').replace('_', '').lower()}{val}"
             try:
-                run.cell(f"ours-sliding-{var.rsplit('_', 1)[1].lower()}{val}", shape.name, t, pas,
-                         lambda x=x, bwd=bwd: bi.ours(x, "sliding", bwd), "triton")
+                run.cell(name, shape.name, t, pas, lambda x=x, bwd=bwd, ref=ref: _knob_cell(x, bwd, ref), "triton")
             finally:
                 if old is None:
                     os.environ.pop(var)
                 else:
                     os.environ[var] = old
         x.clear()
+
+
+def _knob_cell(x: dict, bwd: bool, ref: torch.Tensor | None):
+    """Our sliding forward (+ backward) under the knob set now; a forward's note gives its output's largest
+    difference from the default schedule's, relative to the output's largest value (a knob is a schedule
+    change: anything past rounding is a fault, not a speed-up)."""
+    fn, leaves = bi.ours(x, "sliding", bwd)
+    if ref is None:
+        return fn, leaves
+    rel = ((fn().float() - ref).abs().max() / ref.abs().max()).item()
+    return fn, leaves, f"max |o - o_default| / max |o_default| = {rel:.1e}"
 
 
 def _skip(reason: str):

@@ -33,7 +33,8 @@ LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels
 test_rc=${PIPESTATUS[0]}
 
 # 2) benchmark with every autotune config tried (LOLSEARCH_KERNELS_AUTOTUNE=1): a config that faults shows here
-LOLSEARCH_KERNELS_AUTOTUNE="${BENCH_AUTOTUNE:-1}" timeout $(( ${BENCH_BUDGET:-240} + 80 )) "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget "${BENCH_BUDGET:-240}" 2>&1 | tee "$OUT_DIR/bench.log"
+# (BENCH_AUTOTUNE=0: the default single config; BENCH_ARGS: more bench flags, e.g. --shapes llama3-8b)
+LOLSEARCH_KERNELS_AUTOTUNE="${BENCH_AUTOTUNE:-1}" timeout $(( ${BENCH_BUDGET:-240} + 80 )) "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget "${BENCH_BUDGET:-240}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT_DIR/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
 echo "gpu tests rc=$test_rc, bench rc=$bench_rc, $(( $(date +%s) - start )) s" | tee "$OUT_DIR/summary.txt"
