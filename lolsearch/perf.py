@@ -210,13 +210,28 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
+def warm_baselines(space_path: Path) -> None:
+    """Fills the teacher-baseline cache for every baseline the space's planned trials need."""
+    from lolsearch.search.space import load_space
+    from lolsearch.trial.baselines import distinct_baselines, ensure_baselines
+
+    for cfg in distinct_baselines(load_space(space_path).plan(), torch.device("cpu")):
+        ensure_baselines(cfg)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
     """Wall time of the same sweep per (GPUs, trials per GPU); ``k`` trials per GPU runs the space with
-    ``resources.gpu = 1/k`` (and ``cpu`` divided by k, at least 1), from a copy of the space under ``--work``."""
+    ``resources.gpu = 1/k`` (and ``cpu`` divided by k, at least 1), from a copy of the space under ``--work``.
+
+    The teacher baselines are computed (or read from the cache) before the first timed sweep, so every timed
+    sweep reads them from the cache and the ratios measure the scheduling and the trials alone."""
     import yaml
 
     from lolsearch.config import load_yaml
 
+    warm_baselines(args.space)
     space = load_yaml(args.space)
     rows = []
     for per_gpu in args.trials_per_gpu:
@@ -228,19 +243,24 @@ def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
         path.write_text(yaml.safe_dump({**space, "resources": res}, sort_keys=False))
         for gpus in args.gpus:
             out = Path(args.work) / f"gpus{gpus}-per-gpu{per_gpu}"
-            cmd = [sys.executable, "-m", "lolsearch", "sweep", str(path), "--out", str(out), "--gpus", str(gpus)]
+            cmd = [sys.executable, "-m", "lolsearch", "sweep", str(path), "--out", str(out), "--gpus", str(gpus),
+                   "--yes"]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
-            ok = len([p for p in out.glob("trials/*/result.json") if json.loads(p.read_text())["status"] == "ok"])
-            rows.append({"gpus": gpus, "trials_per_gpu": per_gpu, "wall_s": wall, "trials_ok": ok,
-                         "returncode": proc.returncode, "command": shlex.join(cmd)})
+            records = [json.loads(p.read_text()) for p in out.glob("trials/*/result.json")]
+            ok = [r for r in records if r["status"] == "ok"]
+            trial_s = [r["timing"]["total_s"] for r in ok if "total_s" in (r.get("timing") or {})]
+            rows.append({"gpus": gpus, "trials_per_gpu": per_gpu, "wall_s": wall, "trials_ok": len(ok),
+                         "returncode": proc.returncode, "command": shlex.join(cmd),
+                         "trial_s_median": float(pd.Series(trial_s, dtype=float).median())})
             if proc.returncode:
                 log.error("sweep failed: %s", proc.stderr[-2000:])
     df = pd.DataFrame(rows)
     base = df.iloc[0]
     df["speedup"] = base["wall_s"] / df["wall_s"]
     df["efficiency_vs_linear"] = df["speedup"] / (df["gpus"] / base["gpus"])
+    df["trials_per_hour"] = 3600 * df["trials_ok"] / df["wall_s"]
     return df
 
 

@@ -18,22 +18,27 @@ SPACE = Path(__file__).resolve().parents[1] / "spaces" / "scaling.yaml"
 
 def test_scaling_times_each_gpu_count_and_trials_per_gpu(tmp_path: Path, monkeypatch) -> None:
     seen: list[tuple[int, float, float]] = []
+    warmed: list[Path] = []
 
     def fake_run(cmd: list[str], **_kw) -> subprocess.CompletedProcess:
+        assert warmed == [SPACE] and "--yes" in cmd  # baselines cached before the first timed sweep
         space = load_space(cmd[cmd.index("sweep") + 1])
         out = Path(cmd[cmd.index("--out") + 1])
         seen.append((int(cmd[cmd.index("--gpus") + 1]), space.resources.gpu, space.resources.cpu))
         for i in range(3):
             (out / "trials" / str(i)).mkdir(parents=True)
-            (out / "trials" / str(i) / "result.json").write_text(json.dumps({"status": "ok" if i else "failed"}))
+            record = {"status": "ok" if i else "failed", "timing": {"total_s": 10.0 * i}}
+            (out / "trials" / str(i) / "result.json").write_text(json.dumps(record))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(perf.subprocess, "run", fake_run)
+    monkeypatch.setattr(perf, "warm_baselines", warmed.append)
     args = argparse.Namespace(space=SPACE, gpus=[1, 2], trials_per_gpu=[1, 4], work=tmp_path)
     df = perf.cmd_scaling(args)
     assert seen == [(1, 1.0, 4.0), (2, 1.0, 4.0), (1, 0.25, 1.0), (2, 0.25, 1.0)]
     assert list(df["trials_per_gpu"]) == [1, 1, 4, 4] and list(df["trials_ok"]) == [2, 2, 2, 2]
     assert df["speedup"].iloc[0] == 1.0 and "efficiency_vs_linear" in df
+    assert list(df["trial_s_median"]) == [15.0] * 4 and (df["trials_per_hour"] > 0).all()
 
 
 def test_eval_times_separate_passes_and_one_pass_with_equal_metrics(tmp_path: Path) -> None:

@@ -126,18 +126,25 @@ detach)  # the sweep phase in its own process session: it outlives this call and
   [ -f /tmp/site/.blob ] || { echo "packages not unpacked: carry .dev/p1, .dev/p2, .dev/p3 in three calls"; exit 3; }
   # from a copy of the checkout: the next call replaces this one while the sweep's workers still import from it
   mkdir -p /tmp/detached /tmp/repo && tar cf - --exclude=./.dev --exclude=./.git . | tar xf - -C /tmp/repo
-  (cd /tmp/repo && OUT=/tmp/detached setsid nohup bash results/h200/rerun.sh sweep > /tmp/detached/run.log 2>&1 < /dev/null &)
-  echo "detached sweep of $SPACES, budget ${SWEEP_BUDGET:-440} s"
+  # DETACH_PHASE=perf runs PERF_CMDS detached instead (a perf run longer than one call, e.g. `perf scaling`)
+  (cd /tmp/repo && OUT=/tmp/detached setsid nohup bash results/h200/rerun.sh "${DETACH_PHASE:-sweep}" \
+    > /tmp/detached/run.log 2>&1 < /dev/null &)
+  echo "detached ${DETACH_PHASE:-sweep} ($SPACES), budget ${SWEEP_BUDGET:-440} s"
   ;&
 watch)  # wait up to WATCH_S for the detached sweep, then bring back its logs and a snapshot of its folders
   end=$(( $(date +%s) + ${WATCH_S:-500} ))
-  while [ "$(date +%s)" -lt $end ] && ! grep -q "phase sweep done" /tmp/detached/run.log 2>/dev/null; do sleep 10; done
+  while [ "$(date +%s)" -lt $end ] && ! grep -q "^phase .* done" /tmp/detached/run.log 2>/dev/null; do sleep 10; done
   # the logs in one archive: a call brings back at most 8 files from $OUT, and sweeps.tgz must be one of them
   # (keep a call that adds a perf run after the watch to perf.tgz and one log of its own)
   (cd /tmp/detached && tar czf "$OUT/logs.tgz" ./*.log) 2>/dev/null
-  for s in $SPACES; do grep -E "^ *[0-9]+/[0-9]+ " "/tmp/detached/$s.log" | tail -60; tail -2 "/tmp/detached/$s.log"; done
-  [ -f /tmp/detached/sweeps.tgz ] && cp /tmp/detached/sweeps.tgz "$OUT/" || \
-    tar czf "$OUT/sweeps.tgz" --exclude='*.safetensors' --exclude=ray --exclude=tb -C /tmp $SPACES
+  if [ "${DETACH_PHASE:-sweep}" = perf ]; then  # perf.tgz once done, else a snapshot of its folder
+    tail -20 /tmp/detached/run.log
+    [ -f /tmp/detached/perf.tgz ] && cp /tmp/detached/perf.tgz "$OUT/" || tar czf "$OUT/perf.tgz" -C /tmp/detached perf
+  else
+    for s in $SPACES; do grep -E "^ *[0-9]+/[0-9]+ " "/tmp/detached/$s.log" | tail -60; tail -2 "/tmp/detached/$s.log"; done
+    [ -f /tmp/detached/sweeps.tgz ] && cp /tmp/detached/sweeps.tgz "$OUT/" || \
+      tar czf "$OUT/sweeps.tgz" --exclude='*.safetensors' --exclude=ray --exclude=tb -C /tmp $SPACES
+  fi
   ;;
 esac
 echo "phase $phase done in $(( $(date +%s) - t0 )) s"
