@@ -99,20 +99,17 @@ def state_dot(a, s_mat, acc):
 
 # (4 warps, 2 stages) is not offered: Triton 3.6 miscompiles it on Hopper (shared-memory reads out of bounds in the
 # bf16 state GEMM under compute-sanitizer, then wrong outputs; results/kernels/ISSUE17.md)
-@triton.autotune(configs=configs([(8, 1), (8, 2)]), key=["D", "F", "BD", "SMALL", "WLIN", "LIN_CUR"])
+@triton.autotune(configs=configs([(8, 1), (8, 2)]), key=["D", "F", "BD", "SMALL"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
     fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
-    WLIN: tl.constexpr, LIN_CUR: tl.constexpr,
 ):
     """State part of every query of segment s: ys = φq·S (value columns of D-tile di) and dens = φq·z.
 
     Walks the segment's chunks with S ``[F, BD]`` fp32 in registers, absorbing the key tiles that
     leave the window (those below tile_lo(n)) before chunk n. SMALL (tile_lo(n) = n - 1 for n >= 1): exactly
     tile n - 2 is absorbed before chunk n, a branch-free loop body that Triton can software-pipeline.
-    WLIN (SMALL only): ys and dens also take the linear keys inside the window tiles (keys of tile n - 1, and
-    of tile n if LIN_CUR, before start(i)), whose φq the walk holds already; fwd_window then reads no φq or φk.
     """
     di = tl.program_id(0)
     s = tl.program_id(1)
@@ -138,9 +135,7 @@ def fwd_state_kernel(
     n0 = s * L
     cur = tile_lo(n0, W, LAYOUT, BT)
     for n in range(n0, tl.minimum(n0 + L, NT)):
-        if WLIN:  # tile n - 2 was absorbed at the end of chunk n - 1 (a segment's first chunk absorbs nothing)
-            pass
-        elif SMALL:
+        if SMALL:
             rows = (n - 2) * BT + rt
             keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
             a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
@@ -160,51 +155,16 @@ def fwd_state_kernel(
         qm = qpos < T
         b_fq = tl.load(fq_base + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
         y = state_dot(b_fq, S, tl.zeros([BT, BD], dtype=tl.float32))
-        den = tl.sum(state_dot(b_fq, zs, tl.zeros([BT, 16], dtype=tl.float32)), 1)
-        if WLIN:
-            y, lrow, a, b_v = _window_linear(b_fq, fk_base, v_base, qpos, n, y, T, W, LAYOUT, D, F, BT, LIN_CUR, rf, rd)
-            den += lrow
         tl.store(ys + bh * T * D + qpos[:, None] * D + rd[None, :], y.to(ys.dtype.element_ty), mask=qm[:, None] & md[None, :])
+        den = tl.sum(state_dot(b_fq, zs, tl.zeros([BT, 16], dtype=tl.float32)), 1)
         tl.store(dens + bh * T + qpos, den, mask=qm & ((qpos * 0 + di) == 0))
-        if WLIN:  # tile n - 1 (zero rows before key 0) leaves the window of chunk n + 1
-            S = tl.dot(tl.trans(a), b_v, S, input_precision=F32_DOT)
-            zs = tl.dot(tl.trans(a), ones, zs, input_precision=F32_DOT)
-
-
-@triton.jit
-def _window_linear(b_fq, fk_base, v_base, qpos, n, y, T, W, LAYOUT, D: tl.constexpr, F: tl.constexpr,
-                   BT: tl.constexpr, LIN_CUR: tl.constexpr, rf, rd):
-    """Linear keys of query chunk n inside its window tiles (SMALL: tile n - 1, and tile n if LIN_CUR): keys
-    j <= i before start(i). Returns y + Σ φq·φk_j v_j (value columns rd), the rows' Σ φq·φk_j (the weights
-    rounded to the value dtype for both, as the window's PV product and row sum are), and the φk and v tiles
-    of tile n - 1, which the walk absorbs next."""
-    rt = tl.arange(0, BT)
-    start = soft_start(qpos, W, LAYOUT)
-    kp = (n - 1) * BT + rt
-    kpm = kp >= 0
-    a = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kpm[:, None] & (rf[None, :] < F), other=0.0)
-    b_v = tl.load(v_base + kp[:, None] * D + rd[None, :], mask=kpm[:, None] & (rd[None, :] < D), other=0.0)
-    w_in = tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(a), input_precision=F32_DOT), 0.0).to(b_v.dtype)
-    y = tl.dot(w_in, b_v, y, input_precision=F32_DOT)
-    lrow = tl.sum(w_in.to(tl.float32), 1)
-    if LIN_CUR:
-        kc = n * BT + rt
-        kcm = kc < T
-        a_c = tl.load(fk_base + kc[:, None] * F + rf[None, :], mask=kcm[:, None] & (rf[None, :] < F), other=0.0)
-        v_c = tl.load(v_base + kc[:, None] * D + rd[None, :], mask=kcm[:, None] & (rd[None, :] < D), other=0.0)
-        lin = tl.dot(b_fq, tl.trans(a_c), input_precision=F32_DOT)
-        w_in = tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), lin, 0.0).to(v_c.dtype)
-        y = tl.dot(w_in, v_c, y, input_precision=F32_DOT)
-        lrow += tl.sum(w_in.to(tl.float32), 1)
-    return y, lrow, a, b_v
 
 
 @triton.jit
 def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scale, T,
                   D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-                  LIN_CUR: tl.constexpr, WLIN: tl.constexpr):
-    """Window part of chunk n when its softmax keys lie in tiles n-1 and n (tile n-1 always holds some);
-    WLIN: softmax keys only (fwd_state_kernel added the linear ones to ys / dens)."""
+                  LIN_CUR: tl.constexpr):
+    """Window part of chunk n when its softmax keys lie in tiles n-1 and n (tile n-1 always holds some)."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, BDK)
     rf = tl.arange(0, BF)
@@ -222,7 +182,7 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     m = tl.maximum(m, -1e30)
     am += n * BT
     p = g * tl.exp2(sc - m[:, None])
-    if LIN_CUR and not WLIN:
+    if LIN_CUR:
         b_fk = tl.load(fk_base + kc[:, None] * F + rf[None, :], mask=kmc[:, None] & mf[None, :], other=0.0)
         p += tl.where((kc[None, :] <= qpos[:, None]) & (kc[None, :] < start[:, None]), tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kc[:, None] * D + rk[None, :], mask=kmc[:, None] & mk[None, :], other=0.0)
@@ -238,9 +198,8 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     alpha = tl.exp2(m - m_new)
     am = tl.where(mt > m, (n - 1) * BT + at, am)
     p = g * tl.exp2(sc - m_new[:, None])
-    if not WLIN:
-        b_fk = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kmp[:, None] & mf[None, :], other=0.0)
-        p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
+    b_fk = tl.load(fk_base + kp[:, None] * F + rf[None, :], mask=kmp[:, None] & mf[None, :], other=0.0)
+    p += tl.where(kp[None, :] < start[:, None], tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT), 0.0)
     b_v = tl.load(v_base + kp[:, None] * D + rk[None, :], mask=kmp[:, None] & mk[None, :], other=0.0)
     p_in = p.to(b_v.dtype)
     acc = tl.dot(p_in, b_v, acc * alpha[:, None], input_precision=F32_DOT)
@@ -249,21 +208,20 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 
 
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@triton.autotune(configs=configs([(4, 1), (4, 2)]), key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "WLIN"])
+@triton.autotune(configs=configs([(4, 1), (4, 2)]), key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, WLIN: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
     and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
     loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
-    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2).
-    WLIN (SMALL only): the window's linear keys are in ys / dens already, and φq / φk are not read."""
+    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -281,10 +239,7 @@ def fwd_window_kernel(
     qpos = n * BT + rt
     qm = qpos < T
     b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-    if WLIN:
-        b_fq = tl.zeros([BT, BF], dtype=fq.dtype.element_ty)
-    else:
-        b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
+    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
     start = soft_start(qpos, W, LAYOUT)
     start_lo = soft_start(n * BT, W, LAYOUT)
     start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
@@ -295,7 +250,7 @@ def fwd_window_kernel(
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
     if SMALL:
         acc, lsum, m, am = _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scale, T,
-                                         D, F, BDK, BF, BT, LIN_CUR, WLIN)
+                                         D, F, BDK, BF, BT, LIN_CUR)
     # newest -> oldest: a row's linear keys come after all of its softmax keys, so the online
     # rescaling only ever touches rows that hold softmax mass alone (linear terms are not scaled by e^-m).
     for tt in range(0, 0 if SMALL else n - tlo + 1):

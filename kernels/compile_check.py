@@ -24,11 +24,9 @@ from triton.compiler import ASTSource
 SMEM_LIMIT = 232448
 
 
-def _jobs(dt: str, d: int, f: int, small: bool, wlin: bool = True) -> dict:
+def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     """kernel name -> (kernel, pointer/float arg types, constexprs), as hybrid.py / decode.py launch them
-    (small: the branch-free walk / window variants used for windows within two tiles, e.g. w = 64; wlin: the
-    walk scores the window's linear keys, hybrid.py's default for those windows)."""
-    wlin = small and wlin
+    (small: the branch-free walk / window variants used for windows within two tiles, e.g. w = 64)."""
     p = "*" + dt
     bdk, bf = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(f))
     bd = min(bdk, 128 if bf <= 128 else 64)
@@ -37,10 +35,10 @@ def _jobs(dt: str, d: int, f: int, small: bool, wlin: bool = True) -> dict:
         "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
         "fwd_state": (_fwd.fwd_state_kernel, {"fq": p, "fk": p, "v": p, "st": f32, "ys": p, "dens": f32},
-                      dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small, WLIN=wlin, LIN_CUR=False)),
+                      dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),
         "fwd_window": (_fwd.fwd_window_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "ys", "o", "o_lo"), p), "gamma": f32,
                        "dens": f32, "m_out": f32, "z_out": f32, "am_out": i32, "qk_scale": "fp32"},
-                       dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32", WLIN=wlin)),
+                       dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32")),
         "bwd_pre": (_bwd.bwd_pre_kernel, {"o": p, "o_lo": p, "do": p, "zden": f32, "e_out": f32},
                     dict(D=d, BDK=bdk, BT=64, HAS_LO=dt != "fp32")),
         "bwd_rsum": (_bwd.bwd_rsum_kernel, {"fq": p, "do": p, "zden": f32, "e_in": f32, "r": f32},
@@ -84,13 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-configs", action="store_true", help="every autotune config, not only the first")
     ap.add_argument("--only", nargs="+", help="kernel names")
     ap.add_argument("--general", action="store_true", help="the general-window variants (default: w <= 64 ones)")
-    ap.add_argument("--window-linear", default="walk", choices=["walk", "window"],
-                    help="which kernel scores the window's linear keys (LOLSEARCH_KERNELS_WINDOW_LINEAR)")
     args = ap.parse_args(argv)
     bad = 0
     for dims in args.dims:
         d, f = (int(x) for x in dims.split("x"))
-        for name, (kernel, types, consts) in _jobs(args.dtype, d, f, not args.general, args.window_linear == "walk").items():
+        for name, (kernel, types, consts) in _jobs(args.dtype, d, f, not args.general).items():
             if args.only and name not in args.only:
                 continue
             cfgs = [(c.num_warps, c.num_stages) for c in getattr(kernel, "configs", [])] or [(4, 3)]  # plain launch

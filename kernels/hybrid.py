@@ -140,10 +140,8 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     small = small_window(lay, w)
-    lin_cur = small and linear_in_diagonal_tile(lay, w)
-    wlin = small and os.environ.get("LOLSEARCH_KERNELS_WINDOW_LINEAR", "walk") == "walk"
     _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
-                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small, WLIN=wlin, LIN_CUR=lin_cur)
+                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -153,7 +151,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
-        LIN_CUR=lin_cur, SAVE_LO=save_lo, WLIN=wlin,
+        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
