@@ -32,7 +32,7 @@
 #   SPACES="beyond_recipe beyond_recipe_confirm2" SEQUENTIAL=1 SWEEP_BUDGET=1300 ... rerun.sh detach
 # The spaces below are the next ones:
 #   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
-#   SPACES="beyond_recipe_confirm4 beyond_recipe_budget" SEQUENTIAL=1   (issue 18: 4 + 6 trials, ~4 + ~8 min)
+#   SPACES=beyond_recipe_budget                          (issue 18: the goal design at 1M / 3.3M / 6.6M AT tokens, ~8 min)
 # A sweep with a time budget starts no trial that would not finish before it (median of its finished trials): it
 # ends early rather than losing the trials in flight at SWEEP_BUDGET (five were lost that way in each of the two
 # detached runs of 2026-12-03).
