@@ -150,15 +150,18 @@ def _launch_baselines(space: SearchSpace, max_trials: int | None) -> list:
     so the teacher's LoRA stage overlaps the students' training instead of running in every trial. A grid's
     plan is exact: every distinct baseline is launched. A sampled space launches only a baseline that no
     searched key changes; otherwise each trial computes its own, in its own resources (launching the guessed
-    plan's baselines would queue dozens of tasks the real trials never read, ahead of those trials).
+    plan's baselines would queue dozens of tasks the real trials never read, ahead of those trials). A cached
+    baseline gets no task: with one trial per GPU that task holds the GPU while its worker starts, only to read it.
     """
     import ray
     import torch
 
-    from lolsearch.trial.baselines import distinct_baselines
+    from lolsearch.trial.baselines import baselines_cached, distinct_baselines
 
-    configs = distinct_baselines(space.plan(max_trials), torch.device("cpu"), shared_by_all=not space.is_grid)
     res = space.resources
+    configs = [cfg for cfg in distinct_baselines(space.plan(max_trials), torch.device("cpu"),
+                                                 shared_by_all=not space.is_grid)
+               if not baselines_cached(cfg, res.gpu)]
     task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=0)(baseline_task)
     return [task.remote(cfg.model_dump(mode="json"), res.cpu, res.gpu) for cfg in configs]
 

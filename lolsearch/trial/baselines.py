@@ -130,6 +130,17 @@ def distinct_baselines(cfgs: Iterable[TrialConfig], device: torch.device, shared
     return [] if shared_by_all and len(seen) > 1 else list(seen.values())
 
 
+def baselines_cached(cfg: TrialConfig, gpu: float) -> bool:
+    """Whether every teacher baseline ``cfg``'s trial reads (with the teacher_ft adapter) is already in the cache,
+    for a trial that Ray gives ``gpu`` of a GPU (device "auto" is CUDA exactly when that share is above 0)."""
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if gpu > 0 else "cpu"))
+    files = [f"ppl_teacher-{_key(cfg, device, False)}.json"]
+    if cfg.finetune.enabled and cfg.eval.teacher_ft:
+        key = _key(cfg, device, True)
+        files += [f"ppl_teacher_ft-{key}.json", f"teacher_ft-{key}.safetensors"]
+    return all(cache_path("baselines", name).is_file() for name in files)
+
+
 def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
     """Computes (or reads) the teacher baselines of ``cfg`` on its device; safe to run beside trials."""
     from lolsearch.data import packed_batches

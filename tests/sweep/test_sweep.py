@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from lolsearch.core.errors import ConfigError
 from lolsearch.search.space import load_space
@@ -274,3 +275,28 @@ def test_a_resumed_sweep_starts_no_trial_that_its_time_budget_would_cut(ray_sess
     t0 = time.time()
     run_sweep(TOY, out, resume=True, time_budget_s=600)
     assert set(records(out)) == {only} and time.time() - t0 < 300  # the rest runs on a later --resume (test above)
+
+
+def test_cached_baselines_get_no_task(tmp_path, monkeypatch):
+    """The toy grid's one teacher baseline gets a Ray task while it is missing and none once cached (for the
+    trials' device: "auto" with a GPU share resolves to CUDA, whose cache entry is a different one)."""
+    import types
+
+    from lolsearch.search.space import load_space
+    from lolsearch.sweep import driver
+    from lolsearch.trial.baselines import baselines_cached, distinct_baselines, ensure_baselines
+
+    monkeypatch.setenv("LOLSEARCH_CACHE", str(tmp_path))
+    launched: list[tuple] = []
+    task = types.SimpleNamespace(remote=lambda *args: launched.append(args))
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(remote=lambda **_kw: lambda _fn: task))
+    space = load_space(TOY)
+    driver._launch_baselines(space, None)
+    assert len(launched) == 1
+    (cfg,) = distinct_baselines(space.plan(), torch.device("cpu"))
+    assert not baselines_cached(cfg, 0.0)
+    ensure_baselines(cfg)
+    assert baselines_cached(cfg, 0.0) and not baselines_cached(cfg.model_copy(update={"device": "auto"}), 0.5)
+    launched.clear()
+    driver._launch_baselines(space, None)
+    assert launched == []
