@@ -131,7 +131,7 @@ detach)  # the sweep phase in its own process session: it outlives this call and
     > /tmp/detached/run.log 2>&1 < /dev/null &)
   echo "detached ${DETACH_PHASE:-sweep} ($SPACES), budget ${SWEEP_BUDGET:-440} s"
   ;&
-watch)  # wait up to WATCH_S for the detached sweep, then bring back its logs and a snapshot of its folders
+watch)  # wait up to WATCH_S for the detached sweep (or perf run), then bring back its logs and a snapshot of its output
   end=$(( $(date +%s) + ${WATCH_S:-500} ))
   while [ "$(date +%s)" -lt $end ] && ! grep -q "^phase .* done" /tmp/detached/run.log 2>/dev/null; do sleep 10; done
   # the logs in one archive: a call brings back at most 8 files from $OUT, and sweeps.tgz must be one of them
