@@ -11,8 +11,30 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from importlib import metadata
 
-import torch
+
+def _hand_over_top_level_name() -> None:
+    """Run when this folder is imported as the top-level package ``kernels``, which happens when the checkout's
+    root is on sys.path (``python -m`` from the root). That name belongs to PyPI's ``kernels``, which transformers
+    5.25+ depends on and imports: if it is installed, it replaces this module in ``sys.modules``."""
+    try:
+        init = metadata.distribution("kernels").locate_file("kernels/__init__.py")
+    except metadata.PackageNotFoundError:
+        return
+    if not os.path.isfile(init):
+        return
+    spec = importlib.util.spec_from_file_location("kernels", init, submodule_search_locations=[os.path.dirname(init)])
+    real = importlib.util.module_from_spec(spec)
+    sys.modules["kernels"] = real
+    spec.loader.exec_module(real)
+
+
+if __name__ == "kernels":
+    _hand_over_top_level_name()
+
+import torch  # noqa: E402 - after the hand-over, which must not pay for torch
 
 
 def triton_available() -> bool:
