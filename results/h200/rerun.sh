@@ -38,6 +38,9 @@
 # detached runs of 2026-12-03).
 # A sweep committed under results/h200/partial/<space>/ (the folder of sweeps.tgz, copied back) is continued with
 # --resume, so a sweep longer than one session's device time goes on in the next session from that commit.
+# A call carries the working tree plus one part, 64 MiB at most: since 2026-12-03 the tree is too large beside
+# .dev/p1, so run `bash results/h200/lighten.sh out` before the calls and `... in` after them (it says which
+# result folders it moves).
 # The carried parts live in /tmp/carry of one warm machine: a call that reports `warm: false` after the first got a
 # fresh machine, which has lost them (the import of pydantic fails), so carry .dev/p1 again before perf or sweep.
 # Sweeps started side by side share the GPU: smollm2_t2r_converge ran at 35K tokens/s beside beyond_recipe's
