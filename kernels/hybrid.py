@@ -40,6 +40,8 @@ SEGMENT_CHUNKS: int | None = None
 FORCE_SAVE_LO = False
 # Segment-walk programs to aim for, per SM (env LOLSEARCH_KERNELS_PPS; the bench sweeps it).
 PROGRAMS_PER_SM = 8
+# Segment states per block of the blocked scan (LOLSEARCH_KERNELS_SCAN=blocks).
+SCAN_BLOCK = 32
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
@@ -109,10 +111,11 @@ def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
 
 def _scan(st: torch.Tensor, n: int, sz: int, bh: int, reverse: bool) -> None:
     """In-place inclusive scan (suffix scan if ``reverse``) over the ``n`` entries of ``st [bh, n, sz]``: one entry
-    at a time (``scan_kernel``, n dependent round trips), or with env LOLSEARCH_KERNELS_SCAN=blocks 32 at a time
-    (``scan_blocks_kernel``; a benchmark knob, not yet run on a GPU)."""
+    at a time (``scan_kernel``, n dependent round trips), or with env LOLSEARCH_KERNELS_SCAN=blocks SCAN_BLOCK at a
+    time (``scan_blocks_kernel``; a benchmark knob, not yet run on a GPU)."""
     if os.environ.get("LOLSEARCH_KERNELS_SCAN") == "blocks":
-        scan_blocks_kernel[(triton.cdiv(sz, 128), bh)](st, n, sz, REVERSE=reverse, BLOCK=128, NB=32, num_warps=4)
+        scan_blocks_kernel[(triton.cdiv(sz, 128), bh)](st, n, sz, REVERSE=reverse, BLOCK=128, NB=SCAN_BLOCK,
+                                                       num_warps=4)
     else:
         scan_kernel[(triton.cdiv(sz, 1024), bh)](st, n, sz, REVERSE=reverse, BLOCK=1024, num_warps=4)
 

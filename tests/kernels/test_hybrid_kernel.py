@@ -248,13 +248,15 @@ def test_seg_sums_tile_knob_gives_the_same_states(tile, nan_alloc, segments, mon
 
 
 def test_blocked_scan_knob_gives_the_same_states_and_gradients(nan_alloc, segments, monkeypatch):
-    """LOLSEARCH_KERNELS_SCAN=blocks (the scan over segments 32 entries at a time) against the reference: 41
-    segments make two blocks forward and two backward (the reverse scan of the gradient's state part)."""
+    """LOLSEARCH_KERNELS_SCAN=blocks (the scan over segments in blocks) against the reference: 11 segment states in
+    blocks of 4 make three blocks forward and three backward (the reverse scan of the gradient's state part), the
+    last one partly masked."""
     import lolsearch.kernels.hybrid as hy
     from lolsearch.kernels import hybrid_attention
 
     segments(1)
     monkeypatch.setenv("LOLSEARCH_KERNELS_SCAN", "blocks")
+    monkeypatch.setattr(hy, "SCAN_BLOCK", 4)
     launched = []
 
     class CountingKernel:  # records each launch grid of the blocked scan, then launches it
@@ -265,7 +267,7 @@ def test_blocked_scan_knob_gives_the_same_states_and_gradients(nan_alloc, segmen
     real = hy.scan_blocks_kernel
     monkeypatch.setattr(hy, "scan_kernel", None)  # the serial scan must not run
     monkeypatch.setattr(hy, "scan_blocks_kernel", CountingKernel())
-    inputs = make_inputs(1, 2, 1, 64 * 40 + 5, 16, 16, seed=11)
+    inputs = make_inputs(1, 2, 1, 64 * 9 + 5, 16, 16, seed=11)
     leaves = [x.clone().requires_grad_(True) for x in inputs]
     o, st, _ = hybrid_attention(*leaves, 16, "sliding", return_state=True)
     q, k, v, fq, fk, g = inputs
