@@ -113,8 +113,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
             except Exception as err:  # noqa: BLE001 - an OOM or a compile failure is a row, not the end of the run
                 status = "oom" if is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
                 log.exception("%s compile=%s cuda_graph=%s: %s", name, mode, graph, status)
-                row.update(tok_s=float("nan"), steady_tok_s=float("nan"), step_s=float("nan"), peak_gib=float("nan"),
-                           status=status)
+                nan = float("nan")
+                row.update(tok_s=nan, steady_tok_s=nan, step_s=nan, peak_gib=nan, warmup_s=nan, status=status)
             rows.append(row)
             log.info("%s", row)
             reset_mem(device)

@@ -57,9 +57,13 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
     absorb compilation and autotuning). ``cfg`` gives batch, accumulation, ``sync_every``, ``compile`` and
     ``cuda_graph`` (each timed run captures its own graph: its first step is eager and the second is captured, so
     ``tok_s`` includes that one-off cost; ``steady_tok_s`` counts only the steps after the first loss read-back at
-    step 2 or later, NaN when no read-back falls between it and the last step)."""
+    step 2 or later, NaN when no read-back falls between it and the last step). ``warmup_s`` is the warmup's wall
+    time: in a fresh process it holds the one-off costs (compilation, autotuning, the first graph capture)."""
+    sync(device)
+    t_warm = time.perf_counter()
     run_stage(name, params, loss_fn, batches, _budget(cfg, warmup), seq_len, compile_modules=compile_modules)
     sync(device)
+    warmup_s = time.perf_counter() - t_warm
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -68,7 +72,7 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
     wall = time.perf_counter() - t0
     peak = peak_gib(device)
     return {"tok_s": result.tokens / wall, "steady_tok_s": _steady(result.curve, sync_interval(cfg, params)),
-            "step_s": wall / steps, "peak_gib": peak}
+            "step_s": wall / steps, "peak_gib": peak, "warmup_s": warmup_s}
 
 
 def _steady(curve: list[dict], every: int) -> float:
