@@ -30,9 +30,9 @@
 # SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), run side by side; with
 # SEQUENTIAL=1 one after another, sharing SWEEP_BUDGET (a space that ends early leaves its time to the next), e.g.
 #   SPACES="beyond_recipe beyond_recipe_confirm2" SEQUENTIAL=1 SWEEP_BUDGET=1300 ... rerun.sh detach
-# The spaces below are the next ones:
+# Spaces sized for one such run (both ran: results/smollm2-ablation/, results/beyond-recipe/budget/):
 #   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
-#   SPACES=beyond_recipe_budget                          (issue 18: the goal design at 1M / 3.3M / 6.6M AT tokens, ~8 min)
+#   SPACES=beyond_recipe_budget                          (issue 18: the goal design at 1M / 3.3M / 6.6M AT tokens, ~10 min)
 # A sweep with a time budget starts no trial that would not finish before it (median of its finished trials): it
 # ends early rather than losing the trials in flight at SWEEP_BUDGET (five were lost that way in each of the two
 # detached runs of 2026-12-03).
