@@ -30,7 +30,7 @@
 # SPACES="a b" picks other spaces/ files for sweep/resume (default: the issue-14 pair), run side by side; with
 # SEQUENTIAL=1 one after another, sharing SWEEP_BUDGET (a space that ends early leaves its time to the next), e.g.
 #   SPACES="beyond_recipe beyond_recipe_confirm2" SEQUENTIAL=1 SWEEP_BUDGET=1300 ... rerun.sh detach
-# Spaces sized for one such run (both ran: results/smollm2-ablation/, results/beyond-recipe/budget/):
+# Spaces sized for one such run (beyond_recipe_budget ran on 2026-12-03 in 582 s: results/beyond-recipe/budget/):
 #   SPACES=smollm2_t2r_converge                          (issue 14: T2R vs Hedgehog at 13.6M AT tokens, ~4 min)
 #   SPACES=beyond_recipe_budget                          (issue 18: the goal design at 1M / 3.3M / 6.6M AT tokens, ~10 min)
 # A sweep with a time budget starts no trial that would not finish before it (median of its finished trials): it
