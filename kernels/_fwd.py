@@ -81,26 +81,6 @@ def scan_kernel(st, N, SZ, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
             tl.store(p, acc, mask=m)
 
 
-@triton.jit(do_not_specialize=["N", "SZ"])
-def scan_blocks_kernel(st, N, SZ, REVERSE: tl.constexpr, BLOCK: tl.constexpr, NB: tl.constexpr):
-    """The same scan as ``scan_kernel``, NB entries at a time: each block's loads are independent and its prefix is
-    a parallel cumsum plus the running total, so the dependent memory round trips fall from N to N / NB."""
-    pid = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    r = pid * BLOCK + tl.arange(0, BLOCK)
-    m = r < SZ
-    rows = tl.arange(0, NB)
-    base = st + bh * N * SZ
-    carry = tl.zeros([BLOCK], dtype=tl.float32)
-    for j in range(0, tl.cdiv(N, NB)):
-        i = N - (j + 1) * NB + rows if REVERSE else j * NB + rows
-        mask = ((i >= 0) & (i < N))[:, None] & m[None, :]
-        ptr = base + i[:, None] * SZ + r[None, :]
-        x = tl.load(ptr, mask=mask, other=0.0)
-        tl.store(ptr, tl.cumsum(x, 0, reverse=REVERSE) + carry[None, :], mask=mask)
-        carry += tl.sum(x, 0)
-
-
 @triton.jit
 def col0(rows: tl.constexpr, dtype: tl.constexpr):
     """[rows, 16] matrix with ones in column 0: ``xᵀ @ col0`` puts column sums of x in column 0 (tensor cores)."""
@@ -311,5 +291,4 @@ def fwd_window_kernel(
     tl.store(am_out + bh * T + qpos, am, mask=qm)
 
 
-__all__ = ["NO_SPEC", "col0", "fwd_state_kernel", "fwd_window_kernel", "scan_blocks_kernel", "scan_kernel",
-           "seg_sums_kernel", "state_dot"]
+__all__ = ["NO_SPEC", "col0", "fwd_state_kernel", "fwd_window_kernel", "scan_kernel", "seg_sums_kernel", "state_dot"]

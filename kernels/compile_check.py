@@ -34,7 +34,6 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     return {
         "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
-        "scan_blocks": (_fwd.scan_blocks_kernel, {"st": f32}, dict(REVERSE=True, BLOCK=128, NB=32)),
         "fwd_state": (_fwd.fwd_state_kernel, {"fq": p, "fk": p, "v": p, "st": f32, "ys": p, "dens": f32},
                       dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),
         "fwd_window": (_fwd.fwd_window_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "ys", "o", "o_lo"), p), "gamma": f32,

@@ -28,7 +28,7 @@ fi
 
 # 1) kernel tests on the GPU (one launch config per kernel: no autotuning during tests)
 # (PYTEST_ARGS: the device image has pytest-xdist; -rf names every failure in the summary)
-# (KERNEL_TEST_ENV: settings for the tests only, e.g. LOLSEARCH_KERNELS_SCAN=blocks to run the matrix on a knob)
+# (KERNEL_TEST_ENV: settings for the tests only, e.g. LOLSEARCH_KERNELS_SEG_TILE=128x128 to run the matrix on a knob)
 env ${KERNEL_TEST_ENV:-} LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q -rf \
   -p no:cacheprovider ${PYTEST_ARGS:--n 14 --dist loadgroup} 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}

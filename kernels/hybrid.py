@@ -21,13 +21,7 @@ from lolsearch.kernels._bwd import (
     bwd_state_q_kernel,
 )
 from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms, smem_limit
-from lolsearch.kernels._fwd import (
-    fwd_state_kernel,
-    fwd_window_kernel,
-    scan_blocks_kernel,
-    scan_kernel,
-    seg_sums_kernel,
-)
+from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from triton.runtime.errors import OutOfResources
 
 from lolsearch.attention.chunked import LinearState, state_cover
@@ -40,8 +34,6 @@ SEGMENT_CHUNKS: int | None = None
 FORCE_SAVE_LO = False
 # Segment-walk programs to aim for, per SM (env LOLSEARCH_KERNELS_PPS; the bench sweeps it).
 PROGRAMS_PER_SM = 8
-# Segment states per block of the blocked scan (LOLSEARCH_KERNELS_SCAN=blocks).
-SCAN_BLOCK = 32
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
@@ -109,17 +101,6 @@ def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
     return bf1, bd1, 8 if bf1 * bd1 > 64 * 64 else 4
 
 
-def _scan(st: torch.Tensor, n: int, sz: int, bh: int, reverse: bool) -> None:
-    """In-place inclusive scan (suffix scan if ``reverse``) over the ``n`` entries of ``st [bh, n, sz]``: one entry
-    at a time (``scan_kernel``, n dependent round trips), or with env LOLSEARCH_KERNELS_SCAN=blocks SCAN_BLOCK at a
-    time (``scan_blocks_kernel``; a benchmark knob, not yet run on a GPU)."""
-    if os.environ.get("LOLSEARCH_KERNELS_SCAN") == "blocks":
-        scan_blocks_kernel[(triton.cdiv(sz, 128), bh)](st, n, sz, REVERSE=reverse, BLOCK=128, NB=SCAN_BLOCK,
-                                                       num_warps=4)
-    else:
-        scan_kernel[(triton.cdiv(sz, 1024), bh)](st, n, sz, REVERSE=reverse, BLOCK=1024, num_warps=4)
-
-
 def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
     """(chunks per segment L, number of segments NS) for T = t."""
     nt = triton.cdiv(t, BT)
@@ -154,7 +135,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
     seg_sums_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
         fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
     )
-    _scan(st, ns + 1, sz, b * h, reverse=False)
+    scan_kernel[(triton.cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -197,7 +178,7 @@ def _backward(ctx, do):
     bwd_rsum_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
         fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
-    _scan(r, ns + 1, sz, b * h, reverse=True)
+    scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
     dv_s = torch.zeros(b, hkv, t, d, device=dev, dtype=f32)
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))

@@ -245,36 +245,3 @@ def test_seg_sums_tile_knob_gives_the_same_states(tile, nan_alloc, segments, mon
                                                       return_state=True)
     assert covered == cov_ref and rel_err(o, o_ref) <= TOL
     assert rel_err(st.S, st_ref.S) <= TOL and rel_err(st.z, st_ref.z) <= TOL
-
-
-def test_blocked_scan_knob_gives_the_same_states_and_gradients(nan_alloc, segments, monkeypatch):
-    """LOLSEARCH_KERNELS_SCAN=blocks (the scan over segments in blocks) against the reference: 11 segment states in
-    blocks of 4 make three blocks forward and three backward (the reverse scan of the gradient's state part), the
-    last one partly masked."""
-    import lolsearch.kernels.hybrid as hy
-    from lolsearch.kernels import hybrid_attention
-
-    segments(1)
-    monkeypatch.setenv("LOLSEARCH_KERNELS_SCAN", "blocks")
-    monkeypatch.setattr(hy, "SCAN_BLOCK", 4)
-    launched = []
-
-    class CountingKernel:  # records each launch grid of the blocked scan, then launches it
-        def __getitem__(self, grid):
-            launched.append(grid)
-            return real[grid]
-
-    real = hy.scan_blocks_kernel
-    monkeypatch.setattr(hy, "scan_kernel", None)  # the serial scan must not run
-    monkeypatch.setattr(hy, "scan_blocks_kernel", CountingKernel())
-    inputs = make_inputs(1, 2, 1, 64 * 9 + 5, 16, 16, seed=11)
-    leaves = [x.clone().requires_grad_(True) for x in inputs]
-    o, st, _ = hybrid_attention(*leaves, 16, "sliding", return_state=True)
-    q, k, v, fq, fk, g = inputs
-    o_ref, st_ref, _ = hybrid_attention_chunked(q, expand_kv(k, 2), expand_kv(v, 2), fq, fk, g, 16, "sliding",
-                                                return_state=True)
-    assert rel_err(o, o_ref) <= TOL and rel_err(st.S, st_ref.S) <= TOL and rel_err(st.z, st_ref.z) <= TOL
-    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(2))
-    _, ref_grads = reference_and_grads(inputs, 16, "sliding", do)
-    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, "blocked scan")
-    assert len(launched) == 2
