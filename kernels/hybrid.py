@@ -8,6 +8,7 @@ older keys through a fp32 linear state carried per segment (see ``_fwd.py`` / ``
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -101,28 +102,35 @@ def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
     return bf1, bd1, 8 if bf1 * bd1 > 64 * 64 else 4
 
 
-def _plan(t: int, bh: int, nd: int, device: torch.device) -> tuple[int, int]:
-    """(chunks per segment L, number of segments NS) for T = t."""
+def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False) -> tuple[int, int]:
+    """(chunks per segment L, number of segments NS) for T = t: enough segment walks for PROGRAMS_PER_SM programs
+    per SM (env LOLSEARCH_KERNELS_PPS: that many, and this fill rule alone), and with ``balance`` at least
+    ceil(sqrt(nt / 2)) chunks per segment. The scan over segments (NS dependent steps) and each walk (L dependent
+    steps) are the forward's two serial paths; L ~ sqrt(nt / 2) balances them where the fill rule alone makes
+    one-chunk segments (Llama-3-8B heads, bf16, by CUDA-graph replay on an H200: 2K 173 -> 117 us, 8K 426 -> 388
+    us, 32K unchanged; results/kernels/graphed_knobs_20261203/)."""
     nt = triton.cdiv(t, BT)
     if SEGMENT_CHUNKS:
         seg = SEGMENT_CHUNKS
     else:
-        pps = int(os.environ.get("LOLSEARCH_KERNELS_PPS", PROGRAMS_PER_SM))
-        want = max(1, triton.cdiv(pps * num_sms(device), bh * nd))
+        env = os.environ.get("LOLSEARCH_KERNELS_PPS")
+        want = max(1, triton.cdiv(int(env or PROGRAMS_PER_SM) * num_sms(device), bh * nd))
         seg = triton.cdiv(nt, want)
+        if balance and env is None:
+            seg = max(seg, math.ceil(math.sqrt(nt / 2)))
     seg = max(1, min(seg, nt))
     return seg, triton.cdiv(nt, seg)
 
 
-def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False):
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False):
     """Returns o, the segment states ``[BH, NS+1, F*D+F]``, the per-row stats (m, Z, argmax) and the
-    rounding residual of o (``save_lo``; else None)."""
+    rounding residual of o (``save_lo``; else None). ``balance``: the balanced segment plan (``_plan``)."""
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
     nd = triton.cdiv(d, bd)
-    seg, ns = _plan(t, b * h, nd, q.device)
+    seg, ns = _plan(t, b * h, nd, q.device, balance)
     sz = f * d + f
     st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
     if s0 is None:
@@ -210,9 +218,9 @@ class HybridAttentionFn(torch.autograd.Function):
     """Autograd wrapper; inputs already validated, contiguous and in one dtype."""
 
     @staticmethod
-    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state):
+    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, balance):
         save_lo = any(ctx.needs_input_grad[:6]) and (q.dtype != torch.float32 or FORCE_SAVE_LO)
-        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo)
+        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo, balance)
         o_lo = o_lo if o_lo is not None else o.new_empty(0)
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
         ctx.lay, ctx.w, ctx.plan = lay, w, plan
@@ -229,7 +237,7 @@ class HybridAttentionFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, *_state_grads):
         grads = _backward(ctx, do)
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 def _check(q, k, v, phi_q, phi_k, gamma, initial_state) -> None:
@@ -294,7 +302,12 @@ def hybrid_attention(
     if initial_state is not None:
         s0 = initial_state.S.detach().float().contiguous()
         z0 = initial_state.z.detach().float().contiguous()
-    out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state)
+    # The balanced segment plan only where its longer segments were checked on a GPU: 16-bit forwards outside
+    # autograd (outputs equal the one-chunk plan's to 3e-4 of their largest value at 2K and 8K). Under longer
+    # segments the GPU matrix failed fp32 D 128, F 256 at T = 4097, a plan the interpreter runs exactly (ISSUE17.md).
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, phi_q, phi_k, gamma))
+    balance = not grad and dt != torch.float32
+    out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance)
     if not return_state:
         return out
     o, s_fin, z_fin = out

@@ -245,3 +245,45 @@ def test_seg_sums_tile_knob_gives_the_same_states(tile, nan_alloc, segments, mon
                                                       return_state=True)
     assert covered == cov_ref and rel_err(o, o_ref) <= TOL
     assert rel_err(st.S, st_ref.S) <= TOL and rel_err(st.z, st_ref.z) <= TOL
+
+
+def test_balanced_plan_segments(monkeypatch):
+    """The fill rule alone makes one-chunk segments for the Llama-3-8B bench shape (32 heads, 132 SMs); the balanced
+    plan gives ceil(sqrt(nt / 2)) chunks per segment, keeps longer fill-rule segments, and steps aside for the
+    LOLSEARCH_KERNELS_PPS knob."""
+    import lolsearch.kernels.hybrid as hy
+
+    monkeypatch.setattr(hy, "num_sms", lambda device: 132)
+    monkeypatch.delenv("LOLSEARCH_KERNELS_PPS", raising=False)
+    cpu = torch.device("cpu")
+    assert hy._plan(2048, 32, 1, cpu) == (1, 32)
+    assert [hy._plan(t, 32, 1, cpu, balance=True) for t in (2048, 8192, 32768)] == [(4, 8), (8, 16), (16, 32)]
+    assert hy._plan(1024, 256, 4, cpu, balance=True) == hy._plan(1024, 256, 4, cpu) == (8, 2)  # fill rule longer
+    assert hy._plan(64, 32, 1, cpu, balance=True) == (1, 1)
+    monkeypatch.setenv("LOLSEARCH_KERNELS_PPS", "8")
+    assert hy._plan(2048, 32, 1, cpu, balance=True) == (1, 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_balanced_plan_only_for_16_bit_forwards_outside_autograd(dtype, monkeypatch, nan_alloc):
+    """A 16-bit forward without autograd runs the balanced plan (2 chunks per segment here, against 1 with autograd or
+    in fp32), and its output equals the one-chunk plan's to rounding and the reference's to the fp16 tolerance.
+    Window 256 keeps every key out of the state: the interpreter has no bf16, which the 16-bit state GEMM uses (the
+    plans' numerics in the state path: the segment-count cases above, in fp32)."""
+    import lolsearch.kernels.hybrid as hy
+    from lolsearch.kernels import hybrid_attention
+
+    monkeypatch.setattr(hy, "num_sms", lambda device: 1000)  # the fill rule alone: one chunk per segment
+    plans = []
+    real = hy._plan
+    monkeypatch.setattr(hy, "_plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    inputs = make_inputs(1, 2, 1, 320, 16, 16, dtype=dtype, seed=5)
+    with torch.no_grad():
+        o_fast = hybrid_attention(*inputs, 256, "sliding")
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o_grad = hybrid_attention(*leaves, 256, "sliding")
+    assert plans == ([(2, 3), (1, 5)] if dtype == torch.float16 else [(1, 5), (1, 5)])
+    assert torch.isfinite(o_fast).all()
+    o_ref, _ = reference_and_grads(inputs, 256, "sliding", torch.ones_like(o_fast))
+    assert rel_err(o_fast, o_grad.detach()) <= (1e-3 if dtype == torch.float16 else 1e-6)
+    assert rel_err(o_fast, o_ref) <= (5e-3 if dtype == torch.float16 else TOL)

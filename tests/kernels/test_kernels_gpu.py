@@ -97,6 +97,37 @@ def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, nan_alloc
     assert_close_grads(grads, ref_grads, tol_g, label, gamma_terms_norm(inputs, window, layout, do))
 
 
+def _long_segment_cases():
+    combos = [(dt, d, f) for dt in (torch.float32, torch.bfloat16, torch.float16) for d in (64, 128) for f in (64, 128, 256)]
+    return [pytest.param(dt, d, f, id=f"{str(dt).split('.')[1]}-D{d}-F{f}",
+                         marks=pytest.mark.xdist_group(f"{str(dt).split('.')[1]}-D{d}-F{f}")) for dt, d, f in combos]
+
+
+@pytest.mark.parametrize("dtype,d,f", _long_segment_cases())
+def test_gpu_long_segments_vs_float64(dtype, d, f, nan_alloc, monkeypatch):
+    """Four chunks per segment (the matrix's small batches get one), T = 4097, sliding 100: forward without autograd,
+    then forward and all six gradients, against the float64 reference. Training shapes (many heads, batch 8) and
+    the balanced plan of 16-bit forwards run segments this long or longer."""
+    import lolsearch.kernels.hybrid as hy
+    from lolsearch.kernels import hybrid_attention
+
+    monkeypatch.setattr(hy, "SEGMENT_CHUNKS", 4)
+    tol_o, tol_g = TOLS[dtype]
+    t, window, layout, h, hkv = 4097, 100, "sliding", 4, 2
+    inputs = make_inputs(1, h, hkv, t, d, f, device=DEV, dtype=dtype, seed=d + f)
+    with torch.no_grad():
+        o_eval = hybrid_attention(*inputs, window, layout)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
+    label = f"L=4 T={t} {layout} w={window} D={d} F={f} {dtype}"
+    assert rel_err(o_eval, o_ref) <= tol_o, f"{label}: output error without autograd {rel_err(o_eval, o_ref):.2e}"
+    assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
+    grads = torch.autograd.grad(o, leaves, do)
+    assert_close_grads(grads, ref_grads, tol_g, label, gamma_terms_norm(inputs, window, layout, do))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_gpu_llama_shape_and_states_vs_chunked(dtype, nan_alloc):
     """Llama-3-8B heads (32 q / 8 kv, D = F = 128), T = 4096, initial and final state, vs the fp32 chunked path."""
