@@ -29,7 +29,8 @@ fi
 # 1) kernel tests on the GPU (one launch config per kernel: no autotuning during tests)
 # (PYTEST_ARGS: the device image has pytest-xdist; -rf names every failure in the summary)
 # (KERNEL_TEST_ENV: settings for the tests only, e.g. LOLSEARCH_KERNELS_SEG_TILE=128x128 to run the matrix on a knob)
-env ${KERNEL_TEST_ENV:-} LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q -rf \
+# (COLUMNS: wide enough that each -rf line keeps its assertion message, e.g. the relative error of a failed case)
+env ${KERNEL_TEST_ENV:-} COLUMNS="${COLUMNS:-300}" LOLSEARCH_KERNELS_AUTOTUNE=0 timeout "${KERNEL_TEST_TIMEOUT:-240}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q -rf \
   -p no:cacheprovider ${PYTEST_ARGS:--n 14 --dist loadgroup} 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 
