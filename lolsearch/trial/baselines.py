@@ -56,9 +56,14 @@ def _key(cfg: TrialConfig, device: torch.device, with_finetune: bool) -> str:
     return fingerprint(json.dumps(parts, sort_keys=True))
 
 
+def _value_path(name: str, key: str) -> Path:
+    """Cache file of baseline ``name`` (``ppl_teacher``, ``ppl_teacher_ft``) under ``key``."""
+    return cache_path("baselines", f"{name}-{key}.json")
+
+
 def _cached(name: str, key: str, compute: Callable[[], float | dict[str, float]]) -> dict[str, float]:
     """``{name: value}`` (or the dict ``compute`` returns) from the cache, computed once under a lock."""
-    path = cache_path("baselines", f"{name}-{key}.json")
+    path = _value_path(name, key)
     if not path.exists():
         with locked(path):
             if not path.exists():
@@ -79,7 +84,7 @@ def teacher_metrics(
     out = _cached("ppl_teacher", _key(cfg, device, False), teacher_ppl)
     if cfg.finetune.enabled and cfg.eval.teacher_ft:
         key = _key(cfg, device, True)
-        out.update(_cached("ppl_teacher_ft", key, lambda: _teacher_ft(cfg, tokenizer, eval_batches, device, key)))
+        out.update(_cached("ppl_teacher_ft", key, lambda: _teacher_ft(cfg, tokenizer, eval_batches, device)))
     return out
 
 
@@ -134,11 +139,10 @@ def baselines_cached(cfg: TrialConfig, gpu: float) -> bool:
     """Whether every teacher baseline ``cfg``'s trial reads (with the teacher_ft adapter) is already in the cache,
     for a trial that Ray gives ``gpu`` of a GPU (device "auto" is CUDA exactly when that share is above 0)."""
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if gpu > 0 else "cpu"))
-    files = [f"ppl_teacher-{_key(cfg, device, False)}.json"]
+    files = [_value_path("ppl_teacher", _key(cfg, device, False))]
     if cfg.finetune.enabled and cfg.eval.teacher_ft:
-        key = _key(cfg, device, True)
-        files += [f"ppl_teacher_ft-{key}.json", f"teacher_ft-{key}.safetensors"]
-    return all(cache_path("baselines", name).is_file() for name in files)
+        files += [_value_path("ppl_teacher_ft", _key(cfg, device, True)), teacher_ft_adapter(cfg, device)]
+    return all(path.is_file() for path in files)
 
 
 def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
@@ -157,8 +161,7 @@ def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
     return teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
 
 
-def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device,
-                key: str) -> dict[str, float]:
+def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device) -> dict[str, float]:
     """Perplexity of a fresh teacher after the trial's LoRA stage (all layers, softmax attention), also at each
     ``eval.seq_lens`` length; its LoRA tensors are saved for :func:`kl_teacher_ft`."""
     from safetensors.torch import save_file
@@ -192,7 +195,7 @@ def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable
             values[f"ppl_teacher_ft_{n}"] = perplexity(teacher, eval_stream(cfg, data, tokenizer, device))
         except ConfigError:  # the split is shorter than n: the trial records eval_error_<n> for it
             continue
-    with atomic_file(cache_path("baselines", f"teacher_ft-{key}.safetensors")) as tmp:
+    with atomic_file(teacher_ft_adapter(cfg, device)) as tmp:
         save_file(adapter_state(teacher), str(tmp))
     del teacher
     if device.type == "cuda":
