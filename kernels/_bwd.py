@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, configs, last_chunk_end, soft_start, tile_lo
+from lolsearch.kernels._common import F32_DOT, last_chunk_end, soft_start, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
@@ -113,7 +113,7 @@ def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf,
 
 
 # the kernel accumulates with atomics: autotuning must zero the outputs before every trial run
-@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BD", "SMALL"], reset_to_zero=["dfk", "dv"])
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BD", "SMALL"], reset_to_zero=["dfk", "dv"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
@@ -168,7 +168,7 @@ def bwd_state_kv_kernel(
                             dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
 
 
-@triton.autotune(configs=configs([(8, 1), (8, 2), (4, 2)]), key=["D", "F", "BF", "SMALL"])
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,
@@ -195,24 +195,22 @@ def bwd_state_q_kernel(
     st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
     zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
     n0 = s * L
-    cur = tile_lo(n0, W, LAYOUT, BT)
+    lo0 = tile_lo(n0, W, LAYOUT, BT)
     for n in range(n0, tl.minimum(n0 + L, NT)):
         if SMALL:  # exactly tile n - 2 leaves the window before chunk n (see fwd_state_kernel)
             rows = (n - 2) * BT + rt
-            keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
+            keep = (rows - rt) >= lo0 * BT  # tile n - 2 >= lo0 (>= 0); tensor-only mask
             a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
             b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=keep[:, None] & mk[None, :], other=0.0)
             st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
             zs += tl.sum(a.to(tl.float32), 0)
         else:
-            tlo = tile_lo(n, W, LAYOUT, BT)
-            for t in range(cur, tlo):
+            for t in range(tl.maximum(tile_lo(n - 1, W, LAYOUT, BT), lo0), tile_lo(n, W, LAYOUT, BT)):  # as in fwd_state
                 rows = t * BT + rt
                 a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
                 b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
                 st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
                 zs += tl.sum(a.to(tl.float32), 0)
-            cur = tl.maximum(cur, tlo)
         qpos = n * BT + rt
         qm = qpos < T
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
@@ -223,7 +221,7 @@ def bwd_state_q_kernel(
         tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc, mask=qm[:, None] & mf[None, :])
 
 
-@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 2)]), key=["D", "F"])
+@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_q_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
@@ -317,7 +315,7 @@ def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
     return qpos, qm, b_q, b_do, rz, e
 
 
-@triton.autotune(configs=configs([(4, 1), (4, 2), (8, 1)]), key=["D", "F"])
+@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,

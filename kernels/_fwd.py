@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, configs, seg_key_start, soft_start, tile_lo
+from lolsearch.kernels._common import F32_DOT, seg_key_start, soft_start, tile_lo, tuned
 
 NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
 
@@ -99,7 +99,7 @@ def state_dot(a, s_mat, acc):
 
 # (4 warps, 2 stages) is not offered: Triton 3.6 miscompiles it on Hopper (shared-memory reads out of bounds in the
 # bf16 state GEMM under compute-sanitizer, then wrong outputs; results/kernels/ISSUE17.md)
-@triton.autotune(configs=configs([(8, 1), (8, 2)]), key=["D", "F", "BD", "SMALL"])
+@tuned([(8, 1), (8, 2)], key=["D", "F", "BD", "SMALL"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
     fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,
@@ -133,24 +133,24 @@ def fwd_state_kernel(
     zs = tl.load(sbase + F * D + rf[:, None] + r16[None, :] * 0, mask=mf[:, None] & (r16[None, :] == 0), other=0.0)
     ones = col0(BT, fk.dtype.element_ty)
     n0 = s * L
-    cur = tile_lo(n0, W, LAYOUT, BT)
+    lo0 = tile_lo(n0, W, LAYOUT, BT)
     for n in range(n0, tl.minimum(n0 + L, NT)):
         if SMALL:
             rows = (n - 2) * BT + rt
-            keep = (rows - rt) >= cur * BT  # tile n - 2 >= cur (>= 0); tensor-only mask
+            keep = (rows - rt) >= lo0 * BT  # tile n - 2 >= lo0 (>= 0); tensor-only mask
             a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
             b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=keep[:, None] & md[None, :], other=0.0)
             S = tl.dot(tl.trans(a), b_v, S, input_precision=F32_DOT)
             zs = tl.dot(tl.trans(a), ones, zs, input_precision=F32_DOT)
         else:
-            tlo = tile_lo(n, W, LAYOUT, BT)
-            for t in range(cur, tlo):
+            # the tiles leaving the window before chunk n, [tile_lo(n - 1), tile_lo(n)), none before the
+            # segment's first chunk; the bounds are recomputed per chunk, not carried by the loop
+            for t in range(tl.maximum(tile_lo(n - 1, W, LAYOUT, BT), lo0), tile_lo(n, W, LAYOUT, BT)):
                 rows = t * BT + rt
                 a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
                 b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=md[None, :], other=0.0)
                 S = tl.dot(tl.trans(a), b_v, S, input_precision=F32_DOT)
                 zs = tl.dot(tl.trans(a), ones, zs, input_precision=F32_DOT)
-            cur = tl.maximum(cur, tlo)
         qpos = n * BT + rt
         qm = qpos < T
         b_fq = tl.load(fq_base + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
@@ -208,7 +208,7 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 
 
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@triton.autotune(configs=configs([(4, 1), (4, 2)]), key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO"])
+@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,

@@ -57,6 +57,9 @@ def test_gpu_forward_and_gradients(t, layout, window, d, f, h, hkv, dtype, nan_a
 
 
 MATRIX_T = (1, 63, 65, 1000, 4097)
+# segment lengths in chunks (None: the plan's own, one chunk at these batch sizes): a walk over several chunks
+# absorbs the key tiles that leave the window between them, a path the plan's one-chunk segments never run
+MATRIX_SEG = (None, 3, 2, 5)
 MATRIX_LW = [("sliding", 0), ("sliding", 1), ("sliding", 7), ("sliding", 64), ("sliding", 100), ("sliding", 256),
              ("terrace", 1), ("terrace", 7), ("terrace", 64), ("terrace", 100), ("terrace", 256)]  # w = 0 is one layout
 
@@ -64,7 +67,8 @@ MATRIX_LW = [("sliding", 0), ("sliding", 1), ("sliding", 7), ("sliding", 64), ("
 def _matrix_cases():
     """dtype {fp32, bf16, fp16} x D {64, 128} x F {64, 128, 256} x every (layout, window), each at one T: the T
     rotates so that every (dtype, D, F) meets every T twice and every (layout, window) meets every T. GQA groups
-    of 2 and 4 (H = 4), batch 2 up to T = 1000. 198 cases; one xdist group per compiled variant (dtype, D, F)."""
+    of 2 and 4 (H = 4), batch 2 up to T = 1000, segments of MATRIX_SEG chunks in rotation. 198 cases; one xdist
+    group per compiled variant (dtype, D, F)."""
     cases = []
     combos = [(dt, d, f) for dt in (torch.float32, torch.bfloat16, torch.float16) for d in (64, 128) for f in (64, 128, 256)]
     for i, (dt, d, f) in enumerate(combos):
@@ -73,15 +77,20 @@ def _matrix_cases():
             t = MATRIX_T[(i + j) % len(MATRIX_T)]
             hkv = 2 if (i + j) % 2 else 1
             b = 2 if t <= 1000 else 1
-            cases.append(pytest.param(dt, d, f, layout, window, t, hkv, b, id=f"{group}-{layout}{window}-T{t}-kv{hkv}",
+            seg = MATRIX_SEG[(i + 2 * j) % len(MATRIX_SEG)]
+            cases.append(pytest.param(dt, d, f, layout, window, t, hkv, b, seg,
+                                      id=f"{group}-{layout}{window}-T{t}-kv{hkv}-L{seg or 'auto'}",
                                       marks=pytest.mark.xdist_group(group)))
     return cases
 
 
-@pytest.mark.parametrize("dtype,d,f,layout,window,t,hkv,b", _matrix_cases())
-def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, nan_alloc):
+@pytest.mark.parametrize("dtype,d,f,layout,window,t,hkv,b,seg", _matrix_cases())
+def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, seg, nan_alloc, monkeypatch):
     """Forward and all six gradients against the float64 reference, at the tolerances of TOLS."""
+    import lolsearch.kernels.hybrid as hy
     from lolsearch.kernels import hybrid_attention
+
+    monkeypatch.setattr(hy, "SEGMENT_CHUNKS", seg)
 
     tol_o, tol_g = TOLS[dtype]
     h = 4
@@ -90,7 +99,7 @@ def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, nan_alloc
     o = hybrid_attention(*leaves, window, layout)
     do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
     o_ref, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
-    label = f"B={b} T={t} {layout} w={window} D={d} F={f} H=4/{hkv} {dtype}"
+    label = f"B={b} T={t} {layout} w={window} D={d} F={f} H=4/{hkv} L={seg or 'auto'} {dtype}"
     assert o.dtype == dtype and torch.isfinite(o).all(), label
     assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
     grads = torch.autograd.grad(o, leaves, do)
