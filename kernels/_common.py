@@ -7,6 +7,7 @@ Importing this module imports Triton, so ``TRITON_INTERPRET`` must be set before
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 import torch
@@ -14,8 +15,10 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Multi-config autotuning (num_warps / num_stages per kernel, chosen once per key) is opt-in
-# (LOLSEARCH_KERNELS_AUTOTUNE=1): the remaining configs have passed compute-sanitizer, not yet the GPU test matrix.
+# Multi-config autotuning (num_warps / num_stages per kernel, chosen once per key and kept in Triton's on-disk
+# cache, so later processes on the machine skip the timing) is opt-in: LOLSEARCH_KERNELS_AUTOTUNE=1. The offered
+# configs pass the GPU test matrix, but the key has no sequence length, so the choice made at the first length a
+# machine sees is reused at every other (results/kernels/seg_walk_20261204/README.md).
 AUTOTUNE = not INTERPRET and os.environ.get("LOLSEARCH_KERNELS_AUTOTUNE", "0") == "1"
 
 BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
@@ -50,6 +53,14 @@ def configs(options: list[tuple[int, int]]) -> list[triton.Config]:
     if not AUTOTUNE:
         options = options[:1]
     return [triton.Config({}, num_warps=w, num_stages=s) for w, s in options]
+
+
+def tuned(options: list[tuple[int, int]], key: list[str], **kwargs):
+    """``triton.autotune`` over the (num_warps, num_stages) ``options`` (the first is the untuned default), its
+    choice per ``key`` kept in Triton's on-disk cache where this Triton offers that (``cache_results``)."""
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        kwargs["cache_results"] = AUTOTUNE
+    return triton.autotune(configs=configs(options), key=key, **kwargs)
 
 
 @functools.lru_cache(maxsize=16)
