@@ -302,9 +302,8 @@ def hybrid_attention(
     if initial_state is not None:
         s0 = initial_state.S.detach().float().contiguous()
         z0 = initial_state.z.detach().float().contiguous()
-    # The balanced segment plan only where its longer segments were checked on a GPU: 16-bit forwards outside
-    # autograd (outputs equal the one-chunk plan's to 3e-4 of their largest value at 2K and 8K). Under longer
-    # segments the GPU matrix failed fp32 D 128, F 256 at T = 4097, a plan the interpreter runs exactly (ISSUE17.md).
+    # The balanced segment plan only where it was measured faster: 16-bit forwards outside autograd (H200, CUDA-graph
+    # replay at 2K and 8K). Longer segments as such are checked for every dtype by the GPU matrix (MATRIX_SEG).
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, phi_q, phi_k, gamma))
     balance = not grad and dt != torch.float32
     out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance)
