@@ -28,7 +28,7 @@ from lolsearch.config import TrialConfig, design_id
 from lolsearch.core.provenance import git_sha, lolsearch_version
 from lolsearch.data import packed_batches
 from lolsearch.models import resolve_device
-from lolsearch.trial import baselines, efficiency, eval_pass, evaluate, quality
+from lolsearch.trial import baselines, efficiency, eval_pass, evaluate, kernel_check, quality
 from lolsearch.trial import cache as trial_cache
 from lolsearch.trial.convergence import stage_convergence
 from lolsearch.trial.distill import run_distill
@@ -125,13 +125,16 @@ def _swap(s: TrialState) -> None:
     rule = cfg.attention.softmax_rule if cfg.attention.softmax_rule and cfg.attention.softmax_rule.top_mse else None
     probe = _limited(_train(cfg, s.tokenizer, s.device, "distill"), rule.probe_batches) if rule else ()
     s.surgery, chosen, probe_mse = linearize_by_rule(s.model, cfg.attention, probe)
+    t_check = time.perf_counter()
+    s.metrics.update(kernel_check.check_model(s.model, kernel_check.trial_shapes(cfg)))  # before any use of them
+    s.result.timing["kernel_check_s"] = time.perf_counter() - t_check
     if rule is not None:
         s.metrics["softmax_layers_chosen"] = chosen
         s.metrics["probe_mse_by_layer"] = {str(i): v for i, v in probe_mse.items()}
         s.metrics["softmax_layers"] = list(s.surgery.kept_softmax)  # the final plan: explicit + chosen
     s.metrics["linearized_layers"] = len(s.surgery.replaced)
     s.metrics["feature_dim"] = s.surgery.feature_dim
-    s.result.timing["swap_s"] = time.perf_counter() - t  # the probe (softmax_rule) and the surgery
+    s.result.timing["swap_s"] = time.perf_counter() - t  # the probe (softmax_rule), the surgery, the kernel check
     t = time.perf_counter()
     s.metrics["ppl_swap"] = evaluate.perplexity(s.model, s.eval_batches())
     s.metrics.update(quality.window_shares(s.cfg, s.model, s.eval_batches(), "init_"))

@@ -1,0 +1,134 @@
+"""The attention kernels checked at the trial's own shapes before any training.
+
+The Triton kernels choose their schedule (segments of query chunks, value tiles) from batch × heads, the sequence
+length and the GPU, so a trial's shape can take a path that the test matrix, at its small batches, never ran. One
+such path, walks over 4-chunk segments, gave wrong outputs in every dtype on the H200 while every matrix case
+passed (``results/kernels/seg_walk_20261204/``). So before training, each distinct linearized layer runs once on
+its own feature maps with random q, k, v of the trial's batch sizes, lengths and dtype: a forward without autograd
+(the plan of evaluations) and a forward + backward (the plan of training), compared with the chunked PyTorch path
+in fp32. A mismatch fails the trial with the numbers. Each layer kind and shape is checked once per process. Layers
+that do not run the Triton kernels are not checked: the chunked path is what they run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lolsearch.attention.chunked import hybrid_attention_chunked
+from lolsearch.attention.layer import LinearizedAttention
+from lolsearch.attention.ops import hybrid_attention, resolve_backend
+from lolsearch.config import TrialConfig
+
+log = logging.getLogger(__name__)
+
+#: Largest relative RMS error against the fp32 chunked path, per input dtype: 10x what the kernels' GPU tests allow
+#: against float64 (16-bit outputs 5e-3, fp32 2e-5, on Hedgehog-like features; the H200 measured 2.3e-3 and 3e-7),
+#: and below the faults this guards against (8e-2 to 1.7e-1 in every dtype, results/kernels/seg_walk_20261204/).
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 5e-2}
+GRADS = ("q", "k", "v", "phi_q", "phi_k")  # dγ is a sum over every row and key: checked by the GPU tests instead
+
+_passed: set[tuple] = set()  # (layer kind, shape, autograd) checked in this process
+
+
+class KernelCheckError(RuntimeError):
+    """The Triton attention disagrees with the chunked PyTorch path at a trial's shape."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One call the trial will make: batch, length, and whether autograd is on (training) or off (evaluation)."""
+
+    batch: int
+    seq_len: int
+    grad: bool
+
+
+def trial_shapes(cfg: TrialConfig) -> list[Shape]:
+    """The calls a trial makes: each enabled stage's batch with autograd (training) and without (its validation),
+    the evaluation batch, and the evaluation at each of ``eval.seq_lens`` (batches as ``quality.other_lengths``)."""
+    t = cfg.data.seq_len
+    shapes = [Shape(stage.batch_size, t, grad) for stage in (cfg.distill, cfg.finetune) if stage.enabled
+              for grad in (True, False)]
+    shapes.append(Shape(cfg.eval.batch_size, t, False))
+    shapes += [Shape(max(1, cfg.eval.batch_size * t // n), n, False) for n in cfg.eval.seq_lens]
+    return shapes
+
+
+def check_model(model: nn.Module, shapes: list[Shape]) -> dict[str, float]:
+    """Checks every distinct Triton-backed linearized layer of ``model`` at ``shapes``. Returns
+    ``{"kernel_check_cases": n, "kernel_check_max_err": e}`` over the cases run in this call (empty when no layer
+    runs the Triton kernels); raises :class:`KernelCheckError` on a mismatch."""
+    layers = {}
+    for layer in model.modules():
+        if isinstance(layer, LinearizedAttention):
+            dev = layer.q_proj.weight.device
+            if resolve_backend(layer.backend, dev) == "triton":
+                layers.setdefault(_kind(layer), layer)
+    if not layers:
+        return {}
+    cases, worst = 0, 0.0
+    for kind, layer in layers.items():
+        for shape in dict.fromkeys(shapes):
+            key = (kind, shape)
+            if key in _passed:
+                continue
+            worst = max(worst, check_layer(layer, shape))
+            _passed.add(key)
+            cases += 1
+    return {"kernel_check_cases": cases, "kernel_check_max_err": worst} if cases else {}
+
+
+def _kind(layer: LinearizedAttention) -> tuple:
+    """What selects a kernel path besides the shape (the feature dimension is one per model)."""
+    w = layer.q_proj.weight
+    return (layer.layout, layer.window, layer.num_heads, layer.num_kv_heads, layer.head_dim, w.dtype, str(w.device))
+
+
+def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
+    """Largest relative RMS error (output, and with ``shape.grad`` the gradients of q, k, v, φq, φk) of the Triton
+    path against the fp32 chunked path, on random q, k, v ``[B, H(kv), T, D]`` and the layer's own feature maps."""
+    w = layer.q_proj.weight
+    gen = torch.Generator(w.device).manual_seed(shape.batch * 1_000_003 + shape.seq_len)
+    b, t, d = shape.batch, shape.seq_len, layer.head_dim
+    q = torch.randn(b, layer.num_heads, t, d, device=w.device, generator=gen).to(w.dtype)
+    k = torch.randn(b, layer.num_kv_heads, t, d, device=w.device, generator=gen).to(w.dtype)
+    v = torch.randn(b, layer.num_kv_heads, t, d, device=w.device, generator=gen).to(w.dtype)
+    with torch.no_grad():
+        phi_q, phi_k = (x.detach() for x in layer._features_kept(q, k))
+        gamma = layer.gamma.detach().float()
+    inputs = [q, k, v, phi_q, phi_k]
+    args = (layer.window, layer.layout)
+    if not shape.grad:
+        with torch.no_grad():
+            o = hybrid_attention(*inputs, gamma, *args, backend="triton")
+            o_ref = hybrid_attention_chunked(*(x.float() for x in inputs), gamma, *args, chunk_size=64)
+        errs = {"o": _rel(o, o_ref)}
+    else:
+        leaves = [x.clone().requires_grad_(True) for x in inputs]
+        refs = [x.float().clone().requires_grad_(True) for x in inputs]
+        o = hybrid_attention(*leaves, gamma, *args, backend="triton")
+        o_ref = hybrid_attention_chunked(*refs, gamma, *args, chunk_size=64)
+        do = torch.randn(o.shape, device=w.device, generator=gen)
+        grads = torch.autograd.grad(o, leaves, do.to(o.dtype))
+        ref_grads = torch.autograd.grad(o_ref, refs, do)
+        errs = {"o": _rel(o, o_ref)} | {f"d{n}": _rel(g, r) for n, g, r in zip(GRADS, grads, ref_grads, strict=True)}
+    tol = TOLERANCE[w.dtype]
+    bad = {n: e for n, e in errs.items() if not e <= tol}
+    where = (f"layout {layer.layout} window {layer.window}, heads {layer.num_heads}/{layer.num_kv_heads}, D "
+             f"{layer.head_dim}, F {phi_q.shape[-1]}, {str(w.dtype).removeprefix('torch.')}, batch {b} x {t} tokens, "
+             f"{'forward + backward' if shape.grad else 'forward without autograd'}")
+    if bad:
+        got = ", ".join(f"{n} {e:.2e}" for n, e in bad.items())
+        raise KernelCheckError(f"Triton attention disagrees with the chunked PyTorch path ({where}): relative error "
+                               f"{got} > {tol:g}; attention.backend: torch runs the PyTorch path")
+    log.info("kernel check passed (%s): max relative error %.2e", where, max(errs.values()))
+    return max(errs.values())
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
