@@ -58,10 +58,11 @@ def trial_shapes(cfg: TrialConfig) -> list[Shape]:
     return shapes
 
 
-def check_model(model: nn.Module, shapes: list[Shape]) -> dict[str, float]:
+def check_model(model: nn.Module, shapes: list[Shape]) -> dict[str, float | str]:
     """Checks every distinct Triton-backed linearized layer of ``model`` at ``shapes``. Returns
     ``{"kernel_check_cases": n, "kernel_check_max_err": e}`` over the cases run in this call (empty when no layer
-    runs the Triton kernels); raises :class:`KernelCheckError` on a mismatch."""
+    runs the Triton kernels), plus ``kernel_check_skipped`` for shapes whose fp32 reference ran out of memory;
+    raises :class:`KernelCheckError` on a mismatch."""
     layers = {}
     for layer in model.modules():
         if isinstance(layer, LinearizedAttention):
@@ -70,16 +71,26 @@ def check_model(model: nn.Module, shapes: list[Shape]) -> dict[str, float]:
                 layers.setdefault(_kind(layer), layer)
     if not layers:
         return {}
-    cases, worst = 0, 0.0
+    cases, worst, skipped = 0, 0.0, []
     for kind, layer in layers.items():
         for shape in dict.fromkeys(shapes):
             key = (kind, shape)
             if key in _passed:
                 continue
-            worst = max(worst, check_layer(layer, shape))
+            try:
+                worst = max(worst, check_layer(layer, shape))
+            except torch.OutOfMemoryError:  # the fp32 reference needs more than the trial's own step: not a fault
+                torch.cuda.empty_cache()
+                skipped.append(f"{shape.batch}x{shape.seq_len}{' grad' if shape.grad else ''}")
+                log.warning("kernel check skipped, out of memory: %s at batch %d x %d", kind[:2], shape.batch,
+                            shape.seq_len)
+                continue
             _passed.add(key)
             cases += 1
-    return {"kernel_check_cases": cases, "kernel_check_max_err": worst} if cases else {}
+    out: dict = {"kernel_check_cases": cases, "kernel_check_max_err": worst} if cases else {}
+    if skipped:
+        out["kernel_check_skipped"] = "out of memory: " + ", ".join(skipped)
+    return out
 
 
 def _kind(layer: LinearizedAttention) -> tuple:

@@ -67,6 +67,20 @@ def test_a_wrong_gradient_fails(monkeypatch, one_thread):
         check_model(model, [Shape(2, 40, True)])
 
 
+def test_a_shape_out_of_memory_is_skipped_and_named(monkeypatch):
+    model = toy("triton")
+    real = kernel_check.check_layer
+
+    def big(layer, shape):
+        if shape.batch > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(layer, shape)
+
+    monkeypatch.setattr(kernel_check, "check_layer", big)
+    got = check_model(model, [Shape(2, 40, False), Shape(8, 40, True)])
+    assert got["kernel_check_cases"] == 1 and got["kernel_check_skipped"] == "out of memory: 8x40 grad"
+
+
 def test_layers_on_the_pytorch_path_are_not_checked():
     assert check_model(toy("torch"), [Shape(2, 40, True)]) == {}
 
