@@ -47,8 +47,8 @@ CASES = [
     (63, "terrace", 256, 16, 16, 4, 2, None),
     (1, "terrace", 7, 16, 16, 4, 1, None),
     (1, "sliding", 256, 16, 16, 2, 1, None),
-    # segment walks over several chunks that absorb key tiles (windows over one tile, or none): the GPU matrix
-    # found them wrong on the H200 with the first tile carried across chunks (kernels/NOTES.md)
+    # walks over 3- and 4-chunk segments that absorb key tiles in a loop (window over 65, or none): the bounds of
+    # that loop, recomputed per chunk since the H200 built the carried version wrong (kernels/NOTES.md)
     (300, "sliding", 100, 16, 16, 2, 1, 4),
     (300, "sliding", 0, 16, 16, 2, 1, 3),
 ]
