@@ -113,11 +113,11 @@ def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf,
 
 
 # the kernel accumulates with atomics: autotuning must zero the outputs before every trial run
-@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BD", "SMALL"], reset_to_zero=["dfk", "dv"])
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BD", "SMALL", "TUNE"], reset_to_zero=["dfk", "dv"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
-    T, W, LAYOUT, L, NS, H, G, HKV,
+    T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
 ):
     """State part of dφk ``[BH, T, F]`` and dv ``[B*HKV, T, D]`` (both zero-initialised fp32) for the key
@@ -168,11 +168,11 @@ def bwd_state_kv_kernel(
                             dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
 
 
-@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL"])
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,
-    T, W, LAYOUT, L, NS, H, G, HKV,
+    T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
 ):
     """State part of dφq (S_i g_i − z_i e_i, F-columns [fi*BF, fi*BF+BF)) into fp32 ``dfq``, walking
@@ -221,12 +221,12 @@ def bwd_state_q_kernel(
         tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc, mask=qm[:, None] & mf[None, :])
 
 
-@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F"])
+@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_q_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
     dq, dfq, dc_out, dg_part,
-    T, W, LAYOUT, H, G, HKV, qk_scale, scale,
+    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
 ):
     """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key), dφq = state part +
@@ -315,12 +315,12 @@ def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
     return qpos, qm, b_q, b_do, rz, e
 
 
-@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F"])
+@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
     dk, dv, dfk,
-    T, W, LAYOUT, H, G, HKV, qk_scale, scale,
+    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
 ):
     """Key tile t of kv head (b, j): dk and dv summed over the G query heads of the group (dv adds the

@@ -17,8 +17,9 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Multi-config autotuning (num_warps / num_stages per kernel, chosen once per key and kept in Triton's on-disk
 # cache, so later processes on the machine skip the timing) is opt-in: LOLSEARCH_KERNELS_AUTOTUNE=1. The offered
-# configs pass the GPU test matrix, but the key has no sequence length, so the choice made at the first length a
-# machine sees is reused at every other (results/kernels/seg_walk_20261204/README.md).
+# configs pass the GPU test matrix. Without a size in the key, choices timed at small test shapes slowed later 8K /
+# 32K runs below the untuned ones (results/kernels/seg_walk_20261204/README.md); the key now has a size class
+# (tune_bucket), which no GPU has run yet.
 AUTOTUNE = not INTERPRET and os.environ.get("LOLSEARCH_KERNELS_AUTOTUNE", "0") == "1"
 
 BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
@@ -53,6 +54,13 @@ def configs(options: list[tuple[int, int]]) -> list[triton.Config]:
     if not AUTOTUNE:
         options = options[:1]
     return [triton.Config({}, num_warps=w, num_stages=s) for w, s in options]
+
+
+def tune_bucket(bh: int, t: int) -> int:
+    """The autotune key's size class of a call: (batch × heads) × query chunks, rounded up to a power of two. The
+    kernels take it as the argument ``TUNE`` (not specialized, not read), so a choice timed at one size class is
+    not reused at another (a choice made at a test's 4 heads × 63 tokens slowed an 8K step; ISSUE17.md)."""
+    return triton.next_power_of_2(max(1, bh * triton.cdiv(t, BT)))
 
 
 def tuned(options: list[tuple[int, int]], key: list[str], **kwargs):

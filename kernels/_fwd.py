@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from lolsearch.kernels._common import F32_DOT, seg_key_start, soft_start, tile_lo, tuned
 
-NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV"]
+NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV", "TUNE"]
 
 
 @triton.jit(do_not_specialize=NO_SPEC)
@@ -99,10 +99,10 @@ def state_dot(a, s_mat, acc):
 
 # (4 warps, 2 stages) is not offered: Triton 3.6 miscompiles it on Hopper (shared-memory reads out of bounds in the
 # bf16 state GEMM under compute-sanitizer, then wrong outputs; results/kernels/ISSUE17.md)
-@tuned([(8, 1), (8, 2)], key=["D", "F", "BD", "SMALL"])
+@tuned([(8, 1), (8, 2)], key=["D", "F", "BD", "SMALL", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_state_kernel(
-    fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV,
+    fq, fk, v, st, ys, dens, T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
 ):
     """State part of every query of segment s: ys = φq·S (value columns of D-tile di) and dens = φq·z.
@@ -208,11 +208,11 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 
 
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO"])
+@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
-    T, W, LAYOUT, H, G, HKV, qk_scale,
+    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
     SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr,
 ):

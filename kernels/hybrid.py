@@ -21,7 +21,7 @@ from lolsearch.kernels._bwd import (
     bwd_state_kv_kernel,
     bwd_state_q_kernel,
 )
-from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms, smem_limit
+from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms, smem_limit, tune_bucket
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from triton.runtime.errors import OutOfResources
 
@@ -148,8 +148,9 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     small = small_window(lay, w)
+    tb = tune_bucket(b * h, t)
     _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
-                 fq, fk, v, st, ys, dens, **common, D=d, F=f, BF=bf, BT=BT, SMALL=small)
+                 fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -157,7 +158,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
     fwd_window_kernel[(triton.cdiv(t, BT), b * h)](
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
-        T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv,
+        T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
         LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
     )
@@ -173,7 +174,7 @@ def _backward(ctx, do):
     nt = triton.cdiv(t, BT)
     dev, f32 = q.device, torch.float32
     do = do.contiguous().to(q.dtype)
-    heads = dict(H=h, G=h // hkv, HKV=hkv)
+    heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=tune_bucket(b * h, t))  # TUNE: the autotuned kernels' size class
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
     has_lo = o_lo.numel() > 0

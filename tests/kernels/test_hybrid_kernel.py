@@ -291,3 +291,18 @@ def test_balanced_plan_only_for_16_bit_forwards_outside_autograd(dtype, monkeypa
     o_ref, _ = reference_and_grads(inputs, 256, "sliding", torch.ones_like(o_fast))
     assert rel_err(o_fast, o_grad.detach()) <= (1e-3 if dtype == torch.float16 else 1e-6)
     assert rel_err(o_fast, o_ref) <= (5e-3 if dtype == torch.float16 else TOL)
+
+
+def test_autotune_keys_carry_the_size_class():
+    """Every autotuned kernel is keyed by TUNE, the (batch × heads) × chunks size class rounded to a power of two,
+    and TUNE is not specialized (a new class re-times the configs; it never recompiles)."""
+    import lolsearch.kernels.hybrid as hy
+    from lolsearch.kernels._common import tune_bucket
+    from lolsearch.kernels._fwd import NO_SPEC  # every kernel's do_not_specialize
+
+    tuned = [hy.fwd_state_kernel, hy.fwd_window_kernel, hy.bwd_state_kv_kernel, hy.bwd_state_q_kernel,
+             hy.bwd_q_kernel, hy.bwd_kv_kernel]
+    assert all("TUNE" in k.keys and "TUNE" in k.arg_names for k in tuned) and "TUNE" in NO_SPEC
+    # a test's 4 heads x 63 tokens, the SmolLM2 trial (8 x 9 heads x 1024), Llama-3-8B heads at 1 x 32K
+    assert [tune_bucket(4, 63), tune_bucket(72, 1024), tune_bucket(32, 32768)] == [4, 2048, 16384]
+    assert tune_bucket(64, 1000) == tune_bucket(64, 1024) == 1024 < tune_bucket(64, 1025)
