@@ -49,13 +49,6 @@ def block(n: int) -> int:
     return max(16, triton.next_power_of_2(int(n)))
 
 
-def configs(options: list[tuple[int, int]]) -> list[triton.Config]:
-    """(num_warps, num_stages) pairs as triton configs; a single one under the interpreter or without autotune."""
-    if not AUTOTUNE:
-        options = options[:1]
-    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in options]
-
-
 def tune_bucket(bh: int, t: int) -> int:
     """The autotune key's size class of a call: (batch × heads) × query chunks, rounded up to a power of two. The
     kernels take it as the argument ``TUNE`` (not specialized, not read), so a choice timed at one size class is
@@ -64,11 +57,13 @@ def tune_bucket(bh: int, t: int) -> int:
 
 
 def tuned(options: list[tuple[int, int]], key: list[str], **kwargs):
-    """``triton.autotune`` over the (num_warps, num_stages) ``options`` (the first is the untuned default), its
-    choice per ``key`` kept in Triton's on-disk cache where this Triton offers that (``cache_results``)."""
+    """``triton.autotune`` over the (num_warps, num_stages) ``options``, its choice per ``key`` kept in Triton's
+    on-disk cache where this Triton offers that (``cache_results``). Under the interpreter or without autotuning
+    only the first option, the untuned default, is offered."""
     if "cache_results" in inspect.signature(triton.autotune).parameters:
         kwargs["cache_results"] = AUTOTUNE
-    return triton.autotune(configs=configs(options), key=key, **kwargs)
+    configs = [triton.Config({}, num_warps=w, num_stages=s) for w, s in (options if AUTOTUNE else options[:1])]
+    return triton.autotune(configs=configs, key=key, **kwargs)
 
 
 @functools.lru_cache(maxsize=16)

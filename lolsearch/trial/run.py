@@ -126,7 +126,7 @@ def _swap(s: TrialState) -> None:
     probe = _limited(_train(cfg, s.tokenizer, s.device, "distill"), rule.probe_batches) if rule else ()
     s.surgery, chosen, probe_mse = linearize_by_rule(s.model, cfg.attention, probe)
     t_check = time.perf_counter()
-    s.metrics.update(kernel_check.check_model(s.model, kernel_check.trial_shapes(cfg)))  # before any use of them
+    s.metrics.update(kernel_check.check_model(s.model, kernel_check.trial_shapes(cfg)))  # before training and evaluations
     s.result.timing["kernel_check_s"] = time.perf_counter() - t_check
     if rule is not None:
         s.metrics["softmax_layers_chosen"] = chosen
