@@ -103,7 +103,7 @@ sweeps() {  # $1: extra flags (--resume), $2: time budget in seconds (SEQUENTIAL
 }
 case $phase in
 kernels)
-  PYTHON=python3 KERNEL_TEST_TIMEOUT="${KERNEL_TEST_TIMEOUT:-150}" BENCH_BUDGET="${BENCH_BUDGET:-100}" \
+  PYTHON=python3 KERNEL_TEST_TIMEOUT="${KERNEL_TEST_TIMEOUT:-360}" BENCH_BUDGET="${BENCH_BUDGET:-100}" \
     bash kernels/gpu_check.sh "$OUT/kernels" > "$OUT/kernels.log" 2>&1
   grep -E "passed|failed|rc=" "$OUT/kernels.log" | tail -5
   tar czf "$OUT/kernels.tgz" -C "$OUT" kernels kernels.log && rm -rf "$OUT/kernels"

@@ -22,8 +22,9 @@ ensure_importable()
 
 @pytest.fixture(autouse=True)
 def kernel_env(monkeypatch):
-    """CPU: run the kernels in the Triton interpreter. Everywhere: one launch config per kernel (autotuning
-    every config would multiply the compile time of the GPU tests)."""
+    """CPU: run the kernels in the Triton interpreter. Everywhere, unless LOLSEARCH_KERNELS_AUTOTUNE is set: the
+    first launch config of each kernel (autotuning, the default of real runs, compiles and times every config at
+    each size class: ``kernels/gpu_check.sh`` runs the GPU matrix that way)."""
     if not torch.cuda.is_available():
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     if "LOLSEARCH_KERNELS_AUTOTUNE" not in os.environ:
