@@ -1,7 +1,8 @@
-"""Provenance stored with every record: the package version and the checkout's git sha."""
+"""Provenance stored with every record: the package version, the checkout's git sha, the kernels' settings."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,3 +23,14 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def kernel_settings() -> dict[str, str | None]:
+    """Triton's version and this process's ``LOLSEARCH_KERNELS_*`` variables (autotuning, fp32 dot precision, tile
+    knobs): they choose the kernels' launch configs, which change speed and round-off, not the function."""
+    try:
+        triton = version("triton")
+    except PackageNotFoundError:
+        triton = None
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("LOLSEARCH_KERNELS_")}
+    return {"triton": triton, **env}

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lolsearch.config import TrialConfig, design_id
-from lolsearch.core.provenance import git_sha, lolsearch_version
+from lolsearch.core.provenance import git_sha, kernel_settings, lolsearch_version
 from lolsearch.data import packed_batches
 from lolsearch.models import resolve_device
 from lolsearch.trial import baselines, efficiency, eval_pass, evaluate, kernel_check, quality
@@ -286,7 +286,7 @@ def seed_everything(seed: int) -> None:
 
 
 def environment(device: torch.device) -> dict:
-    """Provenance of a record: git sha, package versions, device, host, start time."""
+    """Provenance of a record: git sha, package versions, kernel settings, device, host, start time."""
     import peft
     import transformers
 
@@ -297,6 +297,7 @@ def environment(device: torch.device) -> dict:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "python": platform.python_version(),
+        **kernel_settings(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "hostname": socket.gethostname(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
