@@ -169,22 +169,38 @@ def _finetune(s: TrialState) -> None:
 
 
 def _quality(s: TrialState) -> None:
+    """The final evaluation. Its time is ``final_eval_s``, and each part's is ``final_eval_<part>_s``: the fixed
+    cost of a trial is mostly evaluation, and these say which part (issue 16)."""
     cfg, m, model = s.cfg, s.metrics, s.model
-    t = time.perf_counter()
-    m.update(eval_pass.trial_final_eval(cfg, model, s.eval_batches, s.device, s.out_dir))  # ppl, kl_teacher, top1_agree
-    m.update(quality.other_lengths(cfg, model, s.tokenizer, s.device))
-    m.update(quality.other_datasets(cfg, model, s.tokenizer, s.device))
-    m.update(quality.passkey_metrics(cfg, model, s.tokenizer))
-    m["mse_eval"], m["mse_by_layer"] = evaluate.attention_mse(model, _limited(s.eval_batches(), cfg.eval.batch_size * 4))
+    start = time.perf_counter()
+
+    def part(name: str, metrics: Callable[[], dict]) -> None:
+        t = time.perf_counter()
+        m.update(metrics())
+        s.result.timing[f"final_eval_{name}_s"] = time.perf_counter() - t
+
+    part("main", lambda: eval_pass.trial_final_eval(cfg, model, s.eval_batches, s.device, s.out_dir))  # ppl, kl, top1
+    part("lengths", lambda: quality.other_lengths(cfg, model, s.tokenizer, s.device))
+    part("datasets", lambda: quality.other_datasets(cfg, model, s.tokenizer, s.device))
+    part("passkey", lambda: quality.passkey_metrics(cfg, model, s.tokenizer))
+    part("mse", lambda: dict(zip(("mse_eval", "mse_by_layer"), evaluate.attention_mse(
+        model, _limited(s.eval_batches(), cfg.eval.batch_size * 4)), strict=True)))
+    part("tasks", lambda: _tasks(cfg, model, s.tokenizer))
+    s.result.timing["final_eval_s"] = time.perf_counter() - start
+    s.result.timing["eval_s"] += s.result.timing["final_eval_s"]
+
+
+def _tasks(cfg: TrialConfig, model: nn.Module, tokenizer) -> dict:
+    """Multiple-choice and lm-eval tasks (``eval.mc_tasks``, ``eval.lm_eval_tasks``); an lm-eval failure is recorded."""
+    out: dict = {}
     for task in cfg.eval.mc_tasks:
-        m.update(evaluate.multiple_choice(model, s.tokenizer, task))
+        out.update(evaluate.multiple_choice(model, tokenizer, task))
     if cfg.eval.lm_eval_tasks:
         try:
-            m.update(evaluate.lm_eval(model, s.tokenizer, list(cfg.eval.lm_eval_tasks), cfg.eval.lm_eval_limit))
+            out.update(evaluate.lm_eval(model, tokenizer, list(cfg.eval.lm_eval_tasks), cfg.eval.lm_eval_limit))
         except RuntimeError as err:
-            m["lm_eval_error"] = str(err)
-    s.result.timing["final_eval_s"] = time.perf_counter() - t
-    s.result.timing["eval_s"] += s.result.timing["final_eval_s"]
+            out["lm_eval_error"] = str(err)
+    return out
 
 
 def _teacher_baselines(s: TrialState) -> None:

@@ -144,6 +144,10 @@ def test_trial_timing_names_each_part_outside_training(toy_trial):
     assert math.isclose(t["eval_s"], t["swap_eval_s"] + t["final_eval_s"], rel_tol=1e-9)
     named = sum(t[k] for k in parts)
     assert named <= t["total_s"] and t["total_s"] - named < 0.5 * t["total_s"], t  # little left unnamed
+    # the final evaluation, part by part: the parts cover it
+    final = [k for k in t if k.startswith("final_eval_") and k != "final_eval_s"]
+    assert sorted(final) == sorted(f"final_eval_{p}_s" for p in ("main", "lengths", "datasets", "passkey", "mse", "tasks"))
+    assert sum(t[k] for k in final) <= t["final_eval_s"] < sum(t[k] for k in final) + 0.5 * t["final_eval_s"] + 0.05, t
 
 
 def test_adapter_reload_gives_identical_logits(toy_trial):
