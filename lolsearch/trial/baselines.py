@@ -1,4 +1,5 @@
-"""Teacher baselines shared by every trial of a sweep: ``ppl_teacher`` and ``ppl_teacher_ft``.
+"""Teacher baselines shared by every trial of a sweep: ``ppl_teacher``, ``ppl_teacher_ft`` and the teacher's
+passkey accuracy.
 
 ``ppl_teacher_ft`` is the softmax teacher given the same LoRA stage as the students (same data,
 tokens, rank, optimizer, LoRA on every layer): in-domain LoRA lowers the teacher's perplexity too, so
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from lolsearch.config import TrialConfig
+from lolsearch.config import DataConfig, TrialConfig
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_file, atomic_write_text, cache_path, fingerprint, locked
+from lolsearch.data import packed_batches
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,16 @@ def _value_path(name: str, key: str) -> Path:
     return cache_path("baselines", f"{name}-{key}.json")
 
 
-def _cached(name: str, key: str, compute: Callable[[], float | dict[str, float]]) -> dict[str, float]:
-    """``{name: value}`` (or the dict ``compute`` returns) from the cache, computed once under a lock."""
+def _cached(name: str, key: str, compute: Callable[[], float | dict]) -> dict:
+    """``{name: value}`` (or the dict ``compute`` returns: floats, or lists of floats) from the cache, computed once
+    under a lock."""
     path = _value_path(name, key)
     if not path.exists():
         with locked(path):
             if not path.exists():
                 value = compute()
                 atomic_write_text(path, json.dumps(value if isinstance(value, dict) else {name: value}))
-    return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    return {k: [float(x) for x in v] if isinstance(v, list) else float(v) for k, v in json.loads(path.read_text()).items()}
 
 
 def teacher_metrics(
@@ -86,6 +89,26 @@ def teacher_metrics(
         key = _key(cfg, device, True)
         out.update(_cached("ppl_teacher_ft", key, lambda: _teacher_ft(cfg, tokenizer, eval_batches, device)))
     return out
+
+
+def passkey_budget(cfg: TrialConfig) -> int:
+    """Tokens per forward pass of the passkey prompts: as many as an evaluation batch holds."""
+    return cfg.eval.batch_size * cfg.data.seq_len
+
+
+def _passkey_key(cfg: TrialConfig, device: torch.device) -> str:
+    from lolsearch.trial import passkey
+
+    parts = {"code": fingerprint(Path(passkey.__file__).read_text(encoding="utf-8")),
+             "model": cfg.model.model_dump(mode="json"), "passkey": cfg.eval.passkey.model_dump(mode="json"),
+             "seed": cfg.seed, "max_tokens": passkey_budget(cfg), "device": device.type}
+    return fingerprint(json.dumps(parts, sort_keys=True))
+
+
+def teacher_passkey(cfg: TrialConfig, device: torch.device, compute: Callable[[], dict]) -> dict[str, float | list[float]]:
+    """``passkey_teacher_<len>`` (and ``_by_depth``): the original teacher's passkey accuracy, the same for every
+    trial of a model, seed and ``eval.passkey`` setting, so computed once (by ``compute`` on a cache miss)."""
+    return _cached("passkey_teacher", _passkey_key(cfg, device), compute)
 
 
 def teacher_ft_adapter(cfg: TrialConfig, device: torch.device) -> Path:
@@ -130,7 +153,8 @@ def distinct_baselines(cfgs: Iterable[TrialConfig], device: torch.device, shared
     sampled space's plan is a guess past its first points, so only a baseline no searched key changes is sure)."""
     seen: dict[tuple, TrialConfig] = {}
     for cfg in cfgs:
-        key = (_key(cfg, device, False), _key(cfg, device, True) if cfg.finetune.enabled and cfg.eval.teacher_ft else None)
+        key = (_key(cfg, device, False), _key(cfg, device, True) if cfg.finetune.enabled and cfg.eval.teacher_ft else None,
+               _passkey_key(cfg, device) if cfg.eval.passkey is not None else None)
         seen.setdefault(key, cfg)
     return [] if shared_by_all and len(seen) > 1 else list(seen.values())
 
@@ -142,12 +166,22 @@ def baselines_cached(cfg: TrialConfig, gpu: float) -> bool:
     files = [_value_path("ppl_teacher", _key(cfg, device, False))]
     if cfg.finetune.enabled and cfg.eval.teacher_ft:
         files += [_value_path("ppl_teacher_ft", _key(cfg, device, True)), teacher_ft_adapter(cfg, device)]
+    if cfg.eval.passkey is not None:
+        files.append(_value_path("passkey_teacher", _passkey_key(cfg, device)))
     return all(path.is_file() for path in files)
 
 
+def eval_stream(cfg: TrialConfig, data: DataConfig, tokenizer, device: torch.device) -> Iterable[dict]:
+    """One pass over ``eval.tokens`` tokens of ``data``'s ``eval.split`` in fixed order, prompts masked; the batch
+    shrinks as the sequence grows so a batch holds about as many tokens as at the training length."""
+    batch = max(1, cfg.eval.batch_size * cfg.data.seq_len // data.seq_len)
+    return packed_batches(data, tokenizer, cfg.eval.split, batch, 0, shuffle=False, num_tokens=cfg.eval.tokens,
+                          mask_prompt=True, device=device)
+
+
 def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
-    """Computes (or reads) the teacher baselines of ``cfg`` on its device; safe to run beside trials."""
-    from lolsearch.data import packed_batches
+    """Computes (or reads) the teacher baselines of ``cfg`` on its device (and the teacher's passkey accuracy);
+    safe to run beside trials. Returns the perplexity baselines."""
     from lolsearch.models import load_model, resolve_device
     from lolsearch.trial.evaluate import perplexity
 
@@ -158,7 +192,14 @@ def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
         return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
                               num_tokens=cfg.eval.tokens, mask_prompt=True, device=device)
 
-    return teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
+    out = teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
+    if cfg.eval.passkey is not None:
+        from lolsearch.trial.passkey import passkey_accuracy
+
+        pk = cfg.eval.passkey
+        teacher_passkey(cfg, device, lambda: passkey_accuracy(teacher, tok, pk.lengths, pk.depths, pk.samples, cfg.seed,
+                                                              prefix="passkey_teacher", max_tokens=passkey_budget(cfg)))
+    return out
 
 
 def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable[dict]], device: torch.device) -> dict[str, float]:
@@ -166,11 +207,9 @@ def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable
     ``eval.seq_lens`` length; its LoRA tensors are saved for :func:`kl_teacher_ft`."""
     from safetensors.torch import save_file
 
-    from lolsearch.data import packed_batches
     from lolsearch.models import load_model
     from lolsearch.trial.evaluate import perplexity
     from lolsearch.trial.finetune import add_lora, run_finetune
-    from lolsearch.trial.quality import eval_stream
     from lolsearch.trial.record import adapter_state
 
     log.info("computing ppl_teacher_ft (LoRA stage on the softmax teacher, shared by the sweep)")

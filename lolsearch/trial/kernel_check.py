@@ -22,6 +22,8 @@ from lolsearch.attention.chunked import hybrid_attention_chunked
 from lolsearch.attention.layer import LinearizedAttention
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
 from lolsearch.config import TrialConfig
+from lolsearch.trial.baselines import passkey_budget
+from lolsearch.trial.passkey import row_batches
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,18 @@ class Shape:
 
 def trial_shapes(cfg: TrialConfig) -> list[Shape]:
     """The calls a trial makes: each enabled stage's batch with autograd (training) and without (its validation),
-    the evaluation batch, and the evaluation at each of ``eval.seq_lens`` (batches as ``quality.other_lengths``)."""
+    the evaluation batch, the evaluation at each of ``eval.seq_lens`` (batches as ``quality.other_lengths``), and
+    the passkey prompts' batches (``passkey.row_batches``)."""
     t = cfg.data.seq_len
     shapes = [Shape(stage.batch_size, t, grad) for stage in (cfg.distill, cfg.finetune) if stage.enabled
               for grad in (True, False)]
     shapes.append(Shape(cfg.eval.batch_size, t, False))
     shapes += [Shape(max(1, cfg.eval.batch_size * t // n), n, False) for n in cfg.eval.seq_lens]
-    return shapes
+    if (pk := cfg.eval.passkey) is not None:
+        prompts = len(pk.depths) * pk.samples
+        shapes += [Shape(rows, n, False) for n in pk.lengths
+                   for rows in row_batches(prompts, n, passkey_budget(cfg))]
+    return list(dict.fromkeys(shapes))
 
 
 def check_model(model: nn.Module, shapes: list[Shape]) -> dict[str, float | str]:

@@ -14,19 +14,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from lolsearch.config import DataConfig, TrialConfig
+from lolsearch.config import TrialConfig
 from lolsearch.core.errors import ConfigError
-from lolsearch.data import packed_batches
-from lolsearch.trial import diagnostics, evaluate, passkey
+from lolsearch.trial import baselines, diagnostics, evaluate, passkey
 from lolsearch.trial.surgery import teacher_mode
-
-
-def eval_stream(cfg: TrialConfig, data: DataConfig, tokenizer, device: torch.device) -> Iterable[dict]:
-    """One pass over ``eval.tokens`` tokens of ``data``'s ``eval.split`` in fixed order, prompts masked; the batch
-    shrinks as the sequence grows so a batch holds about as many tokens as at the training length."""
-    batch = max(1, cfg.eval.batch_size * cfg.data.seq_len // data.seq_len)
-    return packed_batches(data, tokenizer, cfg.eval.split, batch, 0, shuffle=False, num_tokens=cfg.eval.tokens,
-                          mask_prompt=True, device=device)
 
 
 def _student_and_teacher(model: nn.Module, batches, suffix: str) -> dict[str, float | str]:
@@ -47,7 +38,7 @@ def other_lengths(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.d
     out: dict[str, float | str] = {}
     for n in cfg.eval.seq_lens:
         data = cfg.data.model_copy(update={"seq_len": n})
-        out.update(_student_and_teacher(model, lambda d=data: eval_stream(cfg, d, tokenizer, device), str(n)))
+        out.update(_student_and_teacher(model, lambda d=data: baselines.eval_stream(cfg, d, tokenizer, device), str(n)))
     return out
 
 
@@ -55,20 +46,26 @@ def other_datasets(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.
     """``ppl_<name>``, ``ppl_teacher_<name>`` and ``ppl_ratio_<name>`` for each of ``eval.datasets``."""
     out: dict[str, float | str] = {}
     for name, data in cfg.eval.datasets.items():
-        out.update(_student_and_teacher(model, lambda d=data: eval_stream(cfg, d, tokenizer, device), name))
+        out.update(_student_and_teacher(model, lambda d=data: baselines.eval_stream(cfg, d, tokenizer, device), name))
     return out
 
 
 def passkey_metrics(cfg: TrialConfig, model: nn.Module, tokenizer) -> dict[str, float | list[float]]:
-    """Passkey accuracy per length for the student (``passkey_<len>``) and the teacher (``passkey_teacher_<len>``),
-    on the same prompts; empty when ``eval.passkey`` is off."""
+    """Passkey accuracy per length for the student (``passkey_<len>``) and the teacher (``passkey_teacher_<len>``,
+    computed once per model and setting: :func:`baselines.teacher_passkey`), on the same prompts, in batches of the
+    evaluation's tokens per batch; empty when ``eval.passkey`` is off."""
     pk = cfg.eval.passkey
     if pk is None:
         return {}
-    out = passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed)
-    with teacher_mode(model):
-        out.update(passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed,
-                                            prefix="passkey_teacher"))
+    budget = baselines.passkey_budget(cfg)
+    out = passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed, max_tokens=budget)
+
+    def teacher() -> dict:
+        with teacher_mode(model):
+            return passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed,
+                                            prefix="passkey_teacher", max_tokens=budget)
+
+    out.update(baselines.teacher_passkey(cfg, next(model.parameters()).device, teacher))
     return out
 
 

@@ -95,6 +95,11 @@ def test_trial_shapes_cover_training_validation_and_every_evaluation_length():
     no_lora = TrialConfig.model_validate(toy_config(distill={"batch_size": 4}, finetune={"enabled": False},
                                                     eval={"batch_size": 8}))
     assert trial_shapes(no_lora) == [Shape(4, 64, True), Shape(4, 64, False), Shape(8, 64, False)]
+    # passkey prompts run in batches of the evaluation's 8 x 64 tokens: 5 prompts of 128 -> 4 + 1, of 512 -> 1 each
+    passkey = TrialConfig.model_validate(toy_config(distill={"batch_size": 4}, finetune={"enabled": False},
+                                                    eval={"batch_size": 8, "passkey": {"lengths": [128, 512],
+                                                                                         "depths": [0.5], "samples": 5}}))
+    assert trial_shapes(passkey)[3:] == [Shape(4, 128, False), Shape(1, 128, False), Shape(1, 512, False)]
 
 
 def test_a_wrong_kernel_fails_the_trial_before_its_first_evaluation(monkeypatch, tmp_path, one_thread):

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from lolsearch.models import byte_tokenizer
-from lolsearch.trial.passkey import QUESTION, passkey_accuracy, passkey_sample, retrieved
+from lolsearch.config import ModelConfig
+from lolsearch.models import byte_tokenizer, load_model
+from lolsearch.trial.passkey import QUESTION, passkey_accuracy, passkey_sample, retrieved, retrieved_rows, row_batches
 
 
 class Retriever(nn.Module):
@@ -25,7 +26,10 @@ class Retriever(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))
 
     def forward(self, input_ids: torch.Tensor, use_cache: bool = False) -> SimpleNamespace:
-        ids = input_ids[0].cpu().numpy()
+        return SimpleNamespace(logits=torch.cat([self._row(row) for row in input_ids]))
+
+    def _row(self, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = input_ids.cpu().numpy()
         t = len(ids)
         logits = torch.zeros(1, t, self.vocab)
         run = np.zeros(t, dtype=np.int64)  # run[j]: length of the common suffix of ids[..j] and ids[..i]
@@ -38,7 +42,7 @@ class Retriever(nn.Module):
             if cand.max(initial=0) > 0:
                 j = int(np.flatnonzero(cand == cand.max())[-1])
                 logits[0, i, int(ids[j + 1])] = 1.0
-        return SimpleNamespace(logits=logits)
+        return logits
 
 
 class Noise(nn.Module):
@@ -49,7 +53,7 @@ class Noise(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, use_cache: bool = False) -> SimpleNamespace:
         gen = torch.Generator().manual_seed(int(input_ids.sum()))
-        return SimpleNamespace(logits=torch.randn(1, input_ids.shape[1], self.vocab, generator=gen))
+        return SimpleNamespace(logits=torch.randn(*input_ids.shape, self.vocab, generator=gen))
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +87,38 @@ def test_one_wrong_digit_is_a_miss(tok):
     wrong = ids.clone()
     wrong[-1] = tok.encode("4", add_special_tokens=False)[0]  # the answer no longer matches the needle
     assert not retrieved(Retriever(len(tok)), wrong, start)
+
+
+def test_row_batches_fill_the_token_budget_and_cover_every_prompt():
+    assert row_batches(20, 4096, 8192) == [2] * 10
+    assert row_batches(20, 1024, 8192) == [8, 8, 4]
+    assert row_batches(3, 10_000, 8192) == [1, 1, 1]  # one prompt per pass even over the budget
+
+
+@pytest.mark.parametrize("window", [None, 120])
+def test_batched_passes_score_as_one_prompt_at_a_time(tok, window):
+    """Batching the prompts of a length changes nothing: with a budget of one prompt per pass and with all in one."""
+    model = Retriever(len(tok), window=window)
+    args = (model, tok, [300, 400], [0.0, 0.5, 1.0], 3)
+    one = passkey_accuracy(*args, max_tokens=1)
+    assert passkey_accuracy(*args, max_tokens=10**6) == one == passkey_accuracy(*args, max_tokens=900)
+
+
+def test_kept_logits_give_the_full_logits_verdict_on_a_real_model(tok):
+    """A transformers model takes logits_to_keep: rows with answers of different lengths get the verdict of their
+    full logits (the Retriever mock, which lacks the argument, runs the full-logit path)."""
+    model, _ = load_model(ModelConfig(source="toy-llama"))
+    model.eval()
+    rows = [passkey_sample(tok, 200, d, k) for d, k in ((0.0, 12345), (0.5, 7), (1.0, 990))]
+    ids, starts = torch.stack([r[0] for r in rows]), [r[1] for r in rows]
+    assert len(set(starts)) == 3  # answers of 6, 2 and 4 tokens
+    # make every row right under the full logits: each answer is what the model predicts
+    with torch.no_grad():
+        for r, start in enumerate(starts):
+            for p in range(start, ids.shape[1]):
+                ids[r, p] = model(input_ids=ids[r : r + 1, :p]).logits[0, -1].argmax()
+    assert retrieved_rows(model, ids, starts) == [True, True, True]
+    wrong = ids.clone()
+    wrong[1, -1] = (wrong[1, -1] + 1) % len(tok)
+    assert retrieved_rows(model, wrong, starts) == [True, False, True]
+    assert [retrieved(model, wrong[r], s) for r, s in enumerate(starts)] == [True, False, True]

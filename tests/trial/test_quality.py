@@ -14,7 +14,7 @@ from lolsearch.models import load_model
 from lolsearch.trial.finetune import add_lora
 from lolsearch.trial.record import read_seq_nll
 from lolsearch.trial.run import run_trial
-from lolsearch.trial.surgery import linearize
+from lolsearch.trial.surgery import linearize, teacher_mode
 
 TOY_TRIAL = toy_config(
     distill={"steps": 6, "batch_size": 2, "eval_every": 2, "eval_batches": 1},
@@ -67,3 +67,52 @@ def test_layers_kept_as_softmax_get_lora_too():
     model = add_lora(model, LoraOptions(rank=2, targets=("q", "v")), cotrain_attention=False)
     layers = {int(n.split("layers.")[1].split(".")[0]) for n, _ in model.named_parameters() if "lora_" in n}
     assert layers == {0, 1, 2}
+
+
+def test_teacher_passkey_is_computed_once_per_model_and_setting(monkeypatch):
+    """The teacher's passkey accuracy is the same for every trial of a sweep: the second trial reads it."""
+    from lolsearch.trial import passkey, quality
+
+    calls = []
+    real = passkey.passkey_accuracy
+    monkeypatch.setattr(passkey, "passkey_accuracy", lambda *a, **k: calls.append(k.get("prefix", "passkey")) or real(*a, **k))
+    raw = copy.deepcopy(TOY_TRIAL)
+    raw["eval"] = {**raw["eval"], "passkey": {"lengths": [150], "depths": [0.5], "samples": 2}}
+    raw["seed"] = 1234567  # a key no other test of this session wrote
+    cfg = parse_trial_config(raw)
+    model, tok = load_model(cfg.model)
+    linearize(model, cfg.attention)
+    first = quality.passkey_metrics(cfg, model, tok)
+    second = quality.passkey_metrics(cfg, model, tok)
+    assert calls == ["passkey", "passkey_teacher", "passkey"]
+    assert first == second and set(first) == {"passkey_150", "passkey_150_by_depth", "passkey_teacher_150",
+                                              "passkey_teacher_150_by_depth"}
+    assert isinstance(second["passkey_teacher_150_by_depth"], list)
+    other = parse_trial_config({**raw, "eval": {**raw["eval"], "passkey": {"lengths": [150], "depths": [0.5], "samples": 3}}})
+    quality.passkey_metrics(other, model, tok)  # another setting: computed again
+    assert calls[-2:] == ["passkey", "passkey_teacher"]
+
+
+def test_sweep_precomputes_the_teacher_passkey_as_a_trial_would(monkeypatch, tmp_path):
+    """ensure_baselines (the sweep's task before the trials) stores the teacher's passkey accuracy; a trial then
+    computes only its student's, and the stored value is what the trial's own teacher mode gives."""
+    from lolsearch.trial import baselines, passkey, quality
+
+    monkeypatch.setenv("LOLSEARCH_CACHE", str(tmp_path))
+    raw = copy.deepcopy(TOY_TRIAL)
+    raw["eval"] = {**raw["eval"], "passkey": {"lengths": [150, 200], "depths": [0.0, 1.0], "samples": 2}}
+    cfg = parse_trial_config(raw)
+    assert not baselines.baselines_cached(cfg, 0.0)
+    baselines.ensure_baselines(cfg)
+    assert baselines.baselines_cached(cfg, 0.0)
+    calls = []
+    real = passkey.passkey_accuracy
+    monkeypatch.setattr(passkey, "passkey_accuracy", lambda *a, **k: calls.append(k.get("prefix", "passkey")) or real(*a, **k))
+    model, tok = load_model(cfg.model)
+    linearize(model, cfg.attention)
+    stored = quality.passkey_metrics(cfg, model, tok)
+    assert calls == ["passkey"]
+    with teacher_mode(model):
+        own = real(model, tok, [150, 200], [0.0, 1.0], 2, cfg.seed, prefix="passkey_teacher",
+                   max_tokens=baselines.passkey_budget(cfg))
+    assert {k: v for k, v in stored.items() if k.startswith("passkey_teacher")} == own
