@@ -15,14 +15,21 @@ def lolsearch_version() -> str:
         return "unknown"
 
 
-def git_sha() -> str | None:
-    """HEAD of the checkout this package runs from, or None outside a git checkout."""
+def git_sha(path: Path | None = None) -> str | None:
+    """HEAD of the checkout this package runs from (or of ``path``), with ``-dirty`` appended when tracked files
+    differ from it (as ``git describe --dirty``): a record made from uncommitted code says so. None outside a git
+    checkout or without git."""
+    cwd = path or Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    dirty = status.returncode == 0 and status.stdout.strip() != ""
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def kernel_settings() -> dict[str, str | None]:

@@ -22,3 +22,25 @@ def test_kernel_settings_without_variables_hold_only_the_version(monkeypatch):
     for key in [k for k in os.environ if k.startswith("LOLSEARCH_KERNELS_")]:
         monkeypatch.delenv(key)
     assert list(kernel_settings()) == ["triton"]
+
+
+def test_git_sha_marks_uncommitted_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    from lolsearch.core.provenance import git_sha
+
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@t"}.items():
+        monkeypatch.setenv(key, value)
+    assert git_sha(tmp_path) is None  # not a checkout
+    run = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    run("add", "a.py")
+    run("commit", "-qm", "a")
+    sha = run("rev-parse", "HEAD").stdout.decode().strip()
+    assert git_sha(tmp_path) == sha
+    (tmp_path / "new.py").write_text("untracked\n")  # untracked files do not make it dirty
+    assert git_sha(tmp_path) == sha
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_sha(tmp_path) == sha + "-dirty"
