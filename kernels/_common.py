@@ -14,12 +14,14 @@ import torch
 import triton
 import triton.language as tl
 
+from lolsearch.core import kernel_env
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Multi-config autotuning (num_warps / num_stages per kernel, chosen once per key and kept in Triton's on-disk
 # cache, so later processes on the machine skip the timing) is on unless LOLSEARCH_KERNELS_AUTOTUNE=0, which keeps
 # the first config of each kernel. The offered configs pass the GPU test matrix; the key carries the call's size
 # class (tune_bucket), so a choice timed at one size is not reused at another (results/kernels/tune_key_20261204/).
-AUTOTUNE = not INTERPRET and os.environ.get("LOLSEARCH_KERNELS_AUTOTUNE", "1") != "0"
+AUTOTUNE = not INTERPRET and kernel_env.read("LOLSEARCH_KERNELS_AUTOTUNE")
 
 BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
 SMEM_FALLBACK = 232448  # H100/H200 opt-in shared memory per block
@@ -29,7 +31,7 @@ LAYOUT_IDS = {"linear": 0, "sliding": 1, "terrace": 2}
 # about fp32 accuracy. It has to be given per call: Triton 3.6-3.9's tl.dot falls back to TRITON_F32_DEFAULT or
 # "tf32" and never reads the `default_dot_input_precision` launch option, which left fp32 inputs at TF32
 # accuracy (1.1e-3 relative error on the H200). LOLSEARCH_KERNELS_FP32_DOT=tf32|ieee changes it.
-F32_DOT: tl.constexpr = tl.constexpr(os.environ.get("LOLSEARCH_KERNELS_FP32_DOT", "tf32x3"))
+F32_DOT: tl.constexpr = tl.constexpr(kernel_env.read("LOLSEARCH_KERNELS_FP32_DOT"))
 
 
 def layout_id(layout: str, window: int) -> tuple[int, int]:

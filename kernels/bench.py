@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from lolsearch.kernels import _bench_impls as bi
 
+from lolsearch.core import kernel_env
+from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text
 
 log = logging.getLogger("lolsearch.kernels.bench")
@@ -371,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device-name", default="NVIDIA H200", help="with --from-log: the GPU the log was measured on")
     p.add_argument("--merge", nargs="+", metavar="CSV", help="merge bench.csv files of one machine (earlier wins)")
     args = p.parse_args(argv)
+    try:
+        kernel_env.check()
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.from_log:
         cmd = "python -m lolsearch.kernels.bench " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import triton
@@ -27,6 +26,7 @@ from triton.runtime.errors import OutOfResources
 
 from lolsearch.attention.chunked import LinearState, state_cover
 from lolsearch.attention.layouts import get_layout
+from lolsearch.core import kernel_env
 
 # Query chunks per segment; None = pick from the machine size (tests override it to force many segments).
 SEGMENT_CHUNKS: int | None = None
@@ -42,9 +42,9 @@ def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
     (F*BD <= 128*128 at 8 warps), and the walks stage about five [F, BD] state copies (operands of the
     state GEMMs, in the input precision) in shared memory: BD is halved until 5*F*BD*esize + 32 KB fits the
     device's budget (fp32 at F = 128 needs BD = 64 on an H200). Env LOLSEARCH_KERNELS_BD overrides it."""
-    env = os.environ.get("LOLSEARCH_KERNELS_BD")
-    bd = min(bdk, int(env) if env else (128 if bf <= 128 else 64))
-    if not env:
+    env = kernel_env.read("LOLSEARCH_KERNELS_BD")
+    bd = min(bdk, env or (128 if bf <= 128 else 64))
+    if env is None:
         while bd > 16 and 5 * bf * bd * esize + 32768 > smem:
             bd //= 2
     return bd
@@ -96,8 +96,7 @@ def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
     """(BF, BD, warps) of ``seg_sums``: [64, 64] tiles at 4 warps, so φk is read once per value tile and v once
     per feature tile. Env LOLSEARCH_KERNELS_SEG_TILE=BFxBD (e.g. 128x128: φk and v read once, 8 warps) is a
     benchmark knob, not checked by the GPU test matrix."""
-    env = os.environ.get("LOLSEARCH_KERNELS_SEG_TILE")
-    want = [int(x) for x in env.split("x")] if env else [64, 64]
+    want = kernel_env.read("LOLSEARCH_KERNELS_SEG_TILE") or (64, 64)
     bf1, bd1 = min(bf, want[0]), min(bdk, want[1])
     return bf1, bd1, 8 if bf1 * bd1 > 64 * 64 else 4
 
@@ -113,8 +112,8 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
     if SEGMENT_CHUNKS:
         seg = SEGMENT_CHUNKS
     else:
-        env = os.environ.get("LOLSEARCH_KERNELS_PPS")
-        want = max(1, triton.cdiv(int(env or PROGRAMS_PER_SM) * num_sms(device), bh * nd))
+        env = kernel_env.read("LOLSEARCH_KERNELS_PPS")
+        want = max(1, triton.cdiv((env or PROGRAMS_PER_SM) * num_sms(device), bh * nd))
         seg = triton.cdiv(nt, want)
         if balance and env is None:
             seg = max(seg, math.ceil(math.sqrt(nt / 2)))

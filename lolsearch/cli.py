@@ -17,6 +17,7 @@ from rich.table import Table
 
 from lolsearch.config import TrialConfig, load_yaml, parse_overrides
 from lolsearch.config.io import overridden, parse_with_overrides
+from lolsearch.core import kernel_env
 from lolsearch.core.errors import ConfigError, Problem, UsageError
 from lolsearch.core.files import require_writable_dir
 
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "ray", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        kernel_env.check()  # a bad LOLSEARCH_KERNELS_* value stops every command before any work
         rc = app(args=argv, standalone_mode=False, prog_name="lolsearch")
     except ConfigError as err:  # UsageError too
         for p in err.problems:

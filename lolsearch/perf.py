@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from lolsearch.config import AttentionConfig, DataConfig, LoraOptions, ModelConfig
+from lolsearch.core import kernel_env
 from lolsearch.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -402,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=None, help="trial YAML (default: the fixed command's toy trial)")
     p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    try:
+        kernel_env.check()
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
     if args.model is None and args.cmd not in ("fixed", "eval"):
         args.model = "smollm2-135m"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
