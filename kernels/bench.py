@@ -243,7 +243,10 @@ def goals(rows) -> list[tuple[str, str, str]]:
 def _versions() -> dict:
     import triton
 
-    v = {"torch": torch.__version__, "triton": triton.__version__, "cuda": str(torch.version.cuda)}
+    from lolsearch.kernels._common import AUTOTUNE
+
+    v = {"torch": torch.__version__, "triton": triton.__version__, "cuda": str(torch.version.cuda),
+         "autotune": "on" if AUTOTUNE else "off (first config of each kernel)"}
     try:
         import fla
 
@@ -339,7 +342,8 @@ def _markdown(rows, cmd: str, elapsed: float, provenance: str | None = None) -> 
     dev = rows[0]["device"] if rows else "?"
     if provenance is None:
         v = _versions()
-        provenance = (f"torch {v['torch']} (CUDA {v['cuda']}), triton {v['triton']}, fla {v['fla']}  \n"
+        provenance = (f"torch {v['torch']} (CUDA {v['cuda']}), triton {v['triton']}, fla {v['fla']}, kernel autotuning "
+                      f"{v['autotune']}  \n"
                       f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}, run time {elapsed:.0f} s  ")
     lines = ["# Hybrid attention kernels: benchmark", "",
              f"Command: `{cmd}`  ", f"GPU: {dev}  ", provenance,

@@ -37,7 +37,8 @@ env ${KERNEL_TEST_ENV:-} COLUMNS="${COLUMNS:-300}" LOLSEARCH_KERNELS_AUTOTUNE="$
 test_rc=${PIPESTATUS[0]}
 
 # 2) benchmark, autotuned as users run it (BENCH_AUTOTUNE=0: the first config of each kernel; BENCH_ARGS: more bench
-# flags, e.g. --shapes llama3-8b)
+# flags, e.g. --shapes llama3-8b). Autotuned, the first call of each cell also times every config: on 2026-12-04 a
+# 150-160 s budget covered one length only (results/kernels/tune_key_20261204/); BENCH_AUTOTUNE=0 covers 2K-32K
 LOLSEARCH_KERNELS_AUTOTUNE="${BENCH_AUTOTUNE:-1}" timeout $(( ${BENCH_BUDGET:-150} + 80 )) "$PY" kernels/_launch.py bench --out "$OUT_DIR" --budget "${BENCH_BUDGET:-150}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT_DIR/bench.log"
 bench_rc=${PIPESTATUS[0]}
 

@@ -74,6 +74,7 @@ def test_bench_runs_every_cell_and_writes_report(tmp_path, fake_cuda):
     assert all(r["status"] != "error" or r["impl"].startswith(("sdpa", "fla")) for r in rows), rows
     md = (tmp_path / "bench.md").read_text()
     assert "## Goals" in md and "cpu-smoke" in md and "tiny — fwd+bwd" in md and "triton" in md
+    assert "kernel autotuning off (first config of each kernel)" in md  # the interpreter never autotunes
 
 
 def test_goals_verdicts_from_rows():
