@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -32,12 +31,14 @@ def git_sha(path: Path | None = None) -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def kernel_settings() -> dict[str, str | None]:
-    """Triton's version and this process's ``LOLSEARCH_KERNELS_*`` variables (autotuning, fp32 dot precision, tile
-    knobs): they choose the kernels' launch configs, which change speed and round-off, not the function."""
+def kernel_settings() -> dict:
+    """Triton's version and the kernels' settings in effect (``kernels_autotune``, ``kernels_fp32_dot``, ...: each
+    ``LOLSEARCH_KERNELS_*`` variable parsed, its default when unset; None where the kernels pick from the shape):
+    they choose the kernels' launch configs, which change speed and round-off, not the function."""
+    from lolsearch.core import kernel_env
+
     try:
         triton = version("triton")
     except PackageNotFoundError:
         triton = None
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("LOLSEARCH_KERNELS_")}
-    return {"triton": triton, **env}
+    return {"triton": triton, **{n.removeprefix("LOLSEARCH_").lower(): kernel_env.read(n) for n in kernel_env.READERS}}

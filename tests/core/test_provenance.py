@@ -8,20 +8,17 @@ from importlib.metadata import version
 from lolsearch.core.provenance import kernel_settings
 
 
-def test_kernel_settings_record_triton_and_the_kernel_variables(monkeypatch):
-    monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "0")
-    monkeypatch.setenv("LOLSEARCH_KERNELS_FP32_DOT", "ieee")
-    monkeypatch.setenv("LOLSEARCH_CACHE", "/elsewhere")  # not a kernel setting
-    got = kernel_settings()
-    assert got["triton"] == version("triton")
-    assert got["LOLSEARCH_KERNELS_AUTOTUNE"] == "0" and got["LOLSEARCH_KERNELS_FP32_DOT"] == "ieee"
-    assert "LOLSEARCH_CACHE" not in got
-
-
-def test_kernel_settings_without_variables_hold_only_the_version(monkeypatch):
+def test_kernel_settings_record_triton_and_the_settings_in_effect(monkeypatch):
     for key in [k for k in os.environ if k.startswith("LOLSEARCH_KERNELS_")]:
         monkeypatch.delenv(key)
-    assert list(kernel_settings()) == ["triton"]
+    got = kernel_settings()
+    assert got == {"triton": version("triton"), "kernels_autotune": True, "kernels_fp32_dot": "tf32x3", "kernels_bd": None,
+                   "kernels_pps": None, "kernels_seg_tile": None}
+    monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "off")
+    monkeypatch.setenv("LOLSEARCH_KERNELS_SEG_TILE", "128x64")
+    monkeypatch.setenv("LOLSEARCH_CACHE", "/elsewhere")  # not a kernel setting
+    got = kernel_settings()
+    assert got["kernels_autotune"] is False and got["kernels_seg_tile"] == (128, 64) and len(got) == 6
 
 
 def test_git_sha_marks_uncommitted_changes(tmp_path, monkeypatch):
