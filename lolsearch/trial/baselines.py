@@ -105,10 +105,21 @@ def _passkey_key(cfg: TrialConfig, device: torch.device) -> str:
     return fingerprint(json.dumps(parts, sort_keys=True))
 
 
-def teacher_passkey(cfg: TrialConfig, device: torch.device, compute: Callable[[], dict]) -> dict[str, float | list[float]]:
+def teacher_passkey(cfg: TrialConfig, model: torch.nn.Module, tokenizer) -> dict[str, float | list[float]]:
     """``passkey_teacher_<len>`` (and ``_by_depth``): the original teacher's passkey accuracy, the same for every
-    trial of a model, seed and ``eval.passkey`` setting, so computed once (by ``compute`` on a cache miss)."""
-    return _cached("passkey_teacher", _passkey_key(cfg, device), compute)
+    trial of a model, seed and ``eval.passkey`` setting, so computed once. ``model`` is the teacher, or a student
+    (scored in :func:`teacher_mode`: softmax attention, adapters off)."""
+    from lolsearch.trial.passkey import passkey_accuracy
+    from lolsearch.trial.surgery import teacher_mode
+
+    pk = cfg.eval.passkey
+
+    def compute() -> dict:
+        with teacher_mode(model):
+            return passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed,
+                                    prefix="passkey_teacher", max_tokens=passkey_budget(cfg))
+
+    return _cached("passkey_teacher", _passkey_key(cfg, next(model.parameters()).device), compute)
 
 
 def teacher_ft_adapter(cfg: TrialConfig, device: torch.device) -> Path:
@@ -194,11 +205,7 @@ def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
 
     out = teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
     if cfg.eval.passkey is not None:
-        from lolsearch.trial.passkey import passkey_accuracy
-
-        pk = cfg.eval.passkey
-        teacher_passkey(cfg, device, lambda: passkey_accuracy(teacher, tok, pk.lengths, pk.depths, pk.samples, cfg.seed,
-                                                              prefix="passkey_teacher", max_tokens=passkey_budget(cfg)))
+        teacher_passkey(cfg, teacher, tok)
     return out
 
 

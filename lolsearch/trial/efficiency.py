@@ -6,7 +6,6 @@ greedy decoding on the trial's device. Both return flat dicts of ints/floats (DE
 
 from __future__ import annotations
 
-import inspect
 import logging
 import resource
 import statistics
@@ -22,7 +21,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from lolsearch.attention.cache import LinearizedCache
 from lolsearch.attention.layouts import get_layout
 from lolsearch.config import EfficiencyConfig
-from lolsearch.trial.surgery import unwrap_peft
+from lolsearch.trial.surgery import takes_logits_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +244,7 @@ def _median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], N
 
 def _prefill(model: nn.Module, ids: torch.Tensor) -> None:
     kwargs: dict[str, Any] = {"use_cache": False}
-    if "logits_to_keep" in inspect.signature(type(unwrap_peft(model)).forward).parameters:
+    if takes_logits_to_keep(model):
         kwargs["logits_to_keep"] = 1
     model(input_ids=ids, **kwargs)
 

@@ -12,14 +12,13 @@ model takes ``logits_to_keep``.
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from lolsearch.trial.surgery import unwrap_peft
+from lolsearch.trial.surgery import takes_logits_to_keep
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
@@ -66,7 +65,7 @@ def retrieved_rows(model: nn.Module, ids: torch.Tensor, answer_starts: Sequence[
     t = ids.shape[1]
     keep = t - min(answer_starts) + 1
     kwargs: dict = {"use_cache": False}
-    if "logits_to_keep" in inspect.signature(type(unwrap_peft(model)).forward).parameters:
+    if takes_logits_to_keep(model):
         kwargs["logits_to_keep"] = keep
     logits = model(input_ids=ids.to(device), **kwargs).logits[:, -keep:]
     predicted = logits[:, :-1].argmax(dim=-1).cpu()  # column j predicts position t - keep + 1 + j

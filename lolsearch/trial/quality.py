@@ -57,15 +57,9 @@ def passkey_metrics(cfg: TrialConfig, model: nn.Module, tokenizer) -> dict[str, 
     pk = cfg.eval.passkey
     if pk is None:
         return {}
-    budget = baselines.passkey_budget(cfg)
-    out = passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed, max_tokens=budget)
-
-    def teacher() -> dict:
-        with teacher_mode(model):
-            return passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed,
-                                            prefix="passkey_teacher", max_tokens=budget)
-
-    out.update(baselines.teacher_passkey(cfg, next(model.parameters()).device, teacher))
+    out = passkey.passkey_accuracy(model, tokenizer, pk.lengths, pk.depths, pk.samples, cfg.seed,
+                                   max_tokens=baselines.passkey_budget(cfg))
+    out.update(baselines.teacher_passkey(cfg, model, tokenizer))
     return out
 
 

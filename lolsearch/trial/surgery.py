@@ -43,6 +43,11 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the causal LM (inside a PEFT wrapper too) computes only its last positions' logits on request."""
+    return "logits_to_keep" in inspect.signature(type(unwrap_peft(model)).forward).parameters
+
+
 def decoder_of(model: nn.Module) -> nn.Module:
     """The decoder stack of an HF causal LM (embeddings, layers, final norm; no LM head), also through PEFT."""
     inner = unwrap_peft(model)
