@@ -17,11 +17,13 @@ import sys
 import tempfile
 
 import triton
-from lolsearch.kernels import _bwd, _fwd, decode
+from lolsearch.kernels import _bwd, _fwd, decode, featuremap
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 SMEM_LIMIT = 232448
+# (num_warps, num_stages) of the kernels launched without autotuning at other than (4, 3)
+LAUNCH = {f"hedgehog_{k}": (c["num_warps"], c["num_stages"]) for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD))}
 
 
 def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
@@ -31,6 +33,8 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     bdk, bf = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(f))
     bd = min(bdk, 128 if bf <= 128 else 64)
     f32, i32 = "*fp32", "*i32"
+    hedgehog = dict(D=d, P=f // 2, BD=bdk, BP=max(16, triton.next_power_of_2(f // 2)), HALF=False,
+                    PREC="tf32x3" if dt == "fp32" else "tf32")
     return {
         "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
@@ -56,6 +60,11 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "decode": (decode.decode_kernel, {**dict.fromkeys(("q", "fq", "kc", "vc", "fk_abs", "v_abs", "o"), p), "slot_pos": "*i64",
                    "S": f32, "z": f32, "gamma": f32, "scale": "fp32"},
                    dict(D=d, F=f, BDK=bdk, BFT=min(bf, max(16, 4096 // bdk)), BC=32, SOFT=True)),
+        # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads: dx summed in fp32
+        "hedgehog_fwd": (featuremap.hedgehog_fwd_kernel, {"x": p, "w": f32, "out": p, "eps": "fp32"},
+                         {**hedgehog, "R": featuremap.FWD["R"]}),
+        "hedgehog_bwd": (featuremap.hedgehog_bwd_kernel, {"x": p, "w": f32, "dout": p, "dx": f32, "dw": f32, "eps": "fp32"},
+                         {**hedgehog, "R": featuremap.BWD["R"]}),
     }
 
 
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, (kernel, types, consts) in _jobs(args.dtype, d, f, not args.general).items():
             if args.only and name not in args.only:
                 continue
-            cfgs = [(c.num_warps, c.num_stages) for c in getattr(kernel, "configs", [])] or [(4, 3)]  # plain launch
+            fixed = LAUNCH.get(name, (4, 3))  # a plain launch's config
+            cfgs = [(c.num_warps, c.num_stages) for c in getattr(kernel, "configs", [])] or [fixed]
             for w, s in cfgs if args.all_configs else cfgs[:1]:
                 try:
                     _, r = compile_sm90(kernel, types, consts, w, s)

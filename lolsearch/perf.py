@@ -1,7 +1,7 @@
 """Whole-model performance benchmarks (not tests): ratios measured side by side in one run.
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch] [--loss-chunk-tokens 0 4096]
-                                      [--recompute-features off on] [--checkpoint-layers off on]
+                                      [--recompute-features off on] [--checkpoint-layers off on] [--fused-features off on]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
@@ -47,7 +47,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                      compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
                      sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None,
                      graph_modes: tuple[bool, ...] = (False,), loss_chunks: tuple[int, ...] = (),
-                     recompute_modes: tuple[bool, ...] = (), checkpoint_modes: tuple[bool, ...] = ()) -> list[dict]:
+                     recompute_modes: tuple[bool, ...] = (), checkpoint_modes: tuple[bool, ...] = (),
+                     fused_modes: tuple[bool, ...] = ()) -> list[dict]:
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
@@ -56,7 +57,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
     ``loss_chunk`` column; ``recompute_modes``: the linearized model's stages once per ``recompute_features``
     value, in a ``recompute`` column; ``checkpoint_modes``: the LoRA stages once per ``finetune.checkpoint_layers``
-    value, in a ``checkpoint_layers`` column.
+    value, in a ``checkpoint_layers`` column; ``fused_modes``: the linearized model's stages with the feature maps'
+    fused kernels on and/or off (``fused_features`` column).
     """
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
@@ -69,6 +71,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
         attention_parameters,
         checkpointed_layers,
         compile_targets,
+        fused_features,
         linearize,
         linearized_layers,
         recomputed_features,
@@ -85,10 +88,12 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
                 targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = (), lora: bool = False) -> None:
-        recompute = (recompute_modes if any(True for _ in linearized_layers(model)) else ()) or (None,)
+        linear = any(True for _ in linearized_layers(model))
+        recompute = (recompute_modes if linear else ()) or (None,)
         layer_ckpt = (checkpoint_modes if lora else ()) or (None,)
-        for mode, graph, chunk, rc, ck in [(m, g, c, r, k) for m in compile_modes for g in graph_modes
-                                           for c in chunks or (None,) for r in recompute for k in layer_ckpt]:
+        for mode, graph, chunk, rc, ck, fu in [(m, g, c, r, k, f) for m in compile_modes for g in graph_modes
+                                               for c in chunks or (None,) for r in recompute for k in layer_ckpt
+                                               for f in (fused_modes if linear else ()) or (None,)]:
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
             loss_fn = loss_of(chunk or None)
@@ -99,9 +104,12 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                 row["recompute"] = "on" if rc else "off"
             if ck is not None:
                 row["checkpoint_layers"] = "on" if ck else "off"
+            if fu is not None:
+                row["fused_features"] = "on" if fu else "off"
             reset_mem(device)
             try:
-                with recomputed_features(model, bool(rc)), checkpointed_layers(model, bool(ck)):
+                with recomputed_features(model, bool(rc)), checkpointed_layers(model, bool(ck)), \
+                        fused_features(model, fu is not False):
                     row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
                                           steps=steps, warmup=warmup, compile_modules=mods), status="ok")
                 if check:
@@ -109,7 +117,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                     row["fast_rel_diff"] = got["max_rel_diff"]
                 if profile_dir is not None:
                     profile_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len,
-                                  profile_dir / f"profile_{name}_{mode}{'_graph' if graph else ''}.txt",
+                                  profile_dir / f"profile_{name}_{mode}{'_graph' if graph else ''}"
+                                  f"{'' if fu is None else '_fused' if fu else '_unfused'}.txt",
                                   compile_modules=mods)
             except Exception as err:  # noqa: BLE001 - an OOM or a compile failure is a row, not the end of the run
                 status = "oom" if is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
@@ -168,7 +177,8 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      graph_modes=tuple(m == "on" for m in args.cuda_graph),
                                      loss_chunks=tuple(args.loss_chunk_tokens or ()),
                                      recompute_modes=tuple(m == "on" for m in args.recompute_features or ()),
-                                     checkpoint_modes=tuple(m == "on" for m in args.checkpoint_layers or ()))
+                                     checkpoint_modes=tuple(m == "on" for m in args.checkpoint_layers or ()),
+                                     fused_modes=tuple(m == "on" for m in args.fused_features or ()))
     df = pd.DataFrame(rows)
     settings = []  # the optional setting columns, part of every ratio's key
     if "loss_chunk" in df:  # attention transfer has no next-token loss: '-'
@@ -177,14 +187,19 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     if "recompute" in df:  # the teacher has no feature maps: '-'
         df["recompute"] = df["recompute"].fillna("-")
         settings.append("recompute")
-    if "checkpoint_layers" in df:  # attention transfer has no checkpointed LoRA step: '-'
-        df["checkpoint_layers"] = df["checkpoint_layers"].fillna("-")
-        settings.append("checkpoint_layers")
+    for col in ("checkpoint_layers", "fused_features"):  # attention transfer has no checkpointed LoRA step, the
+        if col in df:  # teacher no feature maps: '-'
+            df[col] = df[col].fillna("-")
+            settings.append(col)
     _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *settings],
             higher_better=True)
     if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's
         _ratios(df, "tok_s", "cuda_graph", "on", ["backend", "seq_len", "stage", "compile", *settings],
                 higher_better=True)
+    if "fused_features" in settings:  # fused_speedup: the fused feature maps' tok_s over this row's
+        _ratios(df, "tok_s", "fused_features", "on",
+                ["backend", "seq_len", "stage", "compile", "cuda_graph", *(c for c in settings if c != "fused_features")],
+                higher_better=True, name="fused_speedup")
     return df
 
 
@@ -303,8 +318,9 @@ def cmd_eval(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
-def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], higher_better: bool) -> None:
-    """Adds ``<col>_vs_<others>`` columns: ``ref``'s value over each row's (or the inverse)."""
+def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], higher_better: bool,
+            name: str | None = None) -> None:
+    """Adds a column ``name`` (default ``<ref>_speedup``): ``ref``'s value over each row's (or the inverse)."""
     if df.empty:
         return
     refs = df[df[by] == ref].set_index(keys)[col]
@@ -314,7 +330,7 @@ def _ratios(df: pd.DataFrame, col: str, by: str, ref: str, keys: list[str], high
         key = tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]
         r = refs.get(key, float("nan"))
         ratio.append(r / row[col] if higher_better else row[col] / r)
-    df[f"{ref}_speedup"] = ratio
+    df[name or f"{ref}_speedup"] = ratio
 
 
 def layout_label(attention: AttentionConfig) -> str:
@@ -376,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="time the linearized model's stages with the stages' recompute_features off and/or on")
     p.add_argument("--checkpoint-layers", nargs="+", default=None, choices=["off", "on"],
                    help="time the LoRA stages with finetune.checkpoint_layers off and/or on")
+    p.add_argument("--fused-features", nargs="+", default=None, choices=["off", "on"],
+                   help="time the linearized model's stages with the feature maps' fused kernels off and/or on")
     p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])

@@ -36,6 +36,14 @@ class FeatureMap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
+        """φ by a fused Triton kernel, or None where this map has none (the caller then runs ``forward``).
+
+        ``x`` is ``[B, HX, T, D]`` at its own heads: queries (HX = H) or keys at their kv heads (HX divides H);
+        the result is ``[B, H, T, F]`` in ``out_dtype``, equal to ``forward`` of x expanded to H heads in fp32.
+        """
+        return None
+
 
 def build_feature_map(kind: str, params: dict, num_heads: int, head_dim: int) -> FeatureMap:
     """Instantiates a registered feature map from its (already validated or raw) params dict."""
@@ -87,6 +95,11 @@ class Hedgehog(_SignedProjection):
         if self.params.halfspace:
             return xw.softmax(dim=-1).clamp(min=EPS)
         return torch.cat([xw.softmax(dim=-1), (-xw).softmax(dim=-1)], dim=-1).clamp(min=EPS)
+
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
+        from lolsearch.kernels import hedgehog_features
+
+        return hedgehog_features(x, self.weight, self.params.halfspace, EPS, out_dtype)
 
 
 class ExpDim(_SignedProjection):

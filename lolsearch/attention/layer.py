@@ -30,6 +30,7 @@ from lolsearch.attention.layouts import get_layout
 from lolsearch.attention.ops import hybrid_attention, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 from lolsearch.attention.static import StaticLayerState, static_decode_step
+from lolsearch.core import kernel_env
 
 
 @dataclass
@@ -86,6 +87,8 @@ class LinearizedAttention(nn.Module):
         self.mode = "student"
         self.recorder: DistillRecorder | None = None
         self.recompute_features = False  # a stage's recompute_features: φ recomputed in backward, not kept
+        # φ by the feature map's fused kernel where it has one (Triton backend); None: LOLSEARCH_KERNELS_FUSED_FEATURES
+        self.fuse_features: bool | None = None
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -138,9 +141,19 @@ class LinearizedAttention(nn.Module):
         return q, k, v
 
     def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first). With
-        ``recompute_features`` and grad, the feature maps' intermediates (several fp32 ``[B, H, T, F]`` tensors per
-        layer) are recomputed in the backward pass instead of kept."""
+        """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first). On the Triton backend a
+        map with a fused kernel (``FeatureMap.fused``, with ``fuse_features``) computes φ in one kernel each way
+        and keeps nothing but q and k (off unless LOLSEARCH_KERNELS_FUSED_FEATURES=1 until it has run on a GPU,
+        kernels/NOTES.md). Otherwise, with ``recompute_features`` and grad, the feature maps'
+        intermediates (several fp32 ``[B, H, T, F]`` tensors per layer) are recomputed in the backward pass."""
+        fuse = self.fuse_features
+        if fuse is None:
+            fuse = kernel_env.read("LOLSEARCH_KERNELS_FUSED_FEATURES")
+        if fuse and resolve_backend(self.backend, q.device) == "triton":
+            phi_q = self.feature_map_q.fused(q, q.dtype)
+            phi_k = self.feature_map_k.fused(k, q.dtype) if phi_q is not None else None
+            if phi_k is not None:
+                return phi_q, phi_k
         if self.recompute_features and torch.is_grad_enabled():
             return checkpoint(self._features_kept, q, k, use_reentrant=False, preserve_rng_state=False)
         return self._features_kept(q, k)

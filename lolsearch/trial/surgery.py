@@ -170,6 +170,20 @@ def recomputed_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
+def fused_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
+    """Within the block every linearized layer uses (``on``) or skips its feature maps' fused kernels."""
+    layers = list(linearized_layers(model))
+    before = [m.fuse_features for m in layers]
+    for m in layers:
+        m.fuse_features = on
+    try:
+        yield model
+    finally:
+        for m, b in zip(layers, before, strict=True):
+            m.fuse_features = b
+
+
+@contextlib.contextmanager
 def checkpointed_layers(model: nn.Module, on: bool) -> Iterator[nn.Module]:
     """Within the block (with ``on``) each decoder layer keeps only its input for the backward pass and runs again
     there (transformers' gradient checkpointing, non-reentrant: frozen embeddings need no grad)."""

@@ -1,0 +1,124 @@
+"""The fused Hedgehog feature map against the plain module (``attention.featuremaps.Hedgehog`` on keys expanded to
+query heads, in fp32): forward and the gradients of x and W, on CPU (interpreter, fp32/fp16) and on a GPU (every
+dtype), and the linearized layer's outputs and gradients with the fused kernels on and off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lolsearch.attention.chunked import expand_kv
+from lolsearch.attention.featuremaps import Hedgehog
+from lolsearch.config.plugins import HedgehogParams
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEV == "cuda" else [])
+# output / gradient tolerance (relative to the largest entry): fp32 runs 3-pass TF32 dots; 16-bit rounds φ and dx
+TOLS = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 5e-3), torch.bfloat16: (1e-2, 2e-2)}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30)).item()
+
+
+def _case(b, h, hx, t, d, p, halfspace, dtype, scale=1.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    fm = Hedgehog(h, d, HedgehogParams(feature_dim=p, halfspace=halfspace, init="kaiming")).to(DEV)
+    with torch.no_grad():
+        fm.weight.mul_(scale)
+    x = torch.randn(b, hx, t, d, generator=gen).to(DEV, dtype)
+    f = p if halfspace else 2 * p
+    g = torch.randn(b, h, t, f, generator=gen).to(DEV)
+    return fm, x, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,h,hx,t,d,p,halfspace", [
+    (2, 4, 4, 63, 64, 64, False),   # queries; T not a multiple of the 64-row tile
+    (1, 6, 2, 65, 64, 64, False),   # keys at kv heads (3 query heads each)
+    (2, 3, 1, 1, 16, 24, True),     # one token, halfspace, feature count not a power of two
+    (1, 4, 2, 130, 24, 32, False),  # head size not a power of two
+])
+def test_fused_hedgehog_matches_module(b, h, hx, t, d, p, halfspace, dtype, nan_alloc):
+    from lolsearch.kernels import hedgehog_features
+
+    tol_o, tol_g = TOLS[dtype]
+    fm, x, g = _case(b, h, hx, t, d, p, halfspace, dtype)
+    xr = x.float().requires_grad_(True)
+    ref = fm(expand_kv(xr, h))
+    ref_dx, ref_dw = torch.autograd.grad(ref, (xr, fm.weight), g)
+    xl = x.clone().requires_grad_(True)
+    out = hedgehog_features(xl, fm.weight, halfspace, out_dtype=dtype)
+    assert out.shape == ref.shape and out.dtype == dtype
+    dx, dw = torch.autograd.grad(out, (xl, fm.weight), g.to(dtype))
+    assert dx.dtype == dtype and dw.dtype == torch.float32
+    assert _rel(out, ref) <= tol_o
+    assert _rel(dx, ref_dx) <= tol_g
+    assert _rel(dw, ref_dw) <= tol_g
+
+
+def test_clamped_features_pass_no_gradient(nan_alloc):
+    """Large logits push most features below eps: they are clamped there, and the gradient skips them as
+    ``clamp``'s does (a plain softmax gradient would differ)."""
+    from lolsearch.kernels import hedgehog_features
+
+    fm, x, g = _case(1, 2, 2, 64, 16, 16, False, torch.float32, scale=60.0, seed=3)
+    xr = x.clone().requires_grad_(True)
+    ref = fm(xr)
+    assert (ref == 1e-12).float().mean() > 0.3  # the case clamps
+    ref_dx, ref_dw = torch.autograd.grad(ref, (xr, fm.weight), g)
+    xl = x.clone().requires_grad_(True)
+    out = hedgehog_features(xl, fm.weight, False)
+    dx, dw = torch.autograd.grad(out, (xl, fm.weight), g)
+    assert torch.equal(out == 1e-12, ref == 1e-12)
+    assert _rel(dx, ref_dx) <= 1e-5 and _rel(dw, ref_dw) <= 1e-5
+
+
+def test_rejects_mismatched_heads():
+    from lolsearch.kernels import hedgehog_features
+
+    with pytest.raises(ValueError, match="multiple"):
+        hedgehog_features(torch.zeros(1, 3, 4, 8), torch.zeros(4, 8, 8))
+    with pytest.raises(ValueError, match=r"\[H, D, P\]"):
+        hedgehog_features(torch.zeros(1, 4, 4, 8), torch.zeros(4, 16, 8))
+
+
+@pytest.mark.parametrize("layout,window", [("linear", 0), ("sliding", 16)])
+def test_layer_fused_features_match_unfused(layout, window, monkeypatch):
+    """A tiny GQA Llama linearized on the Triton backend: the same logits and gradients (every feature map and γ)
+    with the feature maps' fused kernels as with the modules; outside ``fused_features`` the layers follow
+    LOLSEARCH_KERNELS_FUSED_FEATURES (default off)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lolsearch.config import AttentionConfig
+    from lolsearch.trial.surgery import attention_parameters, fused_features, linearize
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512, head_dim=16)
+    cfg._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(cfg).to(DEV)
+    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout=layout,
+                                     window=window, backend="triton"))
+    calls = []
+    real = Hedgehog.fused
+    monkeypatch.setattr(Hedgehog, "fused", lambda self, x, dt: calls.append(1) or real(self, x, dt))
+    ids = torch.randint(0, 97, (2, 70), generator=torch.Generator().manual_seed(1)).to(DEV)
+    params = attention_parameters(model)
+    results = {}
+    for fused in (True, False):
+        with fused_features(model, fused):
+            logits = model(input_ids=ids).logits
+            results[fused] = (logits, torch.autograd.grad(logits.square().mean(), params))
+        assert len(calls) == (4 if fused else 0)  # φ(q), φ(k) of both layers
+        calls.clear()
+    with torch.no_grad():
+        model(input_ids=ids)
+        assert not calls
+        monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_FEATURES", "1")
+        model(input_ids=ids)
+        assert len(calls) == 4
+    (y1, g1), (y0, g0) = results[True], results[False]
+    assert _rel(y1, y0) <= 1e-5
+    for a, b in zip(g1, g0, strict=True):
+        assert _rel(a, b) <= 1e-4
