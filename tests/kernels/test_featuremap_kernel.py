@@ -12,6 +12,8 @@ from lolsearch.attention.featuremaps import Hedgehog
 from lolsearch.config.plugins import HedgehogParams
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+# on a GPU machine these run with the GPU tests (kernels/gpu_check.sh selects -m gpu); on CPU in the interpreter
+pytestmark = [pytest.mark.gpu] if DEV == "cuda" else []
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEV == "cuda" else [])
 # output / gradient tolerance (relative to the largest entry): fp32 runs 3-pass TF32 dots; 16-bit rounds φ and dx
 TOLS = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 5e-3), torch.bfloat16: (1e-2, 2e-2)}
