@@ -97,9 +97,9 @@ class Hedgehog(_SignedProjection):
         return torch.cat([xw.softmax(dim=-1), (-xw).softmax(dim=-1)], dim=-1).clamp(min=EPS)
 
     def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
-        from lolsearch.kernels import hedgehog_features
+        from lolsearch.attention.ops import fused_hedgehog
 
-        return hedgehog_features(x, self.weight, self.params.halfspace, EPS, out_dtype)
+        return fused_hedgehog(x, self.weight, self.params.halfspace, EPS, out_dtype)
 
 
 class ExpDim(_SignedProjection):

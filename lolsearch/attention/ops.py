@@ -1,6 +1,7 @@
 """Backend dispatch for hybrid attention: ``reference`` (materialized), ``torch`` (chunked), ``triton``.
 
-``auto`` picks Triton on CUDA when it is importable, the chunked PyTorch path elsewhere.
+``auto`` picks Triton on CUDA when it is importable, the chunked PyTorch path elsewhere. The rest of the package
+reaches ``lolsearch.kernels`` only through this module (also for the fused feature map, :func:`fused_hedgehog`).
 """
 
 from __future__ import annotations
@@ -62,3 +63,12 @@ def hybrid_attention(
     return hybrid_attention_chunked(
         q, k, v, phi_q, phi_k, gamma, window, layout, chunk_size=chunk_size, return_state=return_state
     )
+
+
+def fused_hedgehog(x: torch.Tensor, weight: torch.Tensor, halfspace: bool, eps: float,
+                   out_dtype: torch.dtype) -> torch.Tensor:
+    """Hedgehog features ``[B, H, T, F]`` of x ``[B, HX, T, D]`` (HX divides H) by the fused Triton kernel
+    (:func:`lolsearch.kernels.hedgehog_features`); Triton backend only."""
+    from lolsearch.kernels import hedgehog_features
+
+    return hedgehog_features(x, weight, halfspace, eps, out_dtype)
