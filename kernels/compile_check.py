@@ -64,7 +64,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "hedgehog_fwd": (featuremap.hedgehog_fwd_kernel, {"x": p, "w": f32, "out": p, "eps": "fp32"},
                          {**hedgehog, "R": featuremap.FWD["R"]}),
         "hedgehog_bwd": (featuremap.hedgehog_bwd_kernel, {"x": p, "w": f32, "dout": p, "dx": f32, "dw": f32, "eps": "fp32"},
-                         {**hedgehog, "R": featuremap.BWD["R"]}),
+                         {**hedgehog, "R": featuremap.BWD["R"], "WANT_DW": True}),
     }
 
 

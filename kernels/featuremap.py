@@ -78,9 +78,10 @@ def _softmax_grad(s, g, eps):
 
 @triton.jit
 def hedgehog_bwd_kernel(x, w, dout, dx, dw, T, H, G, HX, NTILES, eps, D: tl.constexpr, P: tl.constexpr,
-                        BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
+                        BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr,
+                        WANT_DW: tl.constexpr):
     """Program (split, h) walks the row tiles split, split + NSPLIT, ... of query head h over the whole batch:
-    writes dx of its rows (per query head) and one partial weight gradient dW[split, h] = Σ xᵀ d(xW)."""
+    writes dx of its rows (per query head) and, with WANT_DW, one partial weight gradient dW[split, h] = Σ xᵀ d(xW)."""
     split = tl.program_id(0)
     h = tl.program_id(1)
     nsplit = tl.num_programs(0)
@@ -104,8 +105,10 @@ def hedgehog_bwd_kernel(x, w, dout, dx, dw, T, H, G, HX, NTILES, eps, D: tl.cons
             dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
         dxt = tl.dot(dxw, tl.trans(wt), input_precision=PREC)
         tl.store(dx + row_off * D + rd[None, :], dxt.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
-        acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
-    tl.store(dw + ((split * H + h) * D + rd[:, None]) * P + rp[None, :], acc, mask=(rd[:, None] < D) & (rp[None, :] < P))
+        if WANT_DW:
+            acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
+    if WANT_DW:
+        tl.store(dw + ((split * H + h) * D + rd[:, None]) * P + rp[None, :], acc, mask=(rd[:, None] < D) & (rp[None, :] < P))
 
 
 def precision(dtype: torch.dtype) -> str:
@@ -143,13 +146,14 @@ class HedgehogFn(torch.autograd.Function):
         nsplit = _splits(tiles, h, x.device)
         # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group
         dxq = torch.empty(b, h, t, d, device=x.device, dtype=x.dtype if ctx.groups == 1 else torch.float32)
-        dw = torch.empty(nsplit, h, d, p, device=x.device, dtype=torch.float32)
+        want_dw = ctx.needs_input_grad[1]  # frozen maps (e.g. a LoRA stage that does not train them): dx only
+        dw = torch.empty(nsplit if want_dw else 0, h, d, p, device=x.device, dtype=torch.float32)
         hedgehog_bwd_kernel[(nsplit, h)](
             x, w, dout.contiguous(), dxq, dw, t, h, ctx.groups, hx, tiles, ctx.eps,
-            D=d, P=p, BD=block(d), BP=block(p), HALF=ctx.halfspace, PREC=precision(x.dtype), **BWD,
+            D=d, P=p, BD=block(d), BP=block(p), HALF=ctx.halfspace, PREC=precision(x.dtype), WANT_DW=want_dw, **BWD,
         )
         dx = dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq
-        return dx.to(x.dtype), dw.sum(0), None, None, None, None
+        return dx.to(x.dtype), dw.sum(0) if want_dw else None, None, None, None, None
 
 
 def hedgehog_features(x: torch.Tensor, weight: torch.Tensor, halfspace: bool = False, eps: float = 1e-12,

@@ -76,6 +76,18 @@ def test_clamped_features_pass_no_gradient(nan_alloc):
     assert _rel(dx, ref_dx) <= 1e-5 and _rel(dw, ref_dw) <= 1e-5
 
 
+def test_frozen_weights_get_dx_alone(nan_alloc):
+    """Maps that do not train (weights without grad): the backward computes dx only, and the same dx."""
+    from lolsearch.kernels import hedgehog_features
+
+    fm, x, g = _case(2, 4, 2, 40, 16, 16, False, torch.float32)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (dx_all,) = torch.autograd.grad(hedgehog_features(xa, fm.weight), (xa,), g)
+    fm.weight.requires_grad_(False)
+    (dx_only,) = torch.autograd.grad(hedgehog_features(xb, fm.weight), (xb,), g)
+    assert torch.equal(dx_all, dx_only)
+
+
 def test_rejects_mismatched_heads():
     from lolsearch.kernels import hedgehog_features
 
