@@ -4,7 +4,7 @@ Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`
 - :func:`hybrid_attention` — training / prefill, forward and backward (autograd).
 - :func:`hybrid_decode_step` — one decode step over a ring-buffer window cache + linear state.
 - :func:`hybrid_decode_step_torch` — the plain-PyTorch twin of the decode step (CPU path, test reference).
-- :func:`hedgehog_features` — the Hedgehog feature map fused (forward and backward).
+- :func:`fused_features` — the Hedgehog and T2R feature maps fused (forward and backward).
 - :func:`triton_available` — whether the Triton kernels can run here.
 """
 
@@ -52,11 +52,11 @@ def hybrid_attention(q, k, v, phi_q, phi_k, gamma, window, layout="sliding", ini
     return fn(q, k, v, phi_q, phi_k, gamma, window, layout, initial_state, return_state)
 
 
-def hedgehog_features(x, weight, halfspace=False, eps=1e-12, out_dtype=None):
-    """See :func:`lolsearch.kernels.featuremap.hedgehog_features`."""
-    from lolsearch.kernels.featuremap import hedgehog_features as fn
+def fused_features(kind, x, weight, bias=None, halfspace=False, eps=1e-12, out_dtype=None):
+    """See :func:`lolsearch.kernels.featuremap.fused_features`."""
+    from lolsearch.kernels.featuremap import fused_features as fn
 
-    return fn(x, weight, halfspace, eps, out_dtype)
+    return fn(kind, x, weight, bias, halfspace, eps, out_dtype)
 
 
 def hybrid_decode_step(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
@@ -75,4 +75,4 @@ def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, 
     return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
 
 
-__all__ = ["hedgehog_features", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "triton_available"]
+__all__ = ["fused_features", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "triton_available"]

@@ -23,7 +23,8 @@ from triton.compiler import ASTSource
 
 SMEM_LIMIT = 232448
 # (num_warps, num_stages) of the kernels launched without autotuning at other than (4, 3)
-LAUNCH = {f"hedgehog_{k}": (c["num_warps"], c["num_stages"]) for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD))}
+LAUNCH = {f"features_{k}{t}": (c["num_warps"], c["num_stages"])
+          for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD)) for t in ("", "_t2r")}
 
 
 def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
@@ -33,8 +34,9 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     bdk, bf = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(f))
     bd = min(bdk, 128 if bf <= 128 else 64)
     f32, i32 = "*fp32", "*i32"
-    hedgehog = dict(D=d, P=f // 2, BD=bdk, BP=max(16, triton.next_power_of_2(f // 2)), HALF=False,
-                    PREC="tf32x3" if dt == "fp32" else "tf32")
+    fmap = dict(D=d, P=f // 2, BD=bdk, BP=max(16, triton.next_power_of_2(f // 2)), KIND=0, HALF=False,
+                PREC="tf32x3" if dt == "fp32" else "tf32")
+    fmap_bwd = {"x": p, "w": f32, "bias": f32, "dout": p, "dx": f32, "dw": f32, "db": f32, "eps": "fp32"}
     return {
         "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
@@ -60,11 +62,15 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "decode": (decode.decode_kernel, {**dict.fromkeys(("q", "fq", "kc", "vc", "fk_abs", "v_abs", "o"), p), "slot_pos": "*i64",
                    "S": f32, "z": f32, "gamma": f32, "scale": "fp32"},
                    dict(D=d, F=f, BDK=bdk, BFT=min(bf, max(16, 4096 // bdk)), BC=32, SOFT=True)),
-        # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads: dx summed in fp32
-        "hedgehog_fwd": (featuremap.hedgehog_fwd_kernel, {"x": p, "w": f32, "out": p, "eps": "fp32"},
-                         {**hedgehog, "R": featuremap.FWD["R"]}),
-        "hedgehog_bwd": (featuremap.hedgehog_bwd_kernel, {"x": p, "w": f32, "dout": p, "dx": f32, "dw": f32, "eps": "fp32"},
-                         {**hedgehog, "R": featuremap.BWD["R"], "WANT_DW": True}),
+        # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads (dx summed in fp32)
+        "features_fwd": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
+                         {**fmap, "R": featuremap.FWD["R"]}),
+        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DW": True}),
+        # the fused T2R map with F = P features
+        "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"]}),
+        "features_bwd_t2r": (featuremap.features_bwd_kernel, fmap_bwd,
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DW": True}),
     }
 
 

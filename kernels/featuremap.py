@@ -1,15 +1,19 @@
-"""Fused Hedgehog feature map (Zhang et al. 2024, arXiv 2402.04347): φ(x) = [softmax(xW) ⊕ softmax(−xW)] per head.
+"""Fused projected feature maps, per query head, in one kernel each way:
 
-One kernel computes projection, both softmaxes, the clamp at ``eps`` and the cast of a row tile; the backward
-recomputes them from x (nothing but x and W is kept) and writes dx and the weight gradient. The unfused path
-(``lolsearch.attention.featuremaps.Hedgehog``) runs about ten elementwise kernels each way over fp32
-``[B, H, T, F]`` intermediates, plus a copy of the keys expanded to query heads; here keys are read at their kv
+- Hedgehog (Zhang et al. 2024, arXiv 2402.04347): φ(x) = [softmax(xW) ⊕ softmax(−xW)] (softmax(xW) with halfspace);
+- T2R (Kasai et al. 2021, arXiv 2103.13076): φ(x) = ReLU(xW + b).
+
+Both clamp φ at ``eps`` from below. The forward computes projection, activation, clamp and cast of a row tile; the
+backward recomputes them from x (nothing but x and the parameters is kept) and writes dx and the parameters'
+gradients. The unfused modules (``lolsearch.attention.featuremaps``) run several elementwise kernels each way over
+fp32 ``[B, H, T, F]`` intermediates, plus a copy of the keys expanded to query heads; here keys are read at their kv
 head (``groups`` query heads per kv head, GQA) and the gradients of a kv head's query heads are summed.
 
-Shapes: x ``[B, HX, T, D]`` with ``H = HX · groups`` query heads, W ``[H, D, P]`` fp32, φ ``[B, H, T, F]`` with
-F = 2P (P with ``halfspace``). The products run on fp32 operands: for fp32 x at ``F32_DOT`` (3-pass TF32, about fp32,
-like the unfused path's fp32 matmul); for 16-bit x in one TF32 pass (10-bit mantissas, finer than the 16-bit φ and dx
-they produce; the 3-pass split needs twice the registers and spilled the backward).
+Shapes: x ``[B, HX, T, D]`` with ``H = HX · groups`` query heads, W ``[H, D, P]`` fp32, b ``[H, P]`` fp32 (T2R),
+φ ``[B, H, T, F]`` with F = 2P for two-sided Hedgehog, else P. The products run on fp32 operands: for fp32 x at
+``F32_DOT`` (3-pass TF32, about fp32, like the modules' fp32 matmul); for 16-bit x in one TF32 pass (10-bit
+mantissas, finer than the 16-bit φ and dx they produce; the 3-pass split needs twice the registers and spilled the
+backward).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import triton
 import triton.language as tl
 from lolsearch.kernels._common import F32_DOT, block, num_sms
 
+KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile and launch config of each kernel: the largest tiles that compile for sm_90 without spilling at D = 128
-# in 16-bit (python -m lolsearch.kernels.compile_check --only hedgehog_fwd hedgehog_bwd; fp32 at D = 128 spills a
+# in 16-bit (python -m lolsearch.kernels.compile_check --only features_fwd features_bwd; fp32 at D = 128 spills a
 # little in the backward, a correctness path)
 FWD = dict(R=64, num_warps=4, num_stages=3)
 BWD = dict(R=32, num_warps=8, num_stages=2)
@@ -51,9 +56,10 @@ def _tile(x, w, b, h, t0, T, H, G, HX, D: tl.constexpr, P: tl.constexpr, BD: tl.
 
 
 @triton.jit
-def hedgehog_fwd_kernel(x, w, out, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
-                        BP: tl.constexpr, R: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
-    """out[b, h, rows] = [max(softmax(xW), eps), max(softmax(−xW), eps)] for one tile of R rows."""
+def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
+                        BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
+    """out[b, h, rows] for one tile of R rows: Hedgehog (KIND 0) [max(softmax(xW), eps), max(softmax(−xW), eps)]
+    (the first half alone with HALF), T2R (KIND 1) max(xW + b, eps)."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -61,12 +67,16 @@ def hedgehog_fwd_kernel(x, w, out, T, H, G, HX, eps, D: tl.constexpr, P: tl.cons
     _, _, xw, rm = _tile(x, w, b, h, pid * R, T, H, G, HX, D, P, BD, BP, R, PREC)
     rp = tl.arange(0, BP)
     valid = (rp < P)[None, :]
-    F: tl.constexpr = P if HALF else 2 * P
+    F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
     base = out + (bh.to(tl.int64) * T + pid * R + tl.arange(0, R)[:, None]) * F + rp[None, :]
     m = rm[:, None] & valid
-    tl.store(base, tl.maximum(_softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
-    if not HALF:
-        tl.store(base + P, tl.maximum(_softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
+    if KIND == 0:
+        tl.store(base, tl.maximum(_softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
+        if not HALF:
+            tl.store(base + P, tl.maximum(_softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
+    else:
+        y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
+        tl.store(base, tl.maximum(y, eps).to(out.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -77,11 +87,12 @@ def _softmax_grad(s, g, eps):
 
 
 @triton.jit
-def hedgehog_bwd_kernel(x, w, dout, dx, dw, T, H, G, HX, NTILES, eps, D: tl.constexpr, P: tl.constexpr,
-                        BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr,
-                        WANT_DW: tl.constexpr):
+def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, D: tl.constexpr, P: tl.constexpr,
+                        BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr,
+                        PREC: tl.constexpr, WANT_DW: tl.constexpr):
     """Program (split, h) walks the row tiles split, split + NSPLIT, ... of query head h over the whole batch:
-    writes dx of its rows (per query head) and, with WANT_DW, one partial weight gradient dW[split, h] = Σ xᵀ d(xW)."""
+    writes dx of its rows (per query head) and, with WANT_DW, one partial parameter gradient per program:
+    dW[split, h] = Σ xᵀ d(xW) and (T2R) db[split, h] = Σ d(xW)."""
     split = tl.program_id(0)
     h = tl.program_id(1)
     nsplit = tl.num_programs(0)
@@ -89,8 +100,9 @@ def hedgehog_bwd_kernel(x, w, dout, dx, dw, T, H, G, HX, NTILES, eps, D: tl.cons
     rp = tl.arange(0, BP)
     rd = tl.arange(0, BD)
     valid = (rp < P)[None, :]
-    F: tl.constexpr = P if HALF else 2 * P
+    F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
     acc = tl.zeros([BD, BP], dtype=tl.float32)
+    bacc = tl.zeros([BP], dtype=tl.float32)
     for j in range(split, NTILES, nsplit):
         b = j // nt
         t0 = (j % nt) * R
@@ -99,16 +111,23 @@ def hedgehog_bwd_kernel(x, w, dout, dx, dw, T, H, G, HX, NTILES, eps, D: tl.cons
         row_off = ((b * H + h).to(tl.int64) * T + rows[:, None])
         m = rm[:, None] & valid
         g = tl.load(dout + row_off * F + rp[None, :], mask=m, other=0.0).to(tl.float32)
-        dxw = _softmax_grad(_softmax_rows(xw, valid), g, eps)
-        if not HALF:
-            g = tl.load(dout + row_off * F + P + rp[None, :], mask=m, other=0.0).to(tl.float32)
-            dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
+        if KIND == 0:
+            dxw = _softmax_grad(_softmax_rows(xw, valid), g, eps)
+            if not HALF:
+                g = tl.load(dout + row_off * F + P + rp[None, :], mask=m, other=0.0).to(tl.float32)
+                dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
+        else:
+            y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
+            dxw = tl.where(y >= eps, g, 0.0)  # ReLU's and the clamp's gradients together
+            bacc += tl.sum(dxw, 0)
         dxt = tl.dot(dxw, tl.trans(wt), input_precision=PREC)
         tl.store(dx + row_off * D + rd[None, :], dxt.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
         if WANT_DW:
             acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
     if WANT_DW:
         tl.store(dw + ((split * H + h) * D + rd[:, None]) * P + rp[None, :], acc, mask=(rd[:, None] < D) & (rp[None, :] < P))
+        if KIND == 1:
+            tl.store(db + (split * H + h) * P + rp, bacc, mask=rp < P)
 
 
 def precision(dtype: torch.dtype) -> str:
@@ -121,61 +140,74 @@ def _splits(tiles: int, heads: int, device: torch.device) -> int:
     return max(1, min(tiles, triton.cdiv(4 * num_sms(device), heads)))
 
 
-class HedgehogFn(torch.autograd.Function):
-    """Autograd wrapper of the two kernels; x contiguous, W fp32 contiguous."""
+class FeatureMapFn(torch.autograd.Function):
+    """Autograd wrapper of the two kernels; x contiguous, W (and b) fp32 contiguous."""
 
     @staticmethod
-    def forward(ctx, x, w, groups: int, halfspace: bool, eps: float, out_dtype: torch.dtype):
+    def forward(ctx, x, w, bias, kind: int, groups: int, halfspace: bool, eps: float, out_dtype: torch.dtype):
         b, hx, t, d = x.shape
         h, _, p = w.shape
-        out = torch.empty(b, h, t, p if halfspace else 2 * p, device=x.device, dtype=out_dtype)
-        hedgehog_fwd_kernel[(triton.cdiv(t, FWD["R"]), b * h)](
-            x, w, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p), HALF=halfspace, PREC=precision(x.dtype),
-            **FWD,
+        f = 2 * p if kind == 0 and not halfspace else p
+        out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
+        features_fwd_kernel[(triton.cdiv(t, FWD["R"]), b * h)](
+            x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
+            KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **FWD,
         )
-        ctx.save_for_backward(x, w)
-        ctx.groups, ctx.halfspace, ctx.eps = groups, halfspace, eps
+        ctx.save_for_backward(x, w, bias)
+        ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, w = ctx.saved_tensors
+        x, w, bias = ctx.saved_tensors
         b, hx, t, d = x.shape
         h, _, p = w.shape
         tiles = b * triton.cdiv(t, BWD["R"])
         nsplit = _splits(tiles, h, x.device)
         # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group
         dxq = torch.empty(b, h, t, d, device=x.device, dtype=x.dtype if ctx.groups == 1 else torch.float32)
-        want_dw = ctx.needs_input_grad[1]  # frozen maps (e.g. a LoRA stage that does not train them): dx only
+        want_dw = any(ctx.needs_input_grad[1:3])  # frozen maps (e.g. a LoRA stage that does not train them): dx only
         dw = torch.empty(nsplit if want_dw else 0, h, d, p, device=x.device, dtype=torch.float32)
-        hedgehog_bwd_kernel[(nsplit, h)](
-            x, w, dout.contiguous(), dxq, dw, t, h, ctx.groups, hx, tiles, ctx.eps,
-            D=d, P=p, BD=block(d), BP=block(p), HALF=ctx.halfspace, PREC=precision(x.dtype), WANT_DW=want_dw, **BWD,
+        db = torch.empty(nsplit if want_dw and bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
+        features_bwd_kernel[(nsplit, h)](
+            x, w, w if bias is None else bias, dout.contiguous(), dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps,
+            D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype),
+            WANT_DW=want_dw, **BWD,
         )
         dx = dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq
-        return dx.to(x.dtype), dw.sum(0) if want_dw else None, None, None, None, None
+        dbias = db.sum(0) if want_dw and bias is not None else None
+        return dx.to(x.dtype), dw.sum(0) if want_dw else None, dbias, None, None, None, None, None
 
 
-def hedgehog_features(x: torch.Tensor, weight: torch.Tensor, halfspace: bool = False, eps: float = 1e-12,
-                      out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Hedgehog features of every query head, fused.
+def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   halfspace: bool = False, eps: float = 1e-12, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Features of every query head by a fused kernel.
 
     Args:
+        kind: ``"hedgehog"`` or ``"t2r"`` (:data:`KINDS`).
         x: ``[B, HX, T, D]`` queries (HX = H) or keys at their kv heads (HX divides H), fp32/bf16/fp16.
-        weight: ``[H, D, P]`` projection per query head (kept in fp32; its gradient is fp32).
-        halfspace: only softmax(xW) (F = P) instead of both signs (F = 2P).
+        weight: ``[H, D, P]`` projection per query head (used in fp32; its gradient is fp32).
+        bias: ``[H, P]`` (T2R only).
+        halfspace: Hedgehog's softmax(xW) alone (F = P) instead of both signs (F = 2P).
         eps: features are clamped at ``eps`` from below (no gradient where clamped).
         out_dtype: dtype of φ (default x's).
 
     Returns:
-        φ ``[B, H, T, F]``. Gradients flow to x and weight.
+        φ ``[B, H, T, F]``. Gradients flow to x, weight and bias.
     """
+    if kind not in KINDS:
+        raise ValueError(f"no fused kernel for feature map {kind!r} (have {', '.join(KINDS)})")
     if x.dim() != 4 or weight.dim() != 3 or weight.shape[1] != x.shape[-1]:
         raise ValueError(f"x must be [B, HX, T, D] and weight [H, D, P], got {tuple(x.shape)}, {tuple(weight.shape)}")
-    h, hx = weight.shape[0], x.shape[1]
+    h, hx, p = weight.shape[0], x.shape[1], weight.shape[2]
     if hx == 0 or h % hx:
         raise ValueError(f"{h} query heads are not a multiple of x's {hx} heads")
-    return HedgehogFn.apply(x.contiguous(), weight.float().contiguous(), h // hx, halfspace, eps, out_dtype or x.dtype)
+    if (bias is None) != (kind == "hedgehog") or (bias is not None and bias.shape != (h, p)):
+        raise ValueError(f"{kind} takes {'no bias' if kind == 'hedgehog' else f'a bias [H, P] = [{h}, {p}]'}, "
+                         f"got {None if bias is None else tuple(bias.shape)}")
+    bias = None if bias is None else bias.float().contiguous()
+    return FeatureMapFn.apply(x.contiguous(), weight.float().contiguous(), bias, KINDS[kind], h // hx, halfspace, eps,
+                              out_dtype or x.dtype)
 
 
-__all__ = ["HedgehogFn", "hedgehog_features"]
+__all__ = ["KINDS", "FeatureMapFn", "fused_features"]

@@ -97,9 +97,9 @@ class Hedgehog(_SignedProjection):
         return torch.cat([xw.softmax(dim=-1), (-xw).softmax(dim=-1)], dim=-1).clamp(min=EPS)
 
     def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
-        from lolsearch.attention.ops import fused_hedgehog
+        from lolsearch.attention.ops import fused_feature_map
 
-        return fused_hedgehog(x, self.weight, self.params.halfspace, EPS, out_dtype)
+        return fused_feature_map("hedgehog", x, self.weight, None, self.params.halfspace, EPS, out_dtype)
 
 
 class ExpDim(_SignedProjection):
@@ -129,6 +129,11 @@ class T2R(FeatureMap):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xw = _project(x, self.weight) + self.bias.to(x.dtype)[None, :, None, :]
         return F.relu(xw).clamp(min=EPS)
+
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
+        from lolsearch.attention.ops import fused_feature_map
+
+        return fused_feature_map("t2r", x, self.weight, self.bias, False, EPS, out_dtype)
 
 
 class Elu(FeatureMap):

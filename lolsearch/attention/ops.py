@@ -1,7 +1,7 @@
 """Backend dispatch for hybrid attention: ``reference`` (materialized), ``torch`` (chunked), ``triton``.
 
 ``auto`` picks Triton on CUDA when it is importable, the chunked PyTorch path elsewhere. The rest of the package
-reaches ``lolsearch.kernels`` only through this module (also for the fused feature map, :func:`fused_hedgehog`).
+reaches ``lolsearch.kernels`` only through this module (also for the fused feature maps, :func:`fused_feature_map`).
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ def hybrid_attention(
     )
 
 
-def fused_hedgehog(x: torch.Tensor, weight: torch.Tensor, halfspace: bool, eps: float,
-                   out_dtype: torch.dtype) -> torch.Tensor:
-    """Hedgehog features ``[B, H, T, F]`` of x ``[B, HX, T, D]`` (HX divides H) by the fused Triton kernel
-    (:func:`lolsearch.kernels.hedgehog_features`); Triton backend only."""
-    from lolsearch.kernels import hedgehog_features
+def fused_feature_map(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, halfspace: bool,
+                      eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """Features ``[B, H, T, F]`` of x ``[B, HX, T, D]`` (HX divides H) by the fused Triton kernel of map ``kind``
+    (hedgehog, t2r: :func:`lolsearch.kernels.fused_features`); Triton backend only."""
+    from lolsearch.kernels import fused_features
 
-    return hedgehog_features(x, weight, halfspace, eps, out_dtype)
+    return fused_features(kind, x, weight, bias, halfspace, eps, out_dtype)

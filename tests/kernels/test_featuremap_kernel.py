@@ -1,6 +1,6 @@
-"""The fused Hedgehog feature map against the plain module (``attention.featuremaps.Hedgehog`` on keys expanded to
-query heads, in fp32): forward and the gradients of x and W, on CPU (interpreter, fp32/fp16) and on a GPU (every
-dtype), and the linearized layer's outputs and gradients with the fused kernels on and off."""
+"""The fused feature maps (Hedgehog, T2R) against the plain modules (``attention.featuremaps`` on keys expanded to
+query heads, in fp32): forward and the gradients of x, W and b, on CPU (interpreter, fp32/fp16) and on a GPU (every
+dtype), and a linearized model's logits and gradients with the fused kernels on and off."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lolsearch.attention.chunked import expand_kv
-from lolsearch.attention.featuremaps import Hedgehog
-from lolsearch.config.plugins import HedgehogParams
+from lolsearch.attention.featuremaps import T2R, Hedgehog
+from lolsearch.config.plugins import HedgehogParams, ProjectionParams
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # on a GPU machine these run with the GPU tests (kernels/gpu_check.sh selects -m gpu); on CPU in the interpreter
@@ -23,85 +23,103 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30)).item()
 
 
-def _case(b, h, hx, t, d, p, halfspace, dtype, scale=1.0, seed=0):
+def _case(kind, b, h, hx, t, d, p, halfspace, dtype, scale=1.0, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    fm = Hedgehog(h, d, HedgehogParams(feature_dim=p, halfspace=halfspace, init="kaiming")).to(DEV)
+    if kind == "hedgehog":
+        fm = Hedgehog(h, d, HedgehogParams(feature_dim=p, halfspace=halfspace, init="kaiming"))
+    else:
+        fm = T2R(h, d, ProjectionParams(feature_dim=p, init="kaiming"))
+        with torch.no_grad():
+            fm.bias.normal_(0, 0.3, generator=gen)  # T2R starts at b = 0; a trained bias moves the ReLU's kinks
+    fm = fm.to(DEV)
     with torch.no_grad():
         fm.weight.mul_(scale)
     x = torch.randn(b, hx, t, d, generator=gen).to(DEV, dtype)
-    f = p if halfspace else 2 * p
+    f = p if halfspace or kind == "t2r" else 2 * p
     g = torch.randn(b, h, t, f, generator=gen).to(DEV)
     return fm, x, g
 
 
+def _fused(kind, fm, x, dtype=None):
+    from lolsearch.kernels import fused_features
+
+    return fused_features(kind, x, fm.weight, getattr(fm, "bias", None), getattr(fm.params, "halfspace", False),
+                          out_dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
 @pytest.mark.parametrize("b,h,hx,t,d,p,halfspace", [
     (2, 4, 4, 63, 64, 64, False),   # queries; T not a multiple of the 64-row tile
     (1, 6, 2, 65, 64, 64, False),   # keys at kv heads (3 query heads each)
     (2, 3, 1, 1, 16, 24, True),     # one token, halfspace, feature count not a power of two
     (1, 4, 2, 130, 24, 32, False),  # head size not a power of two
 ])
-def test_fused_hedgehog_matches_module(b, h, hx, t, d, p, halfspace, dtype, nan_alloc):
-    from lolsearch.kernels import hedgehog_features
-
+def test_fused_map_matches_module(kind, b, h, hx, t, d, p, halfspace, dtype, nan_alloc):
     tol_o, tol_g = TOLS[dtype]
-    fm, x, g = _case(b, h, hx, t, d, p, halfspace, dtype)
+    fm, x, g = _case(kind, b, h, hx, t, d, p, halfspace, dtype)
+    params = list(fm.parameters())
     xr = x.float().requires_grad_(True)
     ref = fm(expand_kv(xr, h))
-    ref_dx, ref_dw = torch.autograd.grad(ref, (xr, fm.weight), g)
+    ref_grads = torch.autograd.grad(ref, (xr, *params), g)
     xl = x.clone().requires_grad_(True)
-    out = hedgehog_features(xl, fm.weight, halfspace, out_dtype=dtype)
+    out = _fused(kind, fm, xl, dtype)
     assert out.shape == ref.shape and out.dtype == dtype
-    dx, dw = torch.autograd.grad(out, (xl, fm.weight), g.to(dtype))
-    assert dx.dtype == dtype and dw.dtype == torch.float32
+    grads = torch.autograd.grad(out, (xl, *params), g.to(dtype))
+    assert grads[0].dtype == dtype and all(gr.dtype == torch.float32 for gr in grads[1:])
     assert _rel(out, ref) <= tol_o
-    assert _rel(dx, ref_dx) <= tol_g
-    assert _rel(dw, ref_dw) <= tol_g
+    for name, got, want in zip(["x", "W", "b"], grads, ref_grads, strict=False):
+        assert _rel(got, want) <= tol_g, f"{kind} d{name}: {_rel(got, want):.2e}"
 
 
-def test_clamped_features_pass_no_gradient(nan_alloc):
-    """Large logits push most features below eps: they are clamped there, and the gradient skips them as
-    ``clamp``'s does (a plain softmax gradient would differ)."""
-    from lolsearch.kernels import hedgehog_features
-
-    fm, x, g = _case(1, 2, 2, 64, 16, 16, False, torch.float32, scale=60.0, seed=3)
+@pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
+def test_clamped_features_pass_no_gradient(kind, nan_alloc):
+    """Large logits push many features to eps (Hedgehog's softmax underflows, T2R's ReLU cuts): they are clamped
+    there, and the gradient skips them as ``clamp``'s and ``relu``'s do."""
+    fm, x, g = _case(kind, 1, 2, 2, 64, 16, 16, False, torch.float32, scale=60.0, seed=3)
+    params = list(fm.parameters())
     xr = x.clone().requires_grad_(True)
     ref = fm(xr)
     assert (ref == 1e-12).float().mean() > 0.3  # the case clamps
-    ref_dx, ref_dw = torch.autograd.grad(ref, (xr, fm.weight), g)
+    ref_grads = torch.autograd.grad(ref, (xr, *params), g)
     xl = x.clone().requires_grad_(True)
-    out = hedgehog_features(xl, fm.weight, False)
-    dx, dw = torch.autograd.grad(out, (xl, fm.weight), g)
+    out = _fused(kind, fm, xl)
+    grads = torch.autograd.grad(out, (xl, *params), g)
     assert torch.equal(out == 1e-12, ref == 1e-12)
-    assert _rel(dx, ref_dx) <= 1e-5 and _rel(dw, ref_dw) <= 1e-5
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert _rel(got, want) <= 1e-5
 
 
-def test_frozen_weights_get_dx_alone(nan_alloc):
-    """Maps that do not train (weights without grad): the backward computes dx only, and the same dx."""
-    from lolsearch.kernels import hedgehog_features
-
-    fm, x, g = _case(2, 4, 2, 40, 16, 16, False, torch.float32)
+@pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
+def test_frozen_maps_get_dx_alone(kind, nan_alloc):
+    """Maps that do not train (parameters without grad): the backward computes dx only, and the same dx."""
+    fm, x, g = _case(kind, 2, 4, 2, 40, 16, 16, False, torch.float32)
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    (dx_all,) = torch.autograd.grad(hedgehog_features(xa, fm.weight), (xa,), g)
-    fm.weight.requires_grad_(False)
-    (dx_only,) = torch.autograd.grad(hedgehog_features(xb, fm.weight), (xb,), g)
+    (dx_all,) = torch.autograd.grad(_fused(kind, fm, xa), (xa,), g)
+    fm.requires_grad_(False)
+    (dx_only,) = torch.autograd.grad(_fused(kind, fm, xb), (xb,), g)
     assert torch.equal(dx_all, dx_only)
 
 
-def test_rejects_mismatched_heads():
-    from lolsearch.kernels import hedgehog_features
+def test_rejects_bad_input():
+    from lolsearch.kernels import fused_features
 
     with pytest.raises(ValueError, match="multiple"):
-        hedgehog_features(torch.zeros(1, 3, 4, 8), torch.zeros(4, 8, 8))
+        fused_features("hedgehog", torch.zeros(1, 3, 4, 8), torch.zeros(4, 8, 8))
     with pytest.raises(ValueError, match=r"\[H, D, P\]"):
-        hedgehog_features(torch.zeros(1, 4, 4, 8), torch.zeros(4, 16, 8))
+        fused_features("hedgehog", torch.zeros(1, 4, 4, 8), torch.zeros(4, 16, 8))
+    with pytest.raises(ValueError, match="bias"):
+        fused_features("t2r", torch.zeros(1, 4, 4, 8), torch.zeros(4, 8, 8))
+    with pytest.raises(ValueError, match="no fused kernel"):
+        fused_features("performer", torch.zeros(1, 4, 4, 8), torch.zeros(4, 8, 8))
 
 
-@pytest.mark.parametrize("layout,window", [("linear", 0), ("sliding", 16)])
-def test_layer_fused_features_match_unfused(layout, window, monkeypatch):
-    """A tiny GQA Llama linearized on the Triton backend: the same logits and gradients (every feature map and γ)
-    with the feature maps' fused kernels as with the modules; outside ``fused_features`` the layers follow
-    LOLSEARCH_KERNELS_FUSED_FEATURES (default off)."""
+@pytest.mark.parametrize("kind,layout,window", [("hedgehog", "linear", 0), ("hedgehog", "sliding", 16),
+                                                ("t2r", "sliding", 16)])
+def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
+    """A tiny GQA Llama linearized on the Triton backend: the same logits and gradients (every feature map's
+    parameters and γ) with the feature maps' fused kernels as with the modules; outside ``fused_features`` the
+    layers follow LOLSEARCH_KERNELS_FUSED_FEATURES (default off)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lolsearch.config import AttentionConfig
@@ -112,11 +130,12 @@ def test_layer_fused_features_match_unfused(layout, window, monkeypatch):
                       num_key_value_heads=2, max_position_embeddings=512, head_dim=16)
     cfg._attn_implementation = "sdpa"
     model = LlamaForCausalLM(cfg).to(DEV)
-    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout=layout,
+    linearize(model, AttentionConfig(feature_map={"kind": kind, "params": {"feature_dim": 8}}, layout=layout,
                                      window=window, backend="triton"))
+    cls = {"hedgehog": Hedgehog, "t2r": T2R}[kind]
     calls = []
-    real = Hedgehog.fused
-    monkeypatch.setattr(Hedgehog, "fused", lambda self, x, dt: calls.append(1) or real(self, x, dt))
+    real = cls.fused
+    monkeypatch.setattr(cls, "fused", lambda self, x, dt: calls.append(1) or real(self, x, dt))
     ids = torch.randint(0, 97, (2, 70), generator=torch.Generator().manual_seed(1)).to(DEV)
     params = attention_parameters(model)
     results = {}
