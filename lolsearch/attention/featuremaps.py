@@ -24,6 +24,8 @@ class FeatureMap(nn.Module):
 
     #: whether every feature is >= 0 (Taylor features are not, though their inner products are > 0)
     nonnegative: bool = True
+    #: whether :meth:`fused` exists (a Triton kernel pair of this map)
+    has_fused: bool = False
 
     def __init__(self, num_heads: int, head_dim: int, params: BaseModel) -> None:
         super().__init__()
@@ -36,13 +38,13 @@ class FeatureMap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
-        """φ by a fused Triton kernel, or None where this map has none (the caller then runs ``forward``).
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        """φ by this map's fused Triton kernel (maps with ``has_fused``; Triton backend only).
 
         ``x`` is ``[B, HX, T, D]`` at its own heads: queries (HX = H) or keys at their kv heads (HX divides H);
         the result is ``[B, H, T, F]`` in ``out_dtype``, equal to ``forward`` of x expanded to H heads in fp32.
         """
-        return None
+        raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
 
 
 def build_feature_map(kind: str, params: dict, num_heads: int, head_dim: int) -> FeatureMap:
@@ -90,13 +92,15 @@ class _SignedProjection(FeatureMap):
 class Hedgehog(_SignedProjection):
     """Hedgehog (Zhang et al. 2024, arXiv 2402.04347): [softmax(xW) ⊕ softmax(−xW)], W per head, 2F' features."""
 
+    has_fused = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xw = _project(x, self.weight)
         if self.params.halfspace:
             return xw.softmax(dim=-1).clamp(min=EPS)
         return torch.cat([xw.softmax(dim=-1), (-xw).softmax(dim=-1)], dim=-1).clamp(min=EPS)
 
-    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         from lolsearch.attention.ops import fused_feature_map
 
         return fused_feature_map("hedgehog", x, self.weight, None, self.params.halfspace, EPS, out_dtype)
@@ -117,6 +121,8 @@ class ExpDim(_SignedProjection):
 class T2R(FeatureMap):
     """T2R (Kasai et al. 2021, arXiv 2103.13076): ReLU(xW + b), W per head, b per feature."""
 
+    has_fused = True
+
     def __init__(self, num_heads: int, head_dim: int, params: ProjectionParams) -> None:
         super().__init__(num_heads, head_dim, params)
         self.weight = _projection(num_heads, head_dim, params.feature_dim, params.init)
@@ -130,7 +136,7 @@ class T2R(FeatureMap):
         xw = _project(x, self.weight) + self.bias.to(x.dtype)[None, :, None, :]
         return F.relu(xw).clamp(min=EPS)
 
-    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor | None:
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         from lolsearch.attention.ops import fused_feature_map
 
         return fused_feature_map("t2r", x, self.weight, self.bias, False, EPS, out_dtype)

@@ -140,30 +140,36 @@ class LinearizedAttention(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return q, k, v
 
-    def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """φ(q), φ(k) ``[B, H, T, F]`` computed in fp32 (k expanded to query heads first). On the Triton backend a
-        map with a fused kernel (``FeatureMap.fused``, with ``fuse_features``) computes φ in one kernel each way
-        and keeps nothing but q and k (off unless LOLSEARCH_KERNELS_FUSED_FEATURES=1 until it has run on a GPU,
-        kernels/NOTES.md). Otherwise, with ``recompute_features`` and grad, the feature maps'
-        intermediates (several fp32 ``[B, H, T, F]`` tensors per layer) are recomputed in the backward pass."""
+    def fused_maps(self, device: torch.device) -> bool:
+        """Whether φ runs by the feature maps' fused kernels (``FeatureMap.fused``): maps that have one, on the
+        Triton backend, with ``fuse_features`` (None: LOLSEARCH_KERNELS_FUSED_FEATURES, off until the kernels have
+        run on a GPU, kernels/NOTES.md)."""
         fuse = self.fuse_features
         if fuse is None:
             fuse = kernel_env.read("LOLSEARCH_KERNELS_FUSED_FEATURES")
-        if fuse and resolve_backend(self.backend, q.device) == "triton":
-            phi_q = self.feature_map_q.fused(q, q.dtype)
-            phi_k = self.feature_map_k.fused(k, q.dtype) if phi_q is not None else None
-            if phi_k is not None:
-                return phi_q, phi_k
-        if self.recompute_features and torch.is_grad_enabled():
-            return checkpoint(self._features_kept, q, k, use_reentrant=False, preserve_rng_state=False)
-        return self._features_kept(q, k)
+        return bool(fuse) and self.feature_map_q.has_fused and resolve_backend(self.backend, device) == "triton"
 
-    def _features_kept(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        phi_q = self.feature_map_q(q.float())
-        phi_k = self.feature_map_k(expand_kv(k, self.num_heads).float())
-        if resolve_backend(self.backend, q.device) == "triton":
-            phi_q, phi_k = phi_q.to(q.dtype), phi_k.to(q.dtype)
-        return phi_q, phi_k
+    def phi(self, fmap: nn.Module, x: torch.Tensor, out_dtype: torch.dtype, fused: bool) -> torch.Tensor:
+        """φ ``[B, H, T, F]`` in ``out_dtype`` of x ``[B, HX, T, D]`` at its own heads (queries, or keys at their kv
+        heads): by the map's fused kernel, or by the module on x expanded to query heads in fp32."""
+        if fused:
+            return fmap.fused(x, out_dtype)
+        return fmap(expand_kv(x, self.num_heads).float()).to(out_dtype)
+
+    def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """φ(q), φ(k) ``[B, H, T, F]``, in q's dtype for the Triton kernels, else fp32. Fused kernels
+        (:meth:`fused_maps`) keep nothing but q and k for the backward. Otherwise, with ``recompute_features`` and
+        grad, the modules' intermediates (several fp32 ``[B, H, T, F]`` tensors per layer) are recomputed in the
+        backward pass instead of kept."""
+        dt = q.dtype if resolve_backend(self.backend, q.device) == "triton" else torch.float32
+        if self.fused_maps(q.device):
+            return self.phi(self.feature_map_q, q, dt, True), self.phi(self.feature_map_k, k, dt, True)
+        if self.recompute_features and torch.is_grad_enabled():
+            return checkpoint(self._features_of_modules, q, k, dt, use_reentrant=False, preserve_rng_state=False)
+        return self._features_of_modules(q, k, dt)
+
+    def _features_of_modules(self, q: torch.Tensor, k: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.phi(self.feature_map_q, q, dt, False), self.phi(self.feature_map_k, k, dt, False)
 
     def _softmax(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The teacher's causal softmax attention ``[B, H, T, D]``."""
@@ -279,9 +285,10 @@ class LinearizedAttention(nn.Module):
             slot = pos % st.capacity
             st.k[..., slot, :], st.v[..., slot, :] = k[..., 0, :], v[..., 0, :]
             slot_pos[slot] = pos
-        phi_out = self.feature_map_k(expand_kv(k_out, self.num_heads).float()) if k_out.shape[-2] else None
+        fused = self.fused_maps(q.device)
+        phi_out = self.phi(self.feature_map_k, k_out, torch.float32, fused) if k_out.shape[-2] else None
         st.seen = pos + 1
-        phi_q = self.feature_map_q(q.float())[..., 0, :]
+        phi_q = self.phi(self.feature_map_q, q, torch.float32, fused)[..., 0, :]
         if resolve_backend(self.backend, q.device) == "triton":
             from lolsearch.kernels import hybrid_decode_step as step
         else:

@@ -101,25 +101,30 @@ def static_decode_step(layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     layout_name = "linear" if layer.window == 0 else layer.layout
     start = get_layout(layout_name).softmax_start(pos, layer.window)  # [B]
     cap = st.capacity
+    fused = layer.fused_maps(q.device)
+
+    def phi_k(keys: torch.Tensor) -> torch.Tensor:  # [B, Hkv, n, D] -> [B, H, n, F] fp32
+        return layer.phi(layer.feature_map_k, keys, torch.float32, fused)
+
     if cap == 0:  # pure linear attention: the new key joins the state before the read-out
-        phi_abs, v_abs, keep = layer.feature_map_k(expand_kv(k, h).float()), v, torch.ones(b, 1, device=q.device)
+        phi_abs, v_abs, keep = phi_k(k), v, torch.ones(b, 1, device=q.device)
     else:
         slot = pos % cap  # [B]
         idx = slot.view(b, 1, 1, 1).expand(b, hkv, 1, d)
         if layout_name == "sliding":
             # the only key leaving the window (pos − w) sits in the slot the new key takes
             v_abs = st.v.gather(2, idx)
-            phi_abs = layer.feature_map_k(expand_kv(st.k.gather(2, idx), h).float())
+            phi_abs = phi_k(st.k.gather(2, idx))
             old = st.slot_pos.gather(1, slot[:, None])  # [B, 1]
             keep = (old >= 0) & (old < start[:, None])
         else:  # any other layout: every slot whose key left the window, by mask
             keep = (st.slot_pos >= 0) & (st.slot_pos < start[:, None])  # [B, C]
-            phi_abs, v_abs = layer.feature_map_k(expand_kv(st.k, h).float()), st.v.clone()
+            phi_abs, v_abs = phi_k(st.k), st.v.clone()
             st.slot_pos.masked_fill_(keep, -1)
         st.k.scatter_(2, idx, k.to(st.k.dtype))
         st.v.scatter_(2, idx, v.to(st.v.dtype))
         st.slot_pos.scatter_(1, slot[:, None], pos[:, None])
-    phi_q = layer.feature_map_q(q.float())[:, :, 0, :]  # [B, H, F]
+    phi_q = layer.phi(layer.feature_map_q, q, torch.float32, fused)[:, :, 0, :]  # [B, H, F]
     o = None
     if q.is_cuda and _TRITON_OK[0] and resolve_backend(layer.backend, q.device) == "triton":
         try:

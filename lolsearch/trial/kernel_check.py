@@ -6,8 +6,10 @@ such path, walks over 4-chunk segments, gave wrong outputs in every dtype on the
 passed (``results/kernels/seg_walk_20261204/``). So before training, each distinct linearized layer runs once on
 its own feature maps with random q, k, v of the trial's batch sizes, lengths and dtype: a forward without autograd
 (the plan of evaluations) and a forward + backward (the plan of training), compared with the chunked PyTorch path
-in fp32. A mismatch fails the trial with the numbers. Each layer kind and shape is checked once per process. Layers
-that do not run the Triton kernels are not checked: the chunked path is what they run.
+in fp32. Where the layers compute φ by the fused feature-map kernels (``LinearizedAttention.fused_maps``), those are
+checked at the same shapes against the modules in fp32 (φ(q), φ(k), and with autograd the gradients of q, k and
+the maps' trained parameters). A mismatch fails the trial with the numbers. Each layer kind and shape is checked
+once per process. Layers that do not run the Triton kernels are not checked: the chunked path is what they run.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _passed: set[tuple] = set()  # (layer kind, shape, autograd) checked in this pro
 
 
 class KernelCheckError(RuntimeError):
-    """The Triton attention disagrees with the chunked PyTorch path at a trial's shape."""
+    """A Triton kernel (attention, fused feature map) disagrees with the PyTorch path at a trial's shape."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,14 @@ def check_model(model: nn.Module, shapes: list[Shape]) -> dict[str, float | str]
 def _kind(layer: LinearizedAttention) -> tuple:
     """What selects a kernel path besides the shape (the feature dimension is one per model)."""
     w = layer.q_proj.weight
-    return (layer.layout, layer.window, layer.num_heads, layer.num_kv_heads, layer.head_dim, w.dtype, str(w.device))
+    return (layer.layout, layer.window, layer.num_heads, layer.num_kv_heads, layer.head_dim, w.dtype, str(w.device),
+            type(layer.feature_map_q).__name__, layer.fused_maps(w.device))
 
 
 def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
     """Largest relative RMS error (output, and with ``shape.grad`` the gradients of q, k, v, φq, φk) of the Triton
-    path against the fp32 chunked path, on random q, k, v ``[B, H(kv), T, D]`` and the layer's own feature maps."""
+    path against the fp32 chunked path, on random q, k, v ``[B, H(kv), T, D]`` and the layer's own feature maps;
+    and of the fused feature maps against their modules where the layer uses them."""
     w = layer.q_proj.weight
     gen = torch.Generator(w.device).manual_seed(shape.batch * 1_000_003 + shape.seq_len)
     b, t, d = shape.batch, shape.seq_len, layer.head_dim
@@ -116,7 +120,7 @@ def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
     k = torch.randn(b, layer.num_kv_heads, t, d, device=w.device, generator=gen).to(w.dtype)
     v = torch.randn(b, layer.num_kv_heads, t, d, device=w.device, generator=gen).to(w.dtype)
     with torch.no_grad():
-        phi_q, phi_k = (x.detach() for x in layer._features_kept(q, k))
+        phi_q, phi_k = (x.detach() for x in layer._features_of_modules(q, k, w.dtype))
         gamma = layer.gamma.detach().float()
     inputs = [q, k, v, phi_q, phi_k]
     args = (layer.window, layer.layout)
@@ -134,6 +138,8 @@ def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
         grads = torch.autograd.grad(o, leaves, do.to(o.dtype))
         ref_grads = torch.autograd.grad(o_ref, refs, do)
         errs = {"o": _rel(o, o_ref)} | {f"d{n}": _rel(g, r) for n, g, r in zip(GRADS, grads, ref_grads, strict=True)}
+    if layer.fused_maps(w.device):
+        errs |= _map_errors(layer, q, k, shape.grad, gen)
     tol = TOLERANCE[w.dtype]
     bad = {n: e for n, e in errs.items() if not e <= tol}
     where = (f"layout {layer.layout} window {layer.window}, heads {layer.num_heads}/{layer.num_kv_heads}, D "
@@ -141,10 +147,33 @@ def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
              f"{'forward + backward' if shape.grad else 'forward without autograd'}")
     if bad:
         got = ", ".join(f"{n} {e:.2e}" for n, e in bad.items())
-        raise KernelCheckError(f"Triton attention disagrees with the chunked PyTorch path ({where}): relative error "
-                               f"{got} > {tol:g}; attention.backend: torch runs the PyTorch path")
+        fix = ("LOLSEARCH_KERNELS_FUSED_FEATURES=0 runs the feature-map modules" if all(n.startswith("map ") for n in bad)
+               else "attention.backend: torch runs the PyTorch path")
+        raise KernelCheckError(f"Triton kernels disagree with the PyTorch path ({where}): relative error {got} > {tol:g}; "
+                               f"{fix}")
     log.info("kernel check passed (%s): max relative error %.2e", where, max(errs.values()))
     return max(errs.values())
+
+
+def _map_errors(layer: LinearizedAttention, q: torch.Tensor, k: torch.Tensor, grad: bool,
+                gen: torch.Generator) -> dict[str, float]:
+    """Relative errors of the fused feature maps against their modules in fp32: ``map φ_q``, ``map φ_k`` and with
+    ``grad`` the gradients of the input and of each trained parameter (``map dq``, ``map φ_q.weight``, ...)."""
+    errs = {}
+    for name, fmap, x in (("q", layer.feature_map_q, q), ("k", layer.feature_map_k, k)):
+        params = [(n, p) for n, p in fmap.named_parameters() if p.requires_grad]
+        with torch.set_grad_enabled(grad):
+            xl, xr = x.clone().requires_grad_(grad), x.float().requires_grad_(grad)
+            out = layer.phi(fmap, xl, x.dtype, True)
+            ref = layer.phi(fmap, xr, torch.float32, False)
+        errs[f"map φ_{name}"] = _rel(out, ref)
+        if grad:
+            g = torch.randn(ref.shape, device=ref.device, generator=gen)
+            got = torch.autograd.grad(out, [xl, *(p for _, p in params)], g.to(out.dtype))
+            want = torch.autograd.grad(ref, [xr, *(p for _, p in params)], g)
+            names = [f"d{name}", *(f"φ_{name}.{n}" for n, _ in params)]
+            errs |= {f"map {n}": _rel(a, b) for n, a, b in zip(names, got, want, strict=True)}
+    return errs
 
 
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:

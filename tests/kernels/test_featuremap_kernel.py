@@ -155,3 +155,42 @@ def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
     assert _rel(y1, y0) <= 1e-5
     for a, b in zip(g1, g0, strict=True):
         assert _rel(a, b) <= 1e-4
+
+
+def test_generation_with_fused_maps_matches_modules(monkeypatch):
+    """Prefill and decode (the per-layer step, and the static step of a left-padded batch) compute φ by the fused
+    kernels when they are on: the same greedy tokens and scores as with the modules."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lolsearch.config import AttentionConfig
+    from lolsearch.trial.surgery import fused_features, linearize
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512, head_dim=16, pad_token_id=0)
+    cfg._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(cfg).to(DEV).eval()
+    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
+                                     window=4, backend="triton"))
+    from lolsearch.attention import layer as layer_mod
+
+    calls, static = [], []
+    real, real_static = Hedgehog.fused, layer_mod.static_decode_step
+    monkeypatch.setattr(Hedgehog, "fused", lambda self, x, dt: calls.append(x.shape[-2]) or real(self, x, dt))
+    monkeypatch.setattr(layer_mod, "static_decode_step", lambda *a: static.append(1) or real_static(*a))
+    ids = torch.randint(1, 97, (2, 12), generator=torch.Generator().manual_seed(2)).to(DEV)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # a left-padded row: generation then decodes through the static step
+    for m in (None, mask):
+        out = {}
+        for fused in (True, False):
+            with fused_features(model, fused), torch.no_grad():
+                gen = model.generate(ids, attention_mask=m, max_new_tokens=4, do_sample=False, output_scores=True,
+                                     return_dict_in_generate=True)
+            out[fused] = gen.sequences, torch.stack(gen.scores)
+            assert bool(calls) == fused and (not fused or 1 in calls)  # decode steps ran fused too
+            calls.clear()
+        assert bool(static) == (m is not None)
+        static.clear()
+        assert torch.equal(out[True][0], out[False][0])
+        assert _rel(out[True][1], out[False][1]) <= 1e-4

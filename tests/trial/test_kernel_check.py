@@ -54,6 +54,25 @@ def test_a_wrong_kernel_fails_with_where_and_how_much(monkeypatch, one_thread):
         check_model(model, [Shape(3, 40, False)])
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_fused_feature_maps_are_checked_where_used(grad, monkeypatch, one_thread):
+    """With the fused feature maps on, the check also compares them with the modules (and their gradients); a
+    fused map off by 10% fails with its name and the setting that turns it off."""
+    from lolsearch.attention.featuremaps import Hedgehog
+    from lolsearch.trial.surgery import fused_features
+
+    model = toy("triton")
+    with fused_features(model, True):
+        got = check_model(model, [Shape(2, 70, grad)])
+        assert got["kernel_check_cases"] == 1 and got["kernel_check_max_err"] < 1e-4
+        real = Hedgehog.fused
+        monkeypatch.setattr(Hedgehog, "fused", lambda self, x, dt: real(self, x, dt) * 1.1)
+        with pytest.raises(KernelCheckError, match=r"relative error map φ_q 1\.00e-01, (.* )?map φ_k 1\.00e-01.* > 0\.001; "
+                                                   r"LOLSEARCH_KERNELS_FUSED_FEATURES=0"):
+            check_model(model, [Shape(3, 70, grad)])
+    assert check_model(model, [Shape(3, 70, grad)])["kernel_check_cases"] == 1  # modules again: another kind
+
+
 def test_a_wrong_gradient_fails(monkeypatch, one_thread):
     model = toy("triton")
     real = kernel_check.hybrid_attention
@@ -114,6 +133,6 @@ def test_a_wrong_kernel_fails_the_trial_before_its_first_evaluation(monkeypatch,
     raw["attention"]["backend"] = "triton"
     result = run_trial(parse_trial_config(raw), tmp_path)
     assert result.status == "failed"
-    assert result.error.startswith("KernelCheckError: Triton attention disagrees with the chunked PyTorch path "
+    assert result.error.startswith("KernelCheckError: Triton kernels disagree with the PyTorch path "
                                    "(layout terrace window 8"), result.error
     assert "ppl_swap" not in result.metrics and "kernel_check_s" not in result.timing
