@@ -109,7 +109,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
             reset_mem(device)
             try:
                 with recomputed_features(model, bool(rc)), checkpointed_layers(model, bool(ck)), \
-                        fused_features(model, fu is not False):
+                        fused_features(model, fu):
                     row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
                                           steps=steps, warmup=warmup, compile_modules=mods), status="ok")
                 if check:

@@ -170,8 +170,9 @@ def recomputed_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def fused_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
-    """Within the block every linearized layer uses (``on``) or skips its feature maps' fused kernels."""
+def fused_features(model: nn.Module, on: bool | None) -> Iterator[nn.Module]:
+    """Within the block every linearized layer uses (``on``) or skips its feature maps' fused kernels (None: as
+    LOLSEARCH_KERNELS_FUSED_FEATURES says, the layers' default)."""
     layers = list(linearized_layers(model))
     before = [m.fuse_features for m in layers]
     for m in layers:
