@@ -163,7 +163,7 @@ def _map_errors(layer: LinearizedAttention, q: torch.Tensor, k: torch.Tensor, gr
     for name, fmap, x in (("q", layer.feature_map_q, q), ("k", layer.feature_map_k, k)):
         params = [(n, p) for n, p in fmap.named_parameters() if p.requires_grad]
         with torch.set_grad_enabled(grad):
-            xl, xr = x.clone().requires_grad_(grad), x.float().requires_grad_(grad)
+            xl, xr = x.clone().requires_grad_(grad), x.detach().float().requires_grad_(grad)
             out = layer.phi(fmap, xl, x.dtype, True)
             ref = layer.phi(fmap, xr, torch.float32, False)
         errs[f"map φ_{name}"] = _rel(out, ref)

@@ -157,31 +157,28 @@ def distill_mode(model: nn.Module, recorder: DistillRecorder) -> Iterator[Distil
 
 
 @contextlib.contextmanager
-def recomputed_features(model: nn.Module, on: bool) -> Iterator[nn.Module]:
-    """Within the block (with ``on``) every linearized layer recomputes φ(q), φ(k) in the backward pass."""
+def _layer_setting(model: nn.Module, name: str, value: object) -> Iterator[nn.Module]:
+    """Within the block every linearized layer's attribute ``name`` is ``value``; each gets its own back after."""
     layers = list(linearized_layers(model))
+    before = [getattr(m, name) for m in layers]
     for m in layers:
-        m.recompute_features = on
+        setattr(m, name, value)
     try:
         yield model
     finally:
-        for m in layers:
-            m.recompute_features = False
+        for m, old in zip(layers, before, strict=True):
+            setattr(m, name, old)
 
 
-@contextlib.contextmanager
-def fused_features(model: nn.Module, on: bool | None) -> Iterator[nn.Module]:
+def recomputed_features(model: nn.Module, on: bool) -> contextlib.AbstractContextManager[nn.Module]:
+    """Within the block (with ``on``) every linearized layer recomputes φ(q), φ(k) in the backward pass."""
+    return _layer_setting(model, "recompute_features", on)
+
+
+def fused_features(model: nn.Module, on: bool | None) -> contextlib.AbstractContextManager[nn.Module]:
     """Within the block every linearized layer uses (``on``) or skips its feature maps' fused kernels (None: as
     LOLSEARCH_KERNELS_FUSED_FEATURES says, the layers' default)."""
-    layers = list(linearized_layers(model))
-    before = [m.fuse_features for m in layers]
-    for m in layers:
-        m.fuse_features = on
-    try:
-        yield model
-    finally:
-        for m, b in zip(layers, before, strict=True):
-            m.fuse_features = b
+    return _layer_setting(model, "fuse_features", on)
 
 
 @contextlib.contextmanager

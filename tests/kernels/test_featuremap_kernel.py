@@ -114,24 +114,32 @@ def test_rejects_bad_input():
         fused_features("performer", torch.zeros(1, 4, 4, 8), torch.zeros(4, 8, 8))
 
 
+def _tiny_linearized_llama(kind: str, layout: str, window: int) -> torch.nn.Module:
+    """A 2-layer GQA Llama (4 query, 2 kv heads, D 16) linearized with feature map ``kind`` on the Triton backend."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lolsearch.config import AttentionConfig
+    from lolsearch.trial.surgery import linearize
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512, head_dim=16, pad_token_id=0)
+    cfg._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(cfg).to(DEV)
+    linearize(model, AttentionConfig(feature_map={"kind": kind, "params": {"feature_dim": 8}}, layout=layout,
+                                     window=window, backend="triton"))
+    return model
+
+
 @pytest.mark.parametrize("kind,layout,window", [("hedgehog", "linear", 0), ("hedgehog", "sliding", 16),
                                                 ("t2r", "sliding", 16)])
 def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
     """A tiny GQA Llama linearized on the Triton backend: the same logits and gradients (every feature map's
     parameters and γ) with the feature maps' fused kernels as with the modules; outside ``fused_features`` the
     layers follow LOLSEARCH_KERNELS_FUSED_FEATURES (default off)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from lolsearch.trial.surgery import attention_parameters, fused_features
 
-    from lolsearch.config import AttentionConfig
-    from lolsearch.trial.surgery import attention_parameters, fused_features, linearize
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, head_dim=16)
-    cfg._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(cfg).to(DEV)
-    linearize(model, AttentionConfig(feature_map={"kind": kind, "params": {"feature_dim": 8}}, layout=layout,
-                                     window=window, backend="triton"))
+    model = _tiny_linearized_llama(kind, layout, window)
     cls = {"hedgehog": Hedgehog, "t2r": T2R}[kind]
     calls = []
     real = cls.fused
@@ -160,18 +168,9 @@ def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
 def test_generation_with_fused_maps_matches_modules(monkeypatch):
     """Prefill and decode (the per-layer step, and the static step of a left-padded batch) compute φ by the fused
     kernels when they are on: the same greedy tokens and scores as with the modules."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from lolsearch.trial.surgery import fused_features
 
-    from lolsearch.config import AttentionConfig
-    from lolsearch.trial.surgery import fused_features, linearize
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, head_dim=16, pad_token_id=0)
-    cfg._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(cfg).to(DEV).eval()
-    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
-                                     window=4, backend="triton"))
+    model = _tiny_linearized_llama("hedgehog", "sliding", 4).eval()
     from lolsearch.attention import layer as layer_mod
 
     calls, static = [], []
