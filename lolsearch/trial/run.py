@@ -161,8 +161,10 @@ def _finetune(s: TrialState) -> None:
     cfg = s.cfg
     if not cfg.finetune.enabled:
         return
+    t = time.perf_counter()
     s.model = add_lora(s.model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps(),
                        softmax_layers=s.surgery.kept_softmax)
+    s.result.timing["lora_setup_s"] = time.perf_counter() - t  # PEFT's adapter injection, outside finetune_s
     stage = run_finetune(s.model, cfg.finetune, _train(cfg, s.tokenizer, s.device, "finetune"),
                          _val(cfg, s.tokenizer, s.device, cfg.finetune), cfg.data.seq_len, s.notify)
     _stage_record(s.result, "finetune", stage)
