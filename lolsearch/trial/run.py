@@ -74,7 +74,8 @@ def run_trial(
     start = time.perf_counter()
     try:
         if out_dir is not None:
-            write_config(cfg, out_dir)
+            write_config(cfg, out_dir)  # an atomic, fsynced write: seconds on a busy disk
+            result.timing["record_s"] = time.perf_counter() - start
         _run(cfg, result, out_dir, report)
     except Exception as err:  # a failing trial is data, not a crash of the sweep
         result.status = "failed"
