@@ -147,9 +147,10 @@ def _distill(s: TrialState) -> None:
     cfg = s.cfg
     if not cfg.distill.enabled:
         return
+    t = time.perf_counter()
     stage, weights = run_distill(s.model, cfg.distill, _train(cfg, s.tokenizer, s.device, "distill"),
                                  _val(cfg, s.tokenizer, s.device, cfg.distill), cfg.data.seq_len, s.notify)
-    _stage_record(s.result, "distill", stage)
+    _stage_record(s.result, "distill", stage, time.perf_counter() - t)
     s.metrics["layer_weights"] = weights
     t = time.perf_counter()
     s.metrics["ppl_distill"] = evaluate.perplexity(s.model, s.eval_batches())
@@ -165,10 +166,9 @@ def _finetune(s: TrialState) -> None:
     t = time.perf_counter()
     s.model = add_lora(s.model, cfg.finetune.lora, cotrain_attention=cfg.cotrain_feature_maps(),
                        softmax_layers=s.surgery.kept_softmax)
-    s.result.timing["lora_setup_s"] = time.perf_counter() - t  # PEFT's adapter injection, outside finetune_s
     stage = run_finetune(s.model, cfg.finetune, _train(cfg, s.tokenizer, s.device, "finetune"),
                          _val(cfg, s.tokenizer, s.device, cfg.finetune), cfg.data.seq_len, s.notify)
-    _stage_record(s.result, "finetune", stage)
+    _stage_record(s.result, "finetune", stage, time.perf_counter() - t)
 
 
 def _quality(s: TrialState) -> None:
@@ -285,10 +285,13 @@ def _val(cfg: TrialConfig, tok, device, stage) -> Callable[[], Iterable[dict]]:
                                   mask_prompt=True, device=device)
 
 
-def _stage_record(result: TrialResult, name: str, stage) -> None:
+def _stage_record(result: TrialResult, name: str, stage, elapsed_s: float) -> None:
+    """Records a finished stage; ``elapsed_s`` is its whole call, so ``<name>_setup_s`` is what came around the
+    training loop (``<name>_s``): the adapters' injection, the optimizer, the layer weights' measurement."""
     result.curves[name] = stage.curve
     result.curves[f"{name}_eval"] = stage.eval_curve
     result.timing[f"{name}_s"] = stage.wall_s
+    result.timing[f"{name}_setup_s"] = max(0.0, elapsed_s - stage.wall_s)
     result.metrics[f"tokens_{name}"] = stage.tokens
     result.metrics[f"steps_{name}"] = stage.steps
     result.metrics[f"trainable_params_{name}"] = stage.trainable_params

@@ -138,8 +138,8 @@ def test_trial_timing_names_each_part_outside_training(toy_trial):
     """The fixed cost of a trial, part by part: what is not training is named in timing (issue 16's goal)."""
     _, result, _, _ = toy_trial
     t = result.timing
-    parts = ("record_s", "load_s", "swap_s", "swap_eval_s", "distill_s", "distill_eval_s", "lora_setup_s",
-             "finetune_s", "final_eval_s", "baseline_s", "efficiency_s")
+    parts = ("record_s", "load_s", "swap_s", "swap_eval_s", "distill_setup_s", "distill_s", "distill_eval_s",
+             "finetune_setup_s", "finetune_s", "final_eval_s", "baseline_s", "efficiency_s")
     assert all(t[k] >= 0 for k in parts), t
     assert math.isclose(t["eval_s"], t["swap_eval_s"] + t["final_eval_s"], rel_tol=1e-9)
     named = sum(t[k] for k in parts)

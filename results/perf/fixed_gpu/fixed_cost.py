@@ -16,7 +16,8 @@ HERE = Path(__file__).parent
 TRIALS = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "smollm2-ablation/rerun/smollm2_series/trials"
 OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "fixed_cost.txt"
 PARTS = [("config written (fsync)", "record_s"), ("probe and surgery", "swap_s"), ("evaluation after the swap", "swap_eval_s"),
-         ("evaluation after attention transfer", "distill_eval_s"), ("LoRA set-up", "lora_setup_s"),
+         ("evaluation after attention transfer", "distill_eval_s"), ("attention-transfer set-up", "distill_setup_s"),
+         ("LoRA set-up (adapters, optimizer)", "finetune_setup_s"),
          ("final evaluation", "final_eval_s")]
 PARTS += [(f"  final evaluation: {p}", f"final_eval_{p}_s")  # recorded since 2026-12-04 evening
           for p in ("main", "lengths", "datasets", "passkey", "mse", "tasks")]
