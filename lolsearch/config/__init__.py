@@ -19,8 +19,8 @@ from lolsearch.config.sections import (
     StageConfig,
     StrictModel,
     ToyModelOptions,
-    TrialConfig,
 )
+from lolsearch.config.trial import TrialConfig
 
 __all__ = [
     "LORA_TARGETS", "AttentionConfig", "DataConfig", "DistillConfig", "EfficiencyConfig", "EvalConfig",

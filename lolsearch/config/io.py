@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lolsearch.config.sections import TrialConfig
+from lolsearch.config.trial import TrialConfig
 from lolsearch.core.errors import ConfigError, Problem, did_you_mean
 
 

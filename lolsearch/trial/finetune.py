@@ -8,9 +8,12 @@ teacher baseline (``ppl_teacher_ft``) gets the same, so designs that keep softma
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -60,7 +63,59 @@ def add_lora(model: nn.Module, lora: LoraOptions, *, cotrain_attention: bool, so
     peft_model = get_peft_model(model, peft_config(lora, None, softmax_layers))
     for p in attention_parameters(peft_model):
         p.requires_grad_(cotrain_attention)
+    set_lora_compute(peft_model, lora.compute_dtype)
     return peft_model
+
+
+class InputDtypeLinear(nn.Linear):
+    """A LoRA factor whose product runs in its input's dtype: the weight (fp32, as the optimizer keeps it) is cast
+    for each call, and its gradient flows back to the fp32 weight through the cast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def set_lora_compute(model: nn.Module, compute: str) -> int:
+    """Sets where every LoRA layer of ``model`` computes its adapters (``lora.compute_dtype``).
+
+    ``float32``: peft's way, the layer's input cast to the adapter's dtype. ``model``: peft's input cast is off and
+    each factor is an :class:`InputDtypeLinear` sharing the same parameters, so names, state dicts and the
+    optimizer's tensors do not change. Returns the number of factors changed."""
+    in_input = compute == "model"
+    want = InputDtypeLinear if in_input else nn.Linear
+    changed = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        module.cast_input_dtype_enabled = not in_input
+        for factors in (module.lora_A, module.lora_B):
+            for name, lin in factors.items():
+                if isinstance(lin, nn.Linear) and type(lin) is not want:
+                    factors[name] = _factor_as(want, lin)
+                    changed += 1
+    return changed
+
+
+@contextmanager
+def lora_compute(model: nn.Module, compute: str | None) -> Iterator[None]:
+    """``model``'s LoRA layers compute as ``compute`` inside the block (None: unchanged), as before after it."""
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if compute is None or not layers:
+        yield
+        return
+    before = "float32" if getattr(layers[0], "cast_input_dtype_enabled", True) else "model"
+    set_lora_compute(model, compute)
+    try:
+        yield
+    finally:
+        set_lora_compute(model, before)
+
+
+def _factor_as(cls: type[nn.Linear], lin: nn.Linear) -> nn.Linear:
+    out = cls(lin.in_features, lin.out_features, bias=lin.bias is not None, device="meta")
+    out.weight, out.bias = lin.weight, lin.bias
+    return out
 
 
 def lm_loss(model: nn.Module, batch: dict, chunk_tokens: int | None = None) -> torch.Tensor:
