@@ -2,6 +2,7 @@
 
     python -m lolsearch.perf train    [--seq 1024 4096] [--backends triton reference torch] [--loss-chunk-tokens 0 4096]
                                       [--recompute-features off on] [--checkpoint-layers off on] [--fused-features off on]
+                                      [--lora-compute float32 model]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
     python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
@@ -23,13 +24,12 @@ Each writes ``<name>.csv`` and appends its table to ``perf.md`` under ``--out`` 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import itertools
 import logging
 import shlex
-import subprocess
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -47,25 +47,24 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
                      compile_modes: tuple[str, ...] = ("off",), stages: tuple[str, ...] = ("attention_transfer", "lora"),
                      sync_every: int | None = None, check: bool = False, profile_dir: Path | None = None,
                      graph_modes: tuple[bool, ...] = (False,), loss_chunks: tuple[int, ...] = (),
-                     recompute_modes: tuple[bool, ...] = (), checkpoint_modes: tuple[bool, ...] = (),
-                     fused_modes: tuple[bool, ...] = ()) -> list[dict]:
+                     settings: dict[str, tuple[str, ...]] | None = None) -> list[dict]:
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
     LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
     entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
     ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
-    ``loss_chunk`` column; ``recompute_modes``: the linearized model's stages once per ``recompute_features``
-    value, in a ``recompute`` column; ``checkpoint_modes``: the LoRA stages once per ``finetune.checkpoint_layers``
-    value, in a ``checkpoint_layers`` column; ``fused_modes``: the linearized model's stages with the feature maps'
-    fused kernels on and/or off (``fused_features`` column).
+    ``loss_chunk`` column. ``settings``: column -> values, each stage it applies to timed once per value, in that
+    column: ``recompute`` (``recompute_features`` off/on) and ``fused_features`` (the feature maps' fused kernels
+    off/on) on the linearized model's stages, ``checkpoint_layers`` (off/on) and ``lora_compute``
+    (``finetune.lora.compute_dtype``) on the LoRA stages.
     """
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
     from lolsearch.data import packed_batches
     from lolsearch.models import load_model
     from lolsearch.trial.distill import layer_losses
-    from lolsearch.trial.finetune import add_lora, lm_loss
+    from lolsearch.trial.finetune import add_lora, lm_loss, lora_compute
     from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
     from lolsearch.trial.surgery import (
         attention_parameters,
@@ -86,40 +85,53 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     def batches_of(tok):
         return lambda: packed_batches(data_cfg, tok, "train", micro_batch, 0, device=device)
 
+    contexts = {  # each optional setting: (applies to the linearized model's stages / to the LoRA stages, context)
+        "recompute": ("linear", lambda m, v: recomputed_features(m, v == "on")),
+        "fused_features": ("linear", lambda m, v: fused_features(m, v == "on")),
+        "checkpoint_layers": ("lora", lambda m, v: checkpointed_layers(m, v == "on")),
+        "lora_compute": ("lora", lora_compute),
+    }
+    unknown = set(settings or {}) - set(contexts)
+    if unknown:
+        raise ValueError(f"unknown perf settings {sorted(unknown)} (known: {sorted(contexts)})")
+
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
                 targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = (), lora: bool = False) -> None:
-        linear = any(True for _ in linearized_layers(model))
-        recompute = (recompute_modes if linear else ()) or (None,)
-        layer_ckpt = (checkpoint_modes if lora else ()) or (None,)
-        for mode, graph, chunk, rc, ck, fu in [(m, g, c, r, k, f) for m in compile_modes for g in graph_modes
-                                               for c in chunks or (None,) for r in recompute for k in layer_ckpt
-                                               for f in (fused_modes if linear else ()) or (None,)]:
+        kinds = {"linear"} if any(True for _ in linearized_layers(model)) else set()
+        kinds |= {"lora"} if lora else set()
+        mine = {col: values for col, values in (settings or {}).items() if contexts[col][0] in kinds and values}
+        for mode, graph, chunk, *chosen in itertools.product(compile_modes, graph_modes, chunks or (None,),
+                                                             *mine.values()):
             stage_cfg = cfg.model_copy(update={"compile": mode, "cuda_graph": graph})
             mods = targets if mode != "off" else []
             loss_fn = loss_of(chunk or None)
             row = {**base, "stage": name, "compile": mode, "cuda_graph": "on" if graph else "off"}
             if chunk is not None:
                 row["loss_chunk"] = chunk
-            if rc is not None:
-                row["recompute"] = "on" if rc else "off"
-            if ck is not None:
-                row["checkpoint_layers"] = "on" if ck else "off"
-            if fu is not None:
-                row["fused_features"] = "on" if fu else "off"
+            row.update(zip(mine, chosen, strict=True))
             reset_mem(device)
+
+            @contextlib.contextmanager
+            def applied(chosen: tuple = tuple(chosen)) -> Iterator[None]:
+                with contextlib.ExitStack() as stack:
+                    for col, value in zip(mine, chosen, strict=True):
+                        stack.enter_context(contexts[col][1](model, value))
+                    yield
+
             try:
-                with recomputed_features(model, bool(rc)), checkpointed_layers(model, bool(ck)), \
-                        fused_features(model, fu):
+                with applied():
                     row.update(time_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len, device,
                                           steps=steps, warmup=warmup, compile_modules=mods), status="ok")
-                if check:
-                    got = check_fast_path(name, params, loss_fn, batches, stage_cfg, data_cfg.seq_len, compile_modules=mods)
+                if check:  # the row's settings and speed path against the plain eager path
+                    got = check_fast_path(name, params, loss_fn, batches, stage_cfg, data_cfg.seq_len,
+                                          compile_modules=mods, fast_setting=applied)
                     row["fast_rel_diff"] = got["max_rel_diff"]
                 if profile_dir is not None:
-                    profile_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len,
-                                  profile_dir / f"profile_{name}_{mode}{'_graph' if graph else ''}"
-                                  f"{'' if fu is None else '_fused' if fu else '_unfused'}.txt",
-                                  compile_modules=mods)
+                    with applied():
+                        profile_stage(name, params, loss_fn, batches(), stage_cfg, data_cfg.seq_len,
+                                      profile_dir / f"profile_{name}_{mode}{'_graph' if graph else ''}"
+                                      f"{''.join(f'_{c}_{v}' for c, v in zip(mine, chosen, strict=True))}.txt",
+                                      compile_modules=mods)
             except Exception as err:  # noqa: BLE001 - an OOM or a compile failure is a row, not the end of the run
                 status = "oom" if is_oom(err) else f"error: {type(err).__name__}: {err}".splitlines()[0][:300]
                 log.exception("%s compile=%s cuda_graph=%s: %s", name, mode, graph, status)
@@ -176,9 +188,10 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
                                      profile_dir=args.out if args.profile else None,
                                      graph_modes=tuple(m == "on" for m in args.cuda_graph),
                                      loss_chunks=tuple(args.loss_chunk_tokens or ()),
-                                     recompute_modes=tuple(m == "on" for m in args.recompute_features or ()),
-                                     checkpoint_modes=tuple(m == "on" for m in args.checkpoint_layers or ()),
-                                     fused_modes=tuple(m == "on" for m in args.fused_features or ()))
+                                     settings={"recompute": tuple(args.recompute_features or ()),
+                                               "checkpoint_layers": tuple(args.checkpoint_layers or ()),
+                                               "fused_features": tuple(args.fused_features or ()),
+                                               "lora_compute": tuple(args.lora_compute or ())})
     df = pd.DataFrame(rows)
     settings = []  # the optional setting columns, part of every ratio's key
     if "loss_chunk" in df:  # attention transfer has no next-token loss: '-'
@@ -187,8 +200,8 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     if "recompute" in df:  # the teacher has no feature maps: '-'
         df["recompute"] = df["recompute"].fillna("-")
         settings.append("recompute")
-    for col in ("checkpoint_layers", "fused_features"):  # attention transfer has no checkpointed LoRA step, the
-        if col in df:  # teacher no feature maps: '-'
+    for col in ("checkpoint_layers", "fused_features", "lora_compute"):  # attention transfer has no LoRA step,
+        if col in df:  # the teacher no feature maps: '-'
             df[col] = df[col].fillna("-")
             settings.append(col)
     _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *settings],
@@ -200,6 +213,10 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
         _ratios(df, "tok_s", "fused_features", "on",
                 ["backend", "seq_len", "stage", "compile", "cuda_graph", *(c for c in settings if c != "fused_features")],
                 higher_better=True, name="fused_speedup")
+    if "lora_compute" in settings:  # lora_compute_speedup: the LoRA products in the model's dtype, over this row's
+        _ratios(df, "tok_s", "lora_compute", "model",
+                ["backend", "seq_len", "stage", "compile", "cuda_graph", *(c for c in settings if c != "lora_compute")],
+                higher_better=True, name="lora_compute_speedup")
     return df
 
 
@@ -226,52 +243,11 @@ def cmd_generate(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
-def warm_baselines(space_path: Path) -> None:
-    """Fills the teacher-baseline cache for every baseline the space's planned trials need."""
-    from lolsearch.search.space import load_space
-    from lolsearch.trial.baselines import distinct_baselines, ensure_baselines
-
-    for cfg in distinct_baselines(load_space(space_path).plan(), torch.device("cpu")):
-        ensure_baselines(cfg)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
-    """Wall time of the same sweep per (GPUs, trials per GPU); ``k`` trials per GPU runs the space with
-    ``resources.gpu = 1/k`` (and ``cpu`` divided by k, at least 1), from a copy of the space under ``--work``.
+    """Wall time of the same sweep per (GPUs, trials per GPU) (:func:`lolsearch.sweep.scaling.scaling_rows`)."""
+    from lolsearch.sweep.scaling import scaling_rows
 
-    The teacher baselines are computed (or read from the cache) before the first timed sweep, so every timed
-    sweep reads them from the cache and the ratios measure the scheduling and the trials alone."""
-    import yaml
-
-    from lolsearch.config import load_yaml
-
-    warm_baselines(args.space)
-    space = load_yaml(args.space)
-    rows = []
-    for per_gpu in args.trials_per_gpu:
-        res = dict(space.get("resources") or {})
-        res["gpu"] = 1 / per_gpu
-        res["cpu"] = max(1.0, float(res.get("cpu", 1.0)) / per_gpu)
-        path = Path(args.work) / f"{Path(args.space).stem}-per-gpu{per_gpu}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump({**space, "resources": res}, sort_keys=False))
-        for gpus in args.gpus:
-            out = Path(args.work) / f"gpus{gpus}-per-gpu{per_gpu}"
-            cmd = [sys.executable, "-m", "lolsearch", "sweep", str(path), "--out", str(out), "--gpus", str(gpus),
-                   "--yes"]
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            wall = time.perf_counter() - t0
-            records = [json.loads(p.read_text()) for p in out.glob("trials/*/result.json")]
-            ok = [r for r in records if r["status"] == "ok"]
-            trial_s = [r["timing"]["total_s"] for r in ok if "total_s" in (r.get("timing") or {})]
-            rows.append({"gpus": gpus, "trials_per_gpu": per_gpu, "wall_s": wall, "trials_ok": len(ok),
-                         "returncode": proc.returncode, "command": shlex.join(cmd),
-                         "trial_s_median": float(pd.Series(trial_s, dtype=float).median())})
-            if proc.returncode:
-                log.error("sweep failed: %s", proc.stderr[-2000:])
+    rows = scaling_rows(args.space, args.gpus, args.trials_per_gpu, args.work)
     df = pd.DataFrame(rows)
     base = df.iloc[0]
     df["speedup"] = base["wall_s"] / df["wall_s"]
@@ -392,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="time the linearized model's stages with the stages' recompute_features off and/or on")
     p.add_argument("--checkpoint-layers", nargs="+", default=None, choices=["off", "on"],
                    help="time the LoRA stages with finetune.checkpoint_layers off and/or on")
+    p.add_argument("--lora-compute", nargs="+", default=None, choices=["float32", "model"],
+                   help="LoRA stages once per finetune.lora.compute_dtype (lora_compute column)")
     p.add_argument("--fused-features", nargs="+", default=None, choices=["off", "on"],
                    help="time the linearized model's stages with the feature maps' fused kernels off and/or on")
     p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")

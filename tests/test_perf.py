@@ -12,6 +12,7 @@ import pandas as pd
 from lolsearch import perf
 from lolsearch.config import AttentionConfig
 from lolsearch.search.space import load_space
+from lolsearch.sweep import scaling
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces" / "scaling.yaml"
 
@@ -31,8 +32,8 @@ def test_scaling_times_each_gpu_count_and_trials_per_gpu(tmp_path: Path, monkeyp
             (out / "trials" / str(i) / "result.json").write_text(json.dumps(record))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(perf.subprocess, "run", fake_run)
-    monkeypatch.setattr(perf, "warm_baselines", warmed.append)
+    monkeypatch.setattr(scaling.subprocess, "run", fake_run)
+    monkeypatch.setattr(scaling, "warm_baselines", warmed.append)
     args = argparse.Namespace(space=SPACE, gpus=[1, 2], trials_per_gpu=[1, 4], work=tmp_path)
     df = perf.cmd_scaling(args)
     assert seen == [(1, 1.0, 4.0), (2, 1.0, 4.0), (1, 0.25, 1.0), (2, 0.25, 1.0)]
@@ -67,3 +68,42 @@ def test_layout_label_names_the_window_schedule_and_the_softmax_layers() -> None
     assert perf.layout_label(AttentionConfig(layout="sliding", window=64)) == "sliding64"
     scheduled = AttentionConfig(layout="sliding", window_schedule={"first": 32, "last": 512}, softmax_layers=(18, 29))
     assert perf.layout_label(scheduled) == "sliding32-512+softmax18,29"
+
+
+
+def test_train_times_both_lora_compute_dtypes_and_checks_each(tmp_path: Path) -> None:
+    assert perf.main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
+                      "--steps", "1", "--warmup", "0", "--stages", "lora", "teacher_lora", "--check",
+                      "--lora-compute", "float32", "model"]) == 0
+    df = pd.read_csv(tmp_path / "train.csv")
+    assert list(zip(df["stage"], df["lora_compute"], strict=True)) == [
+        ("teacher_lora", "float32"), ("teacher_lora", "model"), ("lora", "float32"), ("lora", "model")]
+    assert (df["status"] == "ok").all() and (df["lora_compute_speedup"] > 0).all()
+    assert (df["fast_rel_diff"] == 0).all()  # an fp32 model: both compute dtypes are the same products
+
+
+def test_the_fast_side_of_the_check_runs_under_the_setting_and_the_eager_side_does_not() -> None:
+    import contextlib
+
+    import torch
+
+    from lolsearch.config import StageConfig
+    from lolsearch.trial.speed import check_fast_path
+
+    w = torch.nn.Parameter(torch.ones(3))
+    shift = {"on": False}
+
+    @contextlib.contextmanager
+    def setting():
+        shift["on"] = True
+        yield
+        shift["on"] = False
+
+    def loss_fn(batch: dict) -> torch.Tensor:
+        return (w * batch["input_ids"]).sum() + (1.0 if shift["on"] else 0.0)
+
+    batches = lambda: iter([{"input_ids": torch.ones(3)}] * 10)  # noqa: E731
+    cfg = StageConfig(steps=3, lr=1e-3, cuda_graph=False, sync_every=1)
+    got = check_fast_path("toy", [w], loss_fn, batches, cfg, 1, fast_setting=setting)
+    assert got["eager"][0] == 3.0 and got["fast"][0] == 4.0 and not shift["on"]
+    assert check_fast_path("toy", [w], loss_fn, batches, cfg, 1)["max_rel_diff"] == 0

@@ -10,6 +10,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -87,10 +88,12 @@ def _steady(curve: list[dict], every: int) -> float:
 
 
 def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Batches, cfg: StageConfig,
-                    seq_len: int, *, steps: int = 3, compile_modules: Sequence[nn.Module] = ()) -> dict:
+                    seq_len: int, *, steps: int = 3, compile_modules: Sequence[nn.Module] = (),
+                    fast_setting: Callable[[], AbstractContextManager] = nullcontext) -> dict:
     """Losses of the first ``steps`` steps eagerly (read back every step, nothing compiled, no CUDA graph) and
-    with ``cfg``'s speed settings, from the same parameters and batches; the parameters are restored afterwards.
-    With ``cuda_graph`` the first step is eager and the later ones are graph replays.
+    with ``cfg``'s speed settings inside ``fast_setting()`` (e.g. fused kernels on), from the same parameters and
+    batches; the parameters are restored afterwards. With ``cuda_graph`` the first step is eager and the later ones
+    are graph replays.
 
     Returns ``{"eager": [...], "fast": [...], "max_rel_diff": float}``.
     """
@@ -104,7 +107,8 @@ def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batc
         return [point["loss"] for point in result.curve]
 
     eager = losses(_budget(cfg, steps, sync_every=1, compile="off", cuda_graph=False))
-    fast = losses(_budget(cfg, steps))
+    with fast_setting():
+        fast = losses(_budget(cfg, steps))
     diff = max((abs(a - b) / max(abs(a), 1e-12) for a, b in zip(eager, fast, strict=True)), default=math.nan)
     return {"eager": eager, "fast": fast, "max_rel_diff": diff}
 
