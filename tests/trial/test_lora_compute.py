@@ -119,3 +119,16 @@ def test_lora_compute_switches_a_model_and_back():
     assert loss_and_product_dtypes() == (plain, {torch.float32})
     assert not any(isinstance(m, InputDtypeLinear) for m in peft.modules())
     assert math.isclose(fast, plain, rel_tol=1e-3)
+
+
+def test_adapters_computed_in_the_model_dtype_merge_into_the_weights():
+    """Export merges LoRA into the base weights (peft's merge_and_unload); the cast factors merge like peft's own."""
+    model, tok = _student(torch.float32)
+    _, peft = _curves(model, "model", tok)
+    batch = next(iter(stage_batches(tok, 2)))
+    with torch.no_grad():
+        before = peft(input_ids=batch["input_ids"]).logits
+        merged = peft.merge_and_unload()
+        after = merged(input_ids=batch["input_ids"]).logits
+    assert not any(isinstance(m, (LoraLayer, InputDtypeLinear)) for m in merged.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
