@@ -22,6 +22,14 @@ from lolsearch.config.sections import (
 )
 
 
+# Fields added after trial ids were first recorded, each with the value that computes what a config without it
+# computed. At that value a field stays out of the id, so sweeps recorded before it resume, skip and compare under
+# their own ids; any other value is part of the id. A new field that changes what a trial computes goes here.
+ADDED_FIELDS: dict[tuple[str, ...], object] = {
+    ("finetune", "lora", "compute_dtype"): "float32",
+}
+
+
 class TrialConfig(StrictModel):
     """Everything one trial needs. ``trial_id`` is a hash of the canonical resolved config."""
 
@@ -55,9 +63,18 @@ class TrialConfig(StrictModel):
         return hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
 
     def canonical_json(self) -> str:
-        """The resolved config as sorted compact JSON, without the speed-only settings (:data:`SPEED_ONLY`)."""
+        """The resolved config as sorted compact JSON, without the speed-only settings (:data:`SPEED_ONLY`) and
+        without the fields of :data:`ADDED_FIELDS` that hold their earlier behaviour."""
         exclude = {stage: set(SPEED_ONLY) for stage in ("distill", "finetune")}
-        return json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
+        dump = self.model_dump(mode="json", exclude=exclude)
+        for path, earlier in ADDED_FIELDS.items():
+            *parents, name = path
+            section = dump
+            for key in parents:
+                section = section[key]
+            if section[name] == earlier:
+                del section[name]
+        return json.dumps(dump, sort_keys=True, separators=(",", ":"))
 
     def data_seed(self, stage: Literal["distill", "finetune"]) -> int:
         """Seed of a training stage's data order: its own stream per stage, shared by the teacher baseline."""

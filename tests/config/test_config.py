@@ -1,11 +1,14 @@
 """Registry, validated configs, trial ids and the CLI's bad-input contract."""
 
+import json
 import subprocess
 import sys
+import typing
 
 import pytest
 
 from lolsearch.config import TrialConfig, parse_trial_config
+from lolsearch.config.trial import ADDED_FIELDS
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.registry import Registry, UnknownNameError
 
@@ -62,6 +65,37 @@ def test_trial_id_stable_across_processes_and_sensitive():
             == parse_trial_config({"attention": {"layout": "linear"}}).trial_id)
     # resolved defaults are part of the identity: spelling a default out changes nothing
     assert parse_trial_config({"attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 64}}}}).trial_id == a.trial_id
+
+
+def test_trial_ids_recorded_before_a_field_was_added_stay():
+    """A sweep resumes by trial id: a field added to the config must not change the ids already recorded."""
+    # the default trial's id at d59cd1c (2026-12-04). A new field that moves it goes into ADDED_FIELDS; a changed
+    # default moves it on purpose (the default trial computes something else): then record the new id here
+    assert TrialConfig().trial_id == "36cf4539f1"
+    for path, earlier in ADDED_FIELDS.items():
+        annotation = _field(path).annotation
+        values = (False, True) if annotation is bool else typing.get_args(annotation)
+        assert earlier in values, f"{'.'.join(path)}: {earlier!r} is not one of its values {values}"
+        configs = {value: parse_trial_config(_nested(path, value)) for value in values}
+        assert len({c.trial_id for c in configs.values()}) == len(values), f"{'.'.join(path)}: one id per value"
+        section = json.loads(configs[earlier].canonical_json())
+        for key in path[:-1]:
+            section = section[key]
+        assert path[-1] not in section
+
+
+def _field(path: tuple[str, ...]):
+    model = TrialConfig
+    for key in path[:-1]:
+        model = model.model_fields[key].annotation
+    return model.model_fields[path[-1]]
+
+
+def _nested(path: tuple[str, ...], value) -> dict:
+    data: dict = {path[-1]: value}
+    for key in reversed(path[:-1]):
+        data = {key: data}
+    return data
 
 
 def test_cli_bad_input_exits_2_with_one_line_per_problem(tmp_path):
