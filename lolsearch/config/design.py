@@ -6,11 +6,14 @@ import hashlib
 import json
 from typing import Any
 
+from lolsearch.config.trial import canonical
+
 
 def design_hash(config: dict[str, Any]) -> str:
     """10 hex digits of the SHA-1 of ``config`` (a resolved config dict: ``json.loads(cfg.canonical_json())`` or a
-    record's ``config``) without its ``seed``, as sorted compact JSON."""
-    rest = {k: v for k, v in config.items() if k != "seed"}
+    record's ``config``) in its :func:`~lolsearch.config.trial.canonical` form, without its ``seed``, as sorted
+    compact JSON: a record's full config hashes as its trial's config does."""
+    rest = {k: v for k, v in canonical(config).items() if k != "seed"}
     return hashlib.sha1(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
 
 

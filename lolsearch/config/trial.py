@@ -3,9 +3,10 @@ configuration of one trial, and its ``trial_id``."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -28,6 +29,25 @@ from lolsearch.config.sections import (
 ADDED_FIELDS: dict[tuple[str, ...], object] = {
     ("finetune", "lora", "compute_dtype"): "float32",
 }
+
+
+def canonical(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (a :class:`TrialConfig`'s ``model_dump``, or the ``config`` of a trial's record, however old)
+    without what is not part of a trial's identity: the speed-only stage settings (:data:`SPEED_ONLY`) and the
+    :data:`ADDED_FIELDS` that hold their earlier value. ``config`` is not changed."""
+    out = copy.deepcopy(config)
+    for stage in ("distill", "finetune"):
+        if isinstance(out.get(stage), dict):
+            for key in SPEED_ONLY:
+                out[stage].pop(key, None)
+    for path, earlier in ADDED_FIELDS.items():
+        *parents, name = path
+        section: Any = out
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict) and name in section and section[name] == earlier:
+            del section[name]
+    return out
 
 
 class TrialConfig(StrictModel):
@@ -63,18 +83,8 @@ class TrialConfig(StrictModel):
         return hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
 
     def canonical_json(self) -> str:
-        """The resolved config as sorted compact JSON, without the speed-only settings (:data:`SPEED_ONLY`) and
-        without the fields of :data:`ADDED_FIELDS` that hold their earlier behaviour."""
-        exclude = {stage: set(SPEED_ONLY) for stage in ("distill", "finetune")}
-        dump = self.model_dump(mode="json", exclude=exclude)
-        for path, earlier in ADDED_FIELDS.items():
-            *parents, name = path
-            section = dump
-            for key in parents:
-                section = section[key]
-            if section[name] == earlier:
-                del section[name]
-        return json.dumps(dump, sort_keys=True, separators=(",", ":"))
+        """The resolved config as sorted compact JSON, in its :func:`canonical` form."""
+        return json.dumps(canonical(self.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
 
     def data_seed(self, stage: Literal["distill", "finetune"]) -> int:
         """Seed of a training stage's data order: its own stream per stage, shared by the teacher baseline."""

@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from lolsearch.config import TrialConfig, parse_trial_config
+from lolsearch.config import TrialConfig, design_hash, design_id, parse_trial_config
 from lolsearch.config.trial import ADDED_FIELDS
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.registry import Registry, UnknownNameError
@@ -82,6 +82,20 @@ def test_trial_ids_recorded_before_a_field_was_added_stay():
         for key in path[:-1]:
             section = section[key]
         assert path[-1] not in section
+
+
+def test_a_records_full_config_hashes_as_its_trial_does():
+    """The report falls back to hashing a record's stored config (full, speed-only settings included) where the
+    record has no design_id: that hash must be the trial's own, also for a record written before a field existed."""
+    cfg = parse_trial_config({"distill": {"compile": "default", "cuda_graph": "on"}, "seed": 3})
+    record_config = cfg.model_dump(mode="json")
+    assert design_hash(record_config) == design_id(cfg) == design_id(TrialConfig())
+    before_field = json.loads(json.dumps(record_config))
+    del before_field["finetune"]["lora"]["compute_dtype"]
+    assert design_hash(before_field) == design_id(cfg)
+    other = parse_trial_config({"finetune": {"lora": {"compute_dtype": "model"}}})
+    assert design_hash(other.model_dump(mode="json")) == design_id(other) != design_id(cfg)
+    assert record_config["distill"]["compile"] == "default"  # the record's own dict is left as it was
 
 
 def _field(path: tuple[str, ...]):
