@@ -33,7 +33,7 @@ import yaml
 
 from lolsearch.config import TrialConfig
 from lolsearch.config.io import parse_yaml
-from lolsearch.config.sections import SPEED_ONLY
+from lolsearch.config.trial import canonical
 from lolsearch.core.errors import ConfigError
 from lolsearch.core.files import atomic_write_text, require_writable_dir
 from lolsearch.core.provenance import git_sha, lolsearch_version
@@ -217,8 +217,9 @@ RUN_KEYS = ("resources", "budget")
 
 
 def _design_part(text: str) -> Any:
-    """The space file without its RUN_KEYS and base's speed-only stage settings (the text itself where it does not
-    parse to a mapping)."""
+    """The space file without its RUN_KEYS, its base in :func:`~lolsearch.config.trial.canonical` form (speed-only
+    stage settings and added fields at their earlier value left out; the text itself where it does not parse to a
+    mapping)."""
     try:
         data = parse_yaml(text)
     except (yaml.YAMLError, ValueError):
@@ -228,8 +229,7 @@ def _design_part(text: str) -> Any:
     design = {k: v for k, v in data.items() if k not in RUN_KEYS}
     base = design.get("base")
     if isinstance(base, dict):
-        design["base"] = {**base, **{stage: {k: v for k, v in base[stage].items() if k not in SPEED_ONLY}
-                                     for stage in ("distill", "finetune") if isinstance(base.get(stage), dict)}}
+        design["base"] = canonical(base)
     return design
 
 
