@@ -40,6 +40,21 @@ def _case(kind, b, h, hx, t, d, p, halfspace, dtype, scale=1.0, seed=0):
     return fm, x, g
 
 
+def _near_kink(fm: T2R, x: torch.Tensor, h: int) -> torch.Tensor:
+    """Entries ``[B, H, T, P]`` of T2R's pre-activation xW + b within the rounding of the kernel's products of the
+    clamp at eps, where the kernel and the fp32 reference may take different sides of the ReLU (a 10-bit-mantissa
+    TF32 pass for 16-bit x: each operand off by up to 2^-10 of itself; about fp32 for fp32 x). Asserts that they are
+    few, so the comparison still covers the gradient almost everywhere."""
+    from lolsearch.kernels.featuremap import precision
+
+    xe = expand_kv(x.float(), h)
+    y = torch.einsum("bhtd,hdp->bhtp", xe, fm.weight.detach()) + fm.bias.detach()[None, :, None]
+    unit = 2.0 ** (-9 if precision(x.dtype) == "tf32" else -18)
+    near = (y - 1e-12).abs() <= unit * torch.einsum("bhtd,hdp->bhtp", xe.abs(), fm.weight.detach().abs())
+    assert near.float().mean() < 0.02
+    return near
+
+
 def _fused(kind, fm, x, dtype=None):
     from lolsearch.kernels import fused_features
 
@@ -59,6 +74,8 @@ def test_fused_map_matches_module(kind, b, h, hx, t, d, p, halfspace, dtype, nan
     tol_o, tol_g = TOLS[dtype]
     fm, x, g = _case(kind, b, h, hx, t, d, p, halfspace, dtype)
     params = list(fm.parameters())
+    if kind == "t2r":  # ReLU's gradient jumps at its kink: no upstream gradient where rounding may decide the side
+        g = g * ~_near_kink(fm, x, h)
     xr = x.float().requires_grad_(True)
     ref = fm(expand_kv(xr, h))
     ref_grads = torch.autograd.grad(ref, (xr, *params), g)
@@ -136,7 +153,7 @@ def _tiny_linearized_llama(kind: str, layout: str, window: int) -> torch.nn.Modu
 def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
     """A tiny GQA Llama linearized on the Triton backend: the same logits and gradients (every feature map's
     parameters and γ) with the feature maps' fused kernels as with the modules; outside ``fused_features`` the
-    layers follow LOLSEARCH_KERNELS_FUSED_FEATURES (default off)."""
+    layers follow LOLSEARCH_KERNELS_FUSED_FEATURES (default on)."""
     from lolsearch.trial.surgery import attention_parameters, fused_features
 
     model = _tiny_linearized_llama(kind, layout, window)
@@ -154,11 +171,13 @@ def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
         assert len(calls) == (4 if fused else 0)  # φ(q), φ(k) of both layers
         calls.clear()
     with torch.no_grad():
-        model(input_ids=ids)
-        assert not calls
-        monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_FEATURES", "1")
+        monkeypatch.delenv("LOLSEARCH_KERNELS_FUSED_FEATURES", raising=False)
         model(input_ids=ids)
         assert len(calls) == 4
+        calls.clear()
+        monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_FEATURES", "0")
+        model(input_ids=ids)
+        assert not calls
     (y1, g1), (y0, g0) = results[True], results[False]
     assert _rel(y1, y0) <= 1e-5
     for a, b in zip(g1, g0, strict=True):
