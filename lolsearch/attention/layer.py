@@ -142,8 +142,7 @@ class LinearizedAttention(nn.Module):
 
     def fused_maps(self, device: torch.device) -> bool:
         """Whether φ runs by the feature maps' fused kernels (``FeatureMap.fused``): maps that have one, on the
-        Triton backend, with ``fuse_features`` (None: LOLSEARCH_KERNELS_FUSED_FEATURES, off until the kernels have
-        run on a GPU, kernels/NOTES.md)."""
+        Triton backend, with ``fuse_features`` (None: LOLSEARCH_KERNELS_FUSED_FEATURES, default on)."""
         fuse = self.fuse_features
         if fuse is None:
             fuse = kernel_env.read("LOLSEARCH_KERNELS_FUSED_FEATURES")

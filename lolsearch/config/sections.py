@@ -194,8 +194,10 @@ class LayerWeightsConfig(StrictModel):
 
 
 AUTO_GRAPH_TOKENS = 8192  # cuda_graph auto: largest micro-batch (tokens) whose step is graphed
-# stage fields that change how fast a stage runs or how much memory it takes, not what it computes
-SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features", "checkpoint_layers")
+# stage fields (dotted paths within a stage) that change how fast a stage runs or how much memory it takes, and the
+# rounding of what it computes at most; `perf train --check` compares a stage's first losses with and without them
+SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features", "checkpoint_layers",
+              "lora.compute_dtype")
 
 
 class StageConfig(StrictModel):
@@ -291,11 +293,11 @@ class LoraOptions(RankRuleMixin, StrictModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
     targets: tuple[str, ...] = Field(("q", "k", "v", "o"),
         description="projections that get LoRA: q, k, v, o, gate, up, down")
-    compute_dtype: Literal["float32", "model"] = Field("float32",
-        description="dtype of the LoRA products. float32: peft's way, each adapted layer's input copied to fp32 "
-        "for its adapter; model: the adapter weights (kept in fp32 for the optimizer) cast to the model's dtype "
-        "for each product, so no fp32 copy of the activations is made or kept for the backward pass. The same "
-        "on an fp32 model")
+    compute_dtype: Literal["float32", "model"] = Field("model",
+        description="dtype of the LoRA products (speed-only: not part of a trial's id). model: the adapter weights "
+        "(kept in fp32 for the optimizer) cast to the model's dtype for each product, so no fp32 copy of the "
+        "activations is made or kept for the backward pass; float32: peft's way, each adapted layer's input copied "
+        "to fp32 for its adapter. The same on an fp32 model")
 
     @field_validator("targets")
     @classmethod

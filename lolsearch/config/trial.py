@@ -23,30 +23,19 @@ from lolsearch.config.sections import (
 )
 
 
-# Fields added after trial ids were first recorded, each with the value that computes what a config without it
-# computed. At that value a field stays out of the id, so sweeps recorded before it resume, skip and compare under
-# their own ids; any other value is part of the id. A new field that changes what a trial computes goes here.
-ADDED_FIELDS: dict[tuple[str, ...], object] = {
-    ("finetune", "lora", "compute_dtype"): "float32",
-}
-
-
 def canonical(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config (a :class:`TrialConfig`'s ``model_dump``, or the ``config`` of a trial's record, however old)
-    without what is not part of a trial's identity: the speed-only stage settings (:data:`SPEED_ONLY`) and the
-    :data:`ADDED_FIELDS` that hold their earlier value. ``config`` is not changed."""
+    without the speed-only stage settings (:data:`SPEED_ONLY`), which are not part of a trial's identity. ``config``
+    is not changed."""
     out = copy.deepcopy(config)
     for stage in ("distill", "finetune"):
-        if isinstance(out.get(stage), dict):
-            for key in SPEED_ONLY:
-                out[stage].pop(key, None)
-    for path, earlier in ADDED_FIELDS.items():
-        *parents, name = path
-        section: Any = out
-        for key in parents:
-            section = section.get(key) if isinstance(section, dict) else None
-        if isinstance(section, dict) and name in section and section[name] == earlier:
-            del section[name]
+        for path in SPEED_ONLY:
+            *parents, name = path.split(".")
+            section: Any = out.get(stage)
+            for key in parents:
+                section = section.get(key) if isinstance(section, dict) else None
+            if isinstance(section, dict):
+                section.pop(name, None)
     return out
 
 

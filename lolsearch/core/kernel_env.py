@@ -84,7 +84,7 @@ READERS = {
     "LOLSEARCH_KERNELS_BD": lambda n: power_of_two(n, 16, 256),
     "LOLSEARCH_KERNELS_PPS": positive_int,
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
-    "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, False),
+    "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
 }
 
 

@@ -70,7 +70,8 @@ def test_fused_feature_maps_are_checked_where_used(grad, monkeypatch, one_thread
         with pytest.raises(KernelCheckError, match=r"relative error map φ_q 1\.00e-01, (.* )?map φ_k 1\.00e-01.* > 0\.001; "
                                                    r"LOLSEARCH_KERNELS_FUSED_FEATURES=0"):
             check_model(model, [Shape(3, 70, grad)])
-    assert check_model(model, [Shape(3, 70, grad)])["kernel_check_cases"] == 1  # modules again: another kind
+    with fused_features(model, False):  # the modules: another kind, checked without the maps
+        assert check_model(model, [Shape(3, 70, grad)])["kernel_check_cases"] == 1
 
 
 def test_a_wrong_gradient_fails(monkeypatch, one_thread):

@@ -87,16 +87,17 @@ def test_model_compute_runs_products_in_bf16_and_keeps_no_fp32_inputs():
     assert sum(fp32_kept.values()) - sum(model_kept.values()) >= copies / 2, (fp32_kept, model_kept, copies)
 
 
-def test_compute_dtype_is_part_of_the_trial_id():
+def test_compute_dtype_is_speed_only():
+    """The default computes in the model's dtype; peft's fp32 products are the same trial (same id), as compile is."""
     base = parse_trial_config({})
-    other = parse_trial_config({"finetune": {"lora": {"compute_dtype": "model"}}})
-    assert base.finetune.lora.compute_dtype == "float32" and other.trial_id != base.trial_id
+    other = parse_trial_config({"finetune": {"lora": {"compute_dtype": "float32"}}})
+    assert base.finetune.lora.compute_dtype == "model" and other.trial_id == base.trial_id
 
 
 def test_lora_compute_switches_a_model_and_back():
     """What ``perf train --lora-compute float32 model`` times side by side on one model."""
     model, tok = _student(torch.bfloat16)
-    peft = add_lora(model, LoraOptions(rank=4), cotrain_attention=False)
+    peft = add_lora(model, LoraOptions(rank=4, compute_dtype="float32"), cotrain_attention=False)
     batch = next(iter(stage_batches(tok, 2)))
 
     def loss_and_product_dtypes() -> tuple[float, set[torch.dtype]]:
