@@ -107,3 +107,15 @@ def test_the_fast_side_of_the_check_runs_under_the_setting_and_the_eager_side_do
     got = check_fast_path("toy", [w], loss_fn, batches, cfg, 1, fast_setting=setting)
     assert got["eager"][0] == 3.0 and got["fast"][0] == 4.0 and not shift["on"]
     assert check_fast_path("toy", [w], loss_fn, batches, cfg, 1)["max_rel_diff"] == 0
+
+
+def test_train_profile_writes_the_operators_and_the_host_functions(tmp_path: Path) -> None:
+    """``perf train --profile``: the operator table of the steps and, beside it, the Python functions' host time
+    (where a host-bound step goes), both naming the stage's own code."""
+    assert perf.main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
+                      "--stages", "lora", "--steps", "2", "--warmup", "1", "--profile"]) == 0
+    ops = (tmp_path / "profile_lora_off.txt").read_text()
+    host = (tmp_path / "profile_lora_off_host.txt").read_text()
+    assert "aten::mm" in ops and "Name" in ops
+    assert "Python functions by tottime" in host and "Python functions by cumulative" in host
+    assert "run_stage" in host and "lolsearch/attention/" in host  # the linearized layers' own functions

@@ -115,20 +115,36 @@ def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batc
 
 def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Iterator[dict], cfg: StageConfig,
                   seq_len: int, path: Path, *, steps: int = 2, compile_modules: Sequence[nn.Module] = ()) -> None:
-    """Operator table (device and host time) of ``steps`` steps after one warm-up step, written to ``path``."""
+    """Operator table (device and host time) of ``steps`` steps after one warm-up step, written to ``path``, and the
+    Python functions' host time over ``steps`` more steps (cProfile: where a host-bound step spends its time, e.g.
+    launching kernels and allocating their buffers), written beside it as ``<stem>_host.txt``."""
+    import cProfile
+    import io
+    import pstats
+
     from torch.profiler import ProfilerActivity, profile
 
-    run_stage(name, params, loss_fn, batches, _budget(cfg, 1), seq_len, compile_modules=compile_modules)
+    def run(n: int) -> None:
+        run_stage(name, params, loss_fn, batches, _budget(cfg, n), seq_len, compile_modules=compile_modules)
+
+    run(1)
     cuda = any(p.is_cuda for p in params)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
-        run_stage(name, params, loss_fn, batches, _budget(cfg, steps), seq_len, compile_modules=compile_modules)
+        run(steps)
     table = prof.key_averages()
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
     head = f"{name}: {steps} steps, compile={cfg.compile}, cuda_graph={cfg.cuda_graph}\n\n"
     path.write_text(head + table.table(sort_by=sort, row_limit=30)
                     + "\n\nby self CPU time\n" + table.table(sort_by="self_cpu_time_total", row_limit=20))
+    host = cProfile.Profile()
+    host.runcall(run, steps)
+    for order in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(host, stream=text).sort_stats(order).print_stats(40)
+        head += f"Python functions by {order} (cProfile; its own overhead inflates many small calls)\n{text.getvalue()}\n"
+    path.with_name(f"{path.stem}_host{path.suffix}").write_text(head)
 
 
 def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
