@@ -29,7 +29,7 @@ import itertools
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +64,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     from lolsearch.data import packed_batches
     from lolsearch.models import load_model
     from lolsearch.trial.distill import layer_losses
-    from lolsearch.trial.finetune import add_lora, lm_loss, lora_compute
+    from lolsearch.trial.finetune import add_lora, lm_loss, lora_compute, lora_compute_of
     from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
     from lolsearch.trial.surgery import (
         attention_parameters,
@@ -95,6 +95,13 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     if unknown:
         raise ValueError(f"unknown perf settings {sorted(unknown)} (known: {sorted(contexts)})")
 
+    @contextlib.contextmanager
+    def applied_settings(model: torch.nn.Module, mine: dict, chosen: Sequence[str]) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for col, value in zip(mine, chosen, strict=True):
+                stack.enter_context(contexts[col][1](model, value))
+            yield
+
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
                 targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = (), lora: bool = False) -> None:
         kinds = {"linear"} if any(True for _ in linearized_layers(model)) else set()
@@ -109,14 +116,15 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
             if chunk is not None:
                 row["loss_chunk"] = chunk
             row.update(zip(mine, chosen, strict=True))
+            with applied_settings(model, mine, chosen):  # the settings in effect, also where not varied
+                if "linear" in kinds:
+                    row["fused_features"] = "on" if any(m.fused_maps(device) for m in linearized_layers(model)) else "off"
+                if lora:
+                    row["lora_compute"] = lora_compute_of(model)
             reset_mem(device)
 
-            @contextlib.contextmanager
-            def applied(chosen: tuple = tuple(chosen)) -> Iterator[None]:
-                with contextlib.ExitStack() as stack:
-                    for col, value in zip(mine, chosen, strict=True):
-                        stack.enter_context(contexts[col][1](model, value))
-                    yield
+            def applied(chosen: tuple = tuple(chosen)) -> contextlib.AbstractContextManager[None]:
+                return applied_settings(model, mine, chosen)
 
             try:
                 with applied():
@@ -200,10 +208,11 @@ def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
     if "recompute" in df:  # the teacher has no feature maps: '-'
         df["recompute"] = df["recompute"].fillna("-")
         settings.append("recompute")
-    for col in ("checkpoint_layers", "fused_features", "lora_compute"):  # attention transfer has no LoRA step,
-        if col in df:  # the teacher no feature maps: '-'
+    varied = {"checkpoint_layers": True, "fused_features": bool(args.fused_features), "lora_compute": bool(args.lora_compute)}
+    for col, is_varied in varied.items():  # attention transfer has no LoRA step, the teacher no feature maps: '-'
+        if col in df:  # recorded in every row; a key of the ratios where the run varied it
             df[col] = df[col].fillna("-")
-            settings.append(col)
+            settings += [col] if is_varied else []
     _ratios(df, "tok_s", "backend", args.backends[0], ["seq_len", "stage", "compile", "cuda_graph", *settings],
             higher_better=True)
     if "on" in args.cuda_graph and "status" in df:  # on_speedup: the graphed step's tok_s over this row's

@@ -80,6 +80,19 @@ def test_train_times_both_lora_compute_dtypes_and_checks_each(tmp_path: Path) ->
         ("teacher_lora", "float32"), ("teacher_lora", "model"), ("lora", "float32"), ("lora", "model")]
     assert (df["status"] == "ok").all() and (df["lora_compute_speedup"] > 0).all()
     assert (df["fast_rel_diff"] == 0).all()  # an fp32 model: both compute dtypes are the same products
+    assert list(df["fused_features"].fillna("-")) == ["-", "-", "off", "off"]  # the torch backend computes φ itself
+
+
+def test_train_rows_record_the_settings_in_effect_where_not_varied(tmp_path: Path) -> None:
+    """Without --fused-features / --lora-compute each row still says what ran (the defaults; the torch backend never
+    fuses the maps); such columns are no key of the ratios, so backends still compare."""
+    assert perf.main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
+                      "--steps", "1", "--warmup", "0", "--stages", "attention_transfer", "lora", "teacher_lora"]) == 0
+    df = pd.read_csv(tmp_path / "train.csv").set_index("stage")
+    assert df.loc["lora", "lora_compute"] == "model" and df.loc["teacher_lora", "lora_compute"] == "model"
+    assert df.loc["attention_transfer", "lora_compute"] == "-" and df.loc["teacher_lora", "fused_features"] == "-"
+    assert df.loc["attention_transfer", "fused_features"] == "off" == df.loc["lora", "fused_features"]
+    assert "fused_speedup" not in df and "lora_compute_speedup" not in df and (df["torch_speedup"] == 1).all()
 
 
 def test_the_fast_side_of_the_check_runs_under_the_setting_and_the_eager_side_does_not() -> None:

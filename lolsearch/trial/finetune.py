@@ -97,14 +97,22 @@ def set_lora_compute(model: nn.Module, compute: str) -> int:
     return changed
 
 
+def lora_compute_of(model: nn.Module) -> str | None:
+    """How ``model``'s LoRA layers compute (``float32`` or ``model``, as :func:`set_lora_compute` set them); None
+    without LoRA layers."""
+    layer = next((m for m in model.modules() if isinstance(m, LoraLayer)), None)
+    if layer is None:
+        return None
+    return "float32" if getattr(layer, "cast_input_dtype_enabled", True) else "model"
+
+
 @contextmanager
 def lora_compute(model: nn.Module, compute: str | None) -> Iterator[None]:
     """``model``'s LoRA layers compute as ``compute`` inside the block (None: unchanged), as before after it."""
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    if compute is None or not layers:
+    before = lora_compute_of(model)
+    if compute is None or before is None:
         yield
         return
-    before = "float32" if getattr(layers[0], "cast_input_dtype_enabled", True) else "model"
     set_lora_compute(model, compute)
     try:
         yield
