@@ -29,7 +29,7 @@ import itertools
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -95,13 +95,6 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     if unknown:
         raise ValueError(f"unknown perf settings {sorted(unknown)} (known: {sorted(contexts)})")
 
-    @contextlib.contextmanager
-    def applied_settings(model: torch.nn.Module, mine: dict, chosen: Sequence[str]) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for col, value in zip(mine, chosen, strict=True):
-                stack.enter_context(contexts[col][1](model, value))
-            yield
-
     def measure(name: str, params: list, loss_of: Callable[[int | None], Callable[[dict], torch.Tensor]], batches,
                 targets: list, model: torch.nn.Module, chunks: tuple[int, ...] = (), lora: bool = False) -> None:
         kinds = {"linear"} if any(True for _ in linearized_layers(model)) else set()
@@ -116,15 +109,18 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
             if chunk is not None:
                 row["loss_chunk"] = chunk
             row.update(zip(mine, chosen, strict=True))
-            with applied_settings(model, mine, chosen):  # the settings in effect, also where not varied
-                if "linear" in kinds:
-                    row["fused_features"] = "on" if any(m.fused_maps(device) for m in linearized_layers(model)) else "off"
-                if lora:
-                    row["lora_compute"] = lora_compute_of(model)
+            if "linear" in kinds and "fused_features" not in mine:  # the settings in effect where not varied
+                row["fused_features"] = "on" if any(m.fused_maps(device) for m in linearized_layers(model)) else "off"
+            if lora and "lora_compute" not in mine:
+                row["lora_compute"] = lora_compute_of(model)
             reset_mem(device)
 
-            def applied(chosen: tuple = tuple(chosen)) -> contextlib.AbstractContextManager[None]:
-                return applied_settings(model, mine, chosen)
+            @contextlib.contextmanager
+            def applied(chosen: tuple = tuple(chosen)) -> Iterator[None]:
+                with contextlib.ExitStack() as stack:
+                    for col, value in zip(mine, chosen, strict=True):
+                        stack.enter_context(contexts[col][1](model, value))
+                    yield
 
             try:
                 with applied():

@@ -218,8 +218,7 @@ RUN_KEYS = ("resources", "budget")
 
 def _design_part(text: str) -> Any:
     """The space file without its RUN_KEYS, its base in :func:`~lolsearch.config.trial.canonical` form (speed-only
-    stage settings and added fields at their earlier value left out; the text itself where it does not parse to a
-    mapping)."""
+    stage settings left out; the text itself where it does not parse to a mapping)."""
     try:
         data = parse_yaml(text)
     except (yaml.YAMLError, ValueError):
