@@ -8,9 +8,8 @@ dφk_j += dS_j v_j − dz_j, dv_j += dS_jᵀ φk_j with dS_j = Σ φq_i g_iᵀ, 
 whose state holds key j (a reverse scan over segments).
 
 Order (hybrid.py): ``bwd_pre`` (e), ``bwd_rsum`` + suffix scan, ``bwd_state_kv`` and ``bwd_state_q`` (state
-parts into fp32 buffers), then ``bwd_q`` (per query chunk: dq, dφq, dc, dγ parts) and ``bwd_kv`` (per key
-tile and kv head: dk, dv summed over the GQA group, dφk), which add the window parts and write the final
-gradients. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64 wgmma), so each
+parts into fp32 buffers; this file), then ``bwd_q`` and ``bwd_kv`` (``_bwd_window.py``), which add the window
+parts and write the final gradients. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64 wgmma), so each
 window kernel keeps one [64, D] accumulator live at a time (one loop per output). No tl.trans of a dot
 accumulator anywhere (Hopper miscompile with Triton 3.4-3.7, fla #640).
 """
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, last_chunk_end, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
@@ -89,39 +88,50 @@ def state_dot_left(s_mat, b, acc):
 
 @triton.jit
 def _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
-                   D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
-    """Adds the state part to dφk (dS v − dz) and dv (dSᵀ φk) of key tile t (nothing for t < 0);
-    atomics: D-tiles share dφk, the heads of a GQA group share dv."""
+                   D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+                   NEED_DV: tl.constexpr):
+    """Writes the state part of dφk (dS v − dz) and, with NEED_DV, of this query head's dv (dSᵀ φk) for key tile t
+    (nothing for t < 0). Each program is the only writer of its tiles, except that value tiles (D > BD) share
+    dφk: that sum goes through atomics."""
     rows = t * BT + rt
     rv = rows >= 0
     b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=rv[:, None] & md[None, :], other=0.0)
-    b_fk = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=rv[:, None] & mf[None, :], other=0.0)
     # dφkᵀ [F, BT] = dS [F, BD] @ vᵀ: dS is the left operand, never transposed
     dfk_t = state_dot_left(d_s, tl.trans(b_v), tl.zeros([BF, BT], dtype=tl.float32))
     dfk_t -= tl.where(di == 0, dz, 0.0)[:, None]
-    tl.atomic_add(dfk_base + rows[None, :] * F + rf[:, None], dfk_t, mask=mf[:, None] & rv[None, :])
-    dv_t = state_dot(b_fk, d_s, tl.zeros([BT, BD], dtype=tl.float32))
-    tl.atomic_add(dv_base + rows[:, None] * D + rd[None, :], dv_t, mask=rv[:, None] & md[None, :])
+    fk_ptr = dfk_base + rows[None, :] * F + rf[:, None]
+    if D <= BD:
+        tl.store(fk_ptr, dfk_t, mask=mf[:, None] & rv[None, :])
+    else:
+        tl.atomic_add(fk_ptr, dfk_t, mask=mf[:, None] & rv[None, :])
+    if NEED_DV:
+        b_fk = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=rv[:, None] & mf[None, :], other=0.0)
+        dv_t = state_dot(b_fk, d_s, tl.zeros([BT, BD], dtype=tl.float32))
+        tl.store(dv_base + rows[:, None] * D + rd[None, :], dv_t, mask=rv[:, None] & md[None, :])
 
 
 @triton.jit
 def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
-                    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
+                    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+                    NEED_DV: tl.constexpr):
     """_state_kv_tile for the key tiles [t0, t1)."""
     for t in range(t0, t1):
-        _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
+        _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT,
+                       NEED_DV)
 
 
-# the kernel accumulates with atomics: autotuning must zero the outputs before every trial run
-@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BD", "SMALL", "TUNE"], reset_to_zero=["dfk", "dv"])
+# with several value tiles (D > BD) dφk accumulates with atomics: autotuning must zero it before every trial run
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BD", "SMALL", "NEED_DV", "TUNE"], reset_to_zero=["dfk"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
     T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
+    NEED_DV: tl.constexpr,
 ):
-    """State part of dφk ``[BH, T, F]`` and dv ``[B*HKV, T, D]`` (both zero-initialised fp32) for the key
-    tiles absorbed by segment s, walking it backwards with dS ``[F, BD]`` in registers."""
+    """State part of dφk ``[BH, T, F]`` and, with NEED_DV, of dv per query head ``[BH, T, D]`` (both
+    zero-initialised fp32; bwd_kv sums dv over the GQA group) for the key tiles absorbed by segment s, walking it
+    backwards with dS ``[F, BD]`` in registers."""
     di = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -140,14 +150,14 @@ def bwd_state_kv_kernel(
     fk_base = fk + bh * T * F
     v_base = v + kvh * T * D
     dfk_base = dfk + bh * T * F
-    dv_base = dv + kvh * T * D
+    dv_base = dv + bh * T * D
     n0 = s * L
     lo = tile_lo(n0, W, LAYOUT, BT)
     top = tl.minimum(n0 + L, NT) - 1
     hi = tile_lo(tl.minimum(n0 + L, NT - 1), W, LAYOUT, BT)
     # tiles first read through the state by a chunk of a later segment: the suffix sum alone
     _state_kv_tiles(tl.maximum(tile_lo(top, W, LAYOUT, BT), lo), hi, d_s, dz, fk_base, v_base, dfk_base, dv_base,
-                    rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
+                    rt, rf, rd, mf, md, di, D, F, BF, BD, BT, NEED_DV)
     for i in range(0, top - n0):
         n = top - i
         qpos = n * BT + rt
@@ -162,10 +172,10 @@ def bwd_state_kv_kernel(
         # tiles whose first state-reader is chunk n (SMALL: exactly tile n - 2, branch-free)
         if SMALL:
             _state_kv_tile(n - 2, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
-                           D, F, BF, BD, BT)
+                           D, F, BF, BD, BT, NEED_DV)
         else:
             _state_kv_tiles(tile_lo(n - 1, W, LAYOUT, BT), tile_lo(n, W, LAYOUT, BT), d_s, dz, fk_base, v_base,
-                            dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT)
+                            dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT, NEED_DV)
 
 
 @tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "TUNE"])
@@ -219,189 +229,3 @@ def bwd_state_q_kernel(
         acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
         acc = acc * rz[:, None] - e[:, None] * zs[None, :]
         tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc, mask=qm[:, None] & mf[None, :])
-
-
-@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F", "TUNE"])
-@triton.jit(do_not_specialize=NO_SPEC)
-def bwd_q_kernel(
-    q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
-    dq, dfq, dc_out, dg_part,
-    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-):
-    """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key), dφq = state part +
-    window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part)."""
-    n = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    kvh = b * HKV + h // G
-    NT = tl.cdiv(T, BT)
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, BDK)
-    rf = tl.arange(0, BF)
-    mk = rk < D
-    mf = rf < F
-    k_base = k + kvh * T * D
-    v_base = v + kvh * T * D
-    fk_base = fk + bh * T * F
-    qpos = n * BT + rt
-    qm = qpos < T
-    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
-    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-    start = soft_start(qpos, W, LAYOUT)
-    start_lo = soft_start(n * BT, W, LAYOUT)
-    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-    tlo = tile_lo(n, W, LAYOUT, BT)
-    # dq over the tiles holding softmax keys
-    acc = tl.zeros([BT, BDK], dtype=tl.float32)
-    dsum = tl.zeros([BT], dtype=tl.float32)
-    dsum_g = tl.zeros([BT], dtype=tl.float32)
-    if LAYOUT != 0:
-        gam = tl.load(gamma + h).to(tl.float32)
-        b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
-        for t in range(tl.maximum(tlo, start_lo // BT), n + 1):
-            kpos = t * BT + rt
-            km = kpos < T
-            b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-            b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-            da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
-            sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
-            soft = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]) & qm[:, None]
-            ex = tl.exp2(sc - b_m[:, None])
-            dae = tl.where(soft, da * ex, 0.0)
-            dsum += tl.sum(dae, 1)
-            # dγ from the weights the forward multiplied v by, round(γ·exp)/γ: with them a row whose keys are all
-            # softmax sums to 0 up to fp32 error, as o is invariant to γ there (16-bit inputs; fp32: unchanged)
-            exr = tl.where(gam != 0.0, (gam * ex).to(b_k.dtype).to(tl.float32) / gam, ex)
-            dsum_g += tl.sum(tl.where(soft, da * exr, 0.0), 1)
-            acc = tl.dot((gam * dae).to(b_k.dtype), b_k, acc, input_precision=F32_DOT)
-        dc = -gam * dsum
-        b_am = tl.load(am + bh * T + qpos, mask=qm, other=0)
-        k_am = tl.load(k_base + b_am[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-        acc += dc[:, None] * k_am.to(tl.float32)
-    else:
-        dc = dsum
-    tl.store(dq + bh * T * D + qpos[:, None] * D + rk[None, :], (acc * scale).to(dq.dtype.element_ty),
-             mask=qm[:, None] & mk[None, :])
-    tl.store(dc_out + bh * T + qpos, dc, mask=qm)
-    tl.store(dg_part + bh * NT + n, tl.sum(dsum_g, 0))
-    # dφq: state part plus the window tiles holding linear keys
-    f_off = bh * T * F + qpos[:, None] * F + rf[None, :]
-    fmask = qm[:, None] & mf[None, :]
-    acc_f = tl.load(dfq_s + f_off, mask=fmask, other=0.0)
-    for t in range(tlo, tl.minimum(n + 1, tl.cdiv(start_hi, BT))):
-        kpos = t * BT + rt
-        km = kpos < T
-        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-        b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-        da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
-        lin = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None])
-        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f, input_precision=F32_DOT)
-    tl.store(dfq + f_off, acc_f.to(dfq.dtype.element_ty), mask=fmask)
-
-
-@triton.jit
-def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
-    """Query rows q0 + rq: positions, row mask, q, do, 1/Z and e (unused loads are dropped by the compiler)."""
-    qpos = q0 + rq
-    qm = qpos < T
-    b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
-    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-    return qpos, qm, b_q, b_do, rz, e
-
-
-@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F", "TUNE"])
-@triton.jit(do_not_specialize=NO_SPEC)
-def bwd_kv_kernel(
-    q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
-    dk, dv, dfk,
-    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
-):
-    """Key tile t of kv head (b, j): dk and dv summed over the G query heads of the group (dv adds the
-    state part dv_s), and dφk per query head (adds dfk_s). One loop per output keeps one [BT, D]
-    accumulator live; queries go by in blocks of BQ rows ([keys, BQ] score tiles)."""
-    t = tl.program_id(0)
-    bkv = tl.program_id(1).to(tl.int64)
-    b = bkv // HKV
-    j = bkv % HKV
-    NT = tl.cdiv(T, BT)
-    rt = tl.arange(0, BT)
-    rq = tl.arange(0, BQ)
-    rk = tl.arange(0, BDK)
-    rf = tl.arange(0, BF)
-    mk = rk < D
-    mf = rf < F
-    kpos = t * BT + rt
-    km = kpos < T
-    kv_off = bkv * T * D + kpos[:, None] * D + rk[None, :]
-    kv_mask = km[:, None] & mk[None, :]
-    b_k = tl.load(k + kv_off, mask=kv_mask, other=0.0)
-    b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
-    n_end = last_chunk_end(t, NT, W, LAYOUT, BT)
-    # dk: softmax keys only (with the stabilizer term where this key is a row's argmax)
-    acc = tl.zeros([BT, BDK], dtype=tl.float32)
-    if LAYOUT != 0:
-        for hh in range(0, G):
-            bh = b * H + j * G + hh
-            gam = tl.load(gamma + j * G + hh).to(tl.float32)
-            for n in range(t, n_end):
-                if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT)):
-                    for q0 in range(n * BT, n * BT + BT, BQ):
-                        qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
-                        start = soft_start(qpos, W, LAYOUT)
-                        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
-                        b_dc = tl.load(dc_in + bh * T + qpos, mask=qm, other=0.0)
-                        b_am = tl.load(am + bh * T + qpos, mask=qm, other=-1)
-                        da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]  # [keys, queries]
-                        sc = tl.dot(b_k, tl.trans(b_q), input_precision=F32_DOT) * qk_scale
-                        soft = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] >= start[None, :]) & qm[None, :]
-                        ds = tl.where(soft, gam * da * tl.exp2(sc - b_m[None, :]), 0.0)
-                        ds += tl.where(b_am[None, :] == kpos[:, None], b_dc[None, :], 0.0)
-                        acc = tl.dot(ds.to(b_q.dtype), b_q, acc, input_precision=F32_DOT)
-    tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
-    # dv: every window weight A_ij (softmax and linear) times g_i = do_i / Z_i, plus the state part
-    acc = tl.load(dv_s + kv_off, mask=kv_mask, other=0.0)
-    for hh in range(0, G):
-        bh = b * H + j * G + hh
-        gam = tl.load(gamma + j * G + hh).to(tl.float32)
-        b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-        for n in range(t, n_end):
-            if tile_lo(n, W, LAYOUT, BT) <= t:
-                has_soft = (LAYOUT != 0) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT))
-                has_lin = t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-                for q0 in range(n * BT, n * BT + BT, BQ):
-                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
-                    start = soft_start(qpos, W, LAYOUT)
-                    causal = (kpos[:, None] <= qpos[None, :]) & qm[None, :]
-                    a_t = tl.zeros([BT, BQ], dtype=tl.float32)
-                    if has_soft:
-                        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
-                        sc = tl.dot(b_k, tl.trans(b_q), input_precision=F32_DOT) * qk_scale
-                        a_t = tl.where(causal & (kpos[:, None] >= start[None, :]), gam * tl.exp2(sc - b_m[None, :]), 0.0)
-                    if has_lin:
-                        b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-                        a_t += tl.where(causal & (kpos[:, None] < start[None, :]), tl.dot(b_fk, tl.trans(b_fq), input_precision=F32_DOT), 0.0)
-                    acc = tl.dot((a_t * rz[None, :]).to(b_do.dtype), b_do, acc, input_precision=F32_DOT)
-    tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
-    # dφk per query head: window linear keys plus the state part
-    for hh in range(0, G):
-        bh = b * H + j * G + hh
-        f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
-        fmask = km[:, None] & mf[None, :]
-        acc_f = tl.load(dfk_s + f_off, mask=fmask, other=0.0)
-        for n in range(t, n_end):
-            if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
-                for q0 in range(n * BT, n * BT + BT, BQ):
-                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
-                    start = soft_start(qpos, W, LAYOUT)
-                    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-                    da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]
-                    lin = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] < start[None, :]) & qm[None, :]
-                    acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f, input_precision=F32_DOT)
-        tl.store(dfk + f_off, acc_f.to(dfk.dtype.element_ty), mask=fmask)

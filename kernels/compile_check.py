@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 import triton
-from lolsearch.kernels import _bwd, _fwd, decode, featuremap
+from lolsearch.kernels import _bwd, _bwd_window, _fwd, decode, featuremap
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -50,15 +50,16 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "bwd_rsum": (_bwd.bwd_rsum_kernel, {"fq": p, "do": p, "zden": f32, "e_in": f32, "r": f32},
                      dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "bwd_state_kv": (_bwd.bwd_state_kv_kernel, {"fq": p, "fk": p, "v": p, "do": p, "zden": f32, "e_in": f32, "r": f32,
-                         "dfk": f32, "dv": f32}, dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),
+                         "dfk": f32, "dv": f32}, dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small, NEED_DV=True)),
         "bwd_state_q": (_bwd.bwd_state_q_kernel, {"fk": p, "v": p, "do": p, "zden": f32, "e_in": f32, "st": f32, "dfq": f32},
                         dict(D=d, F=f, BDK=bdk, BF=min(bf, 64), BT=64, SMALL=small)),
-        "bwd_q": (_bwd.bwd_q_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "do", "dq", "dfq"), p), "gamma": f32,
+        "bwd_q": (_bwd_window.bwd_q_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "do", "dq", "dfq"), p), "gamma": f32,
                   "m2": f32, "zden": f32, "e_in": f32, "am": i32, "dfq_s": f32, "dc_out": f32, "dg_part": f32,
-                  "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64)),
-        "bwd_kv": (_bwd.bwd_kv_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "do", "dk", "dv", "dfk"), p), "gamma": f32,
+                  "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, NEED_DQ=True)),
+        "bwd_kv": (_bwd_window.bwd_kv_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "do", "dk", "dv", "dfk"), p), "gamma": f32,
                    "m2": f32, "zden": f32, "e_in": f32, "dc_in": f32, "am": i32, "dv_s": f32, "dfk_s": f32,
-                   "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, BQ=32)),
+                   "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, BQ=32, NEED_DK=True,
+                   NEED_DV=True)),
         "decode": (decode.decode_kernel, {**dict.fromkeys(("q", "fq", "kc", "vc", "fk_abs", "v_abs", "o"), p), "slot_pos": "*i64",
                    "S": f32, "z": f32, "gamma": f32, "scale": "fp32"},
                    dict(D=d, F=f, BDK=bdk, BFT=min(bf, max(16, 4096 // bdk)), BC=32, SOFT=True)),

@@ -12,14 +12,8 @@ import math
 
 import torch
 import triton
-from lolsearch.kernels._bwd import (
-    bwd_kv_kernel,
-    bwd_pre_kernel,
-    bwd_q_kernel,
-    bwd_rsum_kernel,
-    bwd_state_kv_kernel,
-    bwd_state_q_kernel,
-)
+from lolsearch.kernels._bwd import bwd_pre_kernel, bwd_rsum_kernel, bwd_state_kv_kernel, bwd_state_q_kernel
+from lolsearch.kernels._bwd_window import bwd_kv_kernel, bwd_q_kernel
 from lolsearch.kernels._common import BT, LOG2E, block, layout_id, num_sms, smem_limit, tune_bucket
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from triton.runtime.errors import OutOfResources
@@ -165,7 +159,10 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
 
 
 def _backward(ctx, do):
+    """The six gradients; those of q, k and v only where autograd asks for them (None otherwise), so attention
+    transfer, where only the feature maps and γ train, skips their kernels' work."""
     q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = ctx.saved_tensors
+    need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
     lay, w, (seg, ns) = ctx.lay, ctx.w, ctx.plan
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
@@ -187,28 +184,34 @@ def _backward(ctx, do):
         fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
     scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
-    dv_s = torch.zeros(b, hkv, t, d, device=dev, dtype=f32)
+    # state part of dv per query head (bwd_kv sums each GQA group): plain stores, no atomics
+    dv_s = torch.zeros(b, h, t, d, device=dev, dtype=f32) if need_dv else r.new_empty(0)
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
     _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
-                 fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w))
+                 fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
+                 NEED_DV=need_dv)
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
         fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)
     )
     # window parts; these write the final gradients in the input dtypes
     scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
-    dq, dfq = torch.empty_like(q), torch.empty_like(fq)
+    dq = torch.empty_like(q) if need_dq else None
+    dfq = torch.empty_like(fq)
     dc = torch.empty_like(e)
     dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
     bwd_q_kernel[(nt, b * h)](
-        q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq, dfq, dc, dgp, T=t, W=w, LAYOUT=lay, **heads,
-        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT,
+        q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq if need_dq else dfq, dfq, dc, dgp, T=t, W=w,
+        LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, NEED_DQ=need_dq,
     )
-    dk, dv, dfk = torch.empty_like(k), torch.empty_like(v), torch.empty_like(fk)
+    dk = torch.empty_like(k) if need_dk else None
+    dv = torch.empty_like(v) if need_dv else None
+    dfk = torch.empty_like(fk)
     bwd_kv_kernel[(nt, b * hkv)](
-        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk, dv, dfk, T=t, W=w, LAYOUT=lay, **heads,
-        **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32,
+        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk, dv if need_dv else dfk,
+        dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, NEED_DK=need_dk,
+        NEED_DV=need_dv,
     )
     dgamma = dgp.view(b, h, nt).sum((0, 2))
     return dq, dk, dv, dfq, dfk, dgamma

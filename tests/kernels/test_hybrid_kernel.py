@@ -128,6 +128,49 @@ def test_matches_float64_reference(t, layout, window, nan_alloc):
     assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, f"fp64 T={t} {layout} w={window}")
 
 
+@pytest.mark.parametrize("wanted", ["phi_q phi_k gamma", "q v phi_q phi_k", "k phi_k"])
+@pytest.mark.parametrize("t,layout,window,seg", [(257, "sliding", 64, None), (200, "terrace", 16, 1),
+                                                 (100, "sliding", 0, None), (300, "sliding", 100, 4)])
+def test_only_the_requested_gradients(t, layout, window, seg, wanted, nan_alloc, segments, monkeypatch):
+    """Where q, k or v need no gradient (attention transfer: they come from frozen projections, only φ and γ
+    train) the backward skips their work and returns None for them; the gradients asked for match the reference."""
+    import lolsearch.kernels.hybrid as hy
+    from kernel_testlib import GRAD_NAMES
+    from lolsearch.kernels import hybrid_attention
+
+    segments(seg)
+    returned = []
+    backward = hy._backward
+    monkeypatch.setattr(hy, "_backward", lambda ctx, do: returned.append(backward(ctx, do)) or returned[-1])
+    names = tuple(wanted.split())
+    inputs = make_inputs(2, 4, 2, t, 16, 16, seed=t + window)
+    leaves = [x.clone().requires_grad_(n in names) for n, x in zip(GRAD_NAMES, inputs, strict=True)]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(2))
+    grads = torch.autograd.grad(o, [x for x in leaves if x.requires_grad], do)
+    _, ref_grads = reference_and_grads(inputs, window, layout, do)
+    assert_close_grads(grads, ref_grads, TOL, f"{wanted}: T={t} {layout} w={window}", names=names)
+    skipped = [n for n, g in zip(GRAD_NAMES[:3], returned[0][:3], strict=True) if g is None]
+    assert skipped == [n for n in GRAD_NAMES[:3] if n not in names]
+
+
+@pytest.mark.parametrize("layout,window", [("sliding", 64), ("terrace", 100)])
+def test_value_tiles_split_over_programs(layout, window, nan_alloc, segments, monkeypatch):
+    """Value tiles narrower than D (fp32 at D = F = 128 on an H200): the walks' programs split the value columns
+    and sum dφk over them (atomics; one program per tile writes it directly otherwise)."""
+    from lolsearch.kernels import hybrid_attention
+
+    monkeypatch.setenv("LOLSEARCH_KERNELS_BD", "16")
+    segments(2)
+    inputs = make_inputs(1, 4, 2, 200, 64, 32, seed=5)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(4))
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
+    assert rel_err(o, o_ref) <= TOL
+    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, f"BD 16: {layout} w={window}")
+
+
 def test_value_block_fits_shared_memory():
     """The walks' value tile from the shared-memory budget: fp32 at F = 128 halves it on an H100/H200."""
     from lolsearch.kernels.hybrid import _value_block

@@ -137,6 +137,27 @@ def test_gpu_long_segments_vs_float64(dtype, d, f, nan_alloc, monkeypatch):
     assert_close_grads(grads, ref_grads, tol_g, label, gamma_terms_norm(inputs, window, layout, do))
 
 
+@pytest.mark.parametrize("wanted", ["phi_q phi_k gamma", "q v phi_q phi_k"])
+@pytest.mark.parametrize("dtype,d,f,layout,window", [(torch.bfloat16, 64, 128, "sliding", 64),
+                                                     (torch.bfloat16, 128, 128, "terrace", 100),
+                                                     (torch.float32, 128, 128, "sliding", 64)])
+def test_gpu_only_the_requested_gradients(dtype, d, f, layout, window, wanted, nan_alloc):
+    """Gradients of a subset of the inputs (attention transfer: φ and γ only), batch 2, T = 1000, GQA group of 2,
+    against the float64 reference; fp32 at D = F = 128 splits the walks' value columns (dφk through atomics)."""
+    from kernel_testlib import GRAD_NAMES
+    from lolsearch.kernels import hybrid_attention
+
+    names = tuple(wanted.split())
+    inputs = make_inputs(2, 4, 2, 1000, d, f, device=DEV, dtype=dtype, seed=d + window)
+    leaves = [x.clone().requires_grad_(n in names) for n, x in zip(GRAD_NAMES, inputs, strict=True)]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
+    _, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
+    grads = torch.autograd.grad(o, [x for x in leaves if x.requires_grad], do)
+    assert_close_grads(grads, ref_grads, TOLS[dtype][1], f"{wanted}: {layout} w={window} D={d} F={f} {dtype}",
+                       gamma_terms_norm(inputs, window, layout, do), names=names)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_gpu_llama_shape_and_states_vs_chunked(dtype, nan_alloc):
     """Llama-3-8B heads (32 q / 8 kv, D = F = 128), T = 4096, initial and final state, vs the fp32 chunked path."""

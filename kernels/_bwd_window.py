@@ -1,0 +1,231 @@
+"""Window parts of the hybrid attention's backward (the state parts and the notation: ``_bwd.py``).
+
+``bwd_q`` (per query chunk: dq incl. the stabilizer term at the saved argmax key, dφq = state part + window linear
+keys, dc, dγ parts) and ``bwd_kv`` (per key tile and kv head: dk and dv summed over the GQA group, dφk per query
+head) write the final gradients in the input dtype. dq, dk and dv are computed only where autograd asks for them
+(constexprs NEED_DQ / NEED_DK / NEED_DV). ``bwd_kv`` keeps one [64, D] accumulator live at a time (one loop per
+output; queries in blocks of BQ rows).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from lolsearch.kernels._common import F32_DOT, last_chunk_end, soft_start, tile_lo, tuned
+from lolsearch.kernels._fwd import NO_SPEC
+
+
+@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F", "NEED_DQ", "TUNE"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def bwd_q_kernel(
+    q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
+    dq, dfq, dc_out, dg_part,
+    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, NEED_DQ: tl.constexpr,
+):
+    """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key; only with NEED_DQ), dφq =
+    state part + window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part)."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    kvh = b * HKV + h // G
+    NT = tl.cdiv(T, BT)
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, BDK)
+    rf = tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    k_base = k + kvh * T * D
+    v_base = v + kvh * T * D
+    fk_base = fk + bh * T * F
+    qpos = n * BT + rt
+    qm = qpos < T
+    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+    start = soft_start(qpos, W, LAYOUT)
+    start_lo = soft_start(n * BT, W, LAYOUT)
+    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+    tlo = tile_lo(n, W, LAYOUT, BT)
+    # dq over the tiles holding softmax keys
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    dsum = tl.zeros([BT], dtype=tl.float32)
+    dsum_g = tl.zeros([BT], dtype=tl.float32)
+    if LAYOUT != 0:
+        gam = tl.load(gamma + h).to(tl.float32)
+        b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
+        for t in range(tl.maximum(tlo, start_lo // BT), n + 1):
+            kpos = t * BT + rt
+            km = kpos < T
+            b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+            b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+            da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
+            sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
+            soft = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]) & qm[:, None]
+            ex = tl.exp2(sc - b_m[:, None])
+            dae = tl.where(soft, da * ex, 0.0)
+            dsum += tl.sum(dae, 1)
+            # dγ from the weights the forward multiplied v by, round(γ·exp)/γ: with them a row whose keys are all
+            # softmax sums to 0 up to fp32 error, as o is invariant to γ there (16-bit inputs; fp32: unchanged)
+            exr = tl.where(gam != 0.0, (gam * ex).to(b_k.dtype).to(tl.float32) / gam, ex)
+            dsum_g += tl.sum(tl.where(soft, da * exr, 0.0), 1)
+            if NEED_DQ:
+                acc = tl.dot((gam * dae).to(b_k.dtype), b_k, acc, input_precision=F32_DOT)
+        dc = -gam * dsum
+        if NEED_DQ:
+            b_am = tl.load(am + bh * T + qpos, mask=qm, other=0)
+            k_am = tl.load(k_base + b_am[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+            acc += dc[:, None] * k_am.to(tl.float32)
+    else:
+        dc = dsum
+    if NEED_DQ:
+        tl.store(dq + bh * T * D + qpos[:, None] * D + rk[None, :], (acc * scale).to(dq.dtype.element_ty),
+                 mask=qm[:, None] & mk[None, :])
+    tl.store(dc_out + bh * T + qpos, dc, mask=qm)
+    tl.store(dg_part + bh * NT + n, tl.sum(dsum_g, 0))
+    # dφq: state part plus the window tiles holding linear keys
+    f_off = bh * T * F + qpos[:, None] * F + rf[None, :]
+    fmask = qm[:, None] & mf[None, :]
+    acc_f = tl.load(dfq_s + f_off, mask=fmask, other=0.0)
+    for t in range(tlo, tl.minimum(n + 1, tl.cdiv(start_hi, BT))):
+        kpos = t * BT + rt
+        km = kpos < T
+        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+        b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+        da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
+        lin = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None])
+        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f, input_precision=F32_DOT)
+    tl.store(dfq + f_off, acc_f.to(dfq.dtype.element_ty), mask=fmask)
+
+
+@triton.jit
+def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
+    """Query rows q0 + rq: positions, row mask, q, do, 1/Z and e (unused loads are dropped by the compiler)."""
+    qpos = q0 + rq
+    qm = qpos < T
+    b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+    return qpos, qm, b_q, b_do, rz, e
+
+
+@triton.jit
+def _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
+             T, W, LAYOUT, H, G, qk_scale,
+             D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr):
+    """dk of key tile t (unscaled) summed over the G heads of kv head (b, j): softmax keys only, with the
+    stabilizer term where the key is a row's argmax; zero for the linear layout."""
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    if LAYOUT != 0:
+        for hh in range(0, G):
+            bh = b * H + j * G + hh
+            gam = tl.load(gamma + j * G + hh).to(tl.float32)
+            for n in range(t, n_end):
+                if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT)):
+                    for q0 in range(n * BT, n * BT + BT, BQ):
+                        qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                        start = soft_start(qpos, W, LAYOUT)
+                        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
+                        b_dc = tl.load(dc_in + bh * T + qpos, mask=qm, other=0.0)
+                        b_am = tl.load(am + bh * T + qpos, mask=qm, other=-1)
+                        # [keys, queries]
+                        da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]
+                        sc = tl.dot(b_k, tl.trans(b_q), input_precision=F32_DOT) * qk_scale
+                        soft = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] >= start[None, :]) & qm[None, :]
+                        ds = tl.where(soft, gam * da * tl.exp2(sc - b_m[None, :]), 0.0)
+                        ds += tl.where(b_am[None, :] == kpos[:, None], b_dc[None, :], 0.0)
+                        acc = tl.dot(ds.to(b_q.dtype), b_q, acc, input_precision=F32_DOT)
+    return acc
+
+
+@triton.jit
+def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
+             T, W, LAYOUT, H, G, qk_scale,
+             D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr):
+    """dv of key tile t summed over the G heads of kv head (b, j): every window weight A_ij (softmax and linear)
+    times g_i = do_i / Z_i, plus each head's state part from dv_s ``[BH, T, D]``."""
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    for hh in range(0, G):
+        bh = b * H + j * G + hh
+        acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+        gam = tl.load(gamma + j * G + hh).to(tl.float32)
+        b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+        for n in range(t, n_end):
+            if tile_lo(n, W, LAYOUT, BT) <= t:
+                has_soft = (LAYOUT != 0) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT))
+                has_lin = t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+                for q0 in range(n * BT, n * BT + BT, BQ):
+                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                    start = soft_start(qpos, W, LAYOUT)
+                    causal = (kpos[:, None] <= qpos[None, :]) & qm[None, :]
+                    a_t = tl.zeros([BT, BQ], dtype=tl.float32)
+                    if has_soft:
+                        b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
+                        sc = tl.dot(b_k, tl.trans(b_q), input_precision=F32_DOT) * qk_scale
+                        a_t = tl.where(causal & (kpos[:, None] >= start[None, :]), gam * tl.exp2(sc - b_m[None, :]), 0.0)
+                    if has_lin:
+                        b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :],
+                                       other=0.0)
+                        lin = tl.dot(b_fk, tl.trans(b_fq), input_precision=F32_DOT)
+                        a_t += tl.where(causal & (kpos[:, None] < start[None, :]), lin, 0.0)
+                    acc = tl.dot((a_t * rz[None, :]).to(b_do.dtype), b_do, acc, input_precision=F32_DOT)
+    return acc
+
+
+@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F", "NEED_DK", "NEED_DV", "TUNE"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def bwd_kv_kernel(
+    q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
+    dk, dv, dfk,
+    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
+    NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
+):
+    """Key tile t of kv head (b, j): dk (NEED_DK) and dv (NEED_DV) summed over the G query heads of the group (dv
+    adds the state parts dv_s ``[BH, T, D]`` of the group's heads), and dφk per query head (adds dfk_s). One loop
+    per output keeps one [BT, D] accumulator live; queries go by in blocks of BQ rows ([keys, BQ] score tiles)."""
+    t = tl.program_id(0)
+    bkv = tl.program_id(1).to(tl.int64)
+    b = bkv // HKV
+    j = bkv % HKV
+    NT = tl.cdiv(T, BT)
+    rt = tl.arange(0, BT)
+    rq = tl.arange(0, BQ)
+    rk = tl.arange(0, BDK)
+    rf = tl.arange(0, BF)
+    mk = rk < D
+    mf = rf < F
+    kpos = t * BT + rt
+    km = kpos < T
+    kv_off = bkv * T * D + kpos[:, None] * D + rk[None, :]
+    kv_mask = km[:, None] & mk[None, :]
+    b_k = tl.load(k + kv_off, mask=kv_mask, other=0.0)
+    b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
+    n_end = last_chunk_end(t, NT, W, LAYOUT, BT)
+    if NEED_DK:
+        acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
+                       T, W, LAYOUT, H, G, qk_scale, D, BDK, BT, BQ)
+        tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
+    if NEED_DV:
+        acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
+                       T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ)
+        tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
+    # dφk per query head: window linear keys plus the state part
+    for hh in range(0, G):
+        bh = b * H + j * G + hh
+        f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
+        fmask = km[:, None] & mf[None, :]
+        acc_f = tl.load(dfk_s + f_off, mask=fmask, other=0.0)
+        for n in range(t, n_end):
+            if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
+                for q0 in range(n * BT, n * BT + BT, BQ):
+                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                    start = soft_start(qpos, W, LAYOUT)
+                    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
+                    da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]
+                    lin = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] < start[None, :]) & qm[None, :]
+                    acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f, input_precision=F32_DOT)
+        tl.store(dfk + f_off, acc_f.to(dfk.dtype.element_ty), mask=fmask)
