@@ -66,12 +66,12 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads (dx summed in fp32)
         "features_fwd": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
                          {**fmap, "R": featuremap.FWD["R"]}),
-        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DW": True}),
+        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DW": True, "WANT_DX": True}),
         # the fused T2R map with F = P features
         "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
                              {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"]}),
         "features_bwd_t2r": (featuremap.features_bwd_kernel, fmap_bwd,
-                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DW": True}),
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DW": True, "WANT_DX": True}),
     }
 
 

@@ -89,9 +89,9 @@ def _softmax_grad(s, g, eps):
 @triton.jit
 def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, D: tl.constexpr, P: tl.constexpr,
                         BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr,
-                        PREC: tl.constexpr, WANT_DW: tl.constexpr):
+                        PREC: tl.constexpr, WANT_DW: tl.constexpr, WANT_DX: tl.constexpr):
     """Program (split, h) walks the row tiles split, split + NSPLIT, ... of query head h over the whole batch:
-    writes dx of its rows (per query head) and, with WANT_DW, one partial parameter gradient per program:
+    writes, with WANT_DX, dx of its rows (per query head) and, with WANT_DW, one partial parameter gradient per program:
     dW[split, h] = Σ xᵀ d(xW) and (T2R) db[split, h] = Σ d(xW)."""
     split = tl.program_id(0)
     h = tl.program_id(1)
@@ -120,8 +120,9 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
             y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
             dxw = tl.where(y >= eps, g, 0.0)  # ReLU's and the clamp's gradients together
             bacc += tl.sum(dxw, 0)
-        dxt = tl.dot(dxw, tl.trans(wt), input_precision=PREC)
-        tl.store(dx + row_off * D + rd[None, :], dxt.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
+        if WANT_DX:
+            dxt = tl.dot(dxw, tl.trans(wt), input_precision=PREC)
+            tl.store(dx + row_off * D + rd[None, :], dxt.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
         if WANT_DW:
             acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
     if WANT_DW:
@@ -164,19 +165,24 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         tiles = b * triton.cdiv(t, BWD["R"])
         nsplit = _splits(tiles, h, x.device)
-        # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group
-        dxq = torch.empty(b, h, t, d, device=x.device, dtype=x.dtype if ctx.groups == 1 else torch.float32)
+        # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group;
+        # none where x needs no gradient (attention transfer: q and k come from frozen projections)
+        want_dx = ctx.needs_input_grad[0]
+        dxq = torch.empty(b if want_dx else 0, h, t, d, device=x.device,
+                          dtype=x.dtype if ctx.groups == 1 else torch.float32)
         want_dw = any(ctx.needs_input_grad[1:3])  # frozen maps (e.g. a LoRA stage that does not train them): dx only
         dw = torch.empty(nsplit if want_dw else 0, h, d, p, device=x.device, dtype=torch.float32)
         db = torch.empty(nsplit if want_dw and bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
         features_bwd_kernel[(nsplit, h)](
             x, w, w if bias is None else bias, dout.contiguous(), dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps,
             D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype),
-            WANT_DW=want_dw, **BWD,
+            WANT_DW=want_dw, WANT_DX=want_dx, **BWD,
         )
-        dx = dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq
+        dx = None
+        if want_dx:
+            dx = (dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq).to(x.dtype)
         dbias = db.sum(0) if want_dw and bias is not None else None
-        return dx.to(x.dtype), dw.sum(0) if want_dw else None, dbias, None, None, None, None, None
+        return dx, dw.sum(0) if want_dw else None, dbias, None, None, None, None, None
 
 
 def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -118,6 +118,24 @@ def test_frozen_maps_get_dx_alone(kind, nan_alloc):
     assert torch.equal(dx_all, dx_only)
 
 
+@pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
+def test_inputs_without_grad_get_parameter_grads_alone(kind, nan_alloc, monkeypatch):
+    """Attention transfer: q and k come from frozen projections, so only the maps' parameters get gradients; the
+    backward skips dx (returns None for it) and gives the same dW (db) as with dx."""
+    import lolsearch.kernels.featuremap as fmod
+
+    fm, x, g = _case(kind, 2, 6, 2, 40, 16, 16, False, torch.float32, seed=5)
+    params = list(fm.parameters())
+    full = torch.autograd.grad(_fused(kind, fm, x.clone().requires_grad_(True)), params, g)
+    returned = []
+    backward = fmod.FeatureMapFn.backward
+    monkeypatch.setattr(fmod.FeatureMapFn, "backward", staticmethod(lambda ctx, d: returned.append(backward(ctx, d)) or returned[-1]))
+    alone = torch.autograd.grad(_fused(kind, fm, x), params, g)
+    assert returned[0][0] is None
+    for got, want in zip(alone, full, strict=True):
+        assert torch.equal(got, want)
+
+
 def test_rejects_bad_input():
     from lolsearch.kernels import fused_features
 
