@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The backward that computes dq, dk, dv only where autograd asks (commit 155e098) against the kernels before it, side
+# The backward that computes dq, dk, dv only where autograd asks and the fused maps that skip dx where x needs none (commits 155e098, 3e11476) against the kernels before it, side
 # by side on one GPU, then its GPU tests. One call, carrying .dev/p0, after `bash results/h200/lighten.sh out`:
 #   PERF_CMDS="bash results/perf/bwd_grads_20261206/call.sh \$OUT/perf" timeout 560 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 # 1. this tree: SmolLM2-135M shape, 8 x 1024, graphed, attention transfer, LoRA, the teacher's LoRA, compile off/default,
 #    with --check (first losses against the eager path);
-# 2. the same tree with kernels.patch reversed (the kernels of 89aa9e2) in /tmp/base: attention transfer and LoRA;
+# 2. the same tree with kernels.patch reversed (the kernels of 89aa9e2, kernels.patch = git diff 89aa9e2 3e11476 -- kernels) in /tmp/base: attention transfer and LoRA;
 # 3. the GPU tests of the hybrid op: requested subsets, the fixed cases, long segments, the matrix at F = 128.
 set -u
 O=$1
