@@ -5,7 +5,8 @@
 # 1. this tree: SmolLM2-135M shape, 8 x 1024, graphed, attention transfer, LoRA, the teacher's LoRA, compile off/default,
 #    with --check (first losses against the eager path);
 # 2. the same tree with kernels.patch reversed (the kernels of 89aa9e2, kernels.patch = git diff 89aa9e2 3e11476 -- kernels) in /tmp/base: attention transfer and LoRA;
-# 3. the GPU tests of the hybrid op: requested subsets, the fixed cases, long segments, the matrix at F = 128.
+# 3. the GPU tests of the hybrid op (requested subsets, the fixed cases, long segments, the matrix at F = 128) and of
+#    the fused maps.
 set -u
 O=$1
 mkdir -p "$O"
@@ -18,5 +19,5 @@ rm -rf /tmp/base && mkdir /tmp/base && cp -r lolsearch kernels pyproject.toml /t
 (cd /tmp/base && PYTHONPATH=/tmp/base:/tmp/site timeout 140 $P --out "$O/base" $S --stages attention_transfer lora) > "$O/base.log" 2>&1
 tail -6 "$O/base.log"
 timeout 200 python3 -m pytest -q -rf -p no:cacheprovider -m gpu tests/kernels/test_kernels_gpu.py \
-  -k "requested or forward_and_gradients or long_segments or (matrix and F128)" > "$O/pytest_kernels.log" 2>&1
+  tests/kernels/test_featuremap_kernel.py -k "requested or forward_and_gradients or long_segments or (matrix and F128) or featuremap" > "$O/pytest_kernels.log" 2>&1
 tail -4 "$O/pytest_kernels.log"
