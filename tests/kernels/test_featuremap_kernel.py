@@ -230,3 +230,33 @@ def test_generation_with_fused_maps_matches_modules(monkeypatch):
         static.clear()
         assert torch.equal(out[True][0], out[False][0])
         assert _rel(out[True][1], out[False][1]) <= 1e-4
+
+
+def test_attention_transfer_asks_no_input_gradients(monkeypatch):
+    """The attention-transfer loss of a tiny linearized Llama (Triton backend, only φ and γ trainable, as the stage
+    runs it): the hybrid op's backward is asked for no dq, dk, dv and the fused maps' for no dx, so both skip that
+    work; every map's parameters and γ still get gradients."""
+    import lolsearch.kernels.featuremap as fmod
+    import lolsearch.kernels.hybrid as hy
+
+    from lolsearch.attention.layer import DistillRecorder
+    from lolsearch.trial.distill import layer_losses
+    from lolsearch.trial.surgery import attention_parameters
+
+    model = _tiny_linearized_llama("hedgehog", "sliding", 16)
+    model.requires_grad_(False)
+    params = attention_parameters(model)
+    for p in params:
+        p.requires_grad_(True)
+    asked = {"attention": [], "maps": []}
+    attn_bwd, map_bwd = hy._backward, fmod.FeatureMapFn.backward
+    monkeypatch.setattr(hy, "_backward", lambda ctx, do: asked["attention"].append(ctx.needs_input_grad[:6])
+                        or attn_bwd(ctx, do))
+    monkeypatch.setattr(fmod.FeatureMapFn, "backward", staticmethod(
+        lambda ctx, d: asked["maps"].append(ctx.needs_input_grad[:3]) or map_bwd(ctx, d)))
+    ids = torch.randint(0, 97, (2, 70), generator=torch.Generator().manual_seed(1)).to(DEV)
+    _, mse, _ = layer_losses(model, {"input_ids": ids}, DistillRecorder(xent=False))
+    grads = torch.autograd.grad(sum(mse), params)
+    assert asked["attention"] == [(False, False, False, True, True, True)] * 2
+    assert asked["maps"] == [(False, True, False)] * 4
+    assert all(g.abs().sum() > 0 for g in grads)
