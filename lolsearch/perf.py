@@ -178,7 +178,15 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
 
 def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
+    from lolsearch.trial.speed import has_steady_window
+    from lolsearch.trial.train import GPU_SYNC_EVERY
+
     device = torch.device(args.device)
+    every = args.sync_every or (GPU_SYNC_EVERY if device.type == "cuda" else 1)
+    if not has_steady_window(args.steps, every):
+        log.warning("--steps %d with a loss read-back every %d steps leaves no read-back between step 2 and the last: "
+                    "steady_tok_s will be NaN and tok_s includes the first step (and a CUDA graph's capture); raise "
+                    "--steps or lower --sync-every", args.steps, every)
     rows = []
     for seq in args.seq:
         for backend in args.backends:

@@ -132,3 +132,19 @@ def test_train_profile_writes_the_operators_and_the_host_functions(tmp_path: Pat
     assert "aten::mm" in ops and "Name" in ops
     assert "Python functions by tottime" in host and "Python functions by cumulative" in host
     assert "run_stage" in host and "lolsearch/attention/" in host  # the linearized layers' own functions
+
+
+def test_train_warns_when_the_run_is_too_short_for_a_steady_rate(tmp_path: Path, caplog) -> None:
+    """A run with no loss read-back between step 2 and the last (a 4-step run at the GPU's default of one every 25
+    steps) is told before it starts that its steady_tok_s will be NaN; a run with that read-back is not."""
+    from lolsearch.trial.speed import has_steady_window
+
+    assert [has_steady_window(s, e) for s, e in [(4, 25), (30, 5), (10, 2), (3, 1), (2, 1)]] == [False, True, True, True, False]
+    args = ["--model", "toy-llama", "train", "--seq", "32", "--backends", "torch", "--stages", "lora", "--warmup", "1"]
+    for steps, every, short in [("3", "5", True), ("3", "1", False)]:
+        caplog.clear()
+        out = tmp_path / every
+        with caplog.at_level("WARNING", logger="lolsearch.perf"):
+            assert perf.main(["--out", str(out), *args, "--steps", steps, "--sync-every", every]) == 0
+        assert ("steady_tok_s will be NaN" in caplog.text) == short
+        assert pd.read_csv(out / "train.csv")["steady_tok_s"].isna().all() == short

@@ -76,6 +76,12 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
             "step_s": wall / steps, "peak_gib": peak, "warmup_s": warmup_s}
 
 
+def has_steady_window(steps: int, every: int) -> bool:
+    """Whether ``steps`` timed steps with a loss read-back every ``every`` steps give :func:`_steady` its window: a
+    read-back at step 2 or later before the last step (else ``steady_tok_s`` is NaN)."""
+    return any(s % every == 0 for s in range(2, steps))
+
+
 def _steady(curve: list[dict], every: int) -> float:
     """Tokens/s between the first read-back at step >= 2 and the last step (both read-backs, where a point's
     ``tok_s`` is exact: ``run_stage`` interpolates times only between read-backs)."""

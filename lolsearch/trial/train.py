@@ -81,11 +81,14 @@ def make_optimizer(params: list[nn.Parameter], cfg: StageConfig, *, capturable: 
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
+GPU_SYNC_EVERY = 25  # steps between loss read-backs on a GPU unless a stage's sync_every says otherwise
+
+
 def sync_interval(cfg: StageConfig, params: list[nn.Parameter]) -> int:
-    """Steps between loss read-backs: ``cfg.sync_every``, else 1 on CPU (free there) and 25 on a GPU."""
+    """Steps between loss read-backs: ``cfg.sync_every``, else 1 on CPU (free there) and GPU_SYNC_EVERY on a GPU."""
     if cfg.sync_every is not None:
         return cfg.sync_every
-    return 25 if any(p.is_cuda for p in params) else 1
+    return GPU_SYNC_EVERY if any(p.is_cuda for p in params) else 1
 
 
 class _PendingLosses:
