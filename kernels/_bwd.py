@@ -9,9 +9,9 @@ whose state holds key j (a reverse scan over segments).
 
 Order (hybrid.py): ``bwd_pre`` (e), ``bwd_rsum`` + suffix scan, ``bwd_state_kv`` and ``bwd_state_q`` (state
 parts into fp32 buffers; this file), then ``bwd_q`` and ``bwd_kv`` (``_bwd_window.py``), which add the window
-parts and write the final gradients. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64 wgmma), so each
-window kernel keeps one [64, D] accumulator live at a time (one loop per output). No tl.trans of a dot
-accumulator anywhere (Hopper miscompile with Triton 3.4-3.7, fla #640).
+parts and write the final gradients. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64
+wgmma), so each window kernel keeps one [64, D] accumulator live at a time (one loop per output). No tl.trans of a
+dot accumulator anywhere (Hopper miscompile with Triton 3.4-3.7, fla #640).
 """
 
 from __future__ import annotations

@@ -178,8 +178,8 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
 
 def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
+    from lolsearch.config.sections import GPU_SYNC_EVERY
     from lolsearch.trial.speed import has_steady_window
-    from lolsearch.trial.train import GPU_SYNC_EVERY
 
     device = torch.device(args.device)
     every = args.sync_every or (GPU_SYNC_EVERY if device.type == "cuda" else 1)

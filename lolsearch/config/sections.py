@@ -194,6 +194,7 @@ class LayerWeightsConfig(StrictModel):
 
 
 AUTO_GRAPH_TOKENS = 8192  # cuda_graph auto: largest micro-batch (tokens) whose step is graphed
+GPU_SYNC_EVERY = 25  # sync_every None: steps between loss read-backs on a GPU (every step on CPU)
 # stage fields (dotted paths within a stage) that change how fast a stage runs or how much memory it takes, and the
 # rounding of what it computes at most; `perf train --check` compares a stage's first losses with and without them
 SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features", "checkpoint_layers",
@@ -223,7 +224,7 @@ class StageConfig(StrictModel):
     keep_best: bool = Field(True, description="restore the parameters of the best validation at the end")
     sync_every: int | None = Field(
         None, ge=1, description="steps between reading losses back to the host (curve, progress, NaN check); "
-        "None: every step on CPU, every 25 on a GPU. Speed only: not part of the trial id")
+        f"None: every step on CPU, every {GPU_SYNC_EVERY} on a GPU. Speed only: not part of the trial id")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "off", description="torch.compile mode for the stage's norms, MLPs and feature maps (off: eager). Speed "
         "only, the same losses up to rounding: not part of the trial id")

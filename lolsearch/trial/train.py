@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lolsearch.config import StageConfig
+from lolsearch.config.sections import GPU_SYNC_EVERY
 from lolsearch.trial.step_graph import GraphedStep, eager_step, graph_unavailable, set_lr
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,6 @@ def make_optimizer(params: list[nn.Parameter], cfg: StageConfig, *, capturable: 
         lr = torch.tensor(cfg.lr, dtype=torch.float32, device=params[0].device)
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=True, capturable=True)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-
-
-GPU_SYNC_EVERY = 25  # steps between loss read-backs on a GPU unless a stage's sync_every says otherwise
 
 
 def sync_interval(cfg: StageConfig, params: list[nn.Parameter]) -> int:
