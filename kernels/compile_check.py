@@ -24,7 +24,7 @@ from triton.compiler import ASTSource
 SMEM_LIMIT = 232448
 # (num_warps, num_stages) of the kernels launched without autotuning at other than (4, 3)
 LAUNCH = {f"features_{k}{t}": (c["num_warps"], c["num_stages"])
-          for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD)) for t in ("", "_t2r")}
+          for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD), ("dx", featuremap.BWD)) for t in ("", "_t2r")}
 
 
 def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
@@ -66,12 +66,15 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads (dx summed in fp32)
         "features_fwd": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
                          {**fmap, "R": featuremap.FWD["R"]}),
-        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DW": True, "WANT_DX": True}),
+        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DX": True}),
+        # frozen maps (a LoRA stage): dx alone, one row tile per program
+        "features_dx": (featuremap.features_dx_kernel, {"x": p, "w": f32, "bias": f32, "dout": p, "dx": p, "eps": "fp32"},
+                        {**fmap, "R": featuremap.BWD["R"]}),
         # the fused T2R map with F = P features
         "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
                              {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"]}),
         "features_bwd_t2r": (featuremap.features_bwd_kernel, fmap_bwd,
-                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DW": True, "WANT_DX": True}),
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DX": True}),
     }
 
 

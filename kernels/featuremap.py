@@ -25,8 +25,8 @@ from lolsearch.kernels._common import F32_DOT, block, num_sms
 
 KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile and launch config of each kernel: the largest tiles that compile for sm_90 without spilling at D = 128
-# in 16-bit (python -m lolsearch.kernels.compile_check --only features_fwd features_bwd; fp32 at D = 128 spills a
-# little in the backward, a correctness path)
+# in 16-bit (python -m lolsearch.kernels.compile_check --only features_fwd features_bwd features_dx; fp32 at D = 128
+# spills a little in the backward, a correctness path). BWD serves both backward kernels.
 FWD = dict(R=64, num_warps=4, num_stages=3)
 BWD = dict(R=32, num_warps=8, num_stages=2)
 
@@ -87,12 +87,30 @@ def _softmax_grad(s, g, eps):
 
 
 @triton.jit
+def _dlogits(xw, bias, dout, row_off, h, m, valid, eps, P: tl.constexpr, BP: tl.constexpr, KIND: tl.constexpr,
+             HALF: tl.constexpr):
+    """d(xW) ``[R, BP]`` fp32 of the rows ``row_off`` of query head h, from dφ (``dout``) and the recomputed xW."""
+    rp = tl.arange(0, BP)
+    F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
+    g = tl.load(dout + row_off * F + rp[None, :], mask=m, other=0.0).to(tl.float32)
+    if KIND == 0:
+        dxw = _softmax_grad(_softmax_rows(xw, valid), g, eps)
+        if not HALF:
+            g = tl.load(dout + row_off * F + P + rp[None, :], mask=m, other=0.0).to(tl.float32)
+            dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
+    else:
+        y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
+        dxw = tl.where(y >= eps, g, 0.0)  # ReLU's and the clamp's gradients together
+    return dxw
+
+
+@triton.jit
 def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, D: tl.constexpr, P: tl.constexpr,
                         BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr,
-                        PREC: tl.constexpr, WANT_DW: tl.constexpr, WANT_DX: tl.constexpr):
+                        PREC: tl.constexpr, WANT_DX: tl.constexpr):
     """Program (split, h) walks the row tiles split, split + NSPLIT, ... of query head h over the whole batch:
-    writes, with WANT_DX, dx of its rows (per query head) and, with WANT_DW, one partial parameter gradient per program:
-    dW[split, h] = Σ xᵀ d(xW) and (T2R) db[split, h] = Σ d(xW)."""
+    writes one partial parameter gradient per program, dW[split, h] = Σ xᵀ d(xW) and (T2R) db[split, h] = Σ d(xW),
+    and with WANT_DX dx of its rows (per query head)."""
     split = tl.program_id(0)
     h = tl.program_id(1)
     nsplit = tl.num_programs(0)
@@ -100,35 +118,48 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
     rp = tl.arange(0, BP)
     rd = tl.arange(0, BD)
     valid = (rp < P)[None, :]
-    F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
     acc = tl.zeros([BD, BP], dtype=tl.float32)
     bacc = tl.zeros([BP], dtype=tl.float32)
     for j in range(split, NTILES, nsplit):
         b = j // nt
         t0 = (j % nt) * R
         xt, wt, xw, rm = _tile(x, w, b, h, t0, T, H, G, HX, D, P, BD, BP, R, PREC)
-        rows = t0 + tl.arange(0, R)
-        row_off = ((b * H + h).to(tl.int64) * T + rows[:, None])
-        m = rm[:, None] & valid
-        g = tl.load(dout + row_off * F + rp[None, :], mask=m, other=0.0).to(tl.float32)
-        if KIND == 0:
-            dxw = _softmax_grad(_softmax_rows(xw, valid), g, eps)
-            if not HALF:
-                g = tl.load(dout + row_off * F + P + rp[None, :], mask=m, other=0.0).to(tl.float32)
-                dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
-        else:
-            y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
-            dxw = tl.where(y >= eps, g, 0.0)  # ReLU's and the clamp's gradients together
+        row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
+        dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
+        if KIND == 1:
             bacc += tl.sum(dxw, 0)
         if WANT_DX:
             dxt = tl.dot(dxw, tl.trans(wt), input_precision=PREC)
             tl.store(dx + row_off * D + rd[None, :], dxt.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
-        if WANT_DW:
-            acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
-    if WANT_DW:
-        tl.store(dw + ((split * H + h) * D + rd[:, None]) * P + rp[None, :], acc, mask=(rd[:, None] < D) & (rp[None, :] < P))
-        if KIND == 1:
-            tl.store(db + (split * H + h) * P + rp, bacc, mask=rp < P)
+        acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
+    tl.store(dw + ((split * H + h) * D + rd[:, None]) * P + rp[None, :], acc, mask=(rd[:, None] < D) & (rp[None, :] < P))
+    if KIND == 1:
+        tl.store(db + (split * H + h) * P + rp, bacc, mask=rp < P)
+
+
+@triton.jit
+def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
+                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
+    """dx of frozen maps (no parameter gradients, e.g. a LoRA stage): program (tile, b·HX + hx) takes one row tile of
+    x head hx and sums the gradients of its G query heads in fp32, stored once in x's dtype. Every tile runs in
+    parallel (the parameter-gradient kernel walks tiles serially to keep few partial sums)."""
+    pid = tl.program_id(0)
+    bx = tl.program_id(1)
+    b = bx // HX
+    hx = bx % HX
+    t0 = pid * R
+    rd = tl.arange(0, BD)
+    valid = (tl.arange(0, BP) < P)[None, :]
+    acc = tl.zeros([R, BD], dtype=tl.float32)
+    for gi in range(0, G):
+        h = hx * G + gi
+        _, wt, xw, rm = _tile(x, w, b, h, t0, T, H, G, HX, D, P, BD, BP, R, PREC)
+        row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
+        dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
+        acc += tl.dot(dxw, tl.trans(wt), input_precision=PREC)
+    rows = t0 + tl.arange(0, R)
+    tl.store(dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :], acc.to(dx.dtype.element_ty),
+             mask=(rows[:, None] < T) & (rd[None, :] < D))
 
 
 def precision(dtype: torch.dtype) -> str:
@@ -163,26 +194,30 @@ class FeatureMapFn(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors
         b, hx, t, d = x.shape
         h, _, p = w.shape
+        want_dx = ctx.needs_input_grad[0]
+        want_dw = any(ctx.needs_input_grad[1:3])
+        dout = dout.contiguous()
+        args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype), **BWD)
+        bias_arg = w if bias is None else bias
+        if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
+            dx = torch.empty_like(x)
+            features_dx_kernel[(triton.cdiv(t, BWD["R"]), b * hx)](
+                x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args)
+            return dx, None, None, None, None, None, None, None
         tiles = b * triton.cdiv(t, BWD["R"])
         nsplit = _splits(tiles, h, x.device)
         # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group;
         # none where x needs no gradient (attention transfer: q and k come from frozen projections)
-        want_dx = ctx.needs_input_grad[0]
         dxq = torch.empty(b if want_dx else 0, h, t, d, device=x.device,
                           dtype=x.dtype if ctx.groups == 1 else torch.float32)
-        want_dw = any(ctx.needs_input_grad[1:3])  # frozen maps (e.g. a LoRA stage that does not train them): dx only
-        dw = torch.empty(nsplit if want_dw else 0, h, d, p, device=x.device, dtype=torch.float32)
-        db = torch.empty(nsplit if want_dw and bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
+        dw = torch.empty(nsplit, h, d, p, device=x.device, dtype=torch.float32)
+        db = torch.empty(nsplit if bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
         features_bwd_kernel[(nsplit, h)](
-            x, w, w if bias is None else bias, dout.contiguous(), dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps,
-            D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype),
-            WANT_DW=want_dw, WANT_DX=want_dx, **BWD,
-        )
+            x, w, bias_arg, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps, WANT_DX=want_dx, **args)
         dx = None
         if want_dx:
             dx = (dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq).to(x.dtype)
-        dbias = db.sum(0) if want_dw and bias is not None else None
-        return dx, dw.sum(0) if want_dw else None, dbias, None, None, None, None, None
+        return dx, dw.sum(0), db.sum(0) if bias is not None else None, None, None, None, None, None
 
 
 def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

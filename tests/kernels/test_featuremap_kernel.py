@@ -107,15 +107,48 @@ def test_clamped_features_pass_no_gradient(kind, nan_alloc):
         assert _rel(got, want) <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
-def test_frozen_maps_get_dx_alone(kind, nan_alloc):
-    """Maps that do not train (parameters without grad): the backward computes dx only, and the same dx."""
-    fm, x, g = _case(kind, 2, 4, 2, 40, 16, 16, False, torch.float32)
-    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    (dx_all,) = torch.autograd.grad(_fused(kind, fm, xa), (xa,), g)
+@pytest.mark.parametrize("b,h,hx,t,d,p,halfspace", [
+    (2, 4, 4, 40, 16, 16, False),   # queries
+    (1, 6, 2, 65, 24, 32, True),    # keys at kv heads (3 query heads summed in the kernel), halfspace, odd sizes
+])
+def test_frozen_maps_get_dx_alone(kind, b, h, hx, t, d, p, halfspace, dtype, nan_alloc, monkeypatch):
+    """Maps that do not train (a LoRA stage): the backward runs the dx-only kernel, whose dx matches the module's
+    and the parameter-gradient kernel's, and returns no parameter gradients."""
+    import lolsearch.kernels.featuremap as fmod
+
+    tol_g = TOLS[dtype][1]
+    fm, x, g = _case(kind, b, h, hx, t, d, p, halfspace, dtype, seed=7)
+    if kind == "t2r":
+        g = g * ~_near_kink(fm, x, h)
+    xr = x.float().requires_grad_(True)
+    (want,) = torch.autograd.grad(fm(expand_kv(xr, h)), (xr,), g)
+    xa = x.clone().requires_grad_(True)
+    (dx_with_dw,) = torch.autograd.grad(_fused(kind, fm, xa), (xa,), g.to(dtype))
     fm.requires_grad_(False)
-    (dx_only,) = torch.autograd.grad(_fused(kind, fm, xb), (xb,), g)
-    assert torch.equal(dx_all, dx_only)
+    launched = []
+    monkeypatch.setattr(fmod, "features_dx_kernel", _Spy(fmod.features_dx_kernel, launched))
+    returned = []
+    backward = fmod.FeatureMapFn.backward
+    monkeypatch.setattr(fmod.FeatureMapFn, "backward", staticmethod(lambda ctx, d: returned.append(backward(ctx, d)) or returned[-1]))
+    xb = x.clone().requires_grad_(True)
+    (dx_only,) = torch.autograd.grad(_fused(kind, fm, xb), (xb,), g.to(dtype))
+    assert launched and all(r is None for r in returned[0][1:])
+    assert dx_only.dtype == dtype
+    assert _rel(dx_only, want) <= tol_g, f"{kind} dx: {_rel(dx_only, want):.2e}"
+    assert _rel(dx_only, dx_with_dw) <= (1e-6 if dtype == torch.float32 else tol_g)
+
+
+class _Spy:
+    """Stands in for a Triton kernel: records each launch, then runs it."""
+
+    def __init__(self, kernel, calls: list) -> None:
+        self.kernel, self.calls = kernel, calls
+
+    def __getitem__(self, grid):
+        self.calls.append(grid)
+        return self.kernel[grid]
 
 
 @pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
