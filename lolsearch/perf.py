@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="LoRA stages once per finetune.lora.compute_dtype (lora_compute column)")
     p.add_argument("--fused-features", nargs="+", default=None, choices=["off", "on"],
                    help="time the linearized model's stages with the feature maps' fused kernels off and/or on")
-    p.add_argument("--profile", action="store_true", help="write profile_<stage>_<compile>.txt (operator times)")
+    p.add_argument("--profile", action="store_true",
+                   help="write profile_<stage>_<compile>.txt (operator times), _trace.json.gz (timeline), _host.txt")
     p = sub.add_parser("generate")
     p.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
     p.add_argument("--batch", type=int, default=64)

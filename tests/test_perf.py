@@ -122,9 +122,12 @@ def test_the_fast_side_of_the_check_runs_under_the_setting_and_the_eager_side_do
     assert check_fast_path("toy", [w], loss_fn, batches, cfg, 1)["max_rel_diff"] == 0
 
 
-def test_train_profile_writes_the_operators_and_the_host_functions(tmp_path: Path) -> None:
-    """``perf train --profile``: the operator table of the steps and, beside it, the Python functions' host time
-    (where a host-bound step goes), both naming the stage's own code."""
+def test_train_profile_writes_the_operators_the_timeline_and_the_host_functions(tmp_path: Path) -> None:
+    """``perf train --profile``: the operator table of the steps and, beside it, their timeline (a gzipped Chrome
+    trace) and the Python functions' host time (where a host-bound step goes), naming the stage's own code."""
+    import gzip
+    import json
+
     assert perf.main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
                       "--stages", "lora", "--steps", "2", "--warmup", "1", "--profile"]) == 0
     ops = (tmp_path / "profile_lora_off.txt").read_text()
@@ -132,6 +135,9 @@ def test_train_profile_writes_the_operators_and_the_host_functions(tmp_path: Pat
     assert "aten::mm" in ops and "Name" in ops
     assert "Python functions by tottime" in host and "Python functions by cumulative" in host
     assert "run_stage" in host and "lolsearch/attention/" in host  # the linearized layers' own functions
+    with gzip.open(tmp_path / "profile_lora_off_trace.json.gz", "rt") as fh:
+        events = json.load(fh)["traceEvents"]
+    assert any(e.get("name") == "aten::mm" and e.get("dur", 0) > 0 for e in events)
 
 
 def test_train_warns_when_the_run_is_too_short_for_a_steady_rate(tmp_path: Path, caplog) -> None:

@@ -121,12 +121,17 @@ def check_fast_path(name: str, params: list[nn.Parameter], loss_fn: LossFn, batc
 
 def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: Iterator[dict], cfg: StageConfig,
                   seq_len: int, path: Path, *, steps: int = 2, compile_modules: Sequence[nn.Module] = ()) -> None:
-    """Operator table (device and host time) of ``steps`` steps after one warm-up step, written to ``path``, and the
-    Python functions' host time over ``steps`` more steps (cProfile: where a host-bound step spends its time, e.g.
-    launching kernels and allocating their buffers), written beside it as ``<stem>_host.txt``."""
+    """Operator table (device and host time) of ``steps`` steps after one warm-up step, written to ``path``; the same
+    steps' timeline beside it as ``<stem>_trace.json.gz`` (Chrome trace for Perfetto: where the GPU idles between
+    kernels, e.g. while the host waits on a read-back); and the Python functions' host time over ``steps`` more steps
+    (cProfile: where a host-bound step spends its time, e.g. launching kernels and allocating their buffers), written
+    as ``<stem>_host.txt``."""
     import cProfile
+    import gzip
     import io
     import pstats
+    import shutil
+    import tempfile
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -144,6 +149,11 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
     head = f"{name}: {steps} steps, compile={cfg.compile}, cuda_graph={cfg.cuda_graph}\n\n"
     path.write_text(head + table.table(sort_by=sort, row_limit=30)
                     + "\n\nby self CPU time\n" + table.table(sort_by="self_cpu_time_total", row_limit=20))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(raw))
+        with raw.open("rb") as src, gzip.open(path.with_name(f"{path.stem}_trace.json.gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
     host = cProfile.Profile()
     host.runcall(run, steps)
     for order in ("tottime", "cumulative"):
