@@ -178,11 +178,11 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
 
 
 def cmd_train(args: argparse.Namespace) -> pd.DataFrame:
-    from lolsearch.config.sections import GPU_SYNC_EVERY
     from lolsearch.trial.speed import has_steady_window
+    from lolsearch.trial.train import read_back_interval
 
     device = torch.device(args.device)
-    every = args.sync_every or (GPU_SYNC_EVERY if device.type == "cuda" else 1)
+    every = read_back_interval(args.sync_every, device.type == "cuda")
     if not has_steady_window(args.steps, every):
         log.warning("--steps %d with a loss read-back every %d steps leaves no read-back between step 2 and the last: "
                     "steady_tok_s will be NaN and tok_s includes the first step (and a CUDA graph's capture); raise "

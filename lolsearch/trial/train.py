@@ -82,11 +82,16 @@ def make_optimizer(params: list[nn.Parameter], cfg: StageConfig, *, capturable: 
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
+def read_back_interval(sync_every: int | None, on_gpu: bool) -> int:
+    """Steps between loss read-backs: ``sync_every``, else 1 on CPU (free there) and GPU_SYNC_EVERY on a GPU."""
+    if sync_every is not None:
+        return sync_every
+    return GPU_SYNC_EVERY if on_gpu else 1
+
+
 def sync_interval(cfg: StageConfig, params: list[nn.Parameter]) -> int:
-    """Steps between loss read-backs: ``cfg.sync_every``, else 1 on CPU (free there) and GPU_SYNC_EVERY on a GPU."""
-    if cfg.sync_every is not None:
-        return cfg.sync_every
-    return GPU_SYNC_EVERY if any(p.is_cuda for p in params) else 1
+    """:func:`read_back_interval` of a stage over ``params``."""
+    return read_back_interval(cfg.sync_every, any(p.is_cuda for p in params))
 
 
 class _PendingLosses:
