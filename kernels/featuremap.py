@@ -40,17 +40,30 @@ def _softmax_rows(xw, valid):
 
 
 @triton.jit
+def _x_rows(x, b, hx, t0, T, HX, D: tl.constexpr, BD: tl.constexpr, R: tl.constexpr):
+    """The x rows [t0, t0 + R) of x head hx in fp32, and their row mask."""
+    rows = t0 + tl.arange(0, R)
+    rd = tl.arange(0, BD)
+    rm = rows < T
+    xt = tl.load(x + ((b * HX + hx).to(tl.int64) * T + rows[:, None]) * D + rd[None, :],
+                 mask=rm[:, None] & (rd[None, :] < D), other=0.0)
+    return xt.to(tl.float32), rm
+
+
+@triton.jit
+def _w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr):
+    """W[h] ``[BD, BP]`` fp32, zero outside D × P."""
+    rd = tl.arange(0, BD)
+    rp = tl.arange(0, BP)
+    return tl.load(w + (h * D + rd[:, None]) * P + rp[None, :], mask=(rd[:, None] < D) & (rp[None, :] < P), other=0.0)
+
+
+@triton.jit
 def _tile(x, w, b, h, t0, T, H, G, HX, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr,
           R: tl.constexpr, PREC: tl.constexpr):
     """Loads the x rows [t0, t0 + R) of query head h (at its kv head) and W[h]; returns (x fp32, W, xW, row mask)."""
-    rows = t0 + tl.arange(0, R)
-    rd = tl.arange(0, BD)
-    rp = tl.arange(0, BP)
-    rm = rows < T
-    xh = (b * HX + h // G).to(tl.int64)
-    xt = tl.load(x + (xh * T + rows[:, None]) * D + rd[None, :], mask=rm[:, None] & (rd[None, :] < D), other=0.0)
-    wt = tl.load(w + (h * D + rd[:, None]) * P + rp[None, :], mask=(rd[:, None] < D) & (rp[None, :] < P), other=0.0)
-    xt = xt.to(tl.float32)
+    xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
+    wt = _w_head(w, h, D, P, BD, BP)
     xw = tl.dot(xt, wt, input_precision=PREC)
     return xt, wt, xw, rm
 
@@ -150,16 +163,18 @@ def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, 
     t0 = pid * R
     rd = tl.arange(0, BD)
     valid = (tl.arange(0, BP) < P)[None, :]
+    xt, rm = _x_rows(x, b, hx, t0, T, HX, D, BD, R)  # read once, shared by the group's query heads
     acc = tl.zeros([R, BD], dtype=tl.float32)
     for gi in range(0, G):
         h = hx * G + gi
-        _, wt, xw, rm = _tile(x, w, b, h, t0, T, H, G, HX, D, P, BD, BP, R, PREC)
+        wt = _w_head(w, h, D, P, BD, BP)
+        xw = tl.dot(xt, wt, input_precision=PREC)
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
         acc += tl.dot(dxw, tl.trans(wt), input_precision=PREC)
     rows = t0 + tl.arange(0, R)
     tl.store(dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :], acc.to(dx.dtype.element_ty),
-             mask=(rows[:, None] < T) & (rd[None, :] < D))
+             mask=rm[:, None] & (rd[None, :] < D))
 
 
 def precision(dtype: torch.dtype) -> str:
