@@ -24,6 +24,7 @@ from lolsearch.trial.surgery import (
     compile_targets,
     linearized_layers,
     recomputed_features,
+    unmasked_causal,
     unwrap_peft,
 )
 from lolsearch.trial.train import StageResult, run_stage
@@ -133,11 +134,12 @@ def lm_loss(model: nn.Module, batch: dict, chunk_tokens: int | None = None) -> t
     ``chunk_tokens``: the output projection and the loss run over that many positions at a time, and with grad
     each chunk's logits are recomputed in the backward pass instead of kept, so the ``[B·T, vocab]`` logits and
     their fp32 loss never exist at once (a 49K vocabulary at 8 × 1024 tokens: about 4 GiB). None: the model's
-    own loss over the whole batch."""
+    own loss over the whole batch. ``batch`` is unpadded (:func:`~lolsearch.trial.surgery.unmasked_causal`)."""
     causal = unwrap_peft(model) if chunk_tokens is not None else None
-    if causal is None or not _plain_lm_head(causal):
-        return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
-    hidden = causal.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state  # [B, T, C]
+    with unmasked_causal(model):
+        if causal is None or not _plain_lm_head(causal):
+            return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        hidden = causal.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state  # [B, T, C]
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     y = batch["labels"][:, 1:].reshape(-1)
     head = causal.lm_head

@@ -12,7 +12,10 @@ import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from lolsearch.attention.cache import LinearizedCache, new_cache
 from lolsearch.attention.layer import DistillRecorder, LinearizedAttention
@@ -214,6 +217,43 @@ def teacher_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m in layers:
             m.mode = "student"
+
+
+# transformers' SDPA attention under a name its mask registry does not know, so the model builds no mask for it.
+UNMASKED_SDPA = "lolsearch_unmasked_sdpa"
+AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
+
+
+def _refuse_padding(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        raise ValueError("a 2-D attention_mask (padding) reached a forward inside unmasked_causal; "
+                         "it takes unpadded batches only")
+
+
+@contextlib.contextmanager
+def unmasked_causal(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block the model's SDPA attention gets no mask and runs with ``is_causal``, as for unpadded batches.
+
+    Outside it transformers' mask creation looks for packed sequences in the position ids on every forward: in an
+    eager step that reads a device value back (a host sync per forward); in a captured or compiled step it cannot
+    read it, so it builds a ``[B, 1, T, T]`` mask that keeps SDPA off its flash/cuDNN kernels. Training and
+    validation batches (:func:`~lolsearch.data.packed_batches`) have no padding and plain causal positions, so
+    they need no mask; a 2-D ``attention_mask`` passed inside the block raises. Models on another attention
+    implementation are left as they are.
+    """
+    decoder = decoder_of(model)
+    config = decoder.config
+    if config._attn_implementation != "sdpa":
+        yield model
+        return
+    config._attn_implementation = UNMASKED_SDPA
+    hook = decoder.register_forward_pre_hook(_refuse_padding, with_kwargs=True)
+    try:
+        yield model
+    finally:
+        hook.remove()
+        config._attn_implementation = "sdpa"
 
 
 def _cache_kwarg(model: nn.Module) -> str:
