@@ -193,10 +193,9 @@ class LayerWeightsConfig(StrictModel):
         return _resolve_kind_params(self, LAYER_WEIGHTS)
 
 
-# cuda_graph auto: largest micro-batch (tokens) whose step is graphed, for a model with linearized layers and for one
-# with softmax attention alone (the teacher's own LoRA stage), as measured in results/perf/features_dx_20261206/
+# cuda_graph auto: largest micro-batch (tokens) whose step is graphed (results/perf/features_dx_20261206/ and, for the
+# teacher's own LoRA stage, results/perf/unmasked_20261206/)
 AUTO_GRAPH_TOKENS = 16384
-AUTO_GRAPH_TOKENS_SOFTMAX = 8192
 GPU_SYNC_EVERY = 25  # sync_every None: steps between loss read-backs on a GPU (every step on CPU)
 # stage fields (dotted paths within a stage) that change how fast a stage runs or how much memory it takes, and the
 # rounding of what it computes at most; `perf train --check` compares a stage's first losses with and without them
@@ -234,18 +233,17 @@ class StageConfig(StrictModel):
     cuda_graph: bool | Literal["auto"] = Field(
         "auto", description="capture the training step (forward and backward of every micro-batch, clipping, fused "
         "AdamW) as a CUDA graph after one eager step and replay it; auto: on a GPU when a micro-batch holds at most "
-        f"{AUTO_GRAPH_TOKENS} tokens ({AUTO_GRAPH_TOKENS_SOFTMAX} for a model with softmax attention alone), where "
+        f"{AUTO_GRAPH_TOKENS} tokens, where "
         "launch overhead bounds the step; no-op on CPU, and any step that cannot "
         "be captured falls back to eager with a log line. Speed only, the same losses up to rounding: not part of "
         "the trial id")
     recompute_features: bool = Field(False, description="recompute φ(q), φ(k) in the backward pass instead of keeping "
         "the feature maps' fp32 intermediates (less memory, a little more compute); not part of the trial id")
 
-    def graph_wanted(self, seq_len: int, *, softmax_only: bool = False) -> bool:
-        """Whether the stage asks for the CUDA-graph step at this sequence length (``auto`` resolved; ``softmax_only``:
-        the model has no linearized layer, whose large steps a graph slows)."""
+    def graph_wanted(self, seq_len: int) -> bool:
+        """Whether the stage asks for the CUDA-graph step at this sequence length (``auto`` resolved)."""
         if self.cuda_graph == "auto":
-            return self.batch_size * seq_len <= (AUTO_GRAPH_TOKENS_SOFTMAX if softmax_only else AUTO_GRAPH_TOKENS)
+            return self.batch_size * seq_len <= AUTO_GRAPH_TOKENS
         return bool(self.cuda_graph)
 
     @model_validator(mode="before")

@@ -22,7 +22,6 @@ from lolsearch.trial.surgery import (
     attention_parameters,
     checkpointed_layers,
     compile_targets,
-    linearized_layers,
     recomputed_features,
     unmasked_causal,
     unwrap_peft,
@@ -205,7 +204,6 @@ def run_finetune(
                 name, params, lambda b: lm_loss(model, b, cfg.loss_chunk_tokens), train_batches, cfg, seq_len,
                 eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
                 compile_modules=compile_targets(model) if cfg.compile != "off" else (),
-                softmax_only=not any(True for _ in linearized_layers(model)),
             )
     finally:
         model.eval()

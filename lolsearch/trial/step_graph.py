@@ -13,9 +13,8 @@ the second is captured and then replayed. Whatever keeps a step from being captu
 inside the step, a batch of another shape) makes the stage run its remaining steps eagerly, with one log line
 saying why; the losses are the same either way up to floating-point rounding.
 
-``cuda_graph: auto`` (the default) graphs micro-batches of up to ``AUTO_GRAPH_TOKENS`` tokens (``AUTO_GRAPH_TOKENS_SOFTMAX``
-for a model with softmax attention alone, whose larger steps a graph slows), where the step is bound by launch
-overhead; ``results/perf/perf.md`` has the measurements behind that rule.
+``cuda_graph: auto`` (the default) graphs micro-batches of up to ``AUTO_GRAPH_TOKENS`` tokens, where the step is
+bound by launch overhead; ``results/perf/perf.md`` has the measurements behind that rule.
 """
 
 from __future__ import annotations

@@ -164,7 +164,6 @@ def run_stage(
     eval_fn: Callable[[], float] | None = None,
     report: Callable[[dict], None] | None = None,
     compile_modules: Sequence[nn.Module] = (),
-    softmax_only: bool = False,
 ) -> StageResult:
     """Optimises ``params`` for ``cfg.num_steps(seq_len)`` steps of ``loss_fn`` over ``batches``.
 
@@ -176,10 +175,9 @@ def run_stage(
     evaluation and at the end; ``report`` then gets each step's point (``stage``, ``step``, ``tokens``,
     ``loss``, ``lr``, ``tok_s``) in order, followed by the evaluation's point (``eval_loss``).
     With ``cfg.compile`` other than ``"off"``, ``compile_modules`` run compiled for the stage (:func:`compiled`).
-    With ``cfg.cuda_graph`` (``auto``: micro-batches up to ``AUTO_GRAPH_TOKENS`` tokens, ``AUTO_GRAPH_TOKENS_SOFTMAX``
-    with ``softmax_only``, a model without linearized layers) the step after the first is captured as a CUDA graph
-    and replayed
-    (:class:`~lolsearch.trial.step_graph.GraphedStep`); where it cannot be, the stage logs why and runs eagerly.
+    With ``cfg.cuda_graph`` (``auto``: micro-batches up to ``AUTO_GRAPH_TOKENS`` tokens) the step after the first is
+    captured as a CUDA graph and replayed (:class:`~lolsearch.trial.step_graph.GraphedStep`); where it cannot be, the
+    stage logs why and runs eagerly.
 
     Raises:
         NonFiniteLossError: a loss became NaN/inf (the trial is then recorded as failed). On a GPU it is
@@ -189,7 +187,7 @@ def run_stage(
     result = StageResult(trainable_params=sum(p.numel() for p in params))
     if steps == 0 or not params:
         return result
-    wanted = cfg.graph_wanted(seq_len, softmax_only=softmax_only)
+    wanted = cfg.graph_wanted(seq_len)
     no_graph = graph_unavailable(params, cfg.compile) if wanted else "off"
     if cfg.cuda_graph is True and no_graph is not None:  # said once when asked for explicitly; auto stays quiet
         log.info("%s: cuda_graph off (%s); running eager steps", name, no_graph)

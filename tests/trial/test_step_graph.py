@@ -126,34 +126,14 @@ def test_a_host_sync_or_a_new_batch_shape_falls_back_to_eager_on_cuda(caplog):
 
 
 def test_cuda_graph_auto_graphs_short_micro_batches_only():
-    from lolsearch.config.sections import AUTO_GRAPH_TOKENS, AUTO_GRAPH_TOKENS_SOFTMAX, StageConfig
+    from lolsearch.config.sections import AUTO_GRAPH_TOKENS, StageConfig
 
     auto = StageConfig(steps=4, batch_size=8)
     assert auto.cuda_graph == "auto"
-    assert AUTO_GRAPH_TOKENS_SOFTMAX < AUTO_GRAPH_TOKENS
-    for limit, softmax_only in ((AUTO_GRAPH_TOKENS, False), (AUTO_GRAPH_TOKENS_SOFTMAX, True)):
-        assert auto.graph_wanted(limit // 8, softmax_only=softmax_only)
-        assert not auto.graph_wanted(limit // 8 + 1, softmax_only=softmax_only)
-    assert StageConfig(steps=4, batch_size=8, cuda_graph=True).graph_wanted(8192, softmax_only=True)
+    assert auto.graph_wanted(AUTO_GRAPH_TOKENS // 8)
+    assert not auto.graph_wanted(AUTO_GRAPH_TOKENS // 8 + 1)
+    assert StageConfig(steps=4, batch_size=8, cuda_graph=True).graph_wanted(4 * AUTO_GRAPH_TOKENS)
     assert not StageConfig(steps=4, batch_size=1, cuda_graph=False).graph_wanted(16)
-
-
-def test_lora_stage_says_whether_the_model_has_softmax_attention_alone(monkeypatch):
-    """The teacher's own LoRA stage (no linearized layer) takes the softmax rule of cuda_graph auto; a linearized
-    model's LoRA stage does not."""
-    import lolsearch.trial.finetune as finetune
-    from lolsearch.config import ModelConfig
-    from lolsearch.models import load_model
-    from lolsearch.trial.train import StageResult
-
-    seen = []
-    monkeypatch.setattr(finetune, "run_stage", lambda *a, softmax_only, **k: seen.append(softmax_only) or StageResult())
-    student, tok = stage_student()
-    teacher, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), "cpu")
-    for model in (student, teacher):
-        peft = add_lora(model, LoraOptions(rank=2), cotrain_attention=False)
-        run_finetune(peft, FinetuneConfig(steps=1), stage_batches(tok, 2), stage_val(tok), SEQ)
-    assert seen == [False, True]
 
 
 def test_cuda_graph_auto_on_cpu_runs_eager_without_a_log_line(caplog):
