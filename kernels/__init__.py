@@ -5,6 +5,7 @@ Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`
 - :func:`hybrid_decode_step` — one decode step over a ring-buffer window cache + linear state.
 - :func:`hybrid_decode_step_torch` — the plain-PyTorch twin of the decode step (CPU path, test reference).
 - :func:`fused_features` — the Hedgehog and T2R feature maps fused (forward and backward).
+- :func:`fused_mse` — attention transfer's MSE of two ``[B, H, T, D]`` outputs in one pass each way.
 - :func:`triton_available` — whether the Triton kernels can run here.
 """
 
@@ -59,6 +60,13 @@ def fused_features(kind, x, weight, bias=None, halfspace=False, eps=1e-12, out_d
     return fn(kind, x, weight, bias, halfspace, eps, out_dtype)
 
 
+def fused_mse(a, b):
+    """See :func:`lolsearch.kernels.mse.fused_mse`."""
+    from lolsearch.kernels.mse import fused_mse as fn
+
+    return fn(a, b)
+
+
 def hybrid_decode_step(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
                        phi_k_absorb=None, v_absorb=None):
     """See :func:`lolsearch.kernels.decode.hybrid_decode_step`."""
@@ -75,4 +83,4 @@ def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, 
     return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
 
 
-__all__ = ["fused_features", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "triton_available"]
+__all__ = ["fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "triton_available"]

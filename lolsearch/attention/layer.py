@@ -27,7 +27,7 @@ from lolsearch.attention.cache import LayerState, LinearizedCache
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 from lolsearch.attention.featuremaps import build_feature_map
 from lolsearch.attention.layouts import get_layout
-from lolsearch.attention.ops import hybrid_attention, resolve_backend
+from lolsearch.attention.ops import hybrid_attention, output_mse, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 from lolsearch.attention.static import StaticLayerState, static_decode_step
 from lolsearch.core import kernel_env
@@ -181,16 +181,16 @@ class LinearizedAttention(nn.Module):
             raise RuntimeError("distill mode needs a DistillRecorder (use lolsearch.trial.surgery.distill_mode)")
         with torch.no_grad():
             y_teacher = self._softmax(q, k, v)
-        ke = expand_kv(k, self.num_heads)
         phi_q, phi_k = self._features(q, k)
         gamma = self.gamma
         y_student = hybrid_attention(
             q, k, v, phi_q, phi_k, gamma, self.window, self.layout, self.backend, self.chunk_size
         )
-        self.recorder.mse[self.layer_idx] = F.mse_loss(y_student.float(), y_teacher.float())
+        self.recorder.mse[self.layer_idx] = output_mse(y_student, y_teacher, self.backend)
         if self.recorder.xent:
             self.recorder.xent_loss[self.layer_idx] = attention_xent(
-                q, ke, phi_q, phi_k, gamma, self.window, self.layout, self.recorder.xent_chunk
+                q, expand_kv(k, self.num_heads), phi_q, phi_k, gamma, self.window, self.layout,
+                self.recorder.xent_chunk,
             )
         return y_teacher
 

@@ -1,7 +1,8 @@
 """Backend dispatch for hybrid attention: ``reference`` (materialized), ``torch`` (chunked), ``triton``.
 
 ``auto`` picks Triton on CUDA when it is importable, the chunked PyTorch path elsewhere. The rest of the package
-reaches ``lolsearch.kernels`` only through this module (also for the fused feature maps, :func:`fused_feature_map`).
+reaches ``lolsearch.kernels`` only through this module (also for the fused feature maps, :func:`fused_feature_map`,
+and attention transfer's loss, :func:`output_mse`).
 """
 
 from __future__ import annotations
@@ -72,3 +73,14 @@ def fused_feature_map(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: to
     from lolsearch.kernels import fused_features
 
     return fused_features(kind, x, weight, bias, halfspace, eps, out_dtype)
+
+
+def output_mse(student: torch.Tensor, teacher: torch.Tensor, backend: str) -> torch.Tensor:
+    """Attention transfer's loss of one layer, ``mean((student − teacher)²)`` in fp32 (a 0-dim tensor), of outputs
+    ``[B, H, T, D]``: on the Triton backend by :func:`lolsearch.kernels.fused_mse` (one pass each way, only the
+    difference kept for the backward), else by ``F.mse_loss`` on fp32 copies."""
+    if resolve_backend(backend, student.device) == "triton" and student.dtype == teacher.dtype:
+        from lolsearch.kernels import fused_mse
+
+        return fused_mse(student, teacher)
+    return torch.nn.functional.mse_loss(student.float(), teacher.float())
