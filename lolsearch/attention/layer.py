@@ -171,9 +171,8 @@ class LinearizedAttention(nn.Module):
         return self.phi(self.feature_map_q, q, dt, False), self.phi(self.feature_map_k, k, dt, False)
 
     def _softmax(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The teacher's causal softmax attention ``[B, H, T, D]``."""
-        ke, ve = expand_kv(k, self.num_heads), expand_kv(v, self.num_heads)
-        return F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
+        """The teacher's causal softmax attention ``[B, H, T, D]`` (SDPA reads each kv head for its query heads)."""
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=k.shape[1] != q.shape[1])
 
     def _distill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Records student-vs-teacher losses and returns the teacher's output (teacher forcing)."""
