@@ -68,6 +68,7 @@ def test_distill_layer_loss_is_the_plain_mse(monkeypatch):
     """A linearized layer in distill mode on the Triton backend records the fused loss, equal to F.mse_loss of its
     student and teacher outputs, and its feature maps get the plain loss's gradients."""
     import lolsearch.kernels.mse as mse_kernel
+
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import AttentionConfig, ModelConfig
     from lolsearch.models import load_model
