@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lolsearch.trial.speed import is_oom, peak_gib, reset_mem, sync
+from lolsearch.trial.surgery import cache_kwarg
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def linear_cache_at(model, batch: int, context: int):
 def decode_rate(model, cache, batch: int, vocab: int, steps: int, warmup: int = 2) -> float:
     """Decoded tokens/s (batch × steps / time) continuing from ``cache`` through the model's forward."""
     device = next(model.parameters()).device
-    kwarg = "cache" if "cache" in type(model).forward.__code__.co_varnames else "past_key_values"
+    kwarg = cache_kwarg(model)
     ids = torch.randint(0, vocab, (batch, 1), device=device)
 
     def step() -> None:

@@ -30,7 +30,7 @@ from transformers import AttentionInterface
 from lolsearch.attention.cache import LayerState, LinearizedCache, new_cache
 from lolsearch.attention.layer import LinearizedAttention
 from lolsearch.attention.static import StaticLayerState
-from lolsearch.trial.surgery import decoder_layers, decoder_of, unwrap_peft
+from lolsearch.trial.surgery import cache_kwarg, decoder_layers, decoder_of, unwrap_peft
 
 
 class GraphError(ValueError):
@@ -128,8 +128,7 @@ class StaticDecoder:
             b, dev = self.tokens.shape[0], self.tokens.device
             self.kv_pads = torch.tensor(cache.pads or [0] * b, dtype=torch.long, device=dev)[:, None]  # [B, 1]
             self.kv_index = torch.arange(next(iter(cache.static_kv.values()))[0].shape[2], device=dev)[None, :]
-        params = inspect.signature(type(self.layers[0]).forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = cache_kwarg(self.layers[0])
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor a step mutates (for snapshots around graph warm-up)."""

@@ -256,9 +256,10 @@ def unmasked_causal(model: nn.Module) -> Iterator[nn.Module]:
         config._attn_implementation = "sdpa"
 
 
-def _cache_kwarg(model: nn.Module) -> str:
-    """Name under which this transformers version passes the cache to forward ('cache' or 'past_key_values')."""
-    params = inspect.signature(type(model).forward).parameters
+def cache_kwarg(module: nn.Module) -> str:
+    """Name under which this transformers version passes the cache to ``module``'s forward (a causal LM or a
+    decoder layer): 'cache' or 'past_key_values'."""
+    params = inspect.signature(type(module).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
@@ -267,7 +268,7 @@ def _install_generate(model: nn.Module) -> None:
     if getattr(model, "_lolsearch_generate", False):
         return
     original = model.generate
-    kwarg = _cache_kwarg(model)
+    kwarg = cache_kwarg(model)
 
     @functools.wraps(original)
     def generate(*args, **kwargs):

@@ -1,6 +1,5 @@
 """Static (graphable) decode step and left-padded batches, on the tiny random Llama (GQA: 4 query / 2 kv heads)."""
 
-import inspect
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from lolsearch.trial.graphed import (
     packed_decode_attention,
     prefill,
 )
-from lolsearch.trial.surgery import linearize, new_cache
+from lolsearch.trial.surgery import cache_kwarg, linearize, new_cache
 
 LAYOUTS = [("sliding", 5), ("terrace", 4), ("linear", 0)]
 
@@ -25,10 +24,6 @@ def toy(layout: str, window: int, device: str = "cpu", **kw):
     linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, backend="torch",
                                      chunk_size=16, layout=layout, window=window, **kw))
     return model, tok
-
-
-def cache_kwarg(model) -> str:
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 def left_padded(lens: list[int], pad: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:

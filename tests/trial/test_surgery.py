@@ -18,6 +18,7 @@ from lolsearch.models import load_model
 from lolsearch.trial.surgery import (
     SurgeryError,
     attention_parameters,
+    cache_kwarg,
     linearize,
     linearized_layers,
     new_cache,
@@ -110,9 +111,9 @@ def test_incremental_decoding_equals_full_forward(layout, window, softmax_layers
     with torch.no_grad():
         full = model(ids).logits
         cache = new_cache(model)
-        steps = [model(ids[:, :11], cache=cache, use_cache=True).logits]
+        steps = [model(ids[:, :11], use_cache=True, **{cache_kwarg(model): cache}).logits]
         for t in range(11, ids.shape[1]):
-            steps.append(model(ids[:, t : t + 1], cache=cache, use_cache=True).logits)
+            steps.append(model(ids[:, t : t + 1], use_cache=True, **{cache_kwarg(model): cache}).logits)
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
 
 
@@ -124,7 +125,7 @@ def test_generate_memory_does_not_grow(toy):
     for n in (10, 200):
         cache = new_cache(model)
         with torch.no_grad():
-            out = model.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, cache=cache,
+            out = model.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, **{cache_kwarg(model): cache},
                                  pad_token_id=tok.pad_token_id)
         assert out.shape[1] == 20 + n
         sizes[n] = cache.linear_nbytes()
@@ -141,9 +142,9 @@ def test_generate_memory_does_not_grow(toy):
 def _prefill_then_decode(model, ids: torch.Tensor, prefill: int) -> torch.Tensor:
     with torch.no_grad():
         cache = new_cache(model)
-        steps = [model(ids[:, :prefill], cache=cache, use_cache=True).logits]
+        steps = [model(ids[:, :prefill], use_cache=True, **{cache_kwarg(model): cache}).logits]
         for t in range(prefill, ids.shape[1]):
-            steps.append(model(ids[:, t : t + 1], cache=cache, use_cache=True).logits)
+            steps.append(model(ids[:, t : t + 1], use_cache=True, **{cache_kwarg(model): cache}).logits)
     return torch.cat(steps, 1)
 
 
