@@ -256,11 +256,12 @@ def unmasked_causal(model: nn.Module) -> Iterator[nn.Module]:
         config._attn_implementation = "sdpa"
 
 
-def cache_kwarg(module: nn.Module) -> str:
-    """Name under which this transformers version passes the cache to ``module``'s forward (a causal LM or a
-    decoder layer): 'cache' or 'past_key_values'."""
-    params = inspect.signature(type(module).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+def cache_kwarg(module: nn.Module, *, generate: bool = False) -> str:
+    """Name under which this transformers version takes the cache: 'cache' or 'past_key_values'. For ``module``'s
+    forward (a causal LM or a decoder layer), or with ``generate`` for ``model.generate()``, which some versions
+    still take as 'past_key_values' after the forward's rename."""
+    fn = type(module).prepare_inputs_for_generation if generate else type(module).forward
+    return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
 
 
 def _install_generate(model: nn.Module) -> None:
@@ -268,7 +269,7 @@ def _install_generate(model: nn.Module) -> None:
     if getattr(model, "_lolsearch_generate", False):
         return
     original = model.generate
-    kwarg = cache_kwarg(model)
+    kwarg = cache_kwarg(model, generate=True)
 
     @functools.wraps(original)
     def generate(*args, **kwargs):

@@ -136,7 +136,7 @@ def test_static_cache_reports_its_length():
     cache = new_cache(model)
     with torch.no_grad():
         model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
-                       pad_token_id=tok.pad_token_id, eos_token_id=None, **{cache_kwarg(model): cache})
+                       pad_token_id=tok.pad_token_id, eos_token_id=None, **{cache_kwarg(model, generate=True): cache})
     assert cache.get_seq_length() == 8 + 5 - 1
 
 

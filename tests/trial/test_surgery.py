@@ -125,8 +125,8 @@ def test_generate_memory_does_not_grow(toy):
     for n in (10, 200):
         cache = new_cache(model)
         with torch.no_grad():
-            out = model.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, **{cache_kwarg(model): cache},
-                                 pad_token_id=tok.pad_token_id)
+            out = model.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, **{cache_kwarg(model, generate=True): cache})
         assert out.shape[1] == 20 + n
         sizes[n] = cache.linear_nbytes()
         assert cache.get_seq_length() == 20 + n - 1
@@ -134,8 +134,8 @@ def test_generate_memory_does_not_grow(toy):
     # generate() without a cache argument builds a LinearizedCache itself and matches the explicit one
     with torch.no_grad():
         auto = model.generate(input_ids=ids, max_new_tokens=30, do_sample=False, pad_token_id=tok.pad_token_id)
-        full = model.generate(input_ids=ids, max_new_tokens=30, do_sample=False, cache=new_cache(model),
-                              pad_token_id=tok.pad_token_id)
+        full = model.generate(input_ids=ids, max_new_tokens=30, do_sample=False, pad_token_id=tok.pad_token_id,
+                              **{cache_kwarg(model, generate=True): new_cache(model)})
     assert torch.equal(auto, full)
 
 
