@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def layer_losses(model: nn.Module, batch: dict, recorder: DistillRecorder) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
     """Runs one teacher-forced forward; returns layer ids and their MSE (and XENT) losses."""
     recorder.clear()
-    with distill_mode(model, recorder), unmasked_causal(model):
+    with distill_mode(model, recorder), unmasked_causal(model, batch["input_ids"].shape[1]):
         decoder_of(model)(input_ids=batch["input_ids"], use_cache=False)
     ids = sorted(recorder.mse)
     return ids, [recorder.mse[i] for i in ids], [recorder.xent_loss[i] for i in ids if i in recorder.xent_loss]

@@ -135,7 +135,7 @@ def lm_loss(model: nn.Module, batch: dict, chunk_tokens: int | None = None) -> t
     their fp32 loss never exist at once (a 49K vocabulary at 8 × 1024 tokens: about 4 GiB). None: the model's
     own loss over the whole batch. ``batch`` is unpadded (:func:`~lolsearch.trial.surgery.unmasked_causal`)."""
     causal = unwrap_peft(model) if chunk_tokens is not None else None
-    with unmasked_causal(model):
+    with unmasked_causal(model, batch["input_ids"].shape[1]):
         if causal is None or not _plain_lm_head(causal):
             return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
         hidden = causal.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state  # [B, T, C]

@@ -231,20 +231,31 @@ def _refuse_padding(module: nn.Module, args: tuple, kwargs: dict) -> None:
                          "it takes unpadded batches only")
 
 
+def _window_below(config: object, seq_len: int) -> bool:
+    """Whether some softmax layer of the model attends through a sliding window shorter than ``seq_len`` (Mistral's
+    ``sliding_window``; Qwen2's sliding layers in ``layer_types``), which only the mask carries into SDPA."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return False
+    return window is not None and window < seq_len
+
+
 @contextlib.contextmanager
-def unmasked_causal(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block the model's SDPA attention gets no mask and runs with ``is_causal``, as for unpadded batches.
+def unmasked_causal(model: nn.Module, seq_len: int) -> Iterator[nn.Module]:
+    """Within the block the model's SDPA attention gets no mask and runs with ``is_causal``, as for unpadded batches
+    of ``seq_len`` tokens.
 
     Outside it transformers' mask creation looks for packed sequences in the position ids on every forward: in an
     eager step that reads a device value back (a host sync per forward); in a captured or compiled step it cannot
     read it, so it builds a ``[B, 1, T, T]`` mask that keeps SDPA off its flash/cuDNN kernels. Training and
     validation batches (:func:`~lolsearch.data.packed_batches`) have no padding and plain causal positions, so
     they need no mask; a 2-D ``attention_mask`` passed inside the block raises. Models on another attention
-    implementation are left as they are.
+    implementation, and models whose sliding window is shorter than ``seq_len``, are left as they are.
     """
     decoder = decoder_of(model)
     config = decoder.config
-    if config._attn_implementation != "sdpa":
+    if config._attn_implementation != "sdpa" or _window_below(config, seq_len):
         yield model
         return
     config._attn_implementation = UNMASKED_SDPA

@@ -54,7 +54,7 @@ def test_same_logits_without_scan_or_mask(spies, softmax_layers):
         plain = model(input_ids=ids, use_cache=False).logits
         assert spies["packed_scans"] == 1  # the scan whose result an eager step reads back
         spies["sdpa"].clear()
-        with unmasked_causal(model):
+        with unmasked_causal(model, ids.shape[1]):
             fast = model(input_ids=ids, use_cache=False).logits
     assert spies["packed_scans"] == 1
     assert spies["sdpa"] and set(spies["sdpa"]) == {(False, True)}  # every softmax layer: no mask, is_causal
@@ -74,7 +74,7 @@ def test_traced_forward_gets_no_mask(spies, monkeypatch):
         masked = model(input_ids=ids, use_cache=False).logits
         assert set(spies["sdpa"]) == {(True, False)}
         spies["sdpa"].clear()
-        with unmasked_causal(model):
+        with unmasked_causal(model, ids.shape[1]):
             fast = model(input_ids=ids, use_cache=False).logits
     assert set(spies["sdpa"]) == {(False, True)}
     torch.testing.assert_close(masked, plain)
@@ -97,7 +97,27 @@ def test_training_losses_build_no_mask(spies):
 def test_padding_inside_the_block_raises():
     model = toy(None)
     ids = batch()["input_ids"]
-    with unmasked_causal(model), pytest.raises(ValueError, match="attention_mask"):
+    with unmasked_causal(model, ids.shape[1]), pytest.raises(ValueError, match="attention_mask"):
         model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
     assert model.config._attn_implementation == "sdpa"
     model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)  # outside it, padding masks work as before
+
+
+@pytest.mark.parametrize("window,swapped", [(4, False), (64, True)])
+def test_sliding_window_teachers_keep_their_mask_when_the_window_is_shorter(spies, window, swapped):
+    """Mistral's sliding window reaches SDPA only through the mask: below the sequence length it is kept."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=16, sliding_window=window, attn_implementation="sdpa")
+    model = MistralForCausalLM(cfg).eval()
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = model(input_ids=ids, use_cache=False).logits
+        spies["sdpa"].clear()
+        with unmasked_causal(model, ids.shape[1]):
+            assert (model.config._attn_implementation != "sdpa") == swapped
+            inside = model(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(inside, plain)
+    assert set(spies["sdpa"]) == ({(False, True)} if swapped else {(True, False)})
