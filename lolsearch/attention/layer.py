@@ -76,6 +76,9 @@ class LinearizedAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = base.q_proj, base.k_proj, base.v_proj, base.o_proj
         self.q_norm = getattr(base, "q_norm", None)
         self.k_norm = getattr(base, "k_norm", None)
+        # The teacher's own sliding window (Mistral: the config's; Qwen2/3: the layer's, None on full layers)
+        self.teacher_window: int | None = (base.sliding_window if hasattr(base, "sliding_window")
+                                           else getattr(self.config, "sliding_window", None))
         device = base.q_proj.weight.device
         self.feature_map_q = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
         self.feature_map_k = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
@@ -171,8 +174,14 @@ class LinearizedAttention(nn.Module):
         return self.phi(self.feature_map_q, q, dt, False), self.phi(self.feature_map_k, k, dt, False)
 
     def _softmax(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The teacher's causal softmax attention ``[B, H, T, D]`` (SDPA reads each kv head for its query heads)."""
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=k.shape[1] != q.shape[1])
+        """The teacher's causal softmax attention ``[B, H, T, D]`` (SDPA reads each kv head for its query heads),
+        within its sliding window when it has one shorter than the sequence."""
+        gqa, t = k.shape[1] != q.shape[1], q.shape[-2]
+        if self.teacher_window is None or t <= self.teacher_window:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        i = torch.arange(t, device=q.device)
+        band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < self.teacher_window)  # [T, T]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=band, enable_gqa=gqa)
 
     def _distill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Records student-vs-teacher losses and returns the teacher's output (teacher forcing)."""

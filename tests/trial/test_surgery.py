@@ -169,3 +169,26 @@ def test_triton_decode_path_matches_reference_and_full_forward(layout, window):
             full = model(ids).logits
         err = (logits["triton"] - full).abs().max().item()
         assert err <= 2e-4, f"decode vs full forward: max abs error {err:.2e}"
+
+
+@pytest.mark.parametrize("arch,window_kw", [("mistral", {"sliding_window": 5}),
+                                            ("qwen2", {"use_sliding_window": True, "sliding_window": 5,
+                                                       "max_window_layers": 1})])
+def test_teacher_mode_keeps_the_teachers_sliding_window(arch, window_kw):
+    """A teacher that attends through a sliding window shorter than the sequence (Mistral's; Qwen2's on the layers
+    past max_window_layers) is the same model in teacher mode, and its targets in distill mode are its own."""
+    config_cls, model_cls = ARCHS[arch]
+    torch.manual_seed(0)
+    cfg = config_cls(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=512, head_dim=16, **window_kw)
+    cfg._attn_implementation = "sdpa"
+    model = model_cls(cfg).eval()
+    x = torch.randint(0, 97, (2, 23), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        teacher = model(x, use_cache=False).logits
+        linearize(model, attention(layout="sliding", window=4))
+        with teacher_mode(model):
+            again = model(x, use_cache=False).logits
+    torch.testing.assert_close(again, teacher, rtol=1e-5, atol=1e-5)
+    windows = [m.teacher_window for m in linearized_layers(model)]
+    assert windows == ([5, 5, 5] if arch == "mistral" else [None, 5, 5])
