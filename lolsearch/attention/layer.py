@@ -198,7 +198,7 @@ class LinearizedAttention(nn.Module):
         if self.recorder.xent:
             self.recorder.xent_loss[self.layer_idx] = attention_xent(
                 q, expand_kv(k, self.num_heads), phi_q, phi_k, gamma, self.window, self.layout,
-                self.recorder.xent_chunk,
+                self.recorder.xent_chunk, self.teacher_window,
             )
         return y_teacher
 
@@ -314,11 +314,13 @@ def attention_xent(
     window: int,
     layout: str,
     chunk: int = 256,
+    teacher_window: int | None = None,
 ) -> torch.Tensor:
     """Cross-entropy −Σ_j a_ij log â_ij between teacher softmax weights and hybrid weights, mean over queries.
 
     Computed per query chunk under activation checkpointing, so no T×T map is ever held for the
     whole sequence (peak O(chunk × T) per layer). q, k: ``[B, H, T, D]``; phi: ``[B, H, T, F]``.
+    ``teacher_window``: the teacher attends only to its last that many keys (a sliding-window teacher).
     """
     t = q.shape[-2]
     total = q.new_zeros((), dtype=torch.float32)
@@ -326,20 +328,25 @@ def attention_xent(
         e = min(s + chunk, t)
         total = total + checkpoint(
             _xent_chunk, q[..., s:e, :], k[..., :e, :], phi_q[..., s:e, :], phi_k[..., :e, :], gamma, window, layout, s,
-            use_reentrant=False,
+            teacher_window, use_reentrant=False,
         )
     return total / (q.shape[0] * q.shape[1] * t)
 
 
-def _xent_chunk(q, k, phi_q, phi_k, gamma, window: int, layout: str, q_start: int) -> torch.Tensor:
+def _xent_chunk(q, k, phi_q, phi_k, gamma, window: int, layout: str, q_start: int,
+                teacher_window: int | None) -> torch.Tensor:
     """Sum over the chunk's queries of −Σ_j a_ij log â_ij (keys 0..q_start+C)."""
     c, tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
     qf, kf = q.float(), k.float()
     soft, lin = hybrid_masks(c, tk, window, layout, q_start=q_start, k_start=0, device=q.device)
     causal = soft | lin
+    seen = causal
+    if teacher_window is not None:
+        rows = torch.arange(q_start, q_start + c, device=q.device)[:, None]
+        seen = causal & (rows - torch.arange(tk, device=q.device)[None, :] < teacher_window)
     with torch.no_grad():
         s = torch.einsum("bhid,bhjd->bhij", qf, kf) * d**-0.5
-        teacher = s.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        teacher = s.masked_fill(~seen, float("-inf")).softmax(dim=-1)
     a = unnormalized_weights(qf, kf, phi_q.float(), phi_k.float(), gamma.float(), soft, lin)
     log_a = torch.log(a.clamp_min(EPS)) - torch.log(a.sum(dim=-1, keepdim=True) + EPS)
     return -(teacher * log_a.masked_fill(~causal, 0.0)).sum()

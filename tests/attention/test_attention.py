@@ -136,6 +136,15 @@ def test_chunked_attention_xent_equals_materialized_cross_entropy():
     gb = torch.autograd.grad(full, (fq, fk, g))
     for a, b in zip(ga, gb, strict=True):
         assert rel_err(a, b) < 1e-6
+    # a sliding-window teacher (its last 5 keys) against its own materialized weights
+    i = torch.arange(29)
+    band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < 5)
+    teacher_w = s.masked_fill(~band, float("-inf")).softmax(-1).detach()
+    full_w = -(teacher_w * torch.log(student.clamp_min(1e-12))).sum() / (2 * 4 * 29)
+    for chunk in (7, 64):
+        got = attention_xent(q, k, fq, fk, g, 4, "terrace", chunk=chunk, teacher_window=5)
+        assert abs(got.item() - full_w.item()) < 1e-6 * abs(full_w.item())
+    assert abs(full_w.item() - full.item()) > 1e-3 * abs(full.item())
 
 
 @pytest.mark.parametrize("layout,window", [("sliding", 20), ("sliding", 1), ("terrace", 8), ("linear", 0)])
