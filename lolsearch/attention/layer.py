@@ -47,6 +47,14 @@ class DistillRecorder:
         self.xent_loss.clear()
 
 
+def teacher_window(attn: nn.Module) -> int | None:
+    """The sliding window of a softmax attention module (Mistral: its config's; Qwen2/3: the layer's own, None on
+    full layers); None when it attends to every earlier key."""
+    if hasattr(attn, "sliding_window"):
+        return attn.sliding_window
+    return getattr(getattr(attn, "config", None), "sliding_window", None)
+
+
 class LinearizedAttention(nn.Module):
     """Hybrid window-softmax + linear attention in place of a softmax attention module."""
 
@@ -76,9 +84,7 @@ class LinearizedAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = base.q_proj, base.k_proj, base.v_proj, base.o_proj
         self.q_norm = getattr(base, "q_norm", None)
         self.k_norm = getattr(base, "k_norm", None)
-        # The teacher's own sliding window (Mistral: the config's; Qwen2/3: the layer's, None on full layers)
-        self.teacher_window: int | None = (base.sliding_window if hasattr(base, "sliding_window")
-                                           else getattr(self.config, "sliding_window", None))
+        self.teacher_window = teacher_window(base)
         device = base.q_proj.weight.device
         self.feature_map_q = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
         self.feature_map_k = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import AttentionInterface
 
 from lolsearch.attention.cache import LayerState, LinearizedCache, new_cache
-from lolsearch.attention.layer import LinearizedAttention
+from lolsearch.attention.layer import LinearizedAttention, teacher_window
 from lolsearch.attention.static import StaticLayerState
 from lolsearch.trial.surgery import cache_kwarg, decoder_layers, decoder_of, unwrap_peft
 
@@ -119,6 +119,8 @@ class StaticDecoder:
         self.logits: torch.Tensor | None = None
         self.kv_pads: torch.Tensor | None = None
         self.soft_attns = [(a, packed_config(a.config)) for a in (self.layers[i].self_attn for i in soft)]
+        # each softmax layer's own sliding window (None: attends to every key); 0 for linearized layers
+        self.windows = [teacher_window(layer.self_attn) if i in soft else 0 for i, layer in enumerate(self.layers)]
         if soft:
             if new_tokens < 1:
                 raise GraphError(f"layers {soft} are softmax: give new_tokens to size their fixed KV buffers")
@@ -146,15 +148,17 @@ class StaticDecoder:
         h = dec.embed_tokens(self.tokens)
         position_ids = self.pos[:, None]
         pe = dec.rotary_emb(h, position_ids)
-        mask = None
+        masks: dict[int | None, torch.Tensor | None] = {0: None}
         if self.kv_pads is not None:  # softmax layers: keys from the row's first real token up to this one
             valid = (self.kv_index >= self.kv_pads) & (self.kv_index <= self.cache.kv_slot)  # [B, L]
-            mask = torch.zeros(valid.shape, dtype=h.dtype, device=h.device).masked_fill_(~valid, torch.finfo(h.dtype).min)
-            mask = mask[:, None, None, :]
+            for w in set(self.windows) - {0}:  # and within the layer's sliding window
+                seen = valid if w is None else valid & (self.cache.kv_slot - self.kv_index < w)
+                masks[w] = torch.zeros(seen.shape, dtype=h.dtype, device=h.device).masked_fill_(
+                    ~seen, torch.finfo(h.dtype).min)[:, None, None, :]
         with packed_softmax_attention(self.soft_attns):
-            for layer in self.layers:
-                h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=position_ids, use_cache=True,
-                          **{self._cache_kwarg: self.cache})
+            for layer, w in zip(self.layers, self.windows, strict=True):
+                h = layer(h, attention_mask=masks[w], position_embeddings=pe, position_ids=position_ids,
+                          use_cache=True, **{self._cache_kwarg: self.cache})
                 h = h[0] if isinstance(h, tuple) else h
         logits = self.head(dec.norm(h)[:, -1])
         self.tokens.copy_(logits.argmax(-1, keepdim=True))

@@ -175,3 +175,22 @@ def test_cuda_triton_static_step_equals_torch_step(layout, window):
             out.append(step().clone())
         logits[backend] = torch.stack(out, 1)
     torch.testing.assert_close(logits["triton"], logits["torch"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("window", [6, None])
+def test_softmax_layers_of_a_sliding_window_teacher_decode_within_their_window(window):
+    """A Mistral teacher's kept softmax layer attends to its last ``window`` keys: the graphed decode (eager on CPU)
+    continues a prompt with the tokens the full forward of the whole sequence predicts, past the window."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=16, sliding_window=window, attn_implementation="sdpa")
+    model = MistralForCausalLM(cfg).eval()
+    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, backend="torch",
+                                     chunk_size=16, layout="sliding", window=4, softmax_layers=(1,)))
+    ids = torch.randint(3, 97, (2, 5), generator=torch.Generator().manual_seed(4))
+    out = graphed_generate(model, ids, None, max_new_tokens=14)
+    with torch.no_grad():
+        full = model(out, use_cache=False).logits  # [B, 19, V]: the softmax layer masked by transformers
+    assert torch.equal(full[:, 4:-1].argmax(-1), out[:, 5:])
