@@ -18,7 +18,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from lolsearch.attention.cache import LinearizedCache, new_cache
-from lolsearch.attention.layer import DistillRecorder, LinearizedAttention
+from lolsearch.attention.layer import DistillRecorder, LinearizedAttention, teacher_window
 from lolsearch.config import AttentionConfig
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
@@ -231,14 +231,11 @@ def _refuse_padding(module: nn.Module, args: tuple, kwargs: dict) -> None:
                          "it takes unpadded batches only")
 
 
-def _window_below(config: object, seq_len: int) -> bool:
-    """Whether some softmax layer of the model attends through a sliding window shorter than ``seq_len`` (Mistral's
-    ``sliding_window``; Qwen2's sliding layers in ``layer_types``), which only the mask carries into SDPA."""
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None and "sliding_attention" not in layer_types:
-        return False
-    return window is not None and window < seq_len
+def _window_below(model: nn.Module, seq_len: int) -> bool:
+    """Whether a softmax attention layer of the model (one not linearized) attends through a sliding window shorter
+    than ``seq_len``, which only the mask carries into SDPA."""
+    return any((w := teacher_window(layer.self_attn)) is not None and w < seq_len
+               for layer in decoder_layers(model) if not isinstance(layer.self_attn, LinearizedAttention))
 
 
 @contextlib.contextmanager
@@ -255,7 +252,7 @@ def unmasked_causal(model: nn.Module, seq_len: int) -> Iterator[nn.Module]:
     """
     decoder = decoder_of(model)
     config = decoder.config
-    if config._attn_implementation != "sdpa" or _window_below(config, seq_len):
+    if config._attn_implementation != "sdpa" or _window_below(model, seq_len):
         yield model
         return
     config._attn_implementation = UNMASKED_SDPA
