@@ -234,8 +234,9 @@ def _refuse_padding(module: nn.Module, args: tuple, kwargs: dict) -> None:
 def _window_below(model: nn.Module, seq_len: int) -> bool:
     """Whether a softmax attention layer of the model (one not linearized) attends through a sliding window shorter
     than ``seq_len``, which only the mask carries into SDPA."""
-    return any((w := teacher_window(layer.self_attn)) is not None and w < seq_len
-               for layer in decoder_layers(model) if not isinstance(layer.self_attn, LinearizedAttention))
+    attns = (getattr(layer, "self_attn", None) for layer in decoder_layers(model))
+    return any((w := teacher_window(a)) is not None and w < seq_len
+               for a in attns if not isinstance(a, LinearizedAttention))
 
 
 @contextlib.contextmanager
