@@ -4,7 +4,8 @@
 # 1. the tests this session could not rerun on the device: generate() with the cache under generate's own name
 #    (d9ae7f1), the teacher's sliding window (a034e1e, b71d61d);
 # 2. issue 16's rows with everything of 2026-12-06: SmolLM2 shape 8 x 1024 graphed, compile off/default, --check;
-#    2 x 8192 graphed; the Llama-3-8B shape's attention transfer and LoRA (8 x 1024) eager.
+#    2 x 8192 graphed; the Llama-3-8B shape's attention transfer and LoRA (8 x 1024) eager, and its attention transfer
+#    eager and compiled with a steady window (about 570 s in all: cut the 8K rows if the call runs short).
 set -u
 O=$1
 mkdir -p "$O"
@@ -25,3 +26,7 @@ tail -2 "$O/l8b_at.log"
 timeout 90 $P8 --out "$O/l8b_lora" train --seq 1024 --backends triton --stages lora --compile off --steps 4 \
   --sync-every 2 --warmup 1 > "$O/l8b_lora.log" 2>&1
 tail -2 "$O/l8b_lora.log"
+# the compiled 8B step with a steady window (the compile entry of the timed run_stage falls before it)
+timeout 150 $P8 --out "$O/l8b_at_compiled" train --seq 1024 --backends triton --stages attention_transfer --compile off default \
+  --steps 8 --sync-every 2 --warmup 3 > "$O/l8b_at_compiled.log" 2>&1
+tail -3 "$O/l8b_at_compiled.log"
