@@ -154,3 +154,29 @@ def test_train_warns_when_the_run_is_too_short_for_a_steady_rate(tmp_path: Path,
             assert perf.main(["--out", str(out), *args, "--steps", steps, "--sync-every", every]) == 0
         assert ("steady_tok_s will be NaN" in caplog.text) == short
         assert pd.read_csv(out / "train.csv")["steady_tok_s"].isna().all() == short
+
+
+def test_timing_and_profiling_wrap_the_compiled_modules_once(tmp_path: Path, monkeypatch) -> None:
+    """A trial's stage wraps its modules for ``compile`` once; the timed and profiled steps must not pay for wrapping
+    them again per run (torch.compile's set-up copies its config each time: 0.48 s for the 8B shape's 160 modules)."""
+    import torch
+
+    from lolsearch.config import StageConfig
+    from lolsearch.trial.speed import profile_stage, time_stage
+
+    wrapped = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: wrapped.append(self))
+    mods = [torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)]
+    w = torch.nn.Parameter(torch.ones(3))
+    batches = iter([{"input_ids": torch.ones(1, 3)}] * 20)
+    cfg = StageConfig(steps=1, lr=1e-3, cuda_graph=False, sync_every=1, compile="default")
+
+    def loss_fn(batch: dict) -> torch.Tensor:
+        return (w * batch["input_ids"]).sum()
+
+    got = time_stage("toy", [w], loss_fn, batches, cfg, 3, torch.device("cpu"), steps=2, warmup=1, compile_modules=mods)
+    assert got["tok_s"] > 0
+    assert wrapped == mods
+    profile_stage("toy", [w], loss_fn, batches, cfg, 3, tmp_path / "p.txt", steps=2, compile_modules=mods)
+    assert wrapped == mods + mods
+    assert all(m._compiled_call_impl is None for m in mods)  # eager again afterwards
