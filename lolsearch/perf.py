@@ -5,7 +5,7 @@
                                       [--lora-compute float32 model]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
-    python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3]
+    python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3] [--set K=V] [--variant K=V]
     python -m lolsearch.perf eval     [--config TRIAL.yaml] [--repeats 3]
 
 ``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
@@ -279,13 +279,20 @@ FIXED_TOY = {  # a short toy trial: its fixed costs are the same as a long one's
 
 
 def cmd_fixed(args: argparse.Namespace) -> pd.DataFrame:
-    """Fixed cost per trial: the same trial ``--trials`` times in one process, cold (caches emptied) and warm."""
-    from lolsearch.config import load_yaml, parse_trial_config
+    """Fixed cost per trial: the same trial ``--trials`` times in one process, cold (caches emptied) and warm; with
+    ``--variant``, warm trials alternate with the trial under those overrides (``variant`` column), side by side."""
+    from lolsearch.config import load_yaml
+    from lolsearch.config.io import parse_with_overrides
     from lolsearch.trial.speed import fixed_costs
 
     data = load_yaml(args.config) if args.config else {**FIXED_TOY, "model": {"source": args.model or "toy-llama"}}
-    cfg = parse_trial_config({**data, "device": args.device}, str(args.config or "<toy>"))
-    rows = fixed_costs(cfg, args.trials, cold=True) + fixed_costs(cfg, args.trials, cold=False)
+    data, file = {**data, "device": args.device}, str(args.config or "<toy>")
+    cfg = parse_with_overrides(data, args.set, file)
+    variants = [("", cfg)] + ([(" ".join(args.variant), parse_with_overrides(data, args.set + args.variant, file))]
+                              if args.variant else [])
+    rows = fixed_costs(cfg, args.trials, cold=True)
+    for i in range(args.trials):
+        rows += [{**r, "trial": i, "variant": name} for name, c in variants for r in fixed_costs(c, 1, cold=False)]
     df = pd.DataFrame(rows)
     df.insert(0, "model", cfg.model.source)
     df["device"] = _device_name(torch.device(args.device))
@@ -409,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fixed", help="fixed cost per trial, cold vs warm per-process caches")
     p.add_argument("--config", type=Path, default=None, help="trial YAML (default: a short toy-llama trial)")
     p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the trial (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help="warm trials alternate with it")
     p = sub.add_parser("eval", help="final evaluation: separate passes vs one pass")
     p.add_argument("--config", type=Path, default=None, help="trial YAML (default: the fixed command's toy trial)")
     p.add_argument("--repeats", type=int, default=3)

@@ -201,6 +201,7 @@ GPU_SYNC_EVERY = 25  # sync_every None: steps between loss read-backs on a GPU (
 # rounding of what it computes at most; `perf train --check` compares a stage's first losses with and without them
 SPEED_ONLY = ("sync_every", "compile", "cuda_graph", "loss_chunk_tokens", "recompute_features", "checkpoint_layers",
               "lora.compute_dtype")
+EVAL_SPEED_ONLY = ("cuda_graph",)  # eval fields of the same kind (out of trial ids too)
 
 
 class StageConfig(StrictModel):
@@ -376,6 +377,11 @@ class EvalConfig(StrictModel):
                                             "ppl_ratio_<name> on its eval.split")
     diagnostics: bool = Field(True, description="per-layer γ and share of attention weight on window keys at "
                               "initialization and after attention transfer (gamma_by_layer, window_share_*_by_layer)")
+    cuda_graph: bool | Literal["auto"] = Field(
+        "auto", description="replay each evaluation pass's forwards (student, teacher, reference, the attention MSE's "
+        "decoder) from a CUDA graph captured on its second batch; auto: on a GPU; no-op on CPU, and a forward that "
+        "cannot be captured runs eagerly with a log line. Speed only, the same metrics up to rounding: not part of "
+        "the trial id")
 
     @field_validator("seq_lens")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from lolsearch.config.sections import (
+    EVAL_SPEED_ONLY,
     SPEED_ONLY,
     AttentionConfig,
     DataConfig,
@@ -25,13 +26,13 @@ from lolsearch.config.sections import (
 
 def canonical(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config (a :class:`TrialConfig`'s ``model_dump``, or the ``config`` of a trial's record, however old)
-    without the speed-only stage settings (:data:`SPEED_ONLY`), which are not part of a trial's identity. ``config``
+    without the speed-only stage and eval settings (:data:`SPEED_ONLY`, :data:`EVAL_SPEED_ONLY`), which are not part of a trial's identity. ``config``
     is not changed."""
     out = copy.deepcopy(config)
-    for stage in ("distill", "finetune"):
-        for path in SPEED_ONLY:
+    for top, paths in (("distill", SPEED_ONLY), ("finetune", SPEED_ONLY), ("eval", EVAL_SPEED_ONLY)):
+        for path in paths:
             *parents, name = path.split(".")
-            section: Any = out.get(stage)
+            section: Any = out.get(top)
             for key in parents:
                 section = section.get(key) if isinstance(section, dict) else None
             if isinstance(section, dict):

@@ -150,7 +150,7 @@ def kl_teacher_ft(cfg: TrialConfig, student: torch.nn.Module, eval_batches: Call
 
     teacher = teacher_ft_model(cfg, device)
     try:
-        return kl_to_reference(teacher, student, eval_batches())
+        return kl_to_reference(teacher, student, eval_batches(), cfg.eval.cuda_graph)
     finally:
         del teacher
         if device.type == "cuda":
@@ -203,7 +203,7 @@ def ensure_baselines(cfg: TrialConfig) -> dict[str, float]:
         return packed_batches(cfg.data, tok, cfg.eval.split, cfg.eval.batch_size, 0, shuffle=False,
                               num_tokens=cfg.eval.tokens, mask_prompt=True, device=device)
 
-    out = teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches()))
+    out = teacher_metrics(cfg, tok, eval_batches, device, lambda: perplexity(teacher, eval_batches(), cfg.eval.cuda_graph))
     if cfg.eval.passkey is not None:
         teacher_passkey(cfg, teacher, tok)
     return out
@@ -234,11 +234,12 @@ def _teacher_ft(cfg: TrialConfig, tokenizer, eval_batches: Callable[[], Iterable
                                mask_prompt=True, device=device),
         cfg.data.seq_len, name="teacher_finetune",
     )
-    values = {"ppl_teacher_ft": perplexity(teacher, eval_batches())}
+    values = {"ppl_teacher_ft": perplexity(teacher, eval_batches(), cfg.eval.cuda_graph)}
     for n in cfg.eval.seq_lens:
         data = cfg.data.model_copy(update={"seq_len": n})
         try:
-            values[f"ppl_teacher_ft_{n}"] = perplexity(teacher, eval_stream(cfg, data, tokenizer, device))
+            values[f"ppl_teacher_ft_{n}"] = perplexity(teacher, eval_stream(cfg, data, tokenizer, device),
+                                                       cfg.eval.cuda_graph)
         except ConfigError:  # the split is shorter than n: the trial records eval_error_<n> for it
             continue
     with atomic_file(teacher_ft_adapter(cfg, device)) as tmp:

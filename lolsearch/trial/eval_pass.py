@@ -23,12 +23,13 @@ from torch import nn
 from lolsearch.config import TrialConfig
 from lolsearch.trial import baselines, surgery
 from lolsearch.trial.evaluate import (
+    Graph,
     _agree,
     _device,
     _inference,
     _inputs,
     _kl,
-    _logits,
+    _logits_pass,
     _next_token,
     _nll,
     _per_sequence,
@@ -55,22 +56,26 @@ class EvalPass:
         return perplexity_of(self.nll_sum, self.tokens)
 
 
-def final_eval(model: nn.Module, batches: Iterable[dict], reference: nn.Module | None = None) -> EvalPass:
+def final_eval(model: nn.Module, batches: Iterable[dict], reference: nn.Module | None = None,
+               graph: Graph = "auto") -> EvalPass:
     """One student, one teacher (and one reference) forward per batch of ``batches`` (``input_ids``/``labels``
     ``[B, T]``, labels −100 = not scored); see the module docstring for what is derived from the logits. The
-    per-sequence terms stay on the device until one read at the end."""
+    per-sequence terms stay on the device until one read at the end. ``graph``: replay each of the forwards from a
+    CUDA graph of its own (``eval.cuda_graph``)."""
     rows = []
     with _inference(model), (_inference(reference) if reference is not None else contextlib.nullcontext()):
         dev = _device(model)
         ref_dev = _device(reference) if reference is not None else dev
+        forward, teacher_forward = _logits_pass(model, "student", graph), _logits_pass(model, "teacher", graph)
+        ref_forward = _logits_pass(reference, "reference", graph) if reference is not None else None
         for batch in batches:
             ids, labels = _inputs(batch, dev)
             if labels is None:
                 raise ValueError("final_eval needs batches with 'labels'")
-            student = _logits(model, ids)
+            student = forward(ids)
             with surgery.teacher_mode(model):
-                teacher = _logits(model, ids)
-            ref = _logits(reference, ids.to(ref_dev)).to(dev) if reference is not None else None
+                teacher = teacher_forward(ids)
+            ref = ref_forward(ids.to(ref_dev)).to(dev) if ref_forward is not None else None
             for b in range(ids.shape[0]):
                 logp, target, keep = _next_token(student[b], labels[b])
                 teacher_logp = _next_token(teacher[b], labels[b])[0]
@@ -101,7 +106,7 @@ def trial_final_eval(cfg: TrialConfig, model: nn.Module, batches: Callable[[], I
         reference = None
         try:
             reference = baselines.teacher_ft_model(cfg, device)
-            ev = final_eval(model, batches(), reference)
+            ev = final_eval(model, batches(), reference, cfg.eval.cuda_graph)
             out["kl_teacher_ft"] = ev.kl_reference
         except (OSError, RuntimeError, ValueError) as err:
             out["kl_teacher_ft_error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
@@ -110,7 +115,7 @@ def trial_final_eval(cfg: TrialConfig, model: nn.Module, batches: Callable[[], I
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if ev is None:
-        ev = final_eval(model, batches())
+        ev = final_eval(model, batches(), graph=cfg.eval.cuda_graph)
     if out_dir is not None:
         write_seq_nll(out_dir, ev.nll_sum, ev.tokens)
     return {"ppl": ev.ppl, "kl_teacher": ev.kl_teacher, "top1_agree": ev.top1_agree, **out}

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +23,12 @@ from torch import nn
 
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.trial import surgery
+from lolsearch.trial.forward_graph import GraphedForward, graph_wanted
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
+Graph = bool | Literal["auto"]  # eval.cuda_graph: replay a pass's forwards from CUDA graphs (auto: on a GPU)
 
 
 @contextlib.contextmanager
@@ -52,8 +54,17 @@ def _inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tens
 
 
 def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """``[B, T, V]`` logits of a plain forward (no generation cache)."""
-    return model(input_ids=ids, use_cache=False).logits
+    """``[B, T, V]`` logits of a plain causal forward of unpadded ``ids [B, T]`` (no generation cache, no mask:
+    :func:`~lolsearch.trial.surgery.unmasked_causal`, so no host sync per forward)."""
+    with surgery.unmasked_causal(model, ids.shape[1]):
+        return model(input_ids=ids, use_cache=False).logits
+
+
+def _logits_pass(model: nn.Module, name: str, graph: Graph) -> GraphedForward:
+    """:func:`_logits` of ``model`` for one pass, replayed from a CUDA graph where ``graph`` asks for it. A replay's
+    logits are overwritten by the next call of the same forward."""
+    dev = _device(model)
+    return GraphedForward(name, lambda ids: _logits(model, ids), dev, graph_wanted(graph, dev))
 
 
 def _next_token(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,12 +105,13 @@ def _per_sequence(rows: Sequence[Sequence[torch.Tensor]]) -> list[list[float]]:
     return torch.stack([torch.stack([t.double() for t in row]) for row in rows]).tolist() if rows else []
 
 
-def perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
-    """exp(mean next-token NLL over all label tokens != −100), token-weighted across batches (fp32 log-softmax)."""
-    return perplexity_of(*sequence_nll(model, batches))
+def perplexity(model: nn.Module, batches: Iterable[dict], graph: Graph = "auto") -> float:
+    """exp(mean next-token NLL over all label tokens != −100), token-weighted across batches (fp32 log-softmax).
+    ``graph``: replay the forwards from a CUDA graph (``eval.cuda_graph``; the same values up to rounding)."""
+    return perplexity_of(*sequence_nll(model, batches, graph))
 
 
-def sequence_nll(model: nn.Module, batches: Iterable[dict]) -> tuple[list[float], list[int]]:
+def sequence_nll(model: nn.Module, batches: Iterable[dict], graph: Graph = "auto") -> tuple[list[float], list[int]]:
     """Per test sequence: the summed next-token NLL (fp32 log-softmax) over its label tokens != −100, and how many
     there were (``(nll_sum [n_seq], tokens [n_seq])``; sequences without a scored token are left out).
     ``exp(sum(nll_sum) / sum(tokens))`` is :func:`perplexity`; the per-sequence values let two designs be
@@ -107,11 +119,12 @@ def sequence_nll(model: nn.Module, batches: Iterable[dict]) -> tuple[list[float]
     rows = []
     with _inference(model):
         dev = _device(model)
+        forward = _logits_pass(model, "sequence_nll", graph)
         for batch in batches:
             ids, labels = _inputs(batch, dev)
             if labels is None:
                 raise ValueError("sequence_nll needs batches with 'labels'")
-            logits = _logits(model, ids)
+            logits = forward(ids)
             for b in range(ids.shape[0]):
                 logp, target, keep = _next_token(logits[b], labels[b])
                 rows.append((_nll(logp, target, keep), keep.sum()))
@@ -127,14 +140,15 @@ def perplexity_of(nll_sum: list[float], tokens: list[int]) -> float:
     return math.exp(sum(nll_sum) / sum(tokens))
 
 
-def kl_to_reference(reference: nn.Module, model: nn.Module, batches: Iterable[dict]) -> float:
+def kl_to_reference(reference: nn.Module, model: nn.Module, batches: Iterable[dict], graph: Graph = "auto") -> float:
     """Mean over scored tokens of KL(reference ‖ model) between two models' next-token distributions (fp32)."""
     rows = []
     with _inference(model), _inference(reference):
         dev, ref_dev = _device(model), _device(reference)
+        forward, ref_forward = _logits_pass(model, "kl student", graph), _logits_pass(reference, "kl reference", graph)
         for batch in batches:
             ids, labels = _inputs(batch, dev)
-            student, ref = _logits(model, ids), _logits(reference, ids.to(ref_dev)).to(dev)
+            student, ref = forward(ids), ref_forward(ids.to(ref_dev)).to(dev)
             for b in range(ids.shape[0]):
                 logp, _, keep = _next_token(student[b], labels[b] if labels is not None else None)
                 ref_logp = _next_token(ref[b], labels[b] if labels is not None else None)[0]
@@ -147,7 +161,7 @@ def kl_to_reference(reference: nn.Module, model: nn.Module, batches: Iterable[di
     return sum(kl for kl, _ in terms) / count
 
 
-def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
+def teacher_agreement(model: nn.Module, batches: Iterable[dict], graph: Graph = "auto") -> dict[str, float]:
     """Student vs teacher next-token distributions on the scored tokens (labels != −100).
 
     The teacher is the same model under :func:`lolsearch.trial.surgery.teacher_mode` (softmax attention,
@@ -158,11 +172,12 @@ def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, fl
     rows = []
     with _inference(model):
         dev = _device(model)
+        forward, teacher_forward = _logits_pass(model, "student", graph), _logits_pass(model, "teacher", graph)
         for batch in batches:
             ids, labels = _inputs(batch, dev)
-            student = _logits(model, ids)
+            student = forward(ids)
             with surgery.teacher_mode(model):
-                teacher = _logits(model, ids)
+                teacher = teacher_forward(ids)
             for b in range(ids.shape[0]):
                 logp, _, keep = _next_token(student[b], labels[b] if labels is not None else None)
                 teacher_logp = _next_token(teacher[b], labels[b] if labels is not None else None)[0]
@@ -175,12 +190,13 @@ def teacher_agreement(model: nn.Module, batches: Iterable[dict]) -> dict[str, fl
     return {"kl_teacher": sum(t[0] for t in terms) / count, "top1_agree": sum(t[1] for t in terms) / count}
 
 
-def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, list[float]]:
+def attention_mse(model: nn.Module, batches: Iterable[dict], graph: Graph = "auto") -> tuple[float, list[float]]:
     """Held-out attention-transfer MSE (per-head outputs before o_proj, no loss factor).
 
     Runs the decoder (no lm_head) under :func:`lolsearch.trial.surgery.distill_mode`: every linearized layer
     compares its student output with the softmax output of the same q/k/v (LoRA, if present, stays on)
-    on teacher-forced inputs. Per layer, the MSE is averaged over batches weighted by tokens.
+    on teacher-forced inputs. Per layer, the MSE is averaged over batches weighted by tokens. ``graph``: replay the
+    decoder from a CUDA graph (``eval.cuda_graph``).
 
     Returns:
         (mean over linearized layers, per-layer list in layer order).
@@ -189,23 +205,29 @@ def attention_mse(model: nn.Module, batches: Iterable[dict]) -> tuple[float, lis
     if not expected:
         raise ValueError("attention_mse: the model has no linearized layers")
     decoder = surgery.decoder_of(model)
-    sums: dict[int, torch.Tensor | float] = dict.fromkeys(expected, 0.0)  # float64 on the device: one read at the end
-    tokens = 0
     recorder = DistillRecorder()
+
+    def layer_mse(ids: torch.Tensor) -> torch.Tensor:
+        """``[len(expected)]`` float64: each linearized layer's MSE on the batch ``ids [B, T]``."""
+        recorder.clear()
+        with surgery.unmasked_causal(model, ids.shape[1]):
+            decoder(input_ids=ids, use_cache=False)
+        if sorted(recorder.mse) != expected:
+            raise RuntimeError(f"attention_mse: layers {sorted(recorder.mse)} recorded, expected {expected}")
+        return torch.stack([recorder.mse[i].detach().double() for i in expected])
+
+    sums: torch.Tensor | float = 0.0  # float64 on the device: one read at the end
+    tokens = 0
     with _inference(model), surgery.distill_mode(model, recorder):
         dev = _device(model)
+        forward = GraphedForward("attention_mse", layer_mse, dev, graph_wanted(graph, dev))
         for batch in batches:
             ids, _ = _inputs(batch, dev)
-            recorder.clear()
-            decoder(input_ids=ids, use_cache=False)
-            if sorted(recorder.mse) != expected:
-                raise RuntimeError(f"attention_mse: layers {sorted(recorder.mse)} recorded, expected {expected}")
-            for i, v in recorder.mse.items():
-                sums[i] = sums[i] + v.detach().double() * ids.numel()
+            sums = sums + forward(ids) * ids.numel()
             tokens += ids.numel()
     if tokens == 0:
         raise ValueError("attention_mse: no batches")
-    per_layer = [s / tokens for s in torch.stack([torch.as_tensor(sums[i]) for i in expected]).tolist()]
+    per_layer = [s / tokens for s in torch.as_tensor(sums).tolist()]
     return sum(per_layer) / len(per_layer), per_layer
 
 

@@ -20,13 +20,13 @@ from lolsearch.trial import baselines, diagnostics, evaluate, passkey
 from lolsearch.trial.surgery import teacher_mode
 
 
-def _student_and_teacher(model: nn.Module, batches, suffix: str) -> dict[str, float | str]:
+def _student_and_teacher(model: nn.Module, batches, suffix: str, graph: evaluate.Graph) -> dict[str, float | str]:
     """``ppl_<suffix>``, ``ppl_teacher_<suffix>``, ``ppl_ratio_<suffix>``; a stream that cannot be built (a split
     shorter than the length) is recorded as ``eval_error_<suffix>`` and the trial goes on."""
     try:
-        out: dict[str, float | str] = {f"ppl_{suffix}": evaluate.perplexity(model, batches())}
+        out: dict[str, float | str] = {f"ppl_{suffix}": evaluate.perplexity(model, batches(), graph)}
         with teacher_mode(model):
-            out[f"ppl_teacher_{suffix}"] = evaluate.perplexity(model, batches())
+            out[f"ppl_teacher_{suffix}"] = evaluate.perplexity(model, batches(), graph)
     except ConfigError as err:
         return {f"eval_error_{suffix}": str(err).splitlines()[0][:300]}
     out[f"ppl_ratio_{suffix}"] = out[f"ppl_{suffix}"] / out[f"ppl_teacher_{suffix}"]
@@ -38,7 +38,8 @@ def other_lengths(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.d
     out: dict[str, float | str] = {}
     for n in cfg.eval.seq_lens:
         data = cfg.data.model_copy(update={"seq_len": n})
-        out.update(_student_and_teacher(model, lambda d=data: baselines.eval_stream(cfg, d, tokenizer, device), str(n)))
+        out.update(_student_and_teacher(model, lambda d=data: baselines.eval_stream(cfg, d, tokenizer, device), str(n),
+                                        cfg.eval.cuda_graph))
     return out
 
 
@@ -46,7 +47,8 @@ def other_datasets(cfg: TrialConfig, model: nn.Module, tokenizer, device: torch.
     """``ppl_<name>``, ``ppl_teacher_<name>`` and ``ppl_ratio_<name>`` for each of ``eval.datasets``."""
     out: dict[str, float | str] = {}
     for name, data in cfg.eval.datasets.items():
-        out.update(_student_and_teacher(model, lambda d=data: baselines.eval_stream(cfg, d, tokenizer, device), name))
+        out.update(_student_and_teacher(model, lambda d=data: baselines.eval_stream(cfg, d, tokenizer, device), name,
+                                        cfg.eval.cuda_graph))
     return out
 
 

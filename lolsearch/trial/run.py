@@ -137,7 +137,7 @@ def _swap(s: TrialState) -> None:
     s.metrics["feature_dim"] = s.surgery.feature_dim
     s.result.timing["swap_s"] = time.perf_counter() - t  # the probe (softmax_rule), the surgery, the kernel check
     t = time.perf_counter()
-    s.metrics["ppl_swap"] = evaluate.perplexity(s.model, s.eval_batches())
+    s.metrics["ppl_swap"] = evaluate.perplexity(s.model, s.eval_batches(), cfg.eval.cuda_graph)
     s.metrics.update(quality.window_shares(s.cfg, s.model, s.eval_batches(), "init_"))
     s.result.timing["eval_s"] = s.result.timing["swap_eval_s"] = time.perf_counter() - t
     s.notify({"stage": "swap", "ppl_swap": s.metrics["ppl_swap"]})
@@ -153,7 +153,7 @@ def _distill(s: TrialState) -> None:
     _stage_record(s.result, "distill", stage, time.perf_counter() - t)
     s.metrics["layer_weights"] = weights
     t = time.perf_counter()
-    s.metrics["ppl_distill"] = evaluate.perplexity(s.model, s.eval_batches())
+    s.metrics["ppl_distill"] = evaluate.perplexity(s.model, s.eval_batches(), cfg.eval.cuda_graph)
     s.metrics.update(quality.window_shares(cfg, s.model, s.eval_batches(), ""))
     s.result.timing["distill_eval_s"] = time.perf_counter() - t
     s.notify({"stage": "distill_done", "ppl_distill": s.metrics["ppl_distill"]})
@@ -187,7 +187,7 @@ def _quality(s: TrialState) -> None:
     part("datasets", lambda: quality.other_datasets(cfg, model, s.tokenizer, s.device))
     part("passkey", lambda: quality.passkey_metrics(cfg, model, s.tokenizer))
     part("mse", lambda: dict(zip(("mse_eval", "mse_by_layer"), evaluate.attention_mse(
-        model, _limited(s.eval_batches(), cfg.eval.batch_size * 4)), strict=True)))
+        model, _limited(s.eval_batches(), cfg.eval.batch_size * 4), cfg.eval.cuda_graph), strict=True)))
     part("tasks", lambda: _tasks(cfg, model, s.tokenizer))
     s.result.timing["final_eval_s"] = time.perf_counter() - start
     s.result.timing["eval_s"] += s.result.timing["final_eval_s"]
@@ -213,7 +213,7 @@ def _teacher_baselines(s: TrialState) -> None:
     t = time.perf_counter()
     with teacher_mode(model):
         m.update(baselines.teacher_metrics(s.cfg, s.tokenizer, s.eval_batches, s.device,
-                                           lambda: evaluate.perplexity(model, s.eval_batches())))
+                                           lambda: evaluate.perplexity(model, s.eval_batches(), s.cfg.eval.cuda_graph)))
     s.result.timing["baseline_s"] = time.perf_counter() - t
     m["ppl_ratio"] = m["ppl"] / m["ppl_teacher"]
     if "ppl_teacher_ft" in m:

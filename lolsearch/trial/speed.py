@@ -170,7 +170,7 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
 def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
     """Runs ``trials`` trials of ``cfg`` one after another in this process, as a reused sweep
     worker does, and splits each one's wall time into training (both stages) and the fixed rest (load, swap and
-    final evaluations, teacher baselines, efficiency). ``cold`` empties the per-process caches before each trial
+    final evaluations, teacher baselines, efficiency; every ``*_s`` part of the trial's timing is a column). ``cold`` empties the per-process caches before each trial
     (the cost without them). Teacher baselines are cached on disk either way (once per sweep)."""
     from lolsearch.trial import cache
     from lolsearch.trial.run import run_trial
@@ -185,7 +185,7 @@ def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
         t, m = result.timing, result.metrics
         train = t.get("distill_s", 0.0) + t.get("finetune_s", 0.0)
         rows.append({"trial": i, "cold": cold, "total_s": t["total_s"], "train_s": train, "fixed_s": t["total_s"] - train,
-                     **{k: t[k] for k in ("load_s", "eval_s", "baseline_s", "efficiency_s") if k in t},
+                     **{k: v for k, v in t.items() if k.endswith("_s") and k != "total_s"},
                      "efficiency_cached": m.get("efficiency_cached"),
                      "train_tokens": m.get("tokens_distill", 0) + m.get("tokens_finetune", 0)})
     return rows
