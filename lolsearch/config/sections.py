@@ -233,7 +233,8 @@ class StageConfig(StrictModel):
         "only, the same losses up to rounding: not part of the trial id")
     cuda_graph: bool | Literal["auto"] = Field(
         "auto", description="capture the training step (forward and backward of every micro-batch, clipping, fused "
-        "AdamW) as a CUDA graph after one eager step and replay it; auto: on a GPU when a micro-batch holds at most "
+        "AdamW) as a CUDA graph after one eager step and replay it, and the stage's validation forwards as a graph of "
+        "their own; auto: on a GPU when a micro-batch holds at most "
         f"{AUTO_GRAPH_TOKENS} tokens, where "
         "launch overhead bounds the step; no-op on CPU, and any step that cannot "
         "be captured falls back to eager with a log line. Speed only, the same losses up to rounding: not part of "

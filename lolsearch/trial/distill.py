@@ -16,7 +16,9 @@ from torch import nn
 
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.config import DistillConfig
+from lolsearch.trial.forward_graph import GraphedForward
 from lolsearch.trial.layer_weights import LAYER_WEIGHTS, layer_weights
+from lolsearch.trial.step_graph import graph_unavailable
 from lolsearch.trial.surgery import (
     attention_parameters,
     compile_targets,
@@ -78,8 +80,12 @@ def run_distill(
         _, mse, xent = layer_losses(model, batch, recorder)
         return distill_loss(mse, xent, weights, cfg)
 
+    graph = cfg.graph_wanted(seq_len) and graph_unavailable(params, cfg.compile) is None
+    val = GraphedForward("distill validation", lambda ids: loss_fn({"input_ids": ids}), next(model.parameters()).device,
+                         graph)
+
     def eval_fn() -> float:
-        return validation_loss(model, val_batches(), recorder, weights, cfg)
+        return validation_loss(model, val_batches(), val)
 
     model.train()
     try:
@@ -87,6 +93,7 @@ def run_distill(
             result = run_stage("distill", params, loss_fn, train_batches, cfg, seq_len, eval_fn=eval_fn, report=report,
                                compile_modules=compile_targets(model) if cfg.compile != "off" else ())
     finally:
+        val.close()
         model.eval()
     return result, weights
 
@@ -106,13 +113,15 @@ def initial_layer_mse(model: nn.Module, batches: Iterable[dict], recorder: Disti
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, batches: Iterable[dict], recorder: DistillRecorder, weights: list[float], cfg: DistillConfig) -> float:
+def validation_loss(model: nn.Module, batches: Iterable[dict], forward: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Mean over ``batches`` of ``forward(input_ids)`` (the stage's loss of a batch, here without grad) in eval
+    mode, read from the device once at the end."""
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
+    total: torch.Tensor | float = 0.0
+    n = 0
     for batch in batches:
-        _, mse, xent = layer_losses(model, batch, recorder)
-        total += distill_loss(mse, xent, weights, cfg).item()
+        total = total + forward(batch["input_ids"]).double()
         n += 1
     model.train(was_training)
-    return total / max(n, 1)
+    return float(total) / max(n, 1)

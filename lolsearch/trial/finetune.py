@@ -18,6 +18,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lolsearch.config import FinetuneConfig, LoraOptions
+from lolsearch.trial.forward_graph import GraphedForward
+from lolsearch.trial.step_graph import graph_unavailable
 from lolsearch.trial.surgery import (
     attention_parameters,
     checkpointed_layers,
@@ -172,18 +174,30 @@ VALIDATION_LOGITS_BYTES = 512 * 2**20
 
 
 @torch.no_grad()
-def validation_lm_loss(model: nn.Module, batches: Iterable[dict], logits_bytes: int = VALIDATION_LOGITS_BYTES) -> float:
+def validation_lm_loss(model: nn.Module, batches: Iterable[dict], logits_bytes: int = VALIDATION_LOGITS_BYTES,
+                       forward: GraphedForward | None = None) -> float:
     """Mean over batches of each batch's mean next-token loss, the logits computed ``logits_bytes`` of fp32 at a
-    time (:func:`lm_loss` with ``chunk_tokens``)."""
+    time (:func:`lm_loss` with ``chunk_tokens``), read from the device once at the end. ``forward``: a stage's
+    :func:`validation_forward` (replayed from a CUDA graph across the stage's validations) instead of a new one."""
     was_training = model.training
     model.eval()
-    chunk = max(1, logits_bytes // (4 * int(model.get_output_embeddings().weight.shape[0])))
-    total, n = 0.0, 0
+    forward = forward or validation_forward(model, logits_bytes)
+    total: torch.Tensor | float = 0.0
+    n = 0
     for batch in batches:
-        total += lm_loss(model, batch, chunk).item()
+        total = total + forward(batch["input_ids"], batch["labels"]).double()
         n += 1
     model.train(was_training)
-    return total / max(n, 1)
+    return float(total) / max(n, 1)
+
+
+def validation_forward(model: nn.Module, logits_bytes: int = VALIDATION_LOGITS_BYTES,
+                       graph: bool = False) -> GraphedForward:
+    """``(input_ids, labels) -> loss`` of :func:`validation_lm_loss`, replayed from a CUDA graph when ``graph``."""
+    chunk = max(1, logits_bytes // (4 * int(model.get_output_embeddings().weight.shape[0])))
+    device = next(model.parameters()).device
+    return GraphedForward("validation", lambda ids, labels: lm_loss(model, {"input_ids": ids, "labels": labels}, chunk),
+                          device, graph)
 
 
 def run_finetune(
@@ -197,13 +211,16 @@ def run_finetune(
 ) -> StageResult:
     """Trains whatever in ``model`` requires grad (LoRA, and feature maps/γ when co-training)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    graph = cfg.graph_wanted(seq_len) and graph_unavailable(params, cfg.compile) is None
+    val = validation_forward(model, graph=graph)  # one graph for all of the stage's validations
     model.train()
     try:
         with recomputed_features(model, cfg.recompute_features), checkpointed_layers(model, cfg.checkpoint_layers):
             return run_stage(
                 name, params, lambda b: lm_loss(model, b, cfg.loss_chunk_tokens), train_batches, cfg, seq_len,
-                eval_fn=lambda: validation_lm_loss(model, val_batches()), report=report,
+                eval_fn=lambda: validation_lm_loss(model, val_batches(), forward=val), report=report,
                 compile_modules=compile_targets(model) if cfg.compile != "off" else (),
             )
     finally:
+        val.close()
         model.eval()

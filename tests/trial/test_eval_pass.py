@@ -8,6 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trial_testlib import toy_config
 
 from lolsearch.config import AttentionConfig, parse_trial_config
+from lolsearch.models import resolve_device
 from lolsearch.trial import baselines, eval_pass, evaluate, surgery
 from lolsearch.trial.record import SEQ_NLL_FILE
 from lolsearch.trial.run import run_trial
@@ -163,7 +164,7 @@ def test_a_trial_with_the_adapter_cached_gets_kl_teacher_ft_from_the_one_pass(mo
         eval={"tokens": 256, "batch_size": 2}, efficiency={"measure": False}, seed=11))
     first = run_trial(cfg)  # computes the teacher_ft baseline, then kl_teacher_ft in a pass of its own
     assert first.status == "ok", first.error
-    assert baselines.teacher_ft_adapter(cfg, torch.device("cpu")).is_file()
+    assert baselines.teacher_ft_adapter(cfg, resolve_device(cfg.device)).is_file()  # the trial's device (a GPU's too)
 
     def separate(*args, **kwargs):
         raise AssertionError("kl_teacher_ft measured apart although its adapter was cached")

@@ -63,15 +63,22 @@ def _close(a: list[float], b: list[float], rel: float = 1e-3) -> bool:
 
 @pytest.mark.gpu
 @cuda
-def test_graphed_steps_reproduce_the_eager_losses_on_cuda(caplog):
+def test_graphed_steps_reproduce_the_eager_losses_on_cuda(caplog, monkeypatch):
+    """Steps and validations: each stage's three validations (one batch each) warm up, capture and replay one
+    graph, and give the eager validation losses."""
+    from lolsearch.trial.forward_graph import GraphedForward
+
     model, tok = stage_student("cuda")
     twin = copy.deepcopy(model)
     eager = _both_stages(model, tok, "cuda", cuda_graph=False)
+    captures, capture = [], GraphedForward._capture
+    monkeypatch.setattr(GraphedForward, "_capture", lambda self, inputs: captures.append(self.name) or capture(self, inputs))
     with caplog.at_level(logging.INFO):
         graphed = _both_stages(twin, tok, "cuda", cuda_graph=True)
     captured = [r.getMessage() for r in caplog.records if "captured as a CUDA graph" in r.getMessage()]
     assert len(captured) == 2, [r.getMessage() for r in caplog.records]  # both stages replayed a graph
     assert not [r for r in caplog.records if "cuda_graph off" in r.getMessage()]
+    assert captures == ["distill validation", "validation"]
     for a, b in zip(eager, graphed, strict=True):
         assert _close(a, b), (a, b)
     assert all(p.grad is None for p in twin.parameters())  # the graph's pool is released with the stage
