@@ -5,7 +5,7 @@
                                       [--lora-compute float32 model]
     python -m lolsearch.perf generate [--design TRIAL_DIR] [--contexts 8192 32768] [--batch 64] [--batches 1 16 256] [--graph both] [--budget-s 200]
     python -m lolsearch.perf scaling  SPACE --gpus 1 4 [--trials-per-gpu 1 2 4]
-    python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3] [--set K=V] [--variant K=V]
+    python -m lolsearch.perf fixed    [--config TRIAL.yaml] [--trials 3] [--cold N] [--set K=V] [--variant K=V]
     python -m lolsearch.perf eval     [--config TRIAL.yaml] [--repeats 3]
 
 ``train``: attention-transfer and LoRA-stage tokens/s and peak memory per attention backend on the
@@ -269,8 +269,7 @@ def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
-FIXED_TOY = {  # a short toy trial: its fixed costs are the same as a long one's
-    "model": {"source": "toy-llama"}, "data": {"source": "shakespeare", "seq_len": 128},
+FIXED_TOY = {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare", "seq_len": 128},  # a short trial
     "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 16}}, "window": 16},
     "distill": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2},
     "finetune": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2},
@@ -279,8 +278,8 @@ FIXED_TOY = {  # a short toy trial: its fixed costs are the same as a long one's
 
 
 def cmd_fixed(args: argparse.Namespace) -> pd.DataFrame:
-    """Fixed cost per trial: the same trial ``--trials`` times in one process, cold (caches emptied) and warm; with
-    ``--variant``, warm trials alternate with the trial under those overrides (``variant`` column), side by side."""
+    """Fixed cost per trial: the same trial in one process, ``--cold`` times with the caches emptied first, then
+    ``--trials`` times warm; with ``--variant``, each warm trial is followed by one under those overrides."""
     from lolsearch.config import load_yaml
     from lolsearch.config.io import parse_with_overrides
     from lolsearch.trial.speed import fixed_costs
@@ -290,7 +289,7 @@ def cmd_fixed(args: argparse.Namespace) -> pd.DataFrame:
     cfg = parse_with_overrides(data, args.set, file)
     variants = [("", cfg)] + ([(" ".join(args.variant), parse_with_overrides(data, args.set + args.variant, file))]
                               if args.variant else [])
-    rows = fixed_costs(cfg, args.trials, cold=True)
+    rows = fixed_costs(cfg, args.trials if args.cold is None else args.cold, cold=True)
     for i in range(args.trials):
         rows += [{**r, "trial": i, "variant": name} for name, c in variants for r in fixed_costs(c, 1, cold=False)]
     df = pd.DataFrame(rows)
@@ -415,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="trials sharing one GPU (the space's resources.gpu becomes 1/k); each k is timed at each --gpus")
     p = sub.add_parser("fixed", help="fixed cost per trial, cold vs warm per-process caches")
     p.add_argument("--config", type=Path, default=None, help="trial YAML (default: a short toy-llama trial)")
-    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--trials", type=int, default=3, help="warm trials (and cold ones, unless --cold)")
+    p.add_argument("--cold", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the trial (repeatable)")
     p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help="warm trials alternate with it")
     p = sub.add_parser("eval", help="final evaluation: separate passes vs one pass")

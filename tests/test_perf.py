@@ -1,6 +1,6 @@
 """perf scaling: k trials per GPU runs a valid copy of the space with resources.gpu = 1/k (sweeps faked); perf train:
 each stage once per loss chunk and recompute setting; perf eval: the one-pass final evaluation is timed beside the
-separate passes and gives the same metrics."""
+separate passes and gives the same metrics; perf fixed: cold trials, then warm ones alternating with a variant."""
 
 import argparse
 import json
@@ -180,3 +180,25 @@ def test_timing_and_profiling_wrap_the_compiled_modules_once(tmp_path: Path, mon
     profile_stage("toy", [w], loss_fn, batches, cfg, 3, tmp_path / "p.txt", steps=2, compile_modules=mods)
     assert wrapped == mods + mods
     assert all(m._compiled_call_impl is None for m in mods)  # eager again afterwards
+
+
+def test_fixed_alternates_the_variant_with_the_trial_and_counts_cold_trials_apart(tmp_path: Path, monkeypatch) -> None:
+    """perf fixed: ``--cold`` cold trials, then each warm trial followed by the ``--variant`` trial; every ``*_s``
+    part of a trial's timing becomes a column (trials faked: their configs and cold flags recorded)."""
+    from lolsearch.trial import speed
+
+    seen: list[tuple[bool, bool]] = []
+
+    def fake(cfg, trials: int, *, cold: bool) -> list[dict]:
+        seen.extend([(cold, cfg.eval.cuda_graph)] * trials)
+        return [{"trial": i, "cold": cold, "total_s": 5.0, "train_s": 4.0, "fixed_s": 1.0, "final_eval_s": 0.5,
+                 "train_tokens": 4096} for i in range(trials)]
+
+    monkeypatch.setattr(speed, "fixed_costs", fake)
+    assert perf.main(["--out", str(tmp_path), "--device", "cpu", "fixed", "--trials", "2", "--cold", "1",
+                      "--variant", "eval.cuda_graph=false"]) == 0
+    assert seen == [(True, "auto"), (False, "auto"), (False, False), (False, "auto"), (False, False)]
+    df = pd.read_csv(tmp_path / "fixed.csv", keep_default_na=False)
+    assert list(df["variant"]) == ["", "", "eval.cuda_graph=false", "", "eval.cuda_graph=false"]
+    assert list(df["trial"]) == [0, 0, 0, 1, 1] and "final_eval_s" in df
+    assert perf.main(["--out", str(tmp_path), "--device", "cpu", "fixed", "--set", "eval.cuda_graph=sometimes"]) == 2
