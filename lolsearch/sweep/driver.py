@@ -212,13 +212,13 @@ def check_sweep(space: SearchSpace, out: Path, resume: bool, max_trials: int | N
 
 
 # Keys of a space file that say how trials run, not which: a sweep resumes with other values of them (more GPUs,
-# a larger memory share per trial, a stage's speed-only settings in base), since they change no trial's result.
+# a larger memory share per trial, the speed-only stage and eval settings in base), since they change no trial's result.
 RUN_KEYS = ("resources", "budget")
 
 
 def _design_part(text: str) -> Any:
     """The space file without its RUN_KEYS, its base in :func:`~lolsearch.config.trial.canonical` form (speed-only
-    stage settings left out; the text itself where it does not parse to a mapping)."""
+    stage and eval settings left out; the text itself where it does not parse to a mapping)."""
     try:
         data = parse_yaml(text)
     except (yaml.YAMLError, ValueError):

@@ -1,5 +1,5 @@
 """--resume accepts a space file that changed only in how trials run (resources, budget, a stage's speed-only
-settings in base), and nothing else."""
+settings in base, eval.cuda_graph), and nothing else."""
 
 from pathlib import Path
 
@@ -48,3 +48,10 @@ def test_speed_only_settings_may_change_on_resume(tmp_path, stage, setting):
 def test_a_changed_stage_setting_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="differs from"):
         _resume_with(tmp_path, lambda text: text.replace("distill: {tokens: null, steps: 4,", "distill: {tokens: null, steps: 5,", 1))
+
+
+def test_eval_cuda_graph_may_change_on_resume_and_other_eval_settings_may_not(tmp_path):
+    _resume_with(tmp_path, lambda text: text.replace("eval: {tokens: 512,", "eval: {cuda_graph: false, tokens: 512,", 1))
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ConfigError, match="differs from"):
+        _resume_with(tmp_path / "b", lambda text: text.replace("eval: {tokens: 512,", "eval: {tokens: 1024,", 1))
