@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fixed", help="fixed cost per trial, cold vs warm per-process caches")
     p.add_argument("--config", type=Path, default=None, help="trial YAML (default: a short toy-llama trial)")
     p.add_argument("--trials", type=int, default=3, help="warm trials (and cold ones, unless --cold)")
-    p.add_argument("--cold", type=int, default=None)
+    p.add_argument("--cold", type=int, default=None, help="cold trials (caches emptied first; default: --trials)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the trial (repeatable)")
     p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help="warm trials alternate with it")
     p = sub.add_parser("eval", help="final evaluation: separate passes vs one pass")

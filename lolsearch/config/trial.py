@@ -26,8 +26,8 @@ from lolsearch.config.sections import (
 
 def canonical(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config (a :class:`TrialConfig`'s ``model_dump``, or the ``config`` of a trial's record, however old)
-    without the speed-only stage and eval settings (:data:`SPEED_ONLY`, :data:`EVAL_SPEED_ONLY`), which are not part of a trial's identity. ``config``
-    is not changed."""
+    without the speed-only stage and eval settings (:data:`SPEED_ONLY`, :data:`EVAL_SPEED_ONLY`), which are not part
+    of a trial's identity. ``config`` is not changed."""
     out = copy.deepcopy(config)
     for top, paths in (("distill", SPEED_ONLY), ("finetune", SPEED_ONLY), ("eval", EVAL_SPEED_ONLY)):
         for path in paths:

@@ -170,8 +170,9 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
 def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
     """Runs ``trials`` trials of ``cfg`` one after another in this process, as a reused sweep
     worker does, and splits each one's wall time into training (both stages) and the fixed rest (load, swap and
-    final evaluations, teacher baselines, efficiency; every ``*_s`` part of the trial's timing is a column). ``cold`` empties the per-process caches before each trial
-    (the cost without them). Teacher baselines are cached on disk either way (once per sweep)."""
+    final evaluations, teacher baselines, efficiency; every ``*_s`` part of the trial's timing is a column).
+    ``cold`` empties the per-process caches before each trial (the cost without them). Teacher baselines are cached
+    on disk either way (once per sweep)."""
     from lolsearch.trial import cache
     from lolsearch.trial.run import run_trial
 
