@@ -51,7 +51,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
-    LoRA step) on a fresh copy. Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
+    LoRA step) on a fresh copy, ``attention_free_lora`` (that step with no attention core, a bound for both). Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
     entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
     ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
     ``loss_chunk`` column. ``settings``: column -> values, each stage it applies to timed once per value, in that
@@ -65,7 +65,7 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     from lolsearch.models import load_model
     from lolsearch.trial.distill import layer_losses
     from lolsearch.trial.finetune import add_lora, lm_loss, lora_compute, lora_compute_of
-    from lolsearch.trial.speed import check_fast_path, is_oom, profile_stage, reset_mem, time_stage
+    from lolsearch.trial.speed import attention_free, check_fast_path, is_oom, profile_stage, reset_mem, time_stage
     from lolsearch.trial.surgery import (
         attention_parameters,
         checkpointed_layers,
@@ -145,15 +145,16 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
             log.info("%s", row)
             reset_mem(device)
 
-    if "teacher_lora" in stages:
-        teacher, tok = load_model(model_cfg, device)
-        teacher = add_lora(teacher, LoraOptions(), cotrain_attention=False)
-        teacher.train()
-        measure("teacher_lora", [p for p in teacher.parameters() if p.requires_grad],
-                lambda c: lambda b: lm_loss(teacher, b, c), batches_of(tok), compile_targets(teacher), teacher, loss_chunks,
-                lora=True)
-        del teacher
-        reset_mem(device)
+    for name in ("teacher_lora", "attention_free_lora"):  # the second: a bound for any attention (attention_free)
+        if name in stages:
+            teacher, tok = load_model(model_cfg, device)
+            teacher = add_lora(teacher, LoraOptions(), cotrain_attention=False).train()
+            with attention_free(teacher) if name == "attention_free_lora" else contextlib.nullcontext():
+                measure(name, [p for p in teacher.parameters() if p.requires_grad],
+                        lambda c, t=teacher: lambda b: lm_loss(t, b, c), batches_of(tok), compile_targets(teacher),
+                        teacher, loss_chunks, lora=True)
+            del teacher
+            reset_mem(device)
     if not {"attention_transfer", "lora"} & set(stages):
         return rows
     model, tok = load_model(model_cfg, device)
@@ -271,8 +272,7 @@ def cmd_scaling(args: argparse.Namespace) -> pd.DataFrame:
 
 FIXED_TOY = {"model": {"source": "toy-llama"}, "data": {"source": "shakespeare", "seq_len": 128},  # a short trial
     "attention": {"feature_map": {"kind": "hedgehog", "params": {"feature_dim": 16}}, "window": 16},
-    "distill": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2},
-    "finetune": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2},
+    **{stage: {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batches": 2} for stage in ("distill", "finetune")},
     "eval": {"tokens": 8192, "batch_size": 8},
 }
 
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cuda-graph", nargs="+", default=["off"], choices=["off", "on"],
                    help="time each stage with the whole-step CUDA graph off and/or on (the stages' `cuda_graph`)")
     p.add_argument("--stages", nargs="+", default=["attention_transfer", "lora"],
-                   choices=["attention_transfer", "lora", "teacher_lora"])
+                   choices=["attention_transfer", "lora", "teacher_lora", "attention_free_lora"])
     p.add_argument("--sync-every", type=int, default=None, help="steps between loss read-backs (default: the trials')")
     p.add_argument("--check", action="store_true", help="compare the first 3 steps' losses with the eager path")
     p.add_argument("--loss-chunk-tokens", type=int, nargs="+", default=None,

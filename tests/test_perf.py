@@ -1,6 +1,7 @@
 """perf scaling: k trials per GPU runs a valid copy of the space with resources.gpu = 1/k (sweeps faked); perf train:
 each stage once per loss chunk and recompute setting; perf eval: the one-pass final evaluation is timed beside the
-separate passes and gives the same metrics; perf fixed: cold trials, then warm ones alternating with a variant."""
+separate passes and gives the same metrics; perf fixed: cold trials, then warm ones alternating with a variant;
+the attention-free bound: its core, and its stage beside the teacher's."""
 
 import argparse
 import json
@@ -202,3 +203,46 @@ def test_fixed_alternates_the_variant_with_the_trial_and_counts_cold_trials_apar
     assert list(df["variant"]) == ["", "", "eval.cuda_graph=false", "", "eval.cuda_graph=false"]
     assert list(df["trial"]) == [0, 0, 0, 1, 1] and "final_eval_s" in df
     assert perf.main(["--out", str(tmp_path), "--device", "cpu", "fixed", "--set", "eval.cuda_graph=sometimes"]) == 2
+
+
+def test_attention_free_core_returns_each_positions_own_values_and_keeps_q_and_k_in_the_graph() -> None:
+    """The bound's attention core equals attention over each position's own key alone (GQA: 4 query heads on 2 kv
+    heads), and the query and key projections still get (zero) gradients, as around real attention."""
+    import torch
+
+    from lolsearch.trial import speed
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, 5, 8, generator=gen, requires_grad=True) for h in (4, 2, 2))
+    out, _ = speed._values_only(None, q, k, v, None)
+    own = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                           attn_mask=torch.eye(5, dtype=torch.bool))
+    torch.testing.assert_close(out, own.transpose(1, 2))
+    out.sum().backward()
+    assert torch.equal(q.grad, torch.zeros_like(q)) and torch.equal(k.grad, torch.zeros_like(k))
+    assert (v.grad == 2).all()  # each kv head feeds two query heads
+
+
+def test_train_times_the_attention_free_bound_beside_the_teacher(tmp_path: Path) -> None:
+    assert perf.main(["--out", str(tmp_path), "--model", "toy-llama", "train", "--seq", "32", "--backends", "torch",
+                      "--steps", "2", "--stages", "teacher_lora", "attention_free_lora"]) == 0
+    df = pd.read_csv(tmp_path / "train.csv")
+    assert list(df["stage"]) == ["teacher_lora", "attention_free_lora"] and (df["status"] == "ok").all()
+
+
+def test_attention_free_changes_the_teachers_loss_and_restores_its_attention() -> None:
+    import torch
+
+    from lolsearch.config import ModelConfig
+    from lolsearch.models import load_model
+    from lolsearch.trial.speed import attention_free
+
+    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = model(input_ids=ids, labels=ids).loss
+        with attention_free(model):
+            free = model(input_ids=ids, labels=ids).loss
+        again = model(input_ids=ids, labels=ids).loss
+    assert not torch.isclose(free, plain) and torch.equal(again, plain)
+    assert model.config._attn_implementation == "sdpa"

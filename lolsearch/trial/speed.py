@@ -10,13 +10,15 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
 
 from lolsearch.config import StageConfig, TrialConfig
+from lolsearch.trial.surgery import decoder_of
 from lolsearch.trial.train import compiled, run_stage, sync_interval
 
 LossFn = Callable[[dict], torch.Tensor]
@@ -77,6 +79,36 @@ def time_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batches: 
     peak = peak_gib(device)
     return {"tok_s": result.tokens / wall, "steady_tok_s": _steady(result.curve, sync_interval(cfg, params)),
             "step_s": wall / steps, "peak_gib": peak, "warmup_s": warmup_s}
+
+
+# An attention core that does no attention (``perf train --stages attention_free_lora``), under a name transformers'
+# mask registry does not know (so no mask is built for it either).
+ATTENTION_FREE = "lolsearch_attention_free"
+
+
+def _values_only(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """Each query head's output is its kv head's values: ``query [B, H, T, D]``, ``key``/``value [B, Hkv, T, D]`` ->
+    ``[B, T, H, D]``. Query and key enter times zero, so their projections and adapters still run forward and
+    backward as they do around a real attention core."""
+    out = (value + 0 * key).repeat_interleave(query.shape[1] // key.shape[1], dim=1) + 0 * query
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_FREE, _values_only)
+
+
+@contextmanager
+def attention_free(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block the model's transformers attention layers run :func:`_values_only` instead of attention:
+    the step of the same model with an attention core that costs nothing, a bound on what any attention, softmax or
+    linear, can reach. Linearized layers (our own modules) are not changed: time it on the teacher."""
+    config = decoder_of(model).config
+    before, config._attn_implementation = config._attn_implementation, ATTENTION_FREE
+    try:
+        yield model
+    finally:
+        config._attn_implementation = before
 
 
 def has_steady_window(steps: int, every: int) -> bool:
