@@ -88,7 +88,7 @@ class GraphedForward:
         except Exception as err:  # noqa: BLE001 - a forward that cannot be captured runs eagerly, the pass goes on
             torch.cuda.set_stream(main)  # a failed capture_end leaves the capture stream current
             torch.cuda.synchronize(self.stream.device)
-            log.warning("%s: cuda_graph off for this pass (capture failed: %s: %s); running eager forwards",
+            log.warning("%s: cuda_graph off (capture failed: %s: %s); its forwards run eagerly from here on",
                         self.name, type(err).__name__, str(err).strip().splitlines()[0][:200])
             self.close()
             return self.fn(*inputs)

@@ -100,3 +100,24 @@ def test_graphed_eval_equals_eager(monkeypatch, backend):
     forwards = 3 + 1 + 2 + 1 + 2  # final_eval, sequence_nll, teacher_agreement, attention_mse, kl_to_reference
     assert len(replays) == 2 * forwards
     assert graphed == pytest.approx(eager, rel=2e-4, abs=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_forward_that_cannot_be_captured_runs_eagerly_with_one_warning(caplog):
+    """A host read inside the forward breaks capture: the call still returns the eager value, a warning says so,
+    and every later call runs eagerly."""
+    import logging
+
+    from lolsearch.trial.forward_graph import GraphedForward
+
+    def synced(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum().item() >= 0 else x
+
+    forward = GraphedForward("synced", synced, torch.device("cuda"))
+    x = torch.ones(4, device="cuda")
+    with caplog.at_level(logging.WARNING):
+        got = [forward(x * i).clone() for i in range(1, 5)]
+    assert [g.tolist() for g in got] == [[2.0 * i] * 4 for i in range(1, 5)]
+    assert forward.graph is None and forward.replays == 0
+    assert len([r for r in caplog.records if "capture failed" in r.getMessage()]) == 1
