@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +23,11 @@ from torch import nn
 
 from lolsearch.attention.layer import DistillRecorder
 from lolsearch.trial import surgery
-from lolsearch.trial.forward_graph import GraphedForward, graph_wanted
+from lolsearch.trial.forward_graph import Graph, GraphedForward, graph_wanted
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
-Graph = bool | Literal["auto"]  # eval.cuda_graph: replay a pass's forwards from CUDA graphs (auto: on a GPU)
 
 
 @contextlib.contextmanager

@@ -24,9 +24,10 @@ import torch
 log = logging.getLogger(__name__)
 
 Forward = Callable[..., torch.Tensor]
+Graph = bool | Literal["auto"]  # eval.cuda_graph: replay a pass's forwards from CUDA graphs (auto: on a GPU)
 
 
-def graph_wanted(setting: bool | Literal["auto"], device: torch.device) -> bool:
+def graph_wanted(setting: Graph, device: torch.device) -> bool:
     """Whether an evaluation pass on ``device`` replays its forwards from CUDA graphs (``auto``: on a GPU)."""
     return device.type == "cuda" and setting in (True, "auto")
 
