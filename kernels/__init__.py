@@ -6,6 +6,7 @@ Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`
 - :func:`hybrid_decode_step_torch` — the plain-PyTorch twin of the decode step (CPU path, test reference).
 - :func:`fused_features` — the Hedgehog and T2R feature maps fused (forward and backward).
 - :func:`fused_mse` — attention transfer's MSE of two ``[B, H, T, D]`` outputs in one pass each way.
+- :func:`rope_qkv` — RoPE of q and k and the head-major layout of q, k, v in one launch each way.
 - :func:`triton_available` — whether the Triton kernels can run here.
 """
 
@@ -67,6 +68,13 @@ def fused_mse(a, b):
     return fn(a, b)
 
 
+def rope_qkv(q, k, v, cos, sin):
+    """See :func:`lolsearch.kernels.rope.rope_qkv`."""
+    from lolsearch.kernels.rope import rope_qkv as fn
+
+    return fn(q, k, v, cos, sin)
+
+
 def hybrid_decode_step(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
                        phi_k_absorb=None, v_absorb=None):
     """See :func:`lolsearch.kernels.decode.hybrid_decode_step`."""
@@ -83,4 +91,5 @@ def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, 
     return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
 
 
-__all__ = ["fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "triton_available"]
+__all__ = ["fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "rope_qkv",
+           "triton_available"]

@@ -27,7 +27,7 @@ from lolsearch.attention.cache import LayerState, LinearizedCache
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 from lolsearch.attention.featuremaps import build_feature_map
 from lolsearch.attention.layouts import get_layout
-from lolsearch.attention.ops import hybrid_attention, output_mse, resolve_backend
+from lolsearch.attention.ops import fused_rope, hybrid_attention, output_mse, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 from lolsearch.attention.static import StaticLayerState, static_decode_step
 from lolsearch.core import kernel_env
@@ -117,8 +117,8 @@ class LinearizedAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, None]:
         b, t, _ = hidden_states.shape
-        q, k, v = self._qkv(hidden_states, position_embeddings)
         cache = cache if cache is not None else past_key_values
+        q, k, v = self._qkv(hidden_states, position_embeddings, cache is None and self.fuses_rope(hidden_states.device))
         if self.mode == "distill":
             y = self._distill(q, k, v)
         elif self.mode == "teacher":
@@ -134,20 +134,28 @@ class LinearizedAttention(nn.Module):
         y = y.transpose(1, 2).reshape(b, t, -1).to(hidden_states.dtype)
         return self.o_proj(y), None
 
-    def _qkv(self, x: torch.Tensor, position_embeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projections + (Qwen3) q/k norms + RoPE -> q ``[B, H, T, D]``, k/v ``[B, Hkv, T, D]``."""
+    def _qkv(self, x: torch.Tensor, position_embeddings, fused: bool = False,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projections + (Qwen3) q/k norms + RoPE -> q ``[B, H, T, D]``, k/v ``[B, Hkv, T, D]``; with ``fused``
+        (and RoPE over the whole head) by one kernel that also writes q, k, v head-major (:func:`fused_rope`)."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, -1, self.head_dim)
         k = self.k_proj(x).view(b, t, -1, self.head_dim)
-        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
         if position_embeddings is None:
             raise ValueError("linearized attention needs position_embeddings (RoPE cos, sin) from the model")
         cos, sin = position_embeddings
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        return q, k, v
+        if fused and cos.dim() == 3 and cos.shape[-1] == self.head_dim:
+            return fused_rope(q, k, v, cos, sin)
+        q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+        return q, k, v.transpose(1, 2)
+
+    def fuses_rope(self, device: torch.device) -> bool:
+        """Whether RoPE and the head-major layout run by the fused kernel: on the Triton backend, with
+        LOLSEARCH_KERNELS_FUSED_ROPE (default on). Generation (a cache) keeps transformers' RoPE."""
+        return kernel_env.read("LOLSEARCH_KERNELS_FUSED_ROPE") and resolve_backend(self.backend, device) == "triton"
 
     def fused_maps(self, device: torch.device) -> bool:
         """Whether φ runs by the feature maps' fused kernels (``FeatureMap.fused``): maps that have one, on the

@@ -2,7 +2,7 @@
 
 ``auto`` picks Triton on CUDA when it is importable, the chunked PyTorch path elsewhere. The rest of the package
 reaches ``lolsearch.kernels`` only through this module (also for the fused feature maps, :func:`fused_feature_map`,
-and attention transfer's loss, :func:`output_mse`).
+attention transfer's loss, :func:`output_mse`, and the fused RoPE, :func:`fused_rope`).
 """
 
 from __future__ import annotations
@@ -84,3 +84,13 @@ def output_mse(student: torch.Tensor, teacher: torch.Tensor, backend: str) -> to
 
         return fused_mse(student, teacher)
     return torch.nn.functional.mse_loss(student.float(), teacher.float())
+
+
+def fused_rope(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+               sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RoPE of q ``[B, T, H, D]`` and k ``[B, T, HKV, D]`` (the projections' layout) and the head-major copies
+    ``[B, H, T, D]``, ``[B, HKV, T, D]`` of q, k and v, by one Triton launch each way
+    (:func:`lolsearch.kernels.rope_qkv`); cos, sin ``[B or 1, T, D]``."""
+    from lolsearch.kernels import rope_qkv
+
+    return rope_qkv(q, k, v, cos, sin)
