@@ -119,7 +119,8 @@ class RopeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dq, dk, dv):
         cos, sin = ctx.saved_tensors
-        grads = [g if g is not None and need else None for g, need in zip((dq, dk, dv), ctx.needs_input_grad[:3])]
+        grads = [g if g is not None and need else None for g, need in
+                 zip((dq, dk, dv), ctx.needs_input_grad[:3], strict=True)]
         if all(g is None for g in grads):
             return None, None, None, None, None
         grads = [g if g is None or g.stride(-1) == 1 else g.contiguous() for g in grads]

@@ -103,9 +103,9 @@ def test_linearized_layer_with_fused_rope(monkeypatch, arch):
     """A linearized layer on the Triton backend gives the same output and gradients (of every weight: the RoPE's
     backward reaches the projections) with the fused RoPE as with transformers' (LOLSEARCH_KERNELS_FUSED_ROPE), and
     runs the kernel once per layer and forward. Qwen3 normalizes q and k before the rotation."""
+    import lolsearch.kernels.rope as rope_kernel
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-    import lolsearch.kernels.rope as rope_kernel
     from lolsearch.config import AttentionConfig
     from lolsearch.trial.surgery import linearize
 
