@@ -184,11 +184,15 @@ def bwd_kv_kernel(
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
     NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
 ):
-    """Key tile t of kv head (b, j): dk (NEED_DK) and dv (NEED_DV) summed over the G query heads of the group (dv
-    adds the state parts dv_s ``[BH, T, D]`` of the group's heads), and dφk per query head (adds dfk_s). One loop
-    per output keeps one [BT, D] accumulator live; queries go by in blocks of BQ rows ([keys, BQ] score tiles)."""
+    """Key tile t of kv head (b, j), one output per program (axis 2, ``part``): dk (NEED_DK) and dv (NEED_DV) summed
+    over the G query heads of the group (dv adds the state parts dv_s ``[BH, T, D]`` of the group's heads), then dφk
+    of one query head per program (adds dfk_s). The outputs rescore the same tiles but share no accumulator, so they
+    run in parallel: NEED_DK + NEED_DV + G programs per key tile. Queries go by in blocks of BQ rows ([keys, BQ] score
+    tiles)."""
     t = tl.program_id(0)
     bkv = tl.program_id(1).to(tl.int64)
+    part = tl.program_id(2)
+    NKV: tl.constexpr = NEED_DK + NEED_DV  # parts before the dφk ones
     b = bkv // HKV
     j = bkv % HKV
     NT = tl.cdiv(T, BT)
@@ -206,16 +210,18 @@ def bwd_kv_kernel(
     b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
     n_end = last_chunk_end(t, NT, W, LAYOUT, BT)
     if NEED_DK:
-        acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
-                       T, W, LAYOUT, H, G, qk_scale, D, BDK, BT, BQ)
-        tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
+        if part == 0:
+            acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
+                           T, W, LAYOUT, H, G, qk_scale, D, BDK, BT, BQ)
+            tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
     if NEED_DV:
-        acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
-                       T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ)
-        tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
-    # dφk per query head: window linear keys plus the state part
-    for hh in range(0, G):
-        bh = b * H + j * G + hh
+        if part == NKV - 1:
+            acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf,
+                           mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ)
+            tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
+    # dφk of query head part − NKV: window linear keys plus the state part
+    if part >= NKV:
+        bh = b * H + j * G + (part - NKV)
         f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
         fmask = km[:, None] & mf[None, :]
         acc_f = tl.load(dfk_s + f_off, mask=fmask, other=0.0)

@@ -208,7 +208,7 @@ def _backward(ctx, do):
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
     dfk = torch.empty_like(fk)
-    bwd_kv_kernel[(nt, b * hkv)](
+    bwd_kv_kernel[(nt, b * hkv, need_dk + need_dv + h // hkv)](
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk, dv if need_dv else dfk,
         dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, NEED_DK=need_dk,
         NEED_DV=need_dv,
