@@ -209,12 +209,12 @@ def bwd_kv_kernel(
     b_k = tl.load(k + kv_off, mask=kv_mask, other=0.0)
     b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
     n_end = last_chunk_end(t, NT, W, LAYOUT, BT)
-    if NEED_DK:
+    if NEED_DK:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == 0:
             acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
                            T, W, LAYOUT, H, G, qk_scale, D, BDK, BT, BQ)
             tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
-    if NEED_DV:
+    if NEED_DV:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == NKV - 1:
             acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf,
                            mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ)

@@ -242,7 +242,6 @@ def goals(rows) -> list[tuple[str, str, str]]:
 
 def _versions() -> dict:
     import triton
-
     from lolsearch.kernels._common import AUTOTUNE
 
     v = {"torch": torch.__version__, "triton": triton.__version__, "cuda": str(torch.version.cuda),
