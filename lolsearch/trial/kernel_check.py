@@ -8,7 +8,9 @@ its own feature maps with random q, k, v of the trial's batch sizes, lengths and
 (the plan of evaluations) and a forward + backward (the plan of training), compared with the chunked PyTorch path
 in fp32. Where the layers compute φ by the fused feature-map kernels (``LinearizedAttention.fused_maps``), those are
 checked at the same shapes against the modules in fp32 (φ(q), φ(k), and with autograd the gradients of q, k and
-the maps' trained parameters). A mismatch fails the trial with the numbers. Each layer kind and shape is checked
+the maps' trained parameters), and where they rotate q and k by the fused RoPE (``LinearizedAttention.fuses_rope``),
+that kernel against transformers' RoPE in fp32 (q, k, v, and with autograd their gradients). A mismatch fails the
+trial with the numbers. Each layer kind and shape is checked
 once per process. Layers that do not run the Triton kernels are not checked: the chunked path is what they run.
 """
 
@@ -22,7 +24,7 @@ from torch import nn
 
 from lolsearch.attention.chunked import hybrid_attention_chunked
 from lolsearch.attention.layer import LinearizedAttention
-from lolsearch.attention.ops import hybrid_attention, resolve_backend
+from lolsearch.attention.ops import fused_rope, hybrid_attention, resolve_backend
 from lolsearch.config import TrialConfig
 from lolsearch.trial.baselines import passkey_budget
 from lolsearch.trial.passkey import row_batches
@@ -106,13 +108,13 @@ def _kind(layer: LinearizedAttention) -> tuple:
     """What selects a kernel path besides the shape (the feature dimension is one per model)."""
     w = layer.q_proj.weight
     return (layer.layout, layer.window, layer.num_heads, layer.num_kv_heads, layer.head_dim, w.dtype, str(w.device),
-            type(layer.feature_map_q).__name__, layer.fused_maps(w.device))
+            type(layer.feature_map_q).__name__, layer.fused_maps(w.device), layer.fuses_rope(w.device))
 
 
 def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
     """Largest relative RMS error (output, and with ``shape.grad`` the gradients of q, k, v, φq, φk) of the Triton
     path against the fp32 chunked path, on random q, k, v ``[B, H(kv), T, D]`` and the layer's own feature maps;
-    and of the fused feature maps against their modules where the layer uses them."""
+    and of the fused feature maps and RoPE against their modules where the layer uses them."""
     w = layer.q_proj.weight
     gen = torch.Generator(w.device).manual_seed(shape.batch * 1_000_003 + shape.seq_len)
     b, t, d = shape.batch, shape.seq_len, layer.head_dim
@@ -140,6 +142,8 @@ def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
         errs = {"o": _rel(o, o_ref)} | {f"d{n}": _rel(g, r) for n, g, r in zip(GRADS, grads, ref_grads, strict=True)}
     if layer.fused_maps(w.device):
         errs |= _map_errors(layer, q, k, shape.grad, gen)
+    if layer.fuses_rope(w.device):
+        errs |= _rope_errors(q, k, v, shape.grad, gen)
     tol = TOLERANCE[w.dtype]
     bad = {n: e for n, e in errs.items() if not e <= tol}
     where = (f"layout {layer.layout} window {layer.window}, heads {layer.num_heads}/{layer.num_kv_heads}, D "
@@ -148,6 +152,7 @@ def check_layer(layer: LinearizedAttention, shape: Shape) -> float:
     if bad:
         got = ", ".join(f"{n} {e:.2e}" for n, e in bad.items())
         fix = ("LOLSEARCH_KERNELS_FUSED_FEATURES=0 runs the feature-map modules" if all(n.startswith("map ") for n in bad)
+               else "LOLSEARCH_KERNELS_FUSED_ROPE=0 runs transformers' RoPE" if all(n.startswith("rope ") for n in bad)
                else "attention.backend: torch runs the PyTorch path")
         raise KernelCheckError(f"Triton kernels disagree with the PyTorch path ({where}): relative error {got} > {tol:g}; "
                                f"{fix}")
@@ -173,6 +178,33 @@ def _map_errors(layer: LinearizedAttention, q: torch.Tensor, k: torch.Tensor, gr
             want = torch.autograd.grad(ref, [xr, *(p for _, p in params)], g)
             names = [f"d{name}", *(f"φ_{name}.{n}" for n, _ in params)]
             errs |= {f"map {n}": _rel(a, b) for n, a, b in zip(names, got, want, strict=True)}
+    return errs
+
+
+def _rope_errors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grad: bool,
+                 gen: torch.Generator) -> dict[str, float]:
+    """Relative errors of the fused RoPE against transformers' in fp32 on q, k, v laid out as the projections give
+    them (``[B, T, H, D]``), at Llama-style positions 0..T-1: ``rope q``, ``rope k``, ``rope v``, and with ``grad``
+    the gradients ``rope dq``, ``rope dk``, ``rope dv``."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    t, d = q.shape[2], q.shape[3]
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=q.device, dtype=torch.float32) / d))
+    ang = torch.arange(t, device=q.device, dtype=torch.float32)[:, None] * inv
+    cos, sin = (f(torch.cat([ang, ang], -1))[None].to(q.dtype) for f in (torch.cos, torch.sin))
+    xs = [x.transpose(1, 2).contiguous() for x in (q, k, v)]  # [B, T, H(kv), D]
+    with torch.set_grad_enabled(grad):
+        mine = [x.clone().requires_grad_(grad) for x in xs]
+        refs = [x.float().requires_grad_(grad) for x in xs]
+        got = fused_rope(*mine, cos, sin)
+        rq, rk = apply_rotary_pos_emb(refs[0].transpose(1, 2), refs[1].transpose(1, 2), cos.float(), sin.float())
+        want = (rq, rk, refs[2].transpose(1, 2))
+    errs = {f"rope {n}": _rel(a, b) for n, a, b in zip("qkv", got, want, strict=True)}
+    if grad:
+        gs = [torch.randn(w.shape, device=w.device, generator=gen) for w in want]
+        mine_g = torch.autograd.grad(got, mine, [g.to(q.dtype) for g in gs])
+        ref_g = torch.autograd.grad(want, refs, gs)
+        errs |= {f"rope d{n}": _rel(a, b) for n, a, b in zip("qkv", mine_g, ref_g, strict=True)}
     return errs
 
 

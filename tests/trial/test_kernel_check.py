@@ -74,6 +74,22 @@ def test_fused_feature_maps_are_checked_where_used(grad, monkeypatch, one_thread
         assert check_model(model, [Shape(3, 70, grad)])["kernel_check_cases"] == 1
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_the_fused_rope_is_checked_where_used(grad, monkeypatch, one_thread):
+    """The layers rotate q and k by the fused RoPE (Triton backend, LOLSEARCH_KERNELS_FUSED_ROPE on): the check
+    compares it with transformers' RoPE; one off by 10% fails with its name and the setting that turns it off, and
+    with the setting off the layers are another kind, checked without it."""
+    model = toy("triton")
+    assert check_model(model, [Shape(2, 70, grad)])["kernel_check_max_err"] < 1e-4
+    real = kernel_check.fused_rope
+    monkeypatch.setattr(kernel_check, "fused_rope", lambda *a: tuple(x * 1.1 for x in real(*a)))
+    with pytest.raises(KernelCheckError, match=r"relative error rope q 1\.00e-01, rope k 1\.00e-01, rope v 1\.00e-01.* "
+                                               r"> 0\.001; LOLSEARCH_KERNELS_FUSED_ROPE=0"):
+        check_model(model, [Shape(3, 70, grad)])
+    monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_ROPE", "0")
+    assert check_model(model, [Shape(3, 70, grad)])["kernel_check_cases"] == 1
+
+
 def test_a_wrong_gradient_fails(monkeypatch, one_thread):
     model = toy("triton")
     real = kernel_check.hybrid_attention
