@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lolsearch.kernels import silu_mul, triton_available
+
 # The teacher's RMSNorms on PyTorch's fused kernel on a GPU. transformers' Llama-family RMSNorm runs six elementwise
 # kernels with an fp32 round trip per call: 522 µs at the Llama-3-8B shape (8 x 1024 tokens, bf16, H100) against
 # 64 µs for F.rms_norm, 66 against 9 µs at SmolLM2's (results/perf/at_glue_20261206/), about 9% of an
@@ -56,20 +58,19 @@ GATED = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP")
 
 class FusedGatedMLP(nn.Module):
     """``down_proj(silu(gate_proj(x)) · up_proj(x))`` with the replaced MLP's projections (so LoRA targets keep their
-    names); the activation and product by :func:`lolsearch.kernels.silu_mul` on CUDA, by the replaced module's
-    ``act_fn`` elsewhere."""
+    names); the activation and product by :func:`lolsearch.kernels.silu_mul` on CUDA where Triton runs, by the
+    replaced module's ``act_fn`` elsewhere."""
 
     def __init__(self, mlp: nn.Module) -> None:
         super().__init__()
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.act_fn = mlp.act_fn
+        self.triton = triton_available()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[..., C]`` -> ``[..., C]``."""
         gate, up = self.gate_proj(x), self.up_proj(x)
-        if gate.is_cuda:
-            from lolsearch.kernels import silu_mul
-
+        if gate.is_cuda and self.triton:
             return self.down_proj(silu_mul(gate, up))
         return self.down_proj(self.act_fn(gate) * up)
 
