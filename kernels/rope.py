@@ -82,11 +82,10 @@ def _launch(src: tuple, dst: tuple, cos: torch.Tensor, sin: torch.Tensor, heads:
     ``[B, T, H, D]`` layout to head-major ``[B, H, T, D]``, backward the other way round."""
     ref = next(x for x in src if x is not None)
     b, t, d = ref.shape[0], cos.shape[1], ref.shape[-1]
-    dummy = (0, 0, 0)
 
     def strides(x: torch.Tensor | None, head_major: bool) -> tuple[int, int, int]:
         if x is None:
-            return dummy
+            return (0, 0, 0)
         s = x.stride()
         return (s[0], s[2], s[1]) if head_major else (s[0], s[1], s[2])  # (batch, position, head)
 
