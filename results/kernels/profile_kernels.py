@@ -1,16 +1,18 @@
 """GPU diagnostic (issues 16, 17): GPU time per Triton kernel of ``hybrid_attention`` at the shapes the goals use.
 
-    python3 results/kernels/profile_kernels.py [--cases smol1k-lora smol1k-at l8b-32k-fwd ...]
+    python3 results/kernels/profile_kernels.py [--cases smol1k-lora l8b-32k-fwd ...] [--variants "" "WINDOW_CHUNKS=4" ...]
 
 Each case: median time of one call (forward, or forward + backward) by ``triton.testing.do_bench``, then the GPU
 time of every kernel over 10 calls (torch.profiler), per call. bf16, sliding window 64, random Hedgehog-like
-features. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ (attention
+features. Each variant (comma-separated ``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings; "" = the defaults)
+runs every case, in this process, one after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ (attention
 transfer: q, k, v come from frozen projections).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 import triton.testing
@@ -58,28 +60,53 @@ def call(x: dict, mode: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--variants", nargs="+", default=[""])
     args = ap.parse_args()
     for name in args.cases:
-        b, h, hkv, d, f, t, mode = CASES[name]
-        x = inputs(b, h, hkv, d, f, t, mode)
+        for variant in args.variants:
+            try:
+                run(name, variant)
+            except Exception as err:  # noqa: BLE001 - a variant that cannot run at this shape is reported, not fatal
+                print(f"{name} [{variant}]: {type(err).__name__}: {str(err).splitlines()[0][:200]}", flush=True)  # noqa: T201
+
+
+_FIRST: dict[str, list[torch.Tensor]] = {}  # o and the gradients of each case under the first variant
+
+
+def run(name: str, variant: str) -> None:
+    """One case under one variant's settings (the previous variant's are removed first). Prints the median time,
+    GPU time per kernel, and the largest relative difference of o and the gradients from the first variant's."""
+    for key in [k for k in os.environ if k.startswith("LOLSEARCH_KERNELS_") and k != "LOLSEARCH_KERNELS_AUTOTUNE"]:
+        del os.environ[key]
+    for item in filter(None, variant.split(",")):
+        key, value = item.split("=")
+        os.environ["LOLSEARCH_KERNELS_" + key] = value
+    b, h, hkv, d, f, t, mode = CASES[name]
+    x = inputs(b, h, hkv, d, f, t, mode)
+    if mode != "fwd":
+        x["do"] = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(1))
+    with torch.set_grad_enabled(mode != "fwd"):
+        o = hybrid_attention(x["q"], x["k"], x["v"], x["phi_q"], x["phi_k"], x["gamma"], 64, "sliding")
+        outs = [o.float()]
         if mode != "fwd":
-            x["do"] = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
-        with torch.set_grad_enabled(mode != "fwd"):
-            call(x, mode)
+            names = [n for n in ("q", "k", "v", "phi_q", "phi_k", "gamma") if x[n].requires_grad]
+            outs += [g.float() for g in torch.autograd.grad(o, [x[n] for n in names], x["do"])]
+        refs = _FIRST.setdefault(name, outs)
+        diff = max(((a - r).abs().max() / r.abs().max().clamp_min(1e-30)).item() for a, r in zip(outs, refs, strict=True))
+        ms = triton.testing.do_bench(lambda: call(x, mode), warmup=25, rep=200, return_mode="median")
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                call(x, mode)
             torch.cuda.synchronize()
-            ms = triton.testing.do_bench(lambda: call(x, mode), warmup=25, rep=200, return_mode="median")
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(10):
-                    call(x, mode)
-                torch.cuda.synchronize()
-        rows = {}
-        for e in prof.key_averages():
-            us = getattr(e, "device_time_total", 0) / 10
-            if us > 0 and e.device_type.name == "CUDA":
-                rows[e.key[:32]] = us
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(rows.items(), key=lambda kv: -kv[1]))
-        print(f"{name} (B {b}, H {h}/{hkv}, D {d}, F {f}, T {t}, {mode}): {ms * 1e3:.1f} us per call; "
-              f"GPU us per call: {parts}", flush=True)
+    rows = {}
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", 0) / 10
+        if us > 0 and e.device_type.name == "CUDA":
+            rows[e.key[:32]] = us
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(rows.items(), key=lambda kv: -kv[1]))
+    line = (f"{name} [{variant or 'default'}] (B {b}, H {h}/{hkv}, D {d}, F {f}, T {t}, {mode}): {ms * 1e3:.1f} us "
+            f"per call; o, grads vs the first variant {diff:.1e}; GPU us per call: {parts}")
+    print(line, flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":

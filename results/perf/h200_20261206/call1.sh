@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 16's rows on an H200 with everything of 2026-12-06 (fused RoPE, split bwd_kv, fused gated MLP), the GPU
-# tests of the code the sixth session ran only on the CPU, and the attention kernels' GPU time per kernel.
-# Carry .dev/p0, after `bash results/h200/lighten.sh out`:
+# GPU tests of the code the sixth session ran only on the CPU, then the attention kernels' GPU time per kernel at
+# the goals' shapes under the two new launch settings, side by side in one process (profile_kernels.py):
+# LOLSEARCH_KERNELS_WINDOW_CHUNKS (query chunks per fwd_window program) and LOLSEARCH_KERNELS_KV_BQ (bwd_kv's
+# query rows per score tile). Carry .dev/p0, after `bash results/h200/lighten.sh out`:
 #   PERF_CMDS="bash results/perf/h200_20261206/call1.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 set -u
 O=$1
@@ -10,19 +11,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 timeout 100 python3 -m pytest -q -rf -p no:cacheprovider tests/trial/test_kernel_check.py tests/kernels/test_rope_kernel.py \
   tests/kernels/test_gated_kernel.py tests/test_norms.py > "$O/pytest_gpu.log" 2>&1
 tail -3 "$O/pytest_gpu.log"
-P="python3 -m lolsearch.perf --model smollm2-135m-shape"
-timeout 110 $P --out "$O/rows1k" train --seq 1024 --backends triton --cuda-graph on --compile off --steps 30 \
-  --sync-every 5 --stages attention_transfer lora teacher_lora --check > "$O/rows1k.log" 2>&1
-tail -6 "$O/rows1k.log" | cut -c1-330
-timeout 100 $P --out "$O/rows8k" train --seq 8192 --micro-batch 2 --accum 2 --backends triton --compile off \
-  --cuda-graph on --steps 10 --sync-every 2 --warmup 2 --stages attention_transfer lora teacher_lora > "$O/rows8k.log" 2>&1
-tail -5 "$O/rows8k.log" | cut -c1-330
-P8="python3 -m lolsearch.perf --model llama3-8b-shape"
-timeout 75 $P8 --out "$O/l8b_lora" train --seq 1024 --backends triton --stages lora --compile off --steps 4 \
-  --sync-every 2 --warmup 1 > "$O/l8b_lora.log" 2>&1
-tail -2 "$O/l8b_lora.log" | cut -c1-330
-timeout 75 $P8 --out "$O/l8b_at" train --seq 1024 --backends triton --stages attention_transfer --compile off \
-  --steps 6 --sync-every 2 --warmup 2 > "$O/l8b_at.log" 2>&1
-tail -2 "$O/l8b_at.log" | cut -c1-330
-timeout 60 python3 results/kernels/profile_kernels.py > "$O/profile_kernels.log" 2>&1
-cut -c1-400 "$O/profile_kernels.log"
+timeout 240 python3 results/kernels/profile_kernels.py --cases smol1k-lora smol1k-at l8b1k-at l8b-32k-fwd l8b-2k-fwd \
+  --variants "" KV_BQ=64 WINDOW_CHUNKS=2 WINDOW_CHUNKS=4 WINDOW_CHUNKS=8 > "$O/profile_kernels.log" 2>&1
+cut -c1-420 "$O/profile_kernels.log"
+# the GPU matrix (first configs) under both settings, a part of it
+LOLSEARCH_KERNELS_KV_BQ=64 LOLSEARCH_KERNELS_WINDOW_CHUNKS=3 timeout 200 python3 -m pytest -q -x -rf -p no:cacheprovider \
+  -m gpu tests/kernels/test_kernels_gpu.py > "$O/pytest_matrix_knobs.log" 2>&1
+tail -3 "$O/pytest_matrix_knobs.log"
