@@ -12,7 +12,7 @@ timeout 100 python3 -m pytest -q -rf -p no:cacheprovider tests/trial/test_kernel
   tests/kernels/test_gated_kernel.py tests/test_norms.py > "$O/pytest_gpu.log" 2>&1
 tail -3 "$O/pytest_gpu.log"
 timeout 240 python3 results/kernels/profile_kernels.py --cases smol1k-lora smol1k-at l8b1k-at l8b-32k-fwd l8b-2k-fwd \
-  --variants "" KV_BQ=64 WINDOW_CHUNKS=2 WINDOW_CHUNKS=4 WINDOW_CHUNKS=8 > "$O/profile_kernels.log" 2>&1
+  --variants "" KV_BQ=64 KV_BQ=16 WINDOW_CHUNKS=2 WINDOW_CHUNKS=4 WINDOW_CHUNKS=8 > "$O/profile_kernels.log" 2>&1
 cut -c1-420 "$O/profile_kernels.log"
 # the GPU matrix (first configs) under both settings, a part of it
 LOLSEARCH_KERNELS_KV_BQ=64 LOLSEARCH_KERNELS_WINDOW_CHUNKS=3 timeout 200 python3 -m pytest -q -x -rf -p no:cacheprovider \
