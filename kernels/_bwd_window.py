@@ -175,7 +175,7 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end
     return acc
 
 
-@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F", "NEED_DK", "NEED_DV", "BQ", "TUNE"])
+@tuned([(4, 1), (4, 2), (8, 1)], key=["D", "F", "NEED_DK", "NEED_DV", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,

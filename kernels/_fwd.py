@@ -207,16 +207,32 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
     return acc, lsum, m_new, am
 
 
-@triton.jit
-def _window_chunk(q, k, v, fq, fk, ys, dens, o, o_lo, m_out, z_out, am_out, n, bh, kvh, g, T, W, LAYOUT, qk_scale,
-                  D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-                  SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr):
-    """o of query chunk n of head bh (see fwd_window_kernel)."""
+# (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
+@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "TUNE"])
+@triton.jit(do_not_specialize=NO_SPEC)
+def fwd_window_kernel(
+    q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
+    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr,
+):
+    """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
+    state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
+    and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
+    loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
+    SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
+    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    kvh = b * HKV + h // G
     rt = tl.arange(0, BT)
     rk = tl.arange(0, BDK)
     rf = tl.arange(0, BF)
     mk = rk < D
     mf = rf < F
+    g = tl.load(gamma + h).to(tl.float32)
     k_base = k + kvh * T * D
     v_base = v + kvh * T * D
     fk_base = fk + bh * T * F
@@ -235,34 +251,33 @@ def _window_chunk(q, k, v, fq, fk, ys, dens, o, o_lo, m_out, z_out, am_out, n, b
     if SMALL:
         acc, lsum, m, am = _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scale, T,
                                          D, F, BDK, BF, BT, LIN_CUR)
-    else:
-        # newest -> oldest: a row's linear keys come after all of its softmax keys, so the online
-        # rescaling only ever touches rows that hold softmax mass alone (linear terms are not scaled by e^-m).
-        for tt in range(0, n - tlo + 1):
-            t = n - tt
-            kpos = t * BT + rt
-            km = kpos < T
-            p = tl.zeros([BT, BT], dtype=tl.float32)
-            if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
-                b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-                sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
-                sc = tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]), sc, float("-inf"))
-                mt, at = tl.max(sc, 1, return_indices=True)
-                m_new = tl.maximum(m, mt)
-                alpha = tl.exp2(m - m_new)
-                acc = acc * alpha[:, None]
-                lsum = lsum * alpha
-                am = tl.where(mt > m, t * BT + at, am)
-                m = m_new
-                p = g * tl.exp2(sc - m[:, None])
-            if t * BT < start_hi:
-                b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-                a_lin = tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT)
-                p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
-            b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-            p_in = p.to(b_v.dtype)
-            lsum += tl.sum(p_in.to(tl.float32), 1)
-            acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
+    # newest -> oldest: a row's linear keys come after all of its softmax keys, so the online
+    # rescaling only ever touches rows that hold softmax mass alone (linear terms are not scaled by e^-m).
+    for tt in range(0, 0 if SMALL else n - tlo + 1):
+        t = n - tt
+        kpos = t * BT + rt
+        km = kpos < T
+        p = tl.zeros([BT, BT], dtype=tl.float32)
+        if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
+            b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+            sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale
+            sc = tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= start[:, None]), sc, float("-inf"))
+            mt, at = tl.max(sc, 1, return_indices=True)
+            m_new = tl.maximum(m, mt)
+            alpha = tl.exp2(m - m_new)
+            acc = acc * alpha[:, None]
+            lsum = lsum * alpha
+            am = tl.where(mt > m, t * BT + at, am)
+            m = m_new
+            p = g * tl.exp2(sc - m[:, None])
+        if t * BT < start_hi:
+            b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+            a_lin = tl.dot(b_fq, tl.trans(b_fk), input_precision=F32_DOT)
+            p += tl.where((kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]), a_lin, 0.0)
+        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+        p_in = p.to(b_v.dtype)
+        lsum += tl.sum(p_in.to(tl.float32), 1)
+        acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
     out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
     acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
     z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
@@ -274,36 +289,6 @@ def _window_chunk(q, k, v, fq, fk, ys, dens, o, o_lo, m_out, z_out, am_out, n, b
     tl.store(m_out + bh * T + qpos, m, mask=qm)
     tl.store(z_out + bh * T + qpos, z, mask=qm)
     tl.store(am_out + bh * T + qpos, am, mask=qm)
-
-
-# (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "CPB", "TUNE"])
-@triton.jit(do_not_specialize=NO_SPEC)
-def fwd_window_kernel(
-    q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
-    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, CPB: tl.constexpr,
-):
-    """o of CPB consecutive query chunks (one after another, so a stage-pipelined config can load the next chunk's
-    tiles during this one's products): window tiles scored directly (newest to oldest, online stabilizer), plus the
-    state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
-    and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
-    loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
-    SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
-    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
-    pid = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    h = bh % H
-    kvh = (bh // H) * HKV + h // G
-    g = tl.load(gamma + h).to(tl.float32)
-    if CPB == 1:  # no loop: the straight-line SMALL body keeps its registers (a loop costs 217 -> 255 at D = 64)
-        _window_chunk(q, k, v, fq, fk, ys, dens, o, o_lo, m_out, z_out, am_out, pid, bh, kvh, g, T, W, LAYOUT,
-                      qk_scale, D, F, BDK, BF, BT, SMALL, LIN_CUR, SAVE_LO)
-    else:
-        for n in range(pid * CPB, tl.minimum(pid * CPB + CPB, tl.cdiv(T, BT))):
-            _window_chunk(q, k, v, fq, fk, ys, dens, o, o_lo, m_out, z_out, am_out, n, bh, kvh, g, T, W, LAYOUT,
-                          qk_scale, D, F, BDK, BF, BT, SMALL, LIN_CUR, SAVE_LO)
 
 
 __all__ = ["NO_SPEC", "col0", "fwd_state_kernel", "fwd_window_kernel", "scan_kernel", "seg_sums_kernel", "state_dot"]

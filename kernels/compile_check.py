@@ -21,8 +21,6 @@ from lolsearch.kernels import _bwd, _bwd_window, _fwd, decode, featuremap
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from lolsearch.core import kernel_env
-
 SMEM_LIMIT = 232448
 # (num_warps, num_stages) of the kernels launched without autotuning at other than (4, 3)
 LAUNCH = {f"features_{k}{t}": (c["num_warps"], c["num_stages"])
@@ -36,8 +34,6 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     bdk, bf = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(f))
     bd = min(bdk, 128 if bf <= 128 else 64)
     f32, i32 = "*fp32", "*i32"
-    # the launch settings hybrid.py reads: query chunks per fwd_window program, bwd_kv's query rows per score tile
-    cpb, bq = kernel_env.read("LOLSEARCH_KERNELS_WINDOW_CHUNKS") or 1, kernel_env.read("LOLSEARCH_KERNELS_KV_BQ") or 32
     fmap = dict(D=d, P=f // 2, BD=bdk, BP=max(16, triton.next_power_of_2(f // 2)), KIND=0, HALF=False,
                 PREC="tf32x3" if dt == "fp32" else "tf32")
     fmap_bwd = {"x": p, "w": f32, "bias": f32, "dout": p, "dx": f32, "dw": f32, "db": f32, "eps": "fp32"}
@@ -48,7 +44,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
                       dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),
         "fwd_window": (_fwd.fwd_window_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "ys", "o", "o_lo"), p), "gamma": f32,
                        "dens": f32, "m_out": f32, "z_out": f32, "am_out": i32, "qk_scale": "fp32"},
-                       dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32", CPB=cpb)),
+                       dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32")),
         "bwd_pre": (_bwd.bwd_pre_kernel, {"o": p, "o_lo": p, "do": p, "zden": f32, "e_out": f32},
                     dict(D=d, BDK=bdk, BT=64, HAS_LO=dt != "fp32")),
         "bwd_rsum": (_bwd.bwd_rsum_kernel, {"fq": p, "do": p, "zden": f32, "e_in": f32, "r": f32},
@@ -62,7 +58,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
                   "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, NEED_DQ=True)),
         "bwd_kv": (_bwd_window.bwd_kv_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "do", "dk", "dv", "dfk"), p), "gamma": f32,
                    "m2": f32, "zden": f32, "e_in": f32, "dc_in": f32, "am": i32, "dv_s": f32, "dfk_s": f32,
-                   "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, BQ=bq, NEED_DK=True,
+                   "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, BQ=32, NEED_DK=True,
                    NEED_DV=True)),
         "decode": (decode.decode_kernel, {**dict.fromkeys(("q", "fq", "kc", "vc", "fk_abs", "v_abs", "o"), p), "slot_pos": "*i64",
                    "S": f32, "z": f32, "gamma": f32, "scale": "fp32"},

@@ -149,12 +149,11 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
-    cpb = kernel_env.read("LOLSEARCH_KERNELS_WINDOW_CHUNKS") or 1  # query chunks per program, one after another
-    fwd_window_kernel[(triton.cdiv(t, BT * cpb), b * h)](
+    fwd_window_kernel[(triton.cdiv(t, BT), b * h)](
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
-        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo, CPB=cpb,
+        LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
@@ -209,10 +208,9 @@ def _backward(ctx, do):
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
     dfk = torch.empty_like(fk)
-    bq = kernel_env.read("LOLSEARCH_KERNELS_KV_BQ") or 32  # query rows per score tile
     bwd_kv_kernel[(nt, b * hkv, need_dk + need_dv + h // hkv)](
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk, dv if need_dv else dfk,
-        dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=bq, NEED_DK=need_dk,
+        dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, NEED_DK=need_dk,
         NEED_DV=need_dv,
     )
     dgamma = dgp.view(b, h, nt).sum((0, 2))

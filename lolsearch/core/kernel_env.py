@@ -86,8 +86,6 @@ READERS = {
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),
-    "LOLSEARCH_KERNELS_WINDOW_CHUNKS": positive_int,
-    "LOLSEARCH_KERNELS_KV_BQ": lambda n: power_of_two(n, 16, 64),
 }
 
 

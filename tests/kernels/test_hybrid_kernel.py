@@ -82,28 +82,6 @@ def test_forward_and_gradients_match_reference(t, layout, window, d, f, h, hkv, 
     assert_close_grads(grads, ref_grads, TOL, label)
 
 
-@pytest.mark.parametrize("chunks,bq", [(3, 64), (2, 16)])
-@pytest.mark.parametrize("t,layout,window", [(65, "sliding", 64), (300, "terrace", 64), (257, "sliding", 100),
-                                             (200, "sliding", 7), (130, "linear", 0)])
-def test_launch_settings_keep_the_reference(t, layout, window, chunks, bq, nan_alloc, segments, monkeypatch):
-    """LOLSEARCH_KERNELS_WINDOW_CHUNKS (fwd_window walks that many query chunks per program, the last program fewer)
-    and LOLSEARCH_KERNELS_KV_BQ (bwd_kv's query rows per score tile) change the schedule only: output and all six
-    gradients stay the reference's, for the small-window and general paths, GQA and two-chunk segments."""
-    from lolsearch.kernels import hybrid_attention
-
-    segments(2)
-    monkeypatch.setenv("LOLSEARCH_KERNELS_WINDOW_CHUNKS", str(chunks))
-    monkeypatch.setenv("LOLSEARCH_KERNELS_KV_BQ", str(bq))
-    inputs = make_inputs(1, 4, 2, t, 32, 32, seed=t + window)
-    leaves = [x.clone().requires_grad_(True) for x in inputs]
-    o = hybrid_attention(*leaves, window, layout)
-    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
-    label = f"T={t} {layout} w={window} chunks={chunks} bq={bq}"
-    assert rel_err(o, o_ref) <= TOL, f"{label}: output error {rel_err(o, o_ref):.2e}"
-    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, label)
-
-
 @pytest.mark.parametrize(
     "t,layout,window,seg", [(257, "sliding", 16, None), (200, "terrace", 64, 1), (100, "sliding", 0, None), (70, "terrace", 100, None)]
 )
