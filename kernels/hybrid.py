@@ -29,6 +29,8 @@ SEGMENT_CHUNKS: int | None = None
 FORCE_SAVE_LO = False
 # Segment-walk programs to aim for, per SM (env LOLSEARCH_KERNELS_PPS; the bench sweeps it).
 PROGRAMS_PER_SM = 8
+# Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
+MIN_SEGMENT_CHUNKS = 8
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
@@ -97,11 +99,16 @@ def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
 
 def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False) -> tuple[int, int]:
     """(chunks per segment L, number of segments NS) for T = t: enough segment walks for PROGRAMS_PER_SM programs
-    per SM (env LOLSEARCH_KERNELS_PPS: that many, and this fill rule alone), and with ``balance`` at least
-    ceil(sqrt(nt / 2)) chunks per segment. The scan over segments (NS dependent steps) and each walk (L dependent
-    steps) are the forward's two serial paths; L ~ sqrt(nt / 2) balances them where the fill rule alone makes
-    one-chunk segments (Llama-3-8B heads, bf16, by CUDA-graph replay on an H200: 2K 173 -> 117 us, 8K 426 -> 388
-    us, 32K unchanged; results/kernels/graphed_knobs_20261203/)."""
+    per SM, segments of at least MIN_SEGMENT_CHUNKS chunks, and with ``balance`` at least ceil(sqrt(nt / 2)) chunks
+    per segment. Env LOLSEARCH_KERNELS_PPS sets the programs per SM and leaves the fill rule alone (no minimum
+    length, no balance); LOLSEARCH_KERNELS_MIN_SEG sets the minimum length.
+
+    The scan over segments (NS dependent steps) and each walk (L dependent steps) are the forward's two serial paths;
+    L ~ sqrt(nt / 2) balances them where the fill rule alone makes one-chunk segments (Llama-3-8B heads, bf16, by
+    CUDA-graph replay on an H200: 2K 173 -> 117 us; results/kernels/graphed_knobs_20261203/). Every segment also
+    costs fp32 states [F, D] in seg_sums, both scans and bwd_rsum (66 KB per head at D = F = 128), which at training
+    shapes (batch x heads >= the SMs) outweighs the walks' parallelism: 8 chunks per segment instead of the fill
+    rule's 2-4 made the steps 0.5-1.7% faster on an H100 (results/perf/h200_20261206/)."""
     nt = triton.cdiv(t, BT)
     if SEGMENT_CHUNKS:
         seg = SEGMENT_CHUNKS
@@ -111,6 +118,7 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
         seg = triton.cdiv(nt, want)
         if balance and env is None:
             seg = max(seg, math.ceil(math.sqrt(nt / 2)))
+        seg = max(seg, kernel_env.read("LOLSEARCH_KERNELS_MIN_SEG") or (MIN_SEGMENT_CHUNKS if env is None else 1))
     seg = max(1, min(seg, nt))
     return seg, triton.cdiv(nt, seg)
 

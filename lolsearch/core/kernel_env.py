@@ -83,6 +83,7 @@ READERS = {
     "LOLSEARCH_KERNELS_FP32_DOT": lambda n: choice(n, "tf32x3", FP32_DOTS),
     "LOLSEARCH_KERNELS_BD": lambda n: power_of_two(n, 16, 256),
     "LOLSEARCH_KERNELS_PPS": positive_int,
+    "LOLSEARCH_KERNELS_MIN_SEG": positive_int,
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),

@@ -34,6 +34,7 @@ def test_unset_settings_read_as_their_defaults():
 @pytest.mark.parametrize("name, value, parsed", [
     ("LOLSEARCH_KERNELS_FP32_DOT", "ieee", "ieee"), ("LOLSEARCH_KERNELS_BD", "64", 64),
     ("LOLSEARCH_KERNELS_PPS", "16", 16), ("LOLSEARCH_KERNELS_SEG_TILE", "128x64", (128, 64)),
+    ("LOLSEARCH_KERNELS_MIN_SEG", "4", 4),
 ])
 def test_good_values_parse(monkeypatch, name, value, parsed):
     monkeypatch.setenv(name, value)
@@ -45,7 +46,7 @@ def test_good_values_parse(monkeypatch, name, value, parsed):
     ("LOLSEARCH_KERNELS_AUTOTUNE", "maybe"), ("LOLSEARCH_KERNELS_AUTOTUNE", "2"), ("LOLSEARCH_KERNELS_FP32_DOT", "fp32"),
     ("LOLSEARCH_KERNELS_BD", "100"), ("LOLSEARCH_KERNELS_BD", "512"), ("LOLSEARCH_KERNELS_BD", "-64"),
     ("LOLSEARCH_KERNELS_PPS", "0"), ("LOLSEARCH_KERNELS_PPS", "2.5"), ("LOLSEARCH_KERNELS_SEG_TILE", "128"),
-    ("LOLSEARCH_KERNELS_SEG_TILE", "128x100"), ("LOLSEARCH_KERNELS_SEG_TILE", "axb"),
+    ("LOLSEARCH_KERNELS_SEG_TILE", "128x100"), ("LOLSEARCH_KERNELS_SEG_TILE", "axb"), ("LOLSEARCH_KERNELS_MIN_SEG", "0"),
 ])
 def test_bad_values_are_refused_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)

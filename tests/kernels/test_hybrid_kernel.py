@@ -302,6 +302,7 @@ def test_balanced_plan_segments(monkeypatch):
 
     monkeypatch.setattr(hy, "num_sms", lambda device: 132)
     monkeypatch.delenv("LOLSEARCH_KERNELS_PPS", raising=False)
+    monkeypatch.setenv("LOLSEARCH_KERNELS_MIN_SEG", "1")
     cpu = torch.device("cpu")
     assert hy._plan(2048, 32, 1, cpu) == (1, 32)
     assert [hy._plan(t, 32, 1, cpu, balance=True) for t in (2048, 8192, 32768)] == [(4, 8), (8, 16), (16, 32)]
@@ -309,6 +310,29 @@ def test_balanced_plan_segments(monkeypatch):
     assert hy._plan(64, 32, 1, cpu, balance=True) == (1, 1)
     monkeypatch.setenv("LOLSEARCH_KERNELS_PPS", "8")
     assert hy._plan(2048, 32, 1, cpu, balance=True) == (1, 32)
+
+
+def test_segments_have_a_minimum_length(monkeypatch):
+    """Segments are at least MIN_SEGMENT_CHUNKS (8) chunks long, where the fill rule would cut them shorter (every
+    segment costs fp32 states in four kernels); LOLSEARCH_KERNELS_MIN_SEG changes the length, and the bench's
+    LOLSEARCH_KERNELS_PPS sweep runs the fill rule alone."""
+    import lolsearch.kernels.hybrid as hy
+
+    monkeypatch.setattr(hy, "num_sms", lambda device: 132)
+    for name in ("LOLSEARCH_KERNELS_PPS", "LOLSEARCH_KERNELS_MIN_SEG"):
+        monkeypatch.delenv(name, raising=False)
+    cpu = torch.device("cpu")
+    # Llama-3-8B heads, batch 1: 2K, 8K get 8-chunk segments, 32K keeps the fill rule's 16; a SmolLM2-shaped
+    # training step (8 x 9 heads, 1K) and an 8B one (8 x 32 heads) get 8; fewer chunks than that: one segment
+    assert [hy._plan(t, 32, 1, cpu) for t in (2048, 8192, 32768)] == [(8, 4), (8, 16), (16, 32)]
+    assert hy._plan(2048, 32, 1, cpu, balance=True) == (8, 4)
+    assert hy._plan(1024, 72, 1, cpu) == hy._plan(1024, 256, 1, cpu) == (8, 2)
+    assert hy._plan(300, 72, 1, cpu) == (5, 1)
+    monkeypatch.setenv("LOLSEARCH_KERNELS_MIN_SEG", "2")
+    assert hy._plan(1024, 72, 1, cpu) == (2, 8)
+    monkeypatch.delenv("LOLSEARCH_KERNELS_MIN_SEG")
+    monkeypatch.setenv("LOLSEARCH_KERNELS_PPS", "8")
+    assert hy._plan(1024, 72, 1, cpu) == (2, 8)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
@@ -321,6 +345,7 @@ def test_balanced_plan_only_for_16_bit_forwards_outside_autograd(dtype, monkeypa
     from lolsearch.kernels import hybrid_attention
 
     monkeypatch.setattr(hy, "num_sms", lambda device: 1000)  # the fill rule alone: one chunk per segment
+    monkeypatch.setenv("LOLSEARCH_KERNELS_MIN_SEG", "1")
     plans = []
     real = hy._plan
     monkeypatch.setattr(hy, "_plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])

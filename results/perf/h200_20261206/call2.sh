@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# The training steps with the defaults and with VARIANT (LOLSEARCH_KERNELS_* settings, e.g.
-# "LOLSEARCH_KERNELS_KV_BQ=64 LOLSEARCH_KERNELS_WINDOW_CHUNKS=4"), one process after the other on one GPU. Carry
-# .dev/p0, after `bash results/h200/lighten.sh out`:
+# The training steps with BASE and with VARIANT (LOLSEARCH_KERNELS_* settings, e.g. "LOLSEARCH_KERNELS_PPS=2"; either
+# may be empty: the defaults), one process after the other on one GPU. Carry .dev/p0, after
+# `bash results/h200/lighten.sh out`:
 #   PERF_CMDS="VARIANT='...' bash results/perf/h200_20261206/call2.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 set -u
 O=$1
 mkdir -p "$O"
-echo "variant: $VARIANT"
+BASE=${BASE:-}
+echo "base: $BASE; variant: $VARIANT"
 P="python3 -m lolsearch.perf --model smollm2-135m-shape"
 P8="python3 -m lolsearch.perf --model llama3-8b-shape"
 for R in base new; do
-  E=$([ $R = new ] && echo "$VARIANT")
+  E=$([ $R = new ] && echo "$VARIANT" || echo "$BASE")
   CHECK=$([ $R = new ] && echo --check)
   env $E timeout 100 $P --out "$O/smol1k_$R" train --seq 1024 --backends triton --cuda-graph on --compile off \
     --steps 30 --sync-every 5 --stages attention_transfer lora teacher_lora $CHECK > "$O/smol1k_$R.log" 2>&1
   tail -4 "$O/smol1k_$R.log" | cut -c1-300
 done
 for R in base new; do
-  E=$([ $R = new ] && echo "$VARIANT")
+  E=$([ $R = new ] && echo "$VARIANT" || echo "$BASE")
   env $E timeout 70 $P8 --out "$O/l8b_at_$R" train --seq 1024 --backends triton --stages attention_transfer \
     --compile off --steps 8 --sync-every 2 --warmup 3 > "$O/l8b_at_$R.log" 2>&1
   tail -1 "$O/l8b_at_$R.log" | cut -c1-300
