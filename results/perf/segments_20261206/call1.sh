@@ -3,7 +3,7 @@
 # the goals' shapes under the two new launch settings, side by side in one process (profile_kernels.py):
 # LOLSEARCH_KERNELS_WINDOW_CHUNKS (query chunks per fwd_window program) and LOLSEARCH_KERNELS_KV_BQ (bwd_kv's
 # query rows per score tile). Carry .dev/p0, after `bash results/h200/lighten.sh out`:
-#   PERF_CMDS="bash results/perf/h200_20261206/call1.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+#   PERF_CMDS="bash results/perf/segments_20261206/call1.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 set -u
 O=$1
 mkdir -p "$O"

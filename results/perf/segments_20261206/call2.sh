@@ -2,7 +2,7 @@
 # The training steps with BASE and with VARIANT (LOLSEARCH_KERNELS_* settings, e.g. "LOLSEARCH_KERNELS_PPS=2"; either
 # may be empty: the defaults), one process after the other on one GPU. Carry .dev/p0, after
 # `bash results/h200/lighten.sh out`:
-#   PERF_CMDS="VARIANT='...' bash results/perf/h200_20261206/call2.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+#   PERF_CMDS="VARIANT='...' bash results/perf/segments_20261206/call2.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 set -u
 O=$1
 mkdir -p "$O"
