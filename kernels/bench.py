@@ -119,12 +119,13 @@ def _torch_cells(run: Runner, shape: bi.Shape, t: int) -> None:
 
 def _schedule_sweep(run: Runner, shape: bi.Shape) -> None:
     """Schedule knobs of our kernels at the goal shapes (no recompiles except BD and the seg_sums tile):
-    segment-walk programs per SM (LOLSEARCH_KERNELS_PPS), the value-tile width of the state walks
-    (LOLSEARCH_KERNELS_BD) and the seg_sums tile (LOLSEARCH_KERNELS_SEG_TILE)."""
+    segment-walk programs per SM (LOLSEARCH_KERNELS_PPS), the fill rule without the minimum segment length
+    (LOLSEARCH_KERNELS_MIN_SEG=1), the value-tile width of the state walks (LOLSEARCH_KERNELS_BD) and the seg_sums
+    tile (LOLSEARCH_KERNELS_SEG_TILE)."""
     for pas, t, bwd in (("fwd", 32768, False), ("fwd", 2048, False), ("fwd+bwd", 8192, True)):
         x = bi.make_prefill(shape, t, grad=bwd)
         ref = None if bwd else bi.ours(x, "sliding", False)[0]().float()  # default schedule's output
-        knobs = [("LOLSEARCH_KERNELS_PPS", str(v)) for v in (2, 4, 16, 32)]
+        knobs = [("LOLSEARCH_KERNELS_PPS", str(v)) for v in (2, 4, 16, 32)] + [("LOLSEARCH_KERNELS_MIN_SEG", "1")]
         if not bwd:
             knobs += [("LOLSEARCH_KERNELS_BD", "64"), ("LOLSEARCH_KERNELS_SEG_TILE", "128x64"),
                       ("LOLSEARCH_KERNELS_SEG_TILE", "128x128")]
