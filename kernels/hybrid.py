@@ -108,7 +108,7 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
     CUDA-graph replay on an H200: 2K 173 -> 117 us; results/kernels/graphed_knobs_20261203/). Every segment also
     costs fp32 states [F, D] in seg_sums, both scans and bwd_rsum (66 KB per head at D = F = 128), which at training
     shapes (batch x heads >= the SMs) outweighs the walks' parallelism: 8 chunks per segment instead of the fill
-    rule's 2-4 made the steps 0.5-1.7% faster on an H100 (results/perf/segments_20261206/)."""
+    rule's 2-4 made the training steps 0.4-2.0% faster on an H100 (results/perf/segments_20261206/)."""
     nt = triton.cdiv(t, BT)
     if SEGMENT_CHUNKS:
         seg = SEGMENT_CHUNKS
