@@ -4,6 +4,8 @@
 # LOLSEARCH_KERNELS_WINDOW_CHUNKS (query chunks per fwd_window program) and LOLSEARCH_KERNELS_KV_BQ (bwd_kv's
 # query rows per score tile). Carry .dev/p0, after `bash results/h200/lighten.sh out`:
 #   PERF_CMDS="bash results/perf/segments_20261206/call1.sh \$OUT/perf" timeout 590 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+# Ran at 0f03a08 (h100_call1/). Both settings were reverted in 2380fad: at later commits the variants are unknown
+# names and run the defaults.
 set -u
 O=$1
 mkdir -p "$O"
