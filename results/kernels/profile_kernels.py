@@ -1,12 +1,13 @@
 """GPU diagnostic (issues 16, 17): GPU time per Triton kernel of ``hybrid_attention`` at the shapes the goals use.
 
-    python3 results/kernels/profile_kernels.py [--cases smol1k-lora l8b-32k-fwd ...] [--variants "" "WINDOW_CHUNKS=4" ...]
+    python3 results/kernels/profile_kernels.py [--cases smol1k-lora l8b-32k-fwd ...] [--variants MIN_SEG=1 "" ...]
 
 Each case: median time of one call (forward, or forward + backward) by ``triton.testing.do_bench``, then the GPU
-time of every kernel over 10 calls (torch.profiler), per call. bf16, sliding window 64, random Hedgehog-like
-features. Each variant (comma-separated ``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings; "" = the defaults)
-runs every case, in this process, one after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ (attention
-transfer: q, k, v come from frozen projections).
+time of every kernel over 10 calls (torch.profiler), per call, and the largest difference of o and the gradients
+from the first variant's. bf16, sliding window 64, random Hedgehog-like features. Each variant (comma-separated
+``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings; "" = the defaults) runs every case, in this process, one
+after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
+(attention transfer: q, k, v come from frozen projections).
 """
 
 from __future__ import annotations
