@@ -51,14 +51,14 @@ def train_throughput(model_cfg: ModelConfig, data_cfg: DataConfig, attention: At
     """Tokens/s and peak GiB of the attention-transfer and LoRA steps as trials run them (``run_stage``).
 
     Stages: ``attention_transfer`` and ``lora`` on the linearized model, ``teacher_lora`` (the softmax teacher's own
-    LoRA step) on a fresh copy, ``attention_free_lora`` (that step with no attention core, a bound for both). Each stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``)
-    entry; with ``check`` the first 3 steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
+    LoRA step) on a fresh copy, ``attention_free_lora`` (that step with no attention core, a bound for both). Each
+    stage is timed once per ``compile_modes`` × ``graph_modes`` (``cuda_graph``) entry; with ``check`` the first 3
+    steps' losses of each mode are compared with the eager path (``fast_rel_diff``).
     ``loss_chunks``: the LoRA stages once per ``finetune.loss_chunk_tokens`` value (0: the whole batch), in a
     ``loss_chunk`` column. ``settings``: column -> values, each stage it applies to timed once per value, in that
     column: ``recompute`` (``recompute_features`` off/on) and ``fused_features`` (the feature maps' fused kernels
     off/on) on the linearized model's stages, ``checkpoint_layers`` (off/on) and ``lora_compute``
-    (``finetune.lora.compute_dtype``) on the LoRA stages.
-    """
+    (``finetune.lora.compute_dtype``) on the LoRA stages."""
     from lolsearch.attention.layer import DistillRecorder
     from lolsearch.config import FinetuneConfig
     from lolsearch.data import packed_batches
