@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, last_chunk_end, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, chunk_head, last_chunk_end, soft_start, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC
 
 
-@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F", "NEED_DQ", "TUNE"])
+@tuned([(4, 1), (4, 2), (8, 2)], key=["D", "F", "NEED_DQ", "GROUPED", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_q_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
     dq, dfq, dc_out, dg_part,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, NEED_DQ: tl.constexpr,
+    GROUPED: tl.constexpr,
 ):
     """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key; only with NEED_DQ), dφq =
-    state part + window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part)."""
-    n = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    state part + window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part). GROUPED: the grid of
+    :func:`chunk_grid`."""
+    n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
     kvh = b * HKV + h // G

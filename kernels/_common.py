@@ -87,6 +87,32 @@ def smem_limit(device: torch.device) -> int:
     return SMEM_FALLBACK
 
 
+def gqa_grouped(h: int, hkv: int) -> bool:
+    """Whether the chunk-parallel kernels run the query heads of one kv head on adjacent programs
+    (:func:`chunk_head`; env LOLSEARCH_KERNELS_GQA_ORDER, default on). Only GQA (h > hkv) has anything to share."""
+    return h > hkv and kernel_env.read("LOLSEARCH_KERNELS_GQA_ORDER")
+
+
+def chunk_grid(nt: int, b: int, h: int, hkv: int) -> tuple[int, int]:
+    """Launch grid of a kernel with one program per (query chunk, query head) read by :func:`chunk_head`."""
+    return (nt * (h // hkv), b * hkv) if gqa_grouped(h, hkv) else (nt, b * h)
+
+
+@triton.jit
+def chunk_head(H, G, GROUPED: tl.constexpr):
+    """(query chunk n, flattened query head bh = b·H + h) of this program. GROUPED (grid :func:`chunk_grid`): the G
+    query heads of one kv head and chunk are adjacent programs, which read the same key and value tiles, so all but
+    the first find them in L2; otherwise the grid is (chunk, bh) and they are a whole row of chunks apart."""
+    if GROUPED:
+        pid = tl.program_id(0)
+        n = pid // G
+        bh = tl.program_id(1).to(tl.int64) * G + pid % G
+    else:
+        n = tl.program_id(0)
+        bh = tl.program_id(1).to(tl.int64)
+    return n, bh
+
+
 @triton.jit
 def soft_start(pos, W, LAYOUT):
     """First softmax key of the query at ``pos`` (int scalar or tensor); keys before it are linear.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, seg_key_start, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, chunk_head, seg_key_start, soft_start, tile_lo, tuned
 
 NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV", "TUNE"]
 
@@ -208,22 +208,21 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 
 
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "TUNE"])
+@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, GROUPED: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
-    and the argmax key for the backward. SMALL: the window tiles are n and n-1, straight-line code (all
+    and the argmax key for the backward. GROUPED: the grid of :func:`chunk_grid` (GQA heads adjacent). SMALL: the window tiles are n and n-1, straight-line code (all
     loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
     sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
-    n = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
     kvh = b * HKV + h // G

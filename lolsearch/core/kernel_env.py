@@ -85,6 +85,7 @@ READERS = {
     "LOLSEARCH_KERNELS_PPS": positive_int,
     "LOLSEARCH_KERNELS_MIN_SEG": positive_int,
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
+    "LOLSEARCH_KERNELS_GQA_ORDER": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),
 }

@@ -1,11 +1,13 @@
 """GPU diagnostic (issues 16, 17): GPU time per Triton kernel of ``hybrid_attention`` at the shapes the goals use.
 
     python3 results/kernels/profile_kernels.py [--cases smol1k-lora l8b-32k-fwd ...] [--variants MIN_SEG=1 "" ...]
+    python3 results/kernels/profile_kernels.py --cases l8b-32k-fwd --variants "" fwd_window@8x1 GQA_ORDER=0
 
 Each case: median time of one call (forward, or forward + backward) by ``triton.testing.do_bench``, then the GPU
 time of every kernel over 10 calls (torch.profiler), per call, and the largest difference of o and the gradients
 from the first variant's. bf16, sliding window 64, random Hedgehog-like features. Each variant (comma-separated
-``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings; "" = the defaults) runs every case, in this process, one
+``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, or ``kernel@WxS`` to give an autotuned kernel the one launch
+config of W warps and S stages; "" = the defaults) runs every case, in this process, one
 after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
 (attention transfer: q, k, v come from frozen projections).
 """
@@ -16,8 +18,9 @@ import argparse
 import os
 
 import torch
+import triton
 import triton.testing
-from lolsearch.kernels import hybrid_attention
+from lolsearch.kernels import _bwd, _bwd_window, _fwd, hybrid_attention
 from torch.profiler import ProfilerActivity, profile
 
 # name -> (B, H, Hkv, D, F, T, mode)
@@ -32,6 +35,12 @@ CASES = {
     "l8b-2k-lora": (1, 32, 8, 128, 128, 2048, "lora"),
     "l8b-8k-lora": (1, 32, 8, 128, 128, 8192, "lora"),
 }
+
+
+# the autotuned kernels a variant may pin to one config, and the configs they offer
+TUNED = {name: getattr(mod, name + "_kernel") for mod, names in ((_fwd, ("fwd_state", "fwd_window")),
+         (_bwd, ("bwd_state_kv", "bwd_state_q")), (_bwd_window, ("bwd_q", "bwd_kv"))) for name in names}
+OFFERED = {name: list(kernel.configs) for name, kernel in TUNED.items()}
 
 
 def inputs(b: int, h: int, hkv: int, d: int, f: int, t: int, mode: str) -> dict:
@@ -80,7 +89,14 @@ def run(name: str, variant: str) -> None:
     GPU time per kernel, and the largest relative difference of o and the gradients from the first variant's."""
     for key in [k for k in os.environ if k.startswith("LOLSEARCH_KERNELS_") and k != "LOLSEARCH_KERNELS_AUTOTUNE"]:
         del os.environ[key]
+    for name, kernel in TUNED.items():
+        kernel.configs, kernel.cache = list(OFFERED[name]), {}
     for item in filter(None, variant.split(",")):
+        if "@" in item:
+            name, cfg = item.split("@")
+            warps, stages = (int(x) for x in cfg.split("x"))
+            TUNED[name].configs, TUNED[name].cache = [triton.Config({}, num_warps=warps, num_stages=stages)], {}
+            continue
         key, value = item.split("=")
         os.environ["LOLSEARCH_KERNELS_" + key] = value
     b, h, hkv, d, f, t, mode = CASES[name]

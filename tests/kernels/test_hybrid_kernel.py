@@ -277,6 +277,28 @@ def test_small_window_rules_match_layouts():
             assert linear_in_diagonal_tile(LAYOUT_IDS[name], w) == diag, (name, w)
 
 
+@pytest.mark.parametrize("layout,window,h,hkv", [("sliding", 64, 4, 2), ("terrace", 100, 6, 2), ("sliding", 16, 4, 1)])
+def test_gqa_order_changes_only_the_program_order(layout, window, h, hkv, nan_alloc, monkeypatch):
+    """LOLSEARCH_KERNELS_GQA_ORDER=0 (one row of chunks per query head) and the default (a kv head's query heads on
+    adjacent programs) compute every output and gradient with the same operations: bit-identical, batch 2, and both
+    within the reference's tolerance."""
+    from lolsearch.kernels import hybrid_attention
+
+    inputs = make_inputs(2, h, hkv, 150, 16, 16, seed=window)
+    do = torch.randn(2, h, 150, 16, generator=torch.Generator().manual_seed(3))
+    runs = []
+    for order in ("0", "1"):
+        monkeypatch.setenv("LOLSEARCH_KERNELS_GQA_ORDER", order)
+        leaves = [x.clone().requires_grad_(True) for x in inputs]
+        o = hybrid_attention(*leaves, window, layout)
+        runs.append([o, *torch.autograd.grad(o, leaves, do)])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
+    assert rel_err(runs[1][0], o_ref) <= TOL
+    assert_close_grads(runs[1][1:], ref_grads, TOL, f"{layout} w={window} H={h}/{hkv}")
+
+
 @pytest.mark.parametrize("tile", ["64x64", "128x64", "128x128"])
 def test_seg_sums_tile_knob_gives_the_same_states(tile, nan_alloc, segments, monkeypatch):
     """The bench's seg_sums tile knob (LOLSEARCH_KERNELS_SEG_TILE) changes the schedule only: with D = F = 128
