@@ -14,7 +14,17 @@ import torch
 import triton
 from lolsearch.kernels._bwd import bwd_pre_kernel, bwd_rsum_kernel, bwd_state_kv_kernel, bwd_state_q_kernel
 from lolsearch.kernels._bwd_window import bwd_kv_kernel, bwd_q_kernel
-from lolsearch.kernels._common import BT, LOG2E, block, chunk_grid, gqa_grouped, layout_id, num_sms, smem_limit, tune_bucket
+from lolsearch.kernels._common import (
+    BT,
+    LOG2E,
+    block,
+    chunk_grid,
+    gqa_grouped,
+    layout_id,
+    num_sms,
+    smem_limit,
+    tune_bucket,
+)
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from triton.runtime.errors import OutOfResources
 
