@@ -89,13 +89,13 @@ def run(name: str, variant: str) -> None:
     GPU time per kernel, and the largest relative difference of o and the gradients from the first variant's."""
     for key in [k for k in os.environ if k.startswith("LOLSEARCH_KERNELS_") and k != "LOLSEARCH_KERNELS_AUTOTUNE"]:
         del os.environ[key]
-    for name, kernel in TUNED.items():
-        kernel.configs, kernel.cache = list(OFFERED[name]), {}
+    for kname, kernel in TUNED.items():
+        kernel.configs, kernel.cache = list(OFFERED[kname]), {}
     for item in filter(None, variant.split(",")):
         if "@" in item:
-            name, cfg = item.split("@")
+            kname, cfg = item.split("@")
             warps, stages = (int(x) for x in cfg.split("x"))
-            TUNED[name].configs, TUNED[name].cache = [triton.Config({}, num_warps=warps, num_stages=stages)], {}
+            TUNED[kname].configs, TUNED[kname].cache = [triton.Config({}, num_warps=warps, num_stages=stages)], {}
             continue
         key, value = item.split("=")
         os.environ["LOLSEARCH_KERNELS_" + key] = value
