@@ -87,15 +87,23 @@ def smem_limit(device: torch.device) -> int:
     return SMEM_FALLBACK
 
 
-def gqa_grouped(h: int, hkv: int) -> bool:
-    """Whether the chunk-parallel kernels run the query heads of one kv head on adjacent programs
-    (:func:`chunk_head`; env LOLSEARCH_KERNELS_GQA_ORDER, default on). Only GQA (h > hkv) has anything to share."""
-    return h > hkv and kernel_env.read("LOLSEARCH_KERNELS_GQA_ORDER")
+# Query chunks per head from which the chunk-parallel kernels run a kv head's query heads on adjacent programs: the
+# default order reads each k/v tile from L2 for the group's later heads only while a head's row of chunks fits in L2
+# (Llama-3-8B heads on an H100: fwd_window 743 -> 717 us at 32K, 203 -> 211 us at 8K; results/perf/gqa_order_20261206/).
+GQA_ORDER_MIN_CHUNKS = 256
+
+
+def gqa_grouped(h: int, hkv: int, nt: int) -> bool:
+    """Whether the chunk-parallel kernels run the query heads of one kv head on adjacent programs (:func:`chunk_head`)
+    for ``nt`` query chunks: from GQA_ORDER_MIN_CHUNKS chunks on, or as env LOLSEARCH_KERNELS_GQA_ORDER says (0/1;
+    auto = this rule). Only GQA (h > hkv) has anything to share."""
+    setting = kernel_env.read("LOLSEARCH_KERNELS_GQA_ORDER")
+    return h > hkv and (nt >= GQA_ORDER_MIN_CHUNKS if setting is None else setting)
 
 
 def chunk_grid(nt: int, b: int, h: int, hkv: int) -> tuple[int, int]:
     """Launch grid of a kernel with one program per (query chunk, query head) read by :func:`chunk_head`."""
-    return (nt * (h // hkv), b * hkv) if gqa_grouped(h, hkv) else (nt, b * h)
+    return (nt * (h // hkv), b * hkv) if gqa_grouped(h, hkv, nt) else (nt, b * h)
 
 
 @triton.jit

@@ -44,6 +44,16 @@ def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def auto_flag(name: str) -> bool | None:
+    """``auto`` (or unset or empty): None, the kernels decide; otherwise an on/off value as :func:`flag` reads it."""
+    value = _raw(name)
+    if value is None or value.lower() == "auto":
+        return None
+    if value.lower() not in _FLAGS:
+        raise _bad(name, value, "auto, 0 or 1 (or true/false, on/off, yes/no)")
+    return _FLAGS[value.lower()]
+
+
 def power_of_two(name: str, lo: int = 1, hi: int = 1 << 20) -> int | None:
     """A power of two in ``[lo, hi]``; None when unset or empty."""
     value = _raw(name)
@@ -85,7 +95,7 @@ READERS = {
     "LOLSEARCH_KERNELS_PPS": positive_int,
     "LOLSEARCH_KERNELS_MIN_SEG": positive_int,
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
-    "LOLSEARCH_KERNELS_GQA_ORDER": lambda n: flag(n, True),
+    "LOLSEARCH_KERNELS_GQA_ORDER": auto_flag,
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),
 }

@@ -13,7 +13,7 @@ def test_kernel_settings_record_triton_and_the_settings_in_effect(monkeypatch):
         monkeypatch.delenv(key)
     got = kernel_settings()
     assert got == {"triton": version("triton"), "kernels_autotune": True, "kernels_fp32_dot": "tf32x3", "kernels_bd": None,
-                   "kernels_pps": None, "kernels_min_seg": None, "kernels_seg_tile": None, "kernels_gqa_order": True,
+                   "kernels_pps": None, "kernels_min_seg": None, "kernels_seg_tile": None, "kernels_gqa_order": None,
                    "kernels_fused_features": True, "kernels_fused_rope": True}
     monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "off")
     monkeypatch.setenv("LOLSEARCH_KERNELS_SEG_TILE", "128x64")

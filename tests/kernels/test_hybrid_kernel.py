@@ -279,10 +279,11 @@ def test_small_window_rules_match_layouts():
 
 @pytest.mark.parametrize("layout,window,h,hkv", [("sliding", 64, 4, 2), ("terrace", 100, 6, 2), ("sliding", 16, 4, 1)])
 def test_gqa_order_changes_only_the_program_order(layout, window, h, hkv, nan_alloc, monkeypatch):
-    """LOLSEARCH_KERNELS_GQA_ORDER=0 (one row of chunks per query head) and the default (a kv head's query heads on
-    adjacent programs) compute every output and gradient with the same operations: bit-identical, batch 2, and both
-    within the reference's tolerance."""
+    """LOLSEARCH_KERNELS_GQA_ORDER=0 (one row of chunks per query head) and 1 (a kv head's query heads on adjacent
+    programs; by default only from GQA_ORDER_MIN_CHUNKS chunks on) compute every output and gradient with the same
+    operations: bit-identical, batch 2, and both within the reference's tolerance."""
     from lolsearch.kernels import hybrid_attention
+    from lolsearch.kernels._common import GQA_ORDER_MIN_CHUNKS, gqa_grouped
 
     inputs = make_inputs(2, h, hkv, 150, 16, 16, seed=window)
     do = torch.randn(2, h, 150, 16, generator=torch.Generator().manual_seed(3))
@@ -292,6 +293,8 @@ def test_gqa_order_changes_only_the_program_order(layout, window, h, hkv, nan_al
         leaves = [x.clone().requires_grad_(True) for x in inputs]
         o = hybrid_attention(*leaves, window, layout)
         runs.append([o, *torch.autograd.grad(o, leaves, do)])
+    monkeypatch.setenv("LOLSEARCH_KERNELS_GQA_ORDER", "auto")
+    assert gqa_grouped(h, hkv, 3) is False and gqa_grouped(h, hkv, GQA_ORDER_MIN_CHUNKS) is (h > hkv)
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
     o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
