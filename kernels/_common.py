@@ -87,9 +87,9 @@ def smem_limit(device: torch.device) -> int:
     return SMEM_FALLBACK
 
 
-# Query chunks per head from which the chunk-parallel kernels run a kv head's query heads on adjacent programs: the
-# default order reads each k/v tile from L2 for the group's later heads only while a head's row of chunks fits in L2
-# (Llama-3-8B heads on an H100: fwd_window 743 -> 717 us at 32K, 203 -> 211 us at 8K; results/perf/gqa_order_20261206/).
+# Query chunks per head from which the chunk-parallel kernels run a kv head's query heads on adjacent programs. In the
+# other order the group's later heads find a k/v tile in L2 only while a head's row of chunks fits there; below this
+# length that order was the faster one (results/perf/gqa_order_20261206/).
 GQA_ORDER_MIN_CHUNKS = 256
 
 

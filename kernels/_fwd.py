@@ -218,8 +218,9 @@ def fwd_window_kernel(
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
-    and the argmax key for the backward. GROUPED: the grid of :func:`chunk_grid` (GQA heads adjacent). SMALL: the window tiles are n and n-1, straight-line code (all
-    loads can be issued up front); LIN_CUR: whether tile n can hold linear keys for this layout/window.
+    and the argmax key for the backward. GROUPED: the grid of :func:`chunk_grid` (GQA heads adjacent). SMALL:
+    the window tiles are n and n-1, straight-line code (all loads can be issued up front); LIN_CUR: whether tile n
+    can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
     sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
     n, bh = chunk_head(H, G, GROUPED)
