@@ -45,16 +45,27 @@ def layout_id(layout: str, window: int) -> tuple[int, int]:
     return LAYOUT_IDS[layout], int(window)
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) of host integers. The launch paths use this, not ``triton.cdiv``: that one is a Triton constexpr
+    function, whose host calls cost microseconds each (about 15 per forward call)."""
+    return -(-int(a) // int(b))
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1), on the host; ``triton.next_power_of_2`` without its cost."""
+    return 1 << (max(1, int(n)) - 1).bit_length()
+
+
 def block(n: int) -> int:
     """Power-of-two tile width >= n and >= 16 (tl.dot needs 16)."""
-    return max(16, triton.next_power_of_2(int(n)))
+    return max(16, next_pow2(n))
 
 
 def tune_bucket(bh: int, t: int) -> int:
     """The autotune key's size class of a call: (batch × heads) × query chunks, rounded up to a power of two. The
     kernels take it as the argument ``TUNE`` (not specialized, not read), so a choice timed at one size class is
     not reused at another (a choice made at a test's 4 heads × 63 tokens slowed an 8K step; ISSUE17.md)."""
-    return triton.next_power_of_2(max(1, bh * triton.cdiv(t, BT)))
+    return next_pow2(bh * cdiv(t, BT))
 
 
 def tuned(options: list[tuple[int, int]], key: list[str], **kwargs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import block
+from lolsearch.kernels._common import block, next_pow2
 from lolsearch.kernels.decode_torch import check_decode_args, window_start
 
 
@@ -123,7 +123,7 @@ def hybrid_decode_step(
         q.contiguous(), phi_q.contiguous(), k_cache.contiguous(), v_cache.contiguous(), slot_pos.contiguous(),
         S, z, gamma.float().contiguous(), fk_abs, v_abs, o,
         c, n, start, int(pos), h, h // hkv, hkv, d**-0.5,
-        D=d, F=f, BDK=bdk, BFT=min(block(f), max(16, 4096 // bdk)), BC=min(32, max(16, triton.next_power_of_2(max(c, 1)))),
+        D=d, F=f, BDK=bdk, BFT=min(block(f), max(16, 4096 // bdk)), BC=min(32, max(16, next_pow2(max(c, 1)))),
         SOFT=soft, num_warps=4,
     )
     return o

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import block
+from lolsearch.kernels._common import block, next_pow2
 from lolsearch.kernels.decode import decode_program
 
 
@@ -64,7 +64,7 @@ def static_decode_step_triton(
         q.contiguous(), phi_q.contiguous(), k_cache, v_cache, slot_pos, start, pos, S, z, gamma,
         phi_k_absorb.contiguous(), v_absorb.contiguous(), o,
         c, n, h, h // hkv, hkv, d**-0.5,
-        D=d, F=f, BDK=bdk, BFT=min(block(f), max(16, 4096 // bdk)), BC=min(32, max(16, triton.next_power_of_2(max(c, 1)))),
+        D=d, F=f, BDK=bdk, BFT=min(block(f), max(16, 4096 // bdk)), BC=min(32, max(16, next_pow2(max(c, 1)))),
         SOFT=soft, num_warps=4,
     )
     return o

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, block, num_sms
+from lolsearch.kernels._common import F32_DOT, block, cdiv, num_sms
 
 KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile and launch config of each kernel: the largest tiles that compile for sm_90 without spilling at D = 128
@@ -184,7 +184,7 @@ def precision(dtype: torch.dtype) -> str:
 
 def _splits(tiles: int, heads: int, device: torch.device) -> int:
     """Programs per head of the backward: about four per SM in all, at most one per row tile."""
-    return max(1, min(tiles, triton.cdiv(4 * num_sms(device), heads)))
+    return max(1, min(tiles, cdiv(4 * num_sms(device), heads)))
 
 
 class FeatureMapFn(torch.autograd.Function):
@@ -196,7 +196,7 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         f = 2 * p if kind == 0 and not halfspace else p
         out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
-        features_fwd_kernel[(triton.cdiv(t, FWD["R"]), b * h)](
+        features_fwd_kernel[(cdiv(t, FWD["R"]), b * h)](
             x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
             KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **FWD,
         )
@@ -216,10 +216,10 @@ class FeatureMapFn(torch.autograd.Function):
         bias_arg = w if bias is None else bias
         if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
             dx = torch.empty_like(x)
-            features_dx_kernel[(triton.cdiv(t, BWD["R"]), b * hx)](
+            features_dx_kernel[(cdiv(t, BWD["R"]), b * hx)](
                 x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args)
             return dx, None, None, None, None, None, None, None
-        tiles = b * triton.cdiv(t, BWD["R"])
+        tiles = b * cdiv(t, BWD["R"])
         nsplit = _splits(tiles, h, x.device)
         # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group;
         # none where x needs no gradient (attention transfer: q and k come from frozen projections)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from lolsearch.kernels._common import cdiv
 
 BLOCK = 1024  # elements per program
 
@@ -50,7 +51,7 @@ class SiluMulFn(torch.autograd.Function):
     def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(gate)
         n = gate.numel()
-        silu_mul_fwd_kernel[(triton.cdiv(n, BLOCK),)](gate, up, out, n, BLOCK=BLOCK, num_warps=4)
+        silu_mul_fwd_kernel[(cdiv(n, BLOCK),)](gate, up, out, n, BLOCK=BLOCK, num_warps=4)
         ctx.save_for_backward(gate, up)
         return out
 
@@ -62,7 +63,7 @@ class SiluMulFn(torch.autograd.Function):
         dg = torch.empty_like(gate) if want_dg else None
         du = torch.empty_like(up) if want_du else None
         n = gate.numel()
-        silu_mul_bwd_kernel[(triton.cdiv(n, BLOCK),)](gate, up, dy, dg if want_dg else dy, du if want_du else dy, n,
+        silu_mul_bwd_kernel[(cdiv(n, BLOCK),)](gate, up, dy, dg if want_dg else dy, du if want_du else dy, n,
                                                       BLOCK=BLOCK, WANT_DG=want_dg, WANT_DU=want_du, num_warps=4)
         return dg, du
 

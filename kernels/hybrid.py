@@ -11,13 +11,13 @@ import functools
 import math
 
 import torch
-import triton
 from lolsearch.kernels._bwd import bwd_pre_kernel, bwd_rsum_kernel, bwd_state_kv_kernel, bwd_state_q_kernel
 from lolsearch.kernels._bwd_window import bwd_kv_kernel, bwd_q_kernel
 from lolsearch.kernels._common import (
     BT,
     LOG2E,
     block,
+    cdiv,
     chunk_grid,
     gqa_grouped,
     layout_id,
@@ -119,18 +119,18 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
     costs fp32 states [F, D] in seg_sums, both scans and bwd_rsum (66 KB per head at D = F = 128), which at training
     shapes (batch x heads >= the SMs) outweighs the walks' parallelism: 8 chunks per segment instead of the fill
     rule's 2-4 made the training steps 0.4-2.0% faster on an H100 (results/perf/segments_20261206/)."""
-    nt = triton.cdiv(t, BT)
+    nt = cdiv(t, BT)
     if SEGMENT_CHUNKS:
         seg = SEGMENT_CHUNKS
     else:
         env = kernel_env.read("LOLSEARCH_KERNELS_PPS")
-        want = max(1, triton.cdiv((env or PROGRAMS_PER_SM) * num_sms(device), bh * nd))
-        seg = triton.cdiv(nt, want)
+        want = max(1, cdiv((env or PROGRAMS_PER_SM) * num_sms(device), bh * nd))
+        seg = cdiv(nt, want)
         if balance and env is None:
             seg = max(seg, math.ceil(math.sqrt(nt / 2)))
         seg = max(seg, kernel_env.read("LOLSEARCH_KERNELS_MIN_SEG") or (MIN_SEGMENT_CHUNKS if env is None else 1))
     seg = max(1, min(seg, nt))
-    return seg, triton.cdiv(nt, seg)
+    return seg, cdiv(nt, seg)
 
 
 def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False):
@@ -140,7 +140,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
-    nd = triton.cdiv(d, bd)
+    nd = cdiv(d, bd)
     seg, ns = _plan(t, b * h, nd, q.device, balance)
     sz = f * d + f
     st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
@@ -151,28 +151,28 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
         st[:, 0, f * d :] = z0.reshape(b * h, f)
     bf1, bd1, warps1 = _seg_tile(bf, bdk)
     common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
-    seg_sums_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
+    seg_sums_kernel[(cdiv(f, bf1) * cdiv(d, bd1), ns, b * h)](
         fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
     )
-    scan_kernel[(triton.cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
+    scan_kernel[(cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     small = small_window(lay, w)
     tb = tune_bucket(b * h, t)
-    _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
+    _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (cdiv(d, x), ns, b * h),
                  fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     o = torch.empty_like(q)
     o_lo = torch.empty_like(q) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
-    fwd_window_kernel[chunk_grid(triton.cdiv(t, BT), b, h, hkv)](
+    fwd_window_kernel[chunk_grid(cdiv(t, BT), b, h, hkv)](
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
         LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
-        GROUPED=gqa_grouped(h, hkv, triton.cdiv(t, BT)),
+        GROUPED=gqa_grouped(h, hkv, cdiv(t, BT)),
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
@@ -186,7 +186,7 @@ def _backward(ctx, do):
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
-    nt = triton.cdiv(t, BT)
+    nt = cdiv(t, BT)
     dev, f32 = q.device, torch.float32
     do = do.contiguous().to(q.dtype)
     heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=tune_bucket(b * h, t))  # TUNE: the autotuned kernels' size class
@@ -199,19 +199,19 @@ def _backward(ctx, do):
     r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
     r[:, ns].zero_()
     bf1, bd1 = min(bf, 64), min(bdk, 64)
-    bwd_rsum_kernel[(triton.cdiv(f, bf1) * triton.cdiv(d, bd1), ns, b * h)](
+    bwd_rsum_kernel[(cdiv(f, bf1) * cdiv(d, bd1), ns, b * h)](
         fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
-    scan_kernel[(triton.cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
+    scan_kernel[(cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
     # state part of dv per query head (bwd_kv sums each GQA group): plain stores, no atomics
     dv_s = torch.zeros(b, h, t, d, device=dev, dtype=f32) if need_dv else r.new_empty(0)
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
-    _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (triton.cdiv(d, x), ns, b * h),
+    _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (cdiv(d, x), ns, b * h),
                  fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
                  NEED_DV=need_dv)
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
-    bwd_state_q_kernel[(triton.cdiv(f, bf1), ns, b * h)](
+    bwd_state_q_kernel[(cdiv(f, bf1), ns, b * h)](
         fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)
     )
     # window parts; these write the final gradients in the input dtypes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from lolsearch.kernels._common import cdiv, next_pow2
 
 R = 32  # rows (of D elements) per program
 
@@ -51,10 +52,10 @@ class FusedMSEFn(torch.autograd.Function):
         need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         d = torch.empty_like(a) if need else a.new_empty(0)
         sd = d.stride()[:3] if need else (0, 0, 0)
-        grid = (triton.cdiv(n_rows, R),)
+        grid = (cdiv(n_rows, R),)
         part = torch.empty(grid[0], device=a.device, dtype=torch.float32)
         _mse_fwd_kernel[grid](a, b, d, part, h, t, *a.stride()[:3], *b.stride()[:3], *sd, n_rows,
-                              D=dh, BD=triton.next_power_of_2(dh), R=R, STORE_D=need, num_warps=4)
+                              D=dh, BD=next_pow2(dh), R=R, STORE_D=need, num_warps=4)
         ctx.save_for_backward(d)
         ctx.numel = a.numel()
         return part.sum() / a.numel()

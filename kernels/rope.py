@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from lolsearch.kernels._common import cdiv, next_pow2
 
 R = 32  # positions per program
 
@@ -94,9 +95,9 @@ def _launch(src: tuple, dst: tuple, cos: torch.Tensor, sin: torch.Tensor, heads:
     cb = cos.stride(0) if cos.shape[0] > 1 else 0
     pick = [x if x is not None else ref for x in src]
     out = [x if x is not None else ref for x in dst]
-    rope_kernel[(triton.cdiv(t, R), b * (heads + 2 * kv_heads))](
+    rope_kernel[(cdiv(t, R), b * (heads + 2 * kv_heads))](
         *pick, *out, cos, sin, t, heads, kv_heads, *s[0], *s[1], *s[2], *o[0], *o[1], *o[2], cb, cos.stride(1),
-        D=d, BD=triton.next_power_of_2(d), R=R, BACKWARD=backward,
+        D=d, BD=next_pow2(d), R=R, BACKWARD=backward,
         DO_Q=src[0] is not None, DO_K=src[1] is not None, DO_V=src[2] is not None, num_warps=4)
 
 
