@@ -6,8 +6,8 @@
 Each case: median time of one call (forward, or forward + backward) by ``triton.testing.do_bench``, then the GPU
 time of every kernel over 10 calls (torch.profiler), per call, and the largest difference of o and the gradients
 from the first variant's. bf16, sliding window 64, random Hedgehog-like features. Each variant (comma-separated
-``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, or ``kernel@WxS`` to give an autotuned kernel the one launch
-config of W warps and S stages; "" = the defaults) runs every case, in this process, one
+``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, or ``kernel@WxS[rN]`` to give an autotuned kernel the one
+launch config of W warps, S stages and at most N registers per thread; "" = the defaults) runs every case, in this process, one
 after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
 (attention transfer: q, k, v come from frozen projections).
 """
@@ -94,8 +94,11 @@ def run(name: str, variant: str) -> None:
     for item in filter(None, variant.split(",")):
         if "@" in item:
             kname, cfg = item.split("@")
+            cfg, _, maxnreg = cfg.partition("r")
             warps, stages = (int(x) for x in cfg.split("x"))
-            TUNED[kname].configs, TUNED[kname].cache = [triton.Config({}, num_warps=warps, num_stages=stages)], {}
+            extra = {"maxnreg": int(maxnreg)} if maxnreg else {}
+            one = triton.Config({}, num_warps=warps, num_stages=stages, **extra)
+            TUNED[kname].configs, TUNED[kname].cache = [one], {}
             continue
         key, value = item.split("=")
         os.environ["LOLSEARCH_KERNELS_" + key] = value

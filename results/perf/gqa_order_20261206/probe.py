@@ -2,6 +2,8 @@
 
     python3 results/perf/gqa_order_20261206/probe.py fwd32k       # run under ncu: two forwards, the second profiled
     python3 results/perf/gqa_order_20261206/probe.py host2k OUT   # cProfile of 300 eager forwards -> OUT
+    python3 results/perf/gqa_order_20261206/probe.py cdiv2k       # host time per eager forward, with the launch paths'
+                                                                  # integer helpers and with Triton's, alternating
 
 Llama-3-8B heads (32 query / 8 kv heads, D = F = 128), bf16, batch 1, sliding window 64, as the bench.
 """
@@ -15,7 +17,8 @@ import sys
 import time
 
 import torch
-from lolsearch.kernels import hybrid_attention
+import triton
+from lolsearch.kernels import _common, hybrid, hybrid_attention
 
 
 def inputs(t: int) -> list[torch.Tensor]:
@@ -37,6 +40,9 @@ def main() -> None:
             torch.cuda.synchronize()
             return
         x = inputs(2048)
+        if what == "cdiv2k":
+            compare_helpers(x)
+            return
         for _ in range(50):
             hybrid_attention(*x, 64, "sliding")
         torch.cuda.synchronize()
@@ -57,6 +63,28 @@ def main() -> None:
         with open(sys.argv[2], "w") as fh:
             fh.write(f"eager 2K forward: host {host * 1e6:.1f} us per call issued, {wall * 1e6:.1f} us per call with "
                      f"the GPU's work (300 calls, one sync)\n\n{buf.getvalue()}")
+
+
+def compare_helpers(x: list[torch.Tensor]) -> None:
+    """Host µs per eager 2K forward (300 calls, then one sync), five rounds alternating the host helpers
+    (``_common.cdiv``/``next_pow2``, the default) with Triton's constexpr ``cdiv``/``next_power_of_2`` in their place."""
+    ours = (_common.cdiv, _common.next_pow2)
+    theirs = (triton.cdiv, triton.next_power_of_2)
+    for rnd in range(5):
+        for label, (cdiv, pow2) in (("host helpers", ours), ("triton's", theirs)):
+            _common.cdiv, _common.next_pow2, hybrid.cdiv = cdiv, pow2, cdiv
+            for _ in range(30):
+                hybrid_attention(*x, 64, "sliding")
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(300):
+                hybrid_attention(*x, 64, "sliding")
+            host = (time.perf_counter() - t0) / 300
+            torch.cuda.synchronize()
+            wall = (time.perf_counter() - t0) / 300
+            line = f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call"
+            print(line, flush=True)  # noqa: T201
+    _common.cdiv, _common.next_pow2, hybrid.cdiv = ours[0], ours[1], ours[0]
 
 
 if __name__ == "__main__":
