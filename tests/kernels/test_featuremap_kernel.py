@@ -103,8 +103,10 @@ def test_clamped_features_pass_no_gradient(kind, nan_alloc):
     out = _fused(kind, fm, xl)
     grads = torch.autograd.grad(out, (xl, *params), g)
     assert torch.equal(out == 1e-12, ref == 1e-12)
+    # fp32 sums in other orders than PyTorch's, at logits 60x their usual size: up to 1.03e-5 of the largest entry
+    # was seen in a full CPU run (1e-5 elsewhere; a missing or misplaced term is off by 1e-2 or more)
     for got, want in zip(grads, ref_grads, strict=True):
-        assert _rel(got, want) <= 1e-5
+        assert _rel(got, want) <= 5e-5
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
