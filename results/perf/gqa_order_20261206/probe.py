@@ -43,15 +43,7 @@ def main() -> None:
         if what == "cdiv2k":
             compare_helpers(x)
             return
-        for _ in range(50):
-            hybrid_attention(*x, 64, "sliding")
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(300):
-            hybrid_attention(*x, 64, "sliding")
-        host = (time.perf_counter() - t0) / 300
-        torch.cuda.synchronize()
-        wall = (time.perf_counter() - t0) / 300
+        host, wall = time_calls(x, warmup=50)
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(300):
@@ -65,6 +57,20 @@ def main() -> None:
                      f"the GPU's work (300 calls, one sync)\n\n{buf.getvalue()}")
 
 
+def time_calls(x: list[torch.Tensor], warmup: int, calls: int = 300) -> tuple[float, float]:
+    """Seconds per eager forward of ``x`` over ``calls`` calls after ``warmup``: host time to issue them, and with
+    the GPU's work (one sync at the end)."""
+    for _ in range(warmup):
+        hybrid_attention(*x, 64, "sliding")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        hybrid_attention(*x, 64, "sliding")
+    host = (time.perf_counter() - t0) / calls
+    torch.cuda.synchronize()
+    return host, (time.perf_counter() - t0) / calls
+
+
 def compare_helpers(x: list[torch.Tensor]) -> None:
     """Host µs per eager 2K forward (300 calls, then one sync), five rounds alternating the host helpers
     (``_common.cdiv``/``next_pow2``, the default) with Triton's constexpr ``cdiv``/``next_power_of_2`` in their place."""
@@ -73,15 +79,7 @@ def compare_helpers(x: list[torch.Tensor]) -> None:
     for rnd in range(5):
         for label, (cdiv, pow2) in (("host helpers", ours), ("triton's", theirs)):
             _common.cdiv, _common.next_pow2, hybrid.cdiv = cdiv, pow2, cdiv
-            for _ in range(30):
-                hybrid_attention(*x, 64, "sliding")
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(300):
-                hybrid_attention(*x, 64, "sliding")
-            host = (time.perf_counter() - t0) / 300
-            torch.cuda.synchronize()
-            wall = (time.perf_counter() - t0) / 300
+            host, wall = time_calls(x, warmup=30)
             line = f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call"
             print(line, flush=True)  # noqa: T201
     _common.cdiv, _common.next_pow2, hybrid.cdiv = ours[0], ours[1], ours[0]
