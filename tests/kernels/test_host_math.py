@@ -11,7 +11,6 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 def test_cdiv_and_next_pow2_match_triton():
     import triton
-
     from lolsearch.kernels._common import block, cdiv, next_pow2, tune_bucket
 
     for a in range(0, 300):
