@@ -208,29 +208,26 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 
 
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@tuned([(4, 1), (4, 2)], key=["D", "F", "BQ", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "TUNE"])
+@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
+    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
     SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, GROUPED: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
     and the argmax key for the backward. GROUPED: the grid of :func:`chunk_grid` (GQA heads adjacent). SMALL:
     the window tiles are n and n-1, straight-line code (all loads can be issued up front); LIN_CUR: whether tile n
-    can hold linear keys for this layout/window. BQ (64 or 32): query rows per program; with 32 a program takes half
-    of chunk n (``nb`` = its block), keeping the chunk's key tiles and state part.
+    can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
     sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
-    nb, bh = chunk_head(H, G, GROUPED)
-    n = nb * BQ // BT
+    n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
     kvh = b * HKV + h // G
     rt = tl.arange(0, BT)
-    rq = tl.arange(0, BQ)
     rk = tl.arange(0, BDK)
     rf = tl.arange(0, BF)
     mk = rk < D
@@ -239,18 +236,18 @@ def fwd_window_kernel(
     k_base = k + kvh * T * D
     v_base = v + kvh * T * D
     fk_base = fk + bh * T * F
-    qpos = nb * BQ + rq
+    qpos = n * BT + rt
     qm = qpos < T
     b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
     b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
     start = soft_start(qpos, W, LAYOUT)
-    start_lo = soft_start(nb * BQ, W, LAYOUT)
-    start_hi = soft_start(tl.minimum(nb * BQ + BQ - 1, T - 1), W, LAYOUT)
+    start_lo = soft_start(n * BT, W, LAYOUT)
+    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
     tlo = tile_lo(n, W, LAYOUT, BT)
-    m = tl.full([BQ], -1e30, dtype=tl.float32)
-    lsum = tl.zeros([BQ], dtype=tl.float32)
-    am = tl.zeros([BQ], dtype=tl.int32)
-    acc = tl.zeros([BQ, BDK], dtype=tl.float32)
+    m = tl.full([BT], -1e30, dtype=tl.float32)
+    lsum = tl.zeros([BT], dtype=tl.float32)
+    am = tl.zeros([BT], dtype=tl.int32)
+    acc = tl.zeros([BT, BDK], dtype=tl.float32)
     if SMALL:
         acc, lsum, m, am = _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scale, T,
                                          D, F, BDK, BF, BT, LIN_CUR)
@@ -260,7 +257,7 @@ def fwd_window_kernel(
         t = n - tt
         kpos = t * BT + rt
         km = kpos < T
-        p = tl.zeros([BQ, BT], dtype=tl.float32)
+        p = tl.zeros([BT, BT], dtype=tl.float32)
         if (LAYOUT != 0) & (t * BT + BT - 1 >= start_lo):
             b_k = tl.load(k_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
             sc = tl.dot(b_q, tl.trans(b_k), input_precision=F32_DOT) * qk_scale

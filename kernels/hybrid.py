@@ -167,11 +167,10 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
-    bq = kernel_env.read("LOLSEARCH_KERNELS_WINDOW_ROWS")
-    fwd_window_kernel[chunk_grid(cdiv(t, bq), b, h, hkv, cdiv(t, BT))](
+    fwd_window_kernel[chunk_grid(cdiv(t, BT), b, h, hkv)](
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
-        qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=bq, SMALL=small,
+        qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
         LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
         GROUPED=gqa_grouped(h, hkv, cdiv(t, BT)),
     )

@@ -96,7 +96,6 @@ READERS = {
     "LOLSEARCH_KERNELS_MIN_SEG": positive_int,
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
     "LOLSEARCH_KERNELS_GQA_ORDER": auto_flag,
-    "LOLSEARCH_KERNELS_WINDOW_ROWS": lambda n: int(choice(n, "64", ("64", "32"))),
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),
 }

@@ -36,7 +36,6 @@ def test_unset_settings_read_as_their_defaults():
     ("LOLSEARCH_KERNELS_PPS", "16", 16), ("LOLSEARCH_KERNELS_SEG_TILE", "128x64", (128, 64)),
     ("LOLSEARCH_KERNELS_MIN_SEG", "4", 4), ("LOLSEARCH_KERNELS_GQA_ORDER", "auto", None),
     ("LOLSEARCH_KERNELS_GQA_ORDER", "on", True), ("LOLSEARCH_KERNELS_GQA_ORDER", "0", False),
-    ("LOLSEARCH_KERNELS_WINDOW_ROWS", "32", 32), ("LOLSEARCH_KERNELS_WINDOW_ROWS", "", 64),
 ])
 def test_good_values_parse(monkeypatch, name, value, parsed):
     monkeypatch.setenv(name, value)
@@ -49,7 +48,7 @@ def test_good_values_parse(monkeypatch, name, value, parsed):
     ("LOLSEARCH_KERNELS_BD", "100"), ("LOLSEARCH_KERNELS_BD", "512"), ("LOLSEARCH_KERNELS_BD", "-64"),
     ("LOLSEARCH_KERNELS_PPS", "0"), ("LOLSEARCH_KERNELS_PPS", "2.5"), ("LOLSEARCH_KERNELS_SEG_TILE", "128"),
     ("LOLSEARCH_KERNELS_SEG_TILE", "128x100"), ("LOLSEARCH_KERNELS_SEG_TILE", "axb"), ("LOLSEARCH_KERNELS_MIN_SEG", "0"),
-    ("LOLSEARCH_KERNELS_GQA_ORDER", "sometimes"), ("LOLSEARCH_KERNELS_WINDOW_ROWS", "16"),
+    ("LOLSEARCH_KERNELS_GQA_ORDER", "sometimes"),
 ])
 def test_bad_values_are_refused_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
