@@ -112,9 +112,10 @@ def gqa_grouped(h: int, hkv: int, nt: int) -> bool:
     return h > hkv and (nt >= GQA_ORDER_MIN_CHUNKS if setting is None else setting)
 
 
-def chunk_grid(nt: int, b: int, h: int, hkv: int) -> tuple[int, int]:
-    """Launch grid of a kernel with one program per (query chunk, query head) read by :func:`chunk_head`."""
-    return (nt * (h // hkv), b * hkv) if gqa_grouped(h, hkv, nt) else (nt, b * h)
+def chunk_grid(nt: int, b: int, h: int, hkv: int, grouped: bool) -> tuple[int, int]:
+    """Launch grid of a kernel with one program per (query chunk, query head) read by :func:`chunk_head` (``grouped``:
+    its GROUPED, from :func:`gqa_grouped`)."""
+    return (nt * (h // hkv), b * hkv) if grouped else (nt, b * h)
 
 
 @triton.jit

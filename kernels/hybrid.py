@@ -167,12 +167,14 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
-    fwd_window_kernel[chunk_grid(cdiv(t, BT), b, h, hkv)](
+    nt = cdiv(t, BT)
+    grouped = gqa_grouped(h, hkv, nt)
+    fwd_window_kernel[chunk_grid(nt, b, h, hkv, grouped)](
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
         LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
-        GROUPED=gqa_grouped(h, hkv, cdiv(t, BT)),
+        GROUPED=grouped,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
@@ -220,9 +222,10 @@ def _backward(ctx, do):
     dfq = torch.empty_like(fq)
     dc = torch.empty_like(e)
     dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
-    bwd_q_kernel[chunk_grid(nt, b, h, hkv)](
+    grouped = gqa_grouped(h, hkv, nt)
+    bwd_q_kernel[chunk_grid(nt, b, h, hkv, grouped)](
         q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq if need_dq else dfq, dfq, dc, dgp, T=t, W=w,
-        LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, NEED_DQ=need_dq, GROUPED=gqa_grouped(h, hkv, nt),
+        LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, NEED_DQ=need_dq, GROUPED=grouped,
     )
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
