@@ -2,7 +2,7 @@
 # 1. the launch paths' host integer helpers (kernels/_common.py: cdiv, next_pow2) against Triton's constexpr cdiv
 #    and next_power_of_2, alternating in one process (probe.py cdiv2k);
 # 2. register caps: the hybrid kernels ran at 12% occupancy, register-bound (Nsight Compute, h100_call4*/), so each is
-#    pinned to its config with maxnreg (the offline compile's spills: fwd_window 168 -> 448 B, 200 -> 192 B;
+#    pinned to its config with maxnreg (compile_regs.log's spills: fwd_window 168 -> 432 B, 200 -> 192 B;
 #    fwd_state 128 -> 112 B; bwd_q 168 -> 176 B; bwd_kv 168 -> 464 B), side by side with the defaults;
 # 3. the kernel GPU tests on this commit.
 # Carry .dev/p0, after `bash results/h200/lighten.sh out`:
