@@ -79,13 +79,15 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     }
 
 
-def compile_sm90(kernel, types: dict, consts: dict, num_warps: int, num_stages: int):
-    """Compiles for sm_90; returns (compiled kernel, {reg, stack, smem})."""
+def compile_sm90(kernel, types: dict, consts: dict, num_warps: int, num_stages: int, maxnreg: int | None = None):
+    """Compiles for sm_90 (at most ``maxnreg`` registers per thread, when given); returns (compiled kernel,
+    {reg, stack, smem})."""
     fn = kernel.fn if hasattr(kernel, "configs") else kernel  # autotuned: the JITFunction inside
     sig = {a: ("constexpr" if a in consts else types.get(a, "i32")) for a in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if sig[a].startswith("*")}
     src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages})
+    options = {"num_warps": num_warps, "num_stages": num_stages, **({"maxnreg": maxnreg} if maxnreg else {})}
+    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
         fh.write(c.asm["cubin"])
