@@ -1,14 +1,20 @@
 """Session-wide test settings."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 import torch
 
 # Tests never write into the user's cache: a fresh one per session unless LOLSEARCH_CACHE is set already
-# (point it at a persistent folder to keep the downloaded SmolLM2 GGUF between runs).
-os.environ.setdefault("LOLSEARCH_CACHE", tempfile.mkdtemp(prefix="lolsearch-test-cache-"))
+# (point it at a persistent folder to keep the downloaded SmolLM2 GGUF between runs). The process that makes the
+# fresh one removes it when it exits; pytest-xdist's workers inherit the variable, so they never make their own.
+if "LOLSEARCH_CACHE" not in os.environ:
+    _session_cache = tempfile.mkdtemp(prefix="lolsearch-test-cache-")
+    os.environ["LOLSEARCH_CACHE"] = _session_cache
+    atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 
 if not torch.cuda.is_available():
     # On CPU the Triton kernels run in the interpreter. Triton reads this when a kernel is decorated, so it
