@@ -6,8 +6,9 @@
 Each case: median time of one call (forward, or forward + backward) by ``triton.testing.do_bench``, then the GPU
 time of every kernel over 10 calls (torch.profiler), per call, and the largest difference of o and the gradients
 from the first variant's. bf16, sliding window 64, random Hedgehog-like features. Each variant (comma-separated
-``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, or ``kernel@WxS[rN]`` to give an autotuned kernel the one
-launch config of W warps, S stages and at most N registers per thread; "" = the defaults) runs every case, in this process, one
+``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, ``kernel@WxS[rN]`` to give an autotuned kernel the one
+launch config of W warps, S stages and at most N registers per thread, or ``hybrid.NAME=value`` to set a constant
+of ``lolsearch.kernels.hybrid`` such as ``hybrid.SEG_ZMMA=True``; "" = the defaults) runs every case, in this process, one
 after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
 (attention transfer: q, k, v come from frozen projections).
 """
@@ -15,12 +16,13 @@ after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 
 import torch
 import triton
 import triton.testing
-from lolsearch.kernels import _bwd, _bwd_window, _fwd, hybrid_attention
+from lolsearch.kernels import _bwd, _bwd_window, _fwd, hybrid, hybrid_attention
 from torch.profiler import ProfilerActivity, profile
 
 # name -> (B, H, Hkv, D, F, T, mode)
@@ -82,6 +84,7 @@ def main() -> None:
 
 
 _FIRST: dict[str, list[torch.Tensor]] = {}  # o and the gradients of each case under the first variant
+_CONSTANTS: dict[str, object] = {}  # the defaults of the hybrid constants a variant has changed
 
 
 def run(name: str, variant: str) -> None:
@@ -91,6 +94,8 @@ def run(name: str, variant: str) -> None:
         del os.environ[key]
     for kname, kernel in TUNED.items():
         kernel.configs, kernel.cache = list(OFFERED[kname]), {}
+    for cname, value in _CONSTANTS.items():
+        setattr(hybrid, cname, value)
     for item in filter(None, variant.split(",")):
         if "@" in item:
             kname, cfg = item.split("@")
@@ -101,6 +106,11 @@ def run(name: str, variant: str) -> None:
             TUNED[kname].configs, TUNED[kname].cache = [one], {}
             continue
         key, value = item.split("=")
+        if key.startswith("hybrid."):
+            cname = key.removeprefix("hybrid.")
+            _CONSTANTS.setdefault(cname, getattr(hybrid, cname))
+            setattr(hybrid, cname, ast.literal_eval(value))
+            continue
         os.environ["LOLSEARCH_KERNELS_" + key] = value
     b, h, hkv, d, f, t, mode = CASES[name]
     x = inputs(b, h, hkv, d, f, t, mode)
