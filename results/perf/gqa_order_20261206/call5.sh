@@ -16,7 +16,8 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 40 python3 results/perf/gqa_order_20261206/probe.py cdiv2k > "$O/cdiv2k.log" 2>&1
 tail -10 "$O/cdiv2k.log"
 timeout 90 python3 results/kernels/profile_kernels.py --cases l8b-32k-fwd --variants "" fwd_window@4x1r168 \
-  fwd_window@4x1r200 fwd_window@4x1r128 fwd_state@8x1r128 hybrid.SEG_ZMMA=True > "$O/profile_regs_32k.log" 2>&1
+  fwd_window@4x1r200 fwd_window@4x1r128 fwd_state@8x1r128 hybrid.SEG_ZMMA=True \
+  fwd_window@4x1r168,fwd_state@8x1r128,hybrid.SEG_ZMMA=True > "$O/profile_regs_32k.log" 2>&1
 cut -c1-180 "$O/profile_regs_32k.log"
 timeout 120 python3 results/kernels/profile_kernels.py --cases smol1k-lora l8b1k-at --variants "" fwd_window@4x1r168 \
   bwd_q@4x1r168 bwd_q@4x1r128 bwd_kv@4x1r168 > "$O/profile_regs_train.log" 2>&1
