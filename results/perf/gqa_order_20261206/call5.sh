@@ -15,7 +15,7 @@ mkdir -p "$O"
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 40 python3 results/perf/gqa_order_20261206/probe.py cdiv2k > "$O/cdiv2k.log" 2>&1
 tail -10 "$O/cdiv2k.log"
-timeout 90 python3 results/kernels/profile_kernels.py --cases l8b-32k-fwd --variants "" fwd_window@4x1r168 \
+timeout 150 python3 results/kernels/profile_kernels.py --cases l8b-32k-fwd --variants "" fwd_window@4x1r168 \
   fwd_window@4x1r200 fwd_window@4x1r128 fwd_state@8x1r128 hybrid.SEG_ZMMA=True \
   fwd_window@4x1r168,fwd_state@8x1r128,hybrid.SEG_ZMMA=True > "$O/profile_regs_32k.log" 2>&1
 cut -c1-180 "$O/profile_regs_32k.log"
