@@ -68,8 +68,9 @@ def seg_sums_kernel(
 
 
 @triton.jit(do_not_specialize=["N", "SZ"])
-def scan_kernel(st, N, SZ, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """In-place inclusive scan over the N entries (axis 1) of ``st [BH, N, SZ]`` (suffix scan if REVERSE)."""
+def scan_kernel(st, N, SZ, REVERSE: tl.constexpr, BLOCK: tl.constexpr, ZERO_FIRST: tl.constexpr):
+    """In-place inclusive scan over the N entries (axis 1) of ``st [BH, N, SZ]`` (suffix scan if REVERSE).
+    ``ZERO_FIRST`` (prefix scan only): entry 0 is written as zeros instead of read (no initial state)."""
     pid = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     r = pid * BLOCK + tl.arange(0, BLOCK)
@@ -82,7 +83,11 @@ def scan_kernel(st, N, SZ, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
             acc += tl.load(p, mask=m, other=0.0)
             tl.store(p, acc, mask=m)
     else:
-        acc = tl.load(base + r, mask=m, other=0.0)
+        if ZERO_FIRST:
+            acc = tl.zeros([BLOCK], dtype=tl.float32)
+            tl.store(base + r, acc, mask=m)
+        else:
+            acc = tl.load(base + r, mask=m, other=0.0)
         for i in range(1, N):
             p = base + i * SZ + r
             acc += tl.load(p, mask=m, other=0.0)

@@ -25,6 +25,7 @@ from lolsearch.kernels._common import (
     smem_limit,
     tune_bucket,
 )
+from lolsearch.kernels._direct import launch
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from triton.runtime.errors import OutOfResources
 
@@ -70,7 +71,7 @@ def _launch_walk(kernel, key: tuple, bd: int, grid, *args, **kwargs) -> int:
     bd = _BD_FIT.get(key, bd)
     while True:
         try:
-            kernel[grid(bd)](*args, **kwargs, BD=bd)
+            launch(kernel, grid(bd), *args, **kwargs, BD=bd)
         except OutOfResources:
             if bd <= 16:
                 raise
@@ -146,17 +147,16 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     seg, ns = _plan(t, b * h, nd, q.device, balance)
     sz = f * d + f
     st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
-    if s0 is None:
-        st[:, 0].zero_()
-    else:
+    if s0 is not None:  # else the scan writes entry 0 as zeros
         st[:, 0, : f * d] = s0.reshape(b * h, f * d)
         st[:, 0, f * d :] = z0.reshape(b * h, f)
     bf1, bd1, warps1 = _seg_tile(bf, bdk)
     common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
-    seg_sums_kernel[(cdiv(f, bf1) * cdiv(d, bd1), ns, b * h)](
+    launch(seg_sums_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
         fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, ZMMA=SEG_ZMMA, num_warps=warps1
     )
-    scan_kernel[(cdiv(sz, 1024), b * h)](st, ns + 1, sz, REVERSE=False, BLOCK=1024, num_warps=4)
+    launch(scan_kernel, (cdiv(sz, 1024), b * h), st, ns + 1, sz, REVERSE=False, BLOCK=1024, ZERO_FIRST=s0 is None,
+           num_warps=4)
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -171,7 +171,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
     nt = cdiv(t, BT)
     grouped = gqa_grouped(h, hkv, nt)
-    fwd_window_kernel[chunk_grid(nt, b, h, hkv, grouped)](
+    launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
         q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
@@ -197,16 +197,17 @@ def _backward(ctx, do):
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
     has_lo = o_lo.numel() > 0
-    bwd_pre_kernel[(nt, b * h)](o, o_lo if has_lo else o, do, zden, e, t, D=d, BDK=bdk, BT=BT, HAS_LO=has_lo, num_warps=4)
+    launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, D=d, BDK=bdk, BT=BT, HAS_LO=has_lo, num_warps=4)
     # state parts (fp32), reverse scan of Σ φq gᵀ over segments first
     sz = f * d + f
     r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
     r[:, ns].zero_()
     bf1, bd1 = min(bf, 64), min(bdk, 64)
-    bwd_rsum_kernel[(cdiv(f, bf1) * cdiv(d, bd1), ns, b * h)](
+    launch(bwd_rsum_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
         fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
     )
-    scan_kernel[(cdiv(sz, 1024), b * h)](r, ns + 1, sz, REVERSE=True, BLOCK=1024, num_warps=4)
+    launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
+           num_warps=4)
     # state part of dv per query head (bwd_kv sums each GQA group): plain stores, no atomics
     dv_s = torch.zeros(b, h, t, d, device=dev, dtype=f32) if need_dv else r.new_empty(0)
     dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
@@ -215,7 +216,7 @@ def _backward(ctx, do):
                  fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
                  NEED_DV=need_dv)
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
-    bwd_state_q_kernel[(cdiv(f, bf1), ns, b * h)](
+    launch(bwd_state_q_kernel, (cdiv(f, bf1), ns, b * h),
         fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)
     )
     # window parts; these write the final gradients in the input dtypes
@@ -225,20 +226,26 @@ def _backward(ctx, do):
     dc = torch.empty_like(e)
     dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
     grouped = gqa_grouped(h, hkv, nt)
-    bwd_q_kernel[chunk_grid(nt, b, h, hkv, grouped)](
+    launch(bwd_q_kernel, chunk_grid(nt, b, h, hkv, grouped),
         q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq if need_dq else dfq, dfq, dc, dgp, T=t, W=w,
         LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, NEED_DQ=need_dq, GROUPED=grouped,
     )
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
     dfk = torch.empty_like(fk)
-    bwd_kv_kernel[(nt, b * hkv, need_dk + need_dv + h // hkv)](
+    launch(bwd_kv_kernel, (nt, b * hkv, need_dk + need_dv + h // hkv),
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk, dv if need_dv else dfk,
         dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, NEED_DK=need_dk,
         NEED_DV=need_dv,
     )
     dgamma = dgp.view(b, h, nt).sum((0, 2))
     return dq, dk, dv, dfq, dfk, dgamma
+
+
+def _final_state(st: torch.Tensor, ns: int, shape: torch.Size, f: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """S ``[B, H, F, D]`` and z ``[B, H, F]`` (fp32 copies) of the scan's last entry; ``shape`` is q's."""
+    b, h, _, d = shape
+    return st[:, ns, : f * d].reshape(b, h, f, d).clone(), st[:, ns, f * d :].reshape(b, h, f).clone()
 
 
 class HybridAttentionFn(torch.autograd.Function):
@@ -253,11 +260,7 @@ class HybridAttentionFn(torch.autograd.Function):
         ctx.lay, ctx.w, ctx.plan = lay, w, plan
         if not want_state:
             return o
-        b, h, _, d = q.shape
-        f = fq.shape[-1]
-        ns = plan[1]
-        s_fin = st[:, ns, : f * d].reshape(b, h, f, d).clone()
-        z_fin = st[:, ns, f * d :].reshape(b, h, f).clone()
+        s_fin, z_fin = _final_state(st, plan[1], q.shape, fq.shape[-1])
         ctx.mark_non_differentiable(s_fin, z_fin)
         return o, s_fin, z_fin
 
@@ -333,10 +336,15 @@ def hybrid_attention(
     # replay at 2K and 8K). Longer segments as such are checked for every dtype by the GPU matrix (MATRIX_SEG).
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, phi_q, phi_k, gamma))
     balance = not grad and dt != torch.float32
-    out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance)
+    if grad:
+        out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance)
+        o, s_fin, z_fin = out if return_state else (out, None, None)
+    else:  # nothing to save for a backward: no autograd node (host time counts at small T)
+        o, st, _, plan, _ = _forward(*args, gamma.float().contiguous(), lay, w, s0, z0, False, balance)
+        if return_state:
+            s_fin, z_fin = _final_state(st, plan[1], q.shape, phi_q.shape[-1])
     if not return_state:
-        return out
-    o, s_fin, z_fin = out
+        return o
     return o, LinearState(s_fin, z_fin), state_cover(layout if w else "linear", w, q.shape[2])
 
 

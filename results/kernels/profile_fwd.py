@@ -75,12 +75,12 @@ print(s.getvalue()[:6000], flush=True)
 from lolsearch.kernels._fwd import scan_kernel  # noqa: E402
 
 st = torch.zeros(1, 2, 1024, device="cuda")  # a tiny launch: host cost dominates
-ck = scan_kernel[(1, 1)](st, 2, 1024, REVERSE=False, BLOCK=1024, num_warps=4)
+ck = scan_kernel[(1, 1)](st, 2, 1024, REVERSE=False, BLOCK=1024, ZERO_FIRST=False, num_warps=4)
 print("JITFunction.run source has:", [k for k in ("bound_args.values()", "non_constexpr", "knobs.runtime.launch_enter_hook",
                                                   "CompiledKernel.launch_enter_hook") if k in inspect.getsource(type(scan_kernel).run)])
 print("CompiledKernel:", type(ck).__name__, "has __getitem__", hasattr(ck, "__getitem__"),
       "signature", getattr(getattr(ck, "src", None), "signature", None))
-for label, launch in (("jit", lambda: scan_kernel[(1, 1)](st, 2, 1024, REVERSE=False, BLOCK=1024, num_warps=4)),
+for label, launch in (("jit", lambda: scan_kernel[(1, 1)](st, 2, 1024, REVERSE=False, BLOCK=1024, ZERO_FIRST=False, num_warps=4)),
                       ("runner(all args)", lambda: ck[(1, 1, 1)](st, 2, 1024, False, 1024))):
     try:
         for _ in range(5):

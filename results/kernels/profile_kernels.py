@@ -7,8 +7,8 @@ Each case: median time of one call (forward, or forward + backward) by ``triton.
 time of every kernel over 10 calls (torch.profiler), per call, and the largest difference of o and the gradients
 from the first variant's. bf16, sliding window 64, random Hedgehog-like features. Each variant (comma-separated
 ``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, ``kernel@WxS[rN]`` to give an autotuned kernel the one
-launch config of W warps, S stages and at most N registers per thread, or ``hybrid.NAME=value`` to set a constant
-of ``lolsearch.kernels.hybrid`` such as ``hybrid.SEG_ZMMA=True``; "" = the defaults) runs every case, in this process, one
+launch config of W warps, S stages and at most N registers per thread, or ``MODULE.NAME=value`` to set a constant
+of ``lolsearch.kernels.MODULE`` such as ``hybrid.SEG_ZMMA=True`` or ``_direct.ENABLED=False``; "" = the defaults) runs every case, in this process, one
 after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
 (attention transfer: q, k, v come from frozen projections).
 """
@@ -22,7 +22,7 @@ import os
 import torch
 import triton
 import triton.testing
-from lolsearch.kernels import _bwd, _bwd_window, _fwd, hybrid, hybrid_attention
+from lolsearch.kernels import _bwd, _bwd_window, _direct, _fwd, hybrid, hybrid_attention
 from torch.profiler import ProfilerActivity, profile
 
 # name -> (B, H, Hkv, D, F, T, mode)
@@ -84,7 +84,8 @@ def main() -> None:
 
 
 _FIRST: dict[str, list[torch.Tensor]] = {}  # o and the gradients of each case under the first variant
-_CONSTANTS: dict[str, object] = {}  # the defaults of the hybrid constants a variant has changed
+_MODULES = {"hybrid": hybrid, "_direct": _direct}
+_CONSTANTS: dict[tuple[str, str], object] = {}  # the defaults of the module constants a variant has changed
 
 
 def run(name: str, variant: str) -> None:
@@ -94,8 +95,9 @@ def run(name: str, variant: str) -> None:
         del os.environ[key]
     for kname, kernel in TUNED.items():
         kernel.configs, kernel.cache = list(OFFERED[kname]), {}
-    for cname, value in _CONSTANTS.items():
-        setattr(hybrid, cname, value)
+    for (mname, cname), value in _CONSTANTS.items():
+        setattr(_MODULES[mname], cname, value)
+    _direct.clear()  # kept kernels were compiled or tuned under the previous variant's configs
     for item in filter(None, variant.split(",")):
         if "@" in item:
             kname, cfg = item.split("@")
@@ -106,10 +108,10 @@ def run(name: str, variant: str) -> None:
             TUNED[kname].configs, TUNED[kname].cache = [one], {}
             continue
         key, value = item.split("=")
-        if key.startswith("hybrid."):
-            cname = key.removeprefix("hybrid.")
-            _CONSTANTS.setdefault(cname, getattr(hybrid, cname))
-            setattr(hybrid, cname, ast.literal_eval(value))
+        if "." in key:
+            mname, cname = key.split(".")
+            _CONSTANTS.setdefault((mname, cname), getattr(_MODULES[mname], cname))
+            setattr(_MODULES[mname], cname, ast.literal_eval(value))
             continue
         os.environ["LOLSEARCH_KERNELS_" + key] = value
     b, h, hkv, d, f, t, mode = CASES[name]

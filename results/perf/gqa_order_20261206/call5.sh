@@ -6,7 +6,9 @@
 #    fwd_state 128 -> 112 B; bwd_q 168 -> 176 B; bwd_kv 168 -> 464 B; 128 is untried offline), side by side with the
 #    defaults. Occupancy at 4 warps: 255 registers -> 2 programs per SM, 200 -> 2, 168 -> 3, 128 -> 4;
 # 3. seg_sums with the z part on tensor cores (hybrid.SEG_ZMMA; Nsight Compute found it shared-memory bound, 89%);
-# 4. the kernel GPU tests on this commit.
+# 4. the eager 2K forward's host time with launches through the kept compiled kernels (kernels/_direct.py) and
+#    without, beside SDPA (probe.py direct2k);
+# 5. the kernel GPU tests on this commit.
 # Carry .dev/p0, after `bash results/h200/lighten.sh out`:
 #   PERF_CMDS="bash results/perf/gqa_order_20261206/call5.sh \$OUT/perf" timeout 400 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 set -u
@@ -15,6 +17,8 @@ mkdir -p "$O"
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 40 python3 results/perf/gqa_order_20261206/probe.py cdiv2k > "$O/cdiv2k.log" 2>&1
 tail -10 "$O/cdiv2k.log"
+timeout 60 python3 results/perf/gqa_order_20261206/probe.py direct2k > "$O/direct2k.log" 2>&1
+tail -15 "$O/direct2k.log"
 timeout 150 python3 results/kernels/profile_kernels.py --cases l8b-32k-fwd --variants "" fwd_window@4x1r168 \
   fwd_window@4x1r200 fwd_window@4x1r128 fwd_state@8x1r128 hybrid.SEG_ZMMA=True \
   fwd_window@4x1r168,fwd_state@8x1r128,hybrid.SEG_ZMMA=True > "$O/profile_regs_32k.log" 2>&1

@@ -4,6 +4,8 @@
     python3 results/perf/gqa_order_20261206/probe.py host2k OUT   # cProfile of 300 eager forwards -> OUT
     python3 results/perf/gqa_order_20261206/probe.py cdiv2k       # host time per eager forward, with the launch paths'
                                                                   # integer helpers and with Triton's, alternating
+    python3 results/perf/gqa_order_20261206/probe.py direct2k     # the same with launches through the kept compiled
+                                                                  # kernels (kernels/_direct.py) and without, beside SDPA
 
 Llama-3-8B heads (32 query / 8 kv heads, D = F = 128), bf16, batch 1, sliding window 64, as the bench.
 """
@@ -17,8 +19,9 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as fn
 import triton
-from lolsearch.kernels import _common, hybrid, hybrid_attention
+from lolsearch.kernels import _common, _direct, hybrid, hybrid_attention
 
 
 def inputs(t: int) -> list[torch.Tensor]:
@@ -43,6 +46,9 @@ def main() -> None:
         if what == "cdiv2k":
             compare_helpers(x)
             return
+        if what == "direct2k":
+            compare_direct(x)
+            return
         host, wall = time_calls(x, warmup=50)
         prof = cProfile.Profile()
         prof.enable()
@@ -57,15 +63,16 @@ def main() -> None:
                      f"the GPU's work (300 calls, one sync)\n\n{buf.getvalue()}")
 
 
-def time_calls(x: list[torch.Tensor], warmup: int, calls: int = 300) -> tuple[float, float]:
+def time_calls(x: list[torch.Tensor], warmup: int, calls: int = 300, call=None) -> tuple[float, float]:
     """Seconds per eager forward of ``x`` over ``calls`` calls after ``warmup``: host time to issue them, and with
-    the GPU's work (one sync at the end)."""
+    the GPU's work (one sync at the end). ``call(x)`` replaces the hybrid forward when given."""
+    call = call or (lambda x: hybrid_attention(*x, 64, "sliding"))
     for _ in range(warmup):
-        hybrid_attention(*x, 64, "sliding")
+        call(x)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(calls):
-        hybrid_attention(*x, 64, "sliding")
+        call(x)
     host = (time.perf_counter() - t0) / calls
     torch.cuda.synchronize()
     return host, (time.perf_counter() - t0) / calls
@@ -83,6 +90,22 @@ def compare_helpers(x: list[torch.Tensor]) -> None:
             line = f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call"
             print(line, flush=True)  # noqa: T201
     _common.cdiv, _common.next_pow2, hybrid.cdiv = ours[0], ours[1], ours[0]
+
+
+def compare_direct(x: list[torch.Tensor]) -> None:
+    """Host µs per eager 2K forward, five rounds alternating launches through the kept compiled kernels (the default)
+    with ``kernel[grid]`` for every launch, and SDPA's forward of the same q, k, v (GQA, causal) in the same round."""
+    def sdpa(x):
+        return fn.scaled_dot_product_attention(x[0], x[1], x[2], is_causal=True, enable_gqa=True)
+
+    for rnd in range(5):
+        for label, on in (("direct", True), ("kernel[grid]", False)):
+            _direct.ENABLED = on
+            host, wall = time_calls(x, warmup=30)
+            print(f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call", flush=True)  # noqa: T201
+        host, wall = time_calls(x, warmup=30, call=sdpa)
+        print(f"round {rnd} {'SDPA':12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call", flush=True)  # noqa: T201
+    _direct.ENABLED = True
 
 
 if __name__ == "__main__":

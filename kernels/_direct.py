@@ -1,0 +1,79 @@
+"""Launching Triton kernels through their compiled launcher once a call site's arguments have been seen.
+
+``kernel[grid](...)`` re-does Triton's per-call bookkeeping on every launch: binding and specializing the
+arguments, the cache key, the autotuner's key and the global-value check, before the compiled kernel's own
+launcher runs. At small T the forward is bound by that host time (issue 17: the eager 2K forward). :func:`launch`
+does it once per distinct call: the first launch of a key goes through ``kernel[grid]`` (compiling, autotuning,
+shared-memory errors and all) and keeps the compiled kernel it returns; later launches with the same key call that
+kernel's launcher with the same arguments, exactly as ``JITFunction.run`` does after its cache lookup.
+
+The key holds every non-tensor argument by value (constexprs, the autotuner's key inputs, specialized integers)
+and every tensor's dtype and 16-byte alignment (what Triton specializes pointers on), plus the device: two calls
+with equal keys compile to the same kernel and autotune to the same config. Off under the interpreter and with
+``LOLSEARCH_KERNELS_DIRECT_LAUNCH=0`` (then every launch is ``kernel[grid](...)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lolsearch.kernels._common import INTERPRET
+from triton import knobs
+from triton.runtime import driver
+
+from lolsearch.core import kernel_env
+
+ENABLED = not INTERPRET and kernel_env.read("LOLSEARCH_KERNELS_DIRECT_LAUNCH")
+
+_OPTIONS = {"num_warps", "num_stages", "num_ctas", "maxnreg"}
+# key -> (compiled kernel, the keyword arguments' names in signature order after the positional ones)
+_CACHE: dict[tuple, tuple[Any, tuple[str, ...]]] = {}
+
+
+def _jit_fn(kernel):
+    """The JITFunction under an Autotuner / Heuristics wrapper."""
+    while not hasattr(kernel, "arg_names"):
+        kernel = kernel.fn
+    return kernel
+
+
+def _key(kernel, args: tuple, kwargs: dict) -> tuple:
+    spec = [id(kernel), driver.active.get_current_device()]
+    for x in (*args, *kwargs.values()):
+        spec.append((x.dtype, x.data_ptr() % 16 == 0) if isinstance(x, torch.Tensor) else x)
+    spec.extend(kwargs)
+    return tuple(spec)
+
+
+def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
+    """``kernel[grid](*args, **kwargs)``; from the second call with the same key on, through the compiled kernel's
+    launcher. ``grid``: 1 to 3 ints. Returns the compiled kernel."""
+    if not ENABLED:
+        return kernel[grid](*args, **kwargs)
+    key = _key(kernel, args, kwargs)
+    hit = _CACHE.get(key)
+    if hit is None:
+        compiled = kernel[grid](*args, **kwargs)
+        names = _jit_fn(kernel).arg_names[len(args):]
+        # kept where every argument was given (no defaults) and the other keywords are launch options
+        if set(names) <= set(kwargs) and set(kwargs) - set(names) <= _OPTIONS and hasattr(compiled, "packed_metadata"):
+            _CACHE[key] = (compiled, tuple(names))
+        return compiled
+    compiled, names = hit
+    values = (*args, *(kwargs[n] for n in names))
+    g = (*grid, 1, 1)
+    device = driver.active.get_current_device()
+    stream = driver.active.get_current_stream(device)
+    enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    meta = compiled.launch_metadata(g[:3], stream, *values) if enter is not None or leave is not None else None
+    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, meta, enter, leave, *values)
+    return compiled
+
+
+def clear() -> None:
+    """Forgets every kept kernel (the next launch of each key goes through ``kernel[grid]`` again)."""
+    _CACHE.clear()
+
+
+__all__ = ["ENABLED", "clear", "launch"]
