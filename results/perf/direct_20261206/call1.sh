@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call (2026-12-06, ninth session), carrying .dev/p0, after `bash results/h200/lighten.sh out`:
-#   PERF_CMDS="bash results/perf/direct_20261206/call1.sh \$OUT/perf" timeout 560 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+#   PERF_CMDS="bash results/perf/direct_20261206/call1.sh \$OUT/perf" timeout 440 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 # In order of priority (the device budget allows one call; what runs past the limit is lost):
 # 1. the eager 2K forward's host time with launches through the kept compiled kernels (kernels/_direct.py) and
 #    without, alternating, beside SDPA (probe.py direct2k);
@@ -28,10 +28,10 @@ timeout 150 python3 results/kernels/profile_kernels.py --cases l8b-32k-fwd --var
   fwd_window@4x1r200 fwd_window@4x1r128 fwd_state@8x1r128 hybrid.SEG_ZMMA=True \
   fwd_window@4x1r168,fwd_state@8x1r128,hybrid.SEG_ZMMA=True > "$O/profile_regs_32k.log" 2>&1
 cut -c1-180 "$O/profile_regs_32k.log"
-timeout 120 python3 -m pytest -q -rf -p no:cacheprovider -m gpu tests/trial/test_graphed.py tests/trial/test_step_graph.py \
+timeout 100 python3 -m pytest -q -rf -p no:cacheprovider -m gpu tests/trial/test_graphed.py tests/trial/test_step_graph.py \
   tests/trial/test_kernel_check.py > "$O/pytest_trial_gpu.log" 2>&1
 tail -2 "$O/pytest_trial_gpu.log"
-timeout 100 python3 results/kernels/profile_kernels.py --cases smol1k-lora l8b1k-at --variants "" fwd_window@4x1r168 \
+timeout 80 python3 results/kernels/profile_kernels.py --cases smol1k-lora l8b1k-at --variants "" fwd_window@4x1r168 \
   bwd_q@4x1r168 bwd_q@4x1r128 bwd_kv@4x1r168 > "$O/profile_regs_train.log" 2>&1
 cut -c1-180 "$O/profile_regs_train.log"
 timeout 30 python3 $D/probe.py cdiv2k > "$O/cdiv2k.log" 2>&1
