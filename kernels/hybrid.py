@@ -43,7 +43,7 @@ PROGRAMS_PER_SM = 8
 # Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
 MIN_SEGMENT_CHUNKS = 8
 # seg_sums sums φk on tensor cores (col0 product) instead of a column sum per tile.
-SEG_ZMMA = False
+SEG_ZMMA = True
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
