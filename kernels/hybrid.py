@@ -42,8 +42,6 @@ FORCE_SAVE_LO = False
 PROGRAMS_PER_SM = 8
 # Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
 MIN_SEGMENT_CHUNKS = 8
-# seg_sums sums φk on tensor cores (col0 product) instead of a column sum per tile.
-SEG_ZMMA = True
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
@@ -153,7 +151,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     bf1, bd1, warps1 = _seg_tile(bf, bdk)
     common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
     launch(seg_sums_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
-        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, ZMMA=SEG_ZMMA, num_warps=warps1
+        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
     )
     launch(scan_kernel, (cdiv(sz, 1024), b * h), st, ns + 1, sz, REVERSE=False, BLOCK=1024, ZERO_FIRST=s0 is None,
            num_warps=4)
