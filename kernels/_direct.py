@@ -27,6 +27,9 @@ from lolsearch.core import kernel_env
 ENABLED = not INTERPRET and kernel_env.read("LOLSEARCH_KERNELS_DIRECT_LAUNCH")
 
 _OPTIONS = {"num_warps", "num_stages", "num_ctas", "maxnreg"}
+# Keys hold T and the other sizes by value, so a process that sees ever new lengths would grow the dict without end:
+# it starts over past this many entries (a miss costs one ordinary kernel[grid] launch).
+MAX_KEPT = 4096
 # key -> (compiled kernel, the keyword arguments' names in signature order after the positional ones)
 _CACHE: dict[tuple, tuple[Any, tuple[str, ...]]] = {}
 
@@ -58,6 +61,8 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
         names = _jit_fn(kernel).arg_names[len(args):]
         # kept where every argument was given (no defaults) and the other keywords are launch options
         if set(names) <= set(kwargs) and set(kwargs) - set(names) <= _OPTIONS and hasattr(compiled, "packed_metadata"):
+            if len(_CACHE) >= MAX_KEPT:
+                _CACHE.clear()
             _CACHE[key] = (compiled, tuple(names))
         return compiled
     compiled, names = hit
@@ -65,9 +70,9 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
     g = (*grid, 1, 1)
     device = driver.active.get_current_device()
     stream = driver.active.get_current_stream(device)
-    enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-    meta = compiled.launch_metadata(g[:3], stream, *values) if enter is not None or leave is not None else None
-    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, meta, enter, leave, *values)
+    meta = compiled.launch_metadata(g[:3], stream, *values)  # None unless launch hooks are set (Triton <= 3.6)
+    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, meta,
+                 knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *values)
     return compiled
 
 
