@@ -70,7 +70,7 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
     g = (*grid, 1, 1)
     device = driver.active.get_current_device()
     stream = driver.active.get_current_stream(device)
-    meta = compiled.launch_metadata(g[:3], stream, *values)  # None unless launch hooks are set (Triton <= 3.6)
+    meta = compiled.launch_metadata(g[:3], stream, *values)  # for the launch hooks, as JITFunction.run passes it
     compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, meta,
                  knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *values)
     return compiled
