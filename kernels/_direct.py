@@ -41,8 +41,8 @@ def _jit_fn(kernel):
     return kernel
 
 
-def _key(kernel, args: tuple, kwargs: dict) -> tuple:
-    spec = [id(kernel), driver.active.get_current_device()]
+def _key(kernel, device: int, args: tuple, kwargs: dict) -> tuple:
+    spec = [id(kernel), device]
     for x in (*args, *kwargs.values()):
         spec.append((x.dtype, x.data_ptr() % 16 == 0) if isinstance(x, torch.Tensor) else x)
     spec.extend(kwargs)
@@ -54,7 +54,8 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
     launcher. ``grid``: 1 to 3 ints. Returns the compiled kernel."""
     if not ENABLED:
         return kernel[grid](*args, **kwargs)
-    key = _key(kernel, args, kwargs)
+    device = driver.active.get_current_device()
+    key = _key(kernel, device, args, kwargs)
     hit = _CACHE.get(key)
     if hit is None:
         compiled = kernel[grid](*args, **kwargs)
@@ -68,7 +69,6 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
     compiled, names = hit
     values = (*args, *(kwargs[n] for n in names))
     g = (*grid, 1, 1)
-    device = driver.active.get_current_device()
     stream = driver.active.get_current_stream(device)
     meta = compiled.launch_metadata(g[:3], stream, *values)  # for the launch hooks, as JITFunction.run passes it
     compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, meta,
