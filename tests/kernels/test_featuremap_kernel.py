@@ -25,10 +25,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _case(kind, b, h, hx, t, d, p, halfspace, dtype, scale=1.0, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    if kind == "hedgehog":
-        fm = Hedgehog(h, d, HedgehogParams(feature_dim=p, halfspace=halfspace, init="kaiming"))
-    else:
-        fm = T2R(h, d, ProjectionParams(feature_dim=p, init="kaiming"))
+    with torch.random.fork_rng(devices=[]):  # the maps draw their init from the global generator: fixed per case
+        torch.manual_seed(seed)
+        if kind == "hedgehog":
+            fm = Hedgehog(h, d, HedgehogParams(feature_dim=p, halfspace=halfspace, init="kaiming"))
+        else:
+            fm = T2R(h, d, ProjectionParams(feature_dim=p, init="kaiming"))
+    if kind == "t2r":
         with torch.no_grad():
             fm.bias.normal_(0, 0.3, generator=gen)  # T2R starts at b = 0; a trained bias moves the ReLU's kinks
     fm = fm.to(DEV)
