@@ -195,7 +195,8 @@ def _backward(ctx, do):
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
     has_lo = o_lo.numel() > 0
-    launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, D=d, BDK=bdk, BT=BT, HAS_LO=has_lo, num_warps=4)
+    launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, D=d, BDK=bdk, BT=BT, HAS_LO=has_lo,
+           num_warps=4)
     # state parts (fp32), reverse scan of Σ φq gᵀ over segments first
     sz = f * d + f
     r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)

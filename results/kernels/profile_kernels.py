@@ -8,8 +8,8 @@ time of every kernel over 10 calls (torch.profiler), per call, and the largest d
 from the first variant's. bf16, sliding window 64, random Hedgehog-like features. Each variant (comma-separated
 ``NAME=value`` of ``LOLSEARCH_KERNELS_NAME`` settings, ``kernel@WxS[rN]`` to give an autotuned kernel the one
 launch config of W warps, S stages and at most N registers per thread, or ``MODULE.NAME=value`` to set a constant
-of ``lolsearch.kernels.MODULE`` such as ``hybrid.MIN_SEGMENT_CHUNKS=4`` or ``_direct.ENABLED=False``; "" = the defaults) runs every case, in this process, one
-after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
+of ``lolsearch.kernels.MODULE`` such as ``hybrid.MIN_SEGMENT_CHUNKS=4`` or ``_direct.ENABLED=False``; "" = the
+defaults) runs every case, in this process, one after the other. ``-lora`` cases ask for all six gradients (a LoRA step), ``-at`` cases only φq, φk and γ
 (attention transfer: q, k, v come from frozen projections).
 """
 

@@ -210,7 +210,8 @@ def test_gpu_direct_launch_matches_triton_launch(dtype, d, f, layout, window, gr
     from lolsearch.kernels import _direct, hybrid_attention
 
     def run(seed, move=lambda x: x):
-        leaves = [move(x).requires_grad_(grad) for x in make_inputs(2, 4, 2, 1000, d, f, device=DEV, dtype=dtype, seed=seed)]
+        inputs = make_inputs(2, 4, 2, 1000, d, f, device=DEV, dtype=dtype, seed=seed)
+        leaves = [move(x).requires_grad_(grad) for x in inputs]
         if not grad:
             o, st, _ = hybrid_attention(*leaves, window, layout, return_state=True)
             return [o, st.S, st.z]

@@ -78,6 +78,12 @@ def time_calls(x: list[torch.Tensor], warmup: int, calls: int = 300, call=None) 
     return host, (time.perf_counter() - t0) / calls
 
 
+def report(rnd: int, label: str, host: float, wall: float) -> None:
+    """One line of an alternating comparison: seconds per call, host only and with the GPU's work."""
+    line = f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call"
+    print(line, flush=True)  # noqa: T201
+
+
 def compare_helpers(x: list[torch.Tensor]) -> None:
     """Host µs per eager 2K forward (300 calls, then one sync), five rounds alternating the host helpers
     (``_common.cdiv``/``next_pow2``, the default) with Triton's constexpr ``cdiv``/``next_power_of_2`` in their place."""
@@ -86,9 +92,7 @@ def compare_helpers(x: list[torch.Tensor]) -> None:
     for rnd in range(5):
         for label, (cdiv, pow2) in (("host helpers", ours), ("triton's", theirs)):
             _common.cdiv, _common.next_pow2, hybrid.cdiv = cdiv, pow2, cdiv
-            host, wall = time_calls(x, warmup=30)
-            line = f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call"
-            print(line, flush=True)  # noqa: T201
+            report(rnd, label, *time_calls(x, warmup=30))
     _common.cdiv, _common.next_pow2, hybrid.cdiv = ours[0], ours[1], ours[0]
 
 
@@ -101,10 +105,8 @@ def compare_direct(x: list[torch.Tensor]) -> None:
     for rnd in range(5):
         for label, on in (("direct", True), ("kernel[grid]", False)):
             _direct.ENABLED = on
-            host, wall = time_calls(x, warmup=30)
-            print(f"round {rnd} {label:12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call", flush=True)  # noqa: T201
-        host, wall = time_calls(x, warmup=30, call=sdpa)
-        print(f"round {rnd} {'SDPA':12s}: host {host * 1e6:6.1f} us, with the GPU {wall * 1e6:6.1f} us per call", flush=True)  # noqa: T201
+            report(rnd, label, *time_calls(x, warmup=30))
+        report(rnd, "SDPA", *time_calls(x, warmup=30, call=sdpa))
     _direct.ENABLED = True
 
 
