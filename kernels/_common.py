@@ -22,6 +22,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # the first config of each kernel. The offered configs pass the GPU test matrix; the key carries the call's size
 # class (tune_bucket), so a choice timed at one size is not reused at another (results/kernels/tune_key_20261204/).
 AUTOTUNE = not INTERPRET and kernel_env.read("LOLSEARCH_KERNELS_AUTOTUNE")
+REG_CAPS = kernel_env.read("LOLSEARCH_KERNELS_REG_CAPS")
 
 BT = 64  # chunk size (rows of a query chunk / keys of a key tile)
 SMEM_FALLBACK = 232448  # H100/H200 opt-in shared memory per block
@@ -68,13 +69,17 @@ def tune_bucket(bh: int, t: int) -> int:
     return next_pow2(bh * cdiv(t, BT))
 
 
-def tuned(options: list[tuple[int, int]], key: list[str], **kwargs):
-    """``triton.autotune`` over the (num_warps, num_stages) ``options``, its choice per ``key`` kept in Triton's
-    on-disk cache where this Triton offers that (``cache_results``). Under the interpreter or without autotuning
-    only the first option, the untuned default, is offered."""
+def tuned(options: list[tuple[int, ...]], key: list[str], **kwargs):
+    """``triton.autotune`` over the (num_warps, num_stages[, maxnreg]) ``options``, its choice per ``key`` kept in
+    Triton's on-disk cache where this Triton offers that (``cache_results``). A third element caps the registers per
+    thread (more programs per SM where a kernel is register-bound); env LOLSEARCH_KERNELS_REG_CAPS=0 leaves such
+    options out. Under the interpreter or without autotuning only the first option, the untuned default, is
+    offered."""
     if "cache_results" in inspect.signature(triton.autotune).parameters:
         kwargs["cache_results"] = AUTOTUNE
-    configs = [triton.Config({}, num_warps=w, num_stages=s) for w, s in (options if AUTOTUNE else options[:1])]
+    offered = [o for o in options if len(o) == 2 or REG_CAPS] if AUTOTUNE else options[:1]
+    configs = [triton.Config({}, num_warps=o[0], num_stages=o[1], maxnreg=o[2] if len(o) > 2 else None)
+               for o in offered]
     return triton.autotune(configs=configs, key=key, **kwargs)
 
 

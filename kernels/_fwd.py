@@ -217,7 +217,9 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 
 
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
-@tuned([(4, 1), (4, 2)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "TUNE"])
+# (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
+# (results/perf/direct_20261206/), so the autotuner weighs it too
+@tuned([(4, 1), (4, 2), (4, 1, 168)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,

@@ -112,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and name not in args.only:
                 continue
             fixed = LAUNCH.get(name, (4, 3))  # a plain launch's config
-            cfgs = [(c.num_warps, c.num_stages) for c in getattr(kernel, "configs", [])] or [fixed]
-            for w, s in cfgs if args.all_configs else cfgs[:1]:
+            cfgs = [(c.num_warps, c.num_stages, c.maxnreg) for c in getattr(kernel, "configs", [])] or [(*fixed, None)]
+            for w, s, cap in cfgs if args.all_configs else cfgs[:1]:
                 try:
-                    _, r = compile_sm90(kernel, types, consts, w, s)
+                    _, r = compile_sm90(kernel, types, consts, w, s, cap)
                     flag = " SPILLS" if r["stack"] else ""
                     flag += " SMEM>LIMIT" if r["smem"] > SMEM_LIMIT else ""
                     bad += bool(flag)
-                    print(f"{args.dtype} D{d} F{f} {name:13s} warps {w} stages {s}: regs {r['reg']:3d} "  # noqa: T201
+                    capped = f" maxnreg {cap}" if cap else ""
+                    print(f"{args.dtype} D{d} F{f} {name:13s} warps {w} stages {s}{capped}: regs {r['reg']:3d} "  # noqa: T201
                           f"stack {r['stack']:4d} smem {r['smem']:6d}{flag}")
                 except Exception as err:  # noqa: BLE001 - report and go on
                     bad += 1

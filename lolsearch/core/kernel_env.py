@@ -99,6 +99,7 @@ READERS = {
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_DIRECT_LAUNCH": lambda n: flag(n, True),
+    "LOLSEARCH_KERNELS_REG_CAPS": lambda n: flag(n, True),
 }
 
 
