@@ -148,15 +148,44 @@ def compile_targets(model: nn.Module) -> list[nn.Module]:
 
 @contextlib.contextmanager
 def distill_mode(model: nn.Module, recorder: DistillRecorder) -> Iterator[DistillRecorder]:
-    """Within the block every linearized layer runs teacher-forced and records its losses."""
+    """Within the block every linearized layer runs teacher-forced and records its losses. The decoder's output
+    is nobody's then, so the decoder stops after the last linearized layer's attention (:func:`_up_to_last_attention`)."""
     layers = list(linearized_layers(model))
     for m in layers:
         m.mode, m.recorder = "distill", recorder
     try:
-        yield recorder
+        with _up_to_last_attention(model, layers):
+            yield recorder
     finally:
         for m in layers:
             m.mode, m.recorder = "student", None
+
+
+class _NoMLP(nn.Module):
+    """Stands in for the last recorded layer's MLP: adds nothing to the residual stream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(())
+
+
+@contextlib.contextmanager
+def _up_to_last_attention(model: nn.Module, linearized: list[LinearizedAttention]) -> Iterator[None]:
+    """Within the block the decoder holds only its layers up to the last one with a linearized attention, and that
+    layer's MLP adds nothing: a teacher-forced pass records every loss by then, and the rest of the stack (its MLP,
+    later softmax layers) would only compute hidden states that nothing reads."""
+    decoder = decoder_of(model)
+    layers = getattr(decoder, "layers", None)
+    owner = {id(m) for m in linearized}
+    last = max((i for i, layer in enumerate(layers or ()) if any(id(m) in owner for m in layer.modules())), default=None)
+    if last is None or not isinstance(getattr(layers[last], "mlp", None), nn.Module):
+        yield
+        return
+    mlp = layers[last].mlp
+    decoder.layers, layers[last].mlp = nn.ModuleList(layers[: last + 1]), _NoMLP()
+    try:
+        yield
+    finally:
+        decoder.layers, layers[last].mlp = layers, mlp
 
 
 @contextlib.contextmanager

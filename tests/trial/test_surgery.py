@@ -192,3 +192,43 @@ def test_teacher_mode_keeps_the_teachers_sliding_window(arch, window_kw):
     torch.testing.assert_close(again, teacher, rtol=1e-5, atol=1e-5)
     windows = [m.teacher_window for m in linearized_layers(model)]
     assert windows == ([5, 5, 5] if arch == "mistral" else [None, 5, 5])
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_distill_mode_stops_after_the_last_linearized_attention(arch, monkeypatch):
+    """Under distill_mode the decoder runs no layer after the last linearized one and not that layer's MLP; the
+    recorded losses and their gradients are those of the whole stack, and the stack is whole again afterwards."""
+    import contextlib
+
+    from lolsearch.attention.layer import DistillRecorder
+    from lolsearch.trial import surgery
+
+    model = tiny(arch, layers=4)
+    linearize(model, attention(layout="sliding", window=8, softmax_layers=(0, 3)))
+    layers = surgery.decoder_layers(model)
+    mlps = [layer.mlp for layer in layers]
+    ran = []
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda *_, i=i: ran.append(("layer", i)))
+        layer.mlp.register_forward_hook(lambda *_, i=i: ran.append(("mlp", i)))
+    x = torch.randint(0, 97, (2, 45))
+    params = attention_parameters(model)
+
+    def losses() -> tuple[dict, tuple]:
+        rec = DistillRecorder()
+        with surgery.distill_mode(model, rec):
+            surgery.decoder_of(model)(input_ids=x, use_cache=False)
+        return rec.mse, torch.autograd.grad(sum(rec.mse.values()), params)
+
+    mse, grads = losses()
+    assert ran == [("mlp", 0), ("layer", 0), ("mlp", 1), ("layer", 1), ("layer", 2)]
+    assert list(surgery.decoder_layers(model)) == list(layers) and [layer.mlp for layer in layers] == mlps
+    ran.clear()
+    monkeypatch.setattr(surgery, "_up_to_last_attention", lambda *_: contextlib.nullcontext())
+    whole, whole_grads = losses()
+    assert ("layer", 3) in ran and ("mlp", 2) in ran
+    assert sorted(mse) == sorted(whole) == [1, 2]
+    for i in mse:
+        torch.testing.assert_close(mse[i], whole[i], rtol=0, atol=0)
+    for got, want in zip(grads, whole_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
