@@ -32,8 +32,12 @@ fi
 # (PYTEST_ARGS: the device image has pytest-xdist; -rf names every failure in the summary)
 # (KERNEL_TEST_ENV: settings for the tests only, e.g. LOLSEARCH_KERNELS_SEG_TILE=128x128 to run the matrix on a knob)
 # (COLUMNS: wide enough that each -rf line keeps its assertion message, e.g. the relative error of a failed case)
+# xdist workers: one per 8 GiB of GPU memory, at most 14 (autotuned, 14 workers ran out of memory in the fp32 F = 256
+# cases on an H100 80GB, ~5.5 GiB each; results/perf/at_stop_20261206/)
+mem_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+workers=$(( ${mem_mib:-0} / 8192 )); [ "$workers" -gt 14 ] && workers=14; [ "$workers" -lt 1 ] && workers=1
 env ${KERNEL_TEST_ENV:-} COLUMNS="${COLUMNS:-300}" LOLSEARCH_KERNELS_AUTOTUNE="${KERNEL_TEST_AUTOTUNE:-1}" timeout "${KERNEL_TEST_TIMEOUT:-360}" "$PY" kernels/_launch.py pytest -m gpu tests/kernels -q -rf \
-  -p no:cacheprovider ${PYTEST_ARGS:--n 14 --dist loadgroup} 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
+  -p no:cacheprovider ${PYTEST_ARGS:--n $workers --dist loadgroup} 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 
 # 2) benchmark, autotuned as users run it (BENCH_AUTOTUNE=0: the first config of each kernel; BENCH_ARGS: more bench
