@@ -24,7 +24,7 @@ from triton.compiler import ASTSource
 SMEM_LIMIT = 232448
 # (num_warps, num_stages) of the kernels launched without autotuning at other than (4, 3)
 LAUNCH = {f"features_{k}{t}": (c["num_warps"], c["num_stages"])
-          for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD), ("dx", featuremap.BWD)) for t in ("", "_t2r")}
+          for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD), ("dx", featuremap.DX)) for t in ("", "_t2r")}
 
 
 def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
@@ -70,7 +70,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DX": True}),
         # frozen maps (a LoRA stage): dx alone, one row tile per program
         "features_dx": (featuremap.features_dx_kernel, {"x": p, "w": f32, "bias": f32, "dout": p, "dx": p, "eps": "fp32"},
-                        {**fmap, "R": featuremap.BWD["R"]}),
+                        {**fmap, "R": featuremap.DX["R"]}),
         # the fused T2R map with F = P features
         "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
                              {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"]}),

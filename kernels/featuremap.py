@@ -29,6 +29,7 @@ KINDS = {"hedgehog": 0, "t2r": 1}
 # spills a little in the backward, a correctness path). BWD serves both backward kernels.
 FWD = dict(R=64, num_warps=4, num_stages=3)
 BWD = dict(R=32, num_warps=8, num_stages=2)
+DX = dict(R=32, num_warps=8, num_stages=2)  # features_dx (frozen maps): no parameter-gradient accumulators
 
 
 @triton.jit
@@ -216,8 +217,8 @@ class FeatureMapFn(torch.autograd.Function):
         bias_arg = w if bias is None else bias
         if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
             dx = torch.empty_like(x)
-            features_dx_kernel[(cdiv(t, BWD["R"]), b * hx)](
-                x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args)
+            features_dx_kernel[(cdiv(t, DX["R"]), b * hx)](
+                x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **{**args, **DX})
             return dx, None, None, None, None, None, None, None
         tiles = b * cdiv(t, BWD["R"])
         nsplit = _splits(tiles, h, x.device)
