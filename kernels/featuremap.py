@@ -26,10 +26,11 @@ from lolsearch.kernels._common import F32_DOT, block, cdiv, num_sms
 KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile and launch config of each kernel: the largest tiles that compile for sm_90 without spilling at D = 128
 # in 16-bit (python -m lolsearch.kernels.compile_check --only features_fwd features_bwd features_dx; fp32 at D = 128
-# spills a little in the backward, a correctness path). BWD serves both backward kernels.
+# spills a little in the backward, a correctness path). BWD is the parameter-gradient kernel's, DX the frozen maps'
+# dx kernel's (no parameter-gradient accumulators).
 FWD = dict(R=64, num_warps=4, num_stages=3)
 BWD = dict(R=32, num_warps=8, num_stages=2)
-DX = dict(R=32, num_warps=8, num_stages=2)  # features_dx (frozen maps): no parameter-gradient accumulators
+DX = dict(R=32, num_warps=8, num_stages=2)
 
 
 @triton.jit

@@ -28,4 +28,3 @@ def test_offered_configs(monkeypatch, autotune, caps, want):
         pass
 
     assert [(c.num_warps, c.num_stages, c.maxnreg) for c in kernel.configs] == want
-
