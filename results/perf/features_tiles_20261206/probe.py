@@ -2,7 +2,7 @@
 
     python3 results/perf/features_tiles_20261206/probe.py OUT.json
 
-Times ``features_fwd_kernel`` and ``features_dx_kernel`` (Hedgehog, bf16) at the SmolLM2 and Llama-3-8B LoRA shapes
+Times ``features_fwd_kernel``, ``features_dx_kernel`` and ``features_bwd_kernel`` without dx (Hedgehog, bf16) at the SmolLM2 and Llama-3-8B LoRA shapes
 (8 × 1024 tokens; queries at every head, keys at the kv heads) under each candidate config (spill-free at D = 64 and
 128 in `python -m lolsearch.kernels.compile_check`-style offline compiles), checks that every config gives the
 default's outputs, and writes per config the geometric mean over the shapes of its time over the default's (and the
@@ -24,6 +24,7 @@ SHAPES = [("smol-q", 8, 9, 1, 1024, 64, 64), ("smol-k", 8, 3, 3, 1024, 64, 64),
           ("l8b-q", 8, 32, 1, 1024, 128, 64), ("l8b-k", 8, 8, 4, 1024, 128, 64)]
 FWD_CFGS = [(64, 4, 3), (64, 8, 1), (128, 4, 1), (128, 8, 1), (128, 8, 2), (32, 4, 1)]
 DX_CFGS = [(32, 8, 2), (64, 8, 1), (64, 8, 2), (128, 8, 1), (32, 4, 1), (64, 4, 1)]
+BWD_CFGS = [(32, 8, 2), (32, 8, 1), (64, 8, 1), (128, 8, 1)]  # the parameter-gradient kernel without dx (attention transfer)
 
 
 def timed(kernel, grid: tuple[int, int], args: tuple, kwargs: dict, reps: int = 50) -> float:
@@ -46,14 +47,14 @@ def timed(kernel, grid: tuple[int, int], args: tuple, kwargs: dict, reps: int = 
 
 def main(out: str) -> None:
     g = torch.Generator("cuda").manual_seed(0)
-    result: dict = {"fwd": {}, "dx": {}}
+    result: dict = {"fwd": {}, "dx": {}, "bwd": {}}
     for name, b, hx, grp, t, d, p in SHAPES:
         h = hx * grp
         x = torch.randn(b, hx, t, d, device="cuda", dtype=torch.bfloat16, generator=g)
         w = torch.randn(h, d, p, device="cuda", generator=g) / d**0.5
         dout = torch.randn(b, h, t, 2 * p, device="cuda", dtype=torch.bfloat16, generator=g)
         common = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=0, HALF=False, PREC="tf32")
-        ref_fwd = ref_dx = None
+        ref_fwd = ref_dx = ref_dw = None
         for r, nw, ns in FWD_CFGS:
             o = torch.empty(b, h, t, 2 * p, device="cuda", dtype=torch.bfloat16)
             us = timed(fm.features_fwd_kernel, (cdiv(t, r), b * h), (x, w, w, o, t, h, grp, hx, 1e-12),
@@ -70,6 +71,17 @@ def main(out: str) -> None:
             err = ((dx.float() - ref_dx.float()).abs().max() / ref_dx.float().abs().max()).item()
             result["dx"].setdefault(f"R{r}w{nw}s{ns}", {})[name] = us
             print(f"dx  {name:7s} R{r:3d} w{nw} s{ns}: {us:8.1f} us  max rel diff to default: {err:.1e}", flush=True)  # noqa: T201
+        for r, nw, ns in BWD_CFGS:
+            tiles = b * cdiv(t, r)
+            nsplit = fm._splits(tiles, h, x.device)
+            dw = torch.empty(nsplit, h, d, p, device="cuda")
+            us = timed(fm.features_bwd_kernel, (nsplit, h), (x, w, w, dout, x, dw, w, t, h, grp, hx, tiles, 1e-12),
+                       dict(R=r, num_warps=nw, num_stages=ns, WANT_DX=False, **common))
+            got = dw.sum(0)
+            ref_dw = got if ref_dw is None else ref_dw
+            err = ((got - ref_dw).abs().max() / ref_dw.abs().max()).item()
+            result["bwd"].setdefault(f"R{r}w{nw}s{ns}", {})[name] = us
+            print(f"bwd {name:7s} R{r:3d} w{nw} s{ns}: {us:8.1f} us  max rel diff to default: {err:.1e}", flush=True)  # noqa: T201
     for kind, cfgs in list(result.items()):
         default = next(iter(cfgs.values()))
         for times in cfgs.values():
