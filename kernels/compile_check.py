@@ -66,14 +66,14 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
                    dict(D=d, F=f, BDK=bdk, BFT=min(bf, max(16, 4096 // bdk)), BC=32, SOFT=True)),
         # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads (dx summed in fp32)
         "features_fwd": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
-                         {**fmap, "R": featuremap.FWD["R"]}),
+                         {**fmap, "R": featuremap.FWD["R"], "L": featuremap.FWD["L"]}),
         "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DX": True}),
         # frozen maps (a LoRA stage): dx alone, one row tile per program
         "features_dx": (featuremap.features_dx_kernel, {"x": p, "w": f32, "bias": f32, "dout": p, "dx": p, "eps": "fp32"},
                         {**fmap, "R": featuremap.DX["R"]}),
         # the fused T2R map with F = P features
         "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
-                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"]}),
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"], "L": featuremap.FWD["L"]}),
         "features_bwd_t2r": (featuremap.features_bwd_kernel, fmap_bwd,
                              {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DX": True}),
     }

@@ -27,8 +27,9 @@ KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile and launch config of each kernel: the largest tiles that compile for sm_90 without spilling at D = 128
 # in 16-bit (python -m lolsearch.kernels.compile_check --only features_fwd features_bwd features_dx; fp32 at D = 128
 # spills a little in the backward, a correctness path). BWD is the parameter-gradient kernel's, DX the frozen maps'
-# dx kernel's (no parameter-gradient accumulators).
-FWD = dict(R=64, num_warps=4, num_stages=3)
+# dx kernel's (no parameter-gradient accumulators). A forward program takes L consecutive tiles; it and the
+# parameter-gradient kernel's programs load their head's W once.
+FWD = dict(R=64, L=1, num_warps=4, num_stages=3)
 BWD = dict(R=32, num_warps=8, num_stages=2)
 DX = dict(R=32, num_warps=8, num_stages=2)
 
@@ -61,37 +62,33 @@ def _w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.con
 
 
 @triton.jit
-def _tile(x, w, b, h, t0, T, H, G, HX, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr,
-          R: tl.constexpr, PREC: tl.constexpr):
-    """Loads the x rows [t0, t0 + R) of query head h (at its kv head) and W[h]; returns (x fp32, W, xW, row mask)."""
-    xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
-    wt = _w_head(w, h, D, P, BD, BP)
-    xw = tl.dot(xt, wt, input_precision=PREC)
-    return xt, wt, xw, rm
-
-
-@triton.jit
 def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
-                        BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
-    """out[b, h, rows] for one tile of R rows: Hedgehog (KIND 0) [max(softmax(xW), eps), max(softmax(−xW), eps)]
-    (the first half alone with HALF), T2R (KIND 1) max(xW + b, eps)."""
+                        BP: tl.constexpr, R: tl.constexpr, L: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr,
+                        PREC: tl.constexpr):
+    """out[b, h, rows] for L consecutive tiles of R rows (W[h] loaded once): Hedgehog (KIND 0)
+    [max(softmax(xW), eps), max(softmax(−xW), eps)] (the first half alone with HALF), T2R (KIND 1)
+    max(xW + b, eps)."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
-    _, _, xw, rm = _tile(x, w, b, h, pid * R, T, H, G, HX, D, P, BD, BP, R, PREC)
     rp = tl.arange(0, BP)
     valid = (rp < P)[None, :]
     F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
-    base = out + (bh.to(tl.int64) * T + pid * R + tl.arange(0, R)[:, None]) * F + rp[None, :]
-    m = rm[:, None] & valid
-    if KIND == 0:
-        tl.store(base, tl.maximum(_softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
-        if not HALF:
-            tl.store(base + P, tl.maximum(_softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
-    else:
-        y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
-        tl.store(base, tl.maximum(y, eps).to(out.dtype.element_ty), mask=m)
+    wt = _w_head(w, h, D, P, BD, BP)
+    for li in range(L):
+        t0 = (pid * L + li) * R
+        xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
+        xw = tl.dot(xt, wt, input_precision=PREC)
+        base = out + (bh.to(tl.int64) * T + t0 + tl.arange(0, R)[:, None]) * F + rp[None, :]
+        m = rm[:, None] & valid
+        if KIND == 0:
+            tl.store(base, tl.maximum(_softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
+            if not HALF:
+                tl.store(base + P, tl.maximum(_softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
+        else:
+            y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
+            tl.store(base, tl.maximum(y, eps).to(out.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -135,10 +132,12 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
     valid = (rp < P)[None, :]
     acc = tl.zeros([BD, BP], dtype=tl.float32)
     bacc = tl.zeros([BP], dtype=tl.float32)
+    wt = _w_head(w, h, D, P, BD, BP)
     for j in range(split, NTILES, nsplit):
         b = j // nt
         t0 = (j % nt) * R
-        xt, wt, xw, rm = _tile(x, w, b, h, t0, T, H, G, HX, D, P, BD, BP, R, PREC)
+        xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
+        xw = tl.dot(xt, wt, input_precision=PREC)
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
         if KIND == 1:
@@ -198,7 +197,7 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         f = 2 * p if kind == 0 and not halfspace else p
         out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
-        features_fwd_kernel[(cdiv(t, FWD["R"]), b * h)](
+        features_fwd_kernel[(cdiv(t, FWD["R"] * FWD["L"]), b * h)](
             x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
             KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **FWD,
         )

@@ -93,6 +93,37 @@ def test_fused_map_matches_module(kind, b, h, hx, t, d, p, halfspace, dtype, nan
 
 
 @pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
+@pytest.mark.parametrize("fwd,bwd,dx", [
+    (dict(R=16, L=3), dict(R=16), dict(R=16)),  # a forward program over three tiles, the last partly past T
+    (dict(R=32, L=2), dict(R=64), dict(R=64)),  # the parameter-gradient kernel's programs walk several tiles
+])
+def test_tile_configs_match_module(kind, fwd, bwd, dx, nan_alloc, monkeypatch):
+    """Every row tiling (R rows per tile, L tiles per forward program) gives the module's φ and gradients: W[h]
+    loaded once per program serves each of its tiles, masked rows past T write nothing."""
+    import lolsearch.kernels.featuremap as fmod
+
+    for name, cfg in (("FWD", fwd), ("BWD", bwd), ("DX", dx)):
+        monkeypatch.setitem(fmod.__dict__, name, {**getattr(fmod, name), **cfg})
+    fm, x, g = _case(kind, 2, 6, 2, 100, 16, 16, False, torch.float32, seed=3)
+    params = list(fm.parameters())
+    if kind == "t2r":
+        g = g * ~_near_kink(fm, x, 6)
+    xr = x.float().requires_grad_(True)
+    ref = fm(expand_kv(xr, 6))
+    want = torch.autograd.grad(ref, (xr, *params), g)
+    xl = x.clone().requires_grad_(True)
+    out = _fused(kind, fm, xl)
+    got = torch.autograd.grad(out, (xl, *params), g)
+    assert _rel(out, ref) <= 1e-5
+    for name, a, b in zip(["x", "W", "b"], got, want, strict=False):
+        assert _rel(a, b) <= 1e-5, f"{kind} d{name}: {_rel(a, b):.2e}"
+    fm.requires_grad_(False)
+    xf = x.clone().requires_grad_(True)
+    (dx_only,) = torch.autograd.grad(_fused(kind, fm, xf), (xf,), g)
+    assert _rel(dx_only, want[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
 def test_clamped_features_pass_no_gradient(kind, nan_alloc):
     """Large logits push many features to eps (Hedgehog's softmax underflows, T2R's ReLU cuts): they are clamped
     there, and the gradient skips them as ``clamp``'s and ``relu``'s do."""

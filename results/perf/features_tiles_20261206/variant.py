@@ -1,6 +1,7 @@
-"""Runs ``python -m lolsearch.perf`` with the fused feature maps' forward and frozen-map dx kernels at the configs
-the probe found best (a probe.py JSON) or at the old ones (``old``: R 64 / 4 warps / 3 stages forward, R 32 / 8 warps
-/ 2 stages dx), for side-by-side rows on one machine:
+"""Runs ``python -m lolsearch.perf`` with the fused feature maps at the configs the probe found best (a probe.py
+JSON; the committed kernels, W[h] loaded once per program) or as they were (``old``: forward R 64 / 4 warps / 3 stages
+one tile per program, dx and parameter-gradient R 32 / 8 warps / 2 stages, the parameter-gradient kernel reloading
+W[h] per tile, ``old_bwd.py``), for side-by-side rows on one machine:
 
     python3 results/perf/features_tiles_20261206/variant.py {probe.json,old} <perf arguments>
 """
@@ -15,21 +16,29 @@ from lolsearch.kernels import featuremap
 
 from lolsearch import perf
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from old_bwd import old_features_bwd_kernel  # noqa: E402
+
 
 def config(name: str) -> dict:
-    r, w, s = (int(x) for x in re.fullmatch(r"R(\d+)w(\d+)s(\d+)", name).groups())
-    return dict(R=r, num_warps=w, num_stages=s)
+    """``R64L2w4s3`` (L optional) as launch settings."""
+    r, l, w, s = re.fullmatch(r"(?:new)?R(\d+)(?:L(\d+))?w(\d+)s(\d+)", name).groups()
+    return dict(R=int(r), num_warps=int(w), num_stages=int(s), **({"L": int(l)} if l else {}))
 
 
 if __name__ == "__main__":
     which, args = sys.argv[1], sys.argv[2:]
     if which == "old":
-        featuremap.FWD.update(R=64, num_warps=4, num_stages=3)
+        featuremap.FWD.update(R=64, L=1, num_warps=4, num_stages=3)
         featuremap.DX.update(R=32, num_warps=8, num_stages=2)
+        featuremap.BWD.update(R=32, num_warps=8, num_stages=2)
+        featuremap.features_bwd_kernel = old_features_bwd_kernel
     else:
         with open(which) as fh:
             best = json.load(fh)
         featuremap.FWD.update(config(best["best_fwd"]))
         featuremap.DX.update(config(best["best_dx"]))
-    print(f"feature-map configs: forward {featuremap.FWD}, dx {featuremap.DX}", flush=True)  # noqa: T201
+        featuremap.BWD.update(config(best["best_bwd"]))
+    print(f"feature-map configs: forward {featuremap.FWD}, dx {featuremap.DX}, parameter-gradient {featuremap.BWD} "  # noqa: T201
+          f"({featuremap.features_bwd_kernel.fn.__name__})", flush=True)
     sys.exit(perf.main(args))
