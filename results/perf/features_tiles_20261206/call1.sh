@@ -11,7 +11,7 @@ mkdir -p "$O"
 nvidia-smi --query-gpu=name --format=csv,noheader
 D=results/perf/features_tiles_20261206
 timeout 170 python3 $D/probe.py "$O/probe.json" > "$O/probe.log" 2>&1
-grep -E "best|Error|False" "$O/probe.log"
+grep -E "best|Error" "$O/probe.log"
 [ -f "$O/probe.json" ] || exit 1
 cp "$O/probe.json" /tmp/probe.json  # for call2.sh on this machine
 V="python3 $D/variant.py"

@@ -22,8 +22,8 @@ from old_bwd import old_features_bwd_kernel  # noqa: E402
 
 def config(name: str) -> dict:
     """``R64L2w4s3`` (L optional) as launch settings."""
-    r, l, w, s = re.fullmatch(r"(?:new)?R(\d+)(?:L(\d+))?w(\d+)s(\d+)", name).groups()
-    return dict(R=int(r), num_warps=int(w), num_stages=int(s), **({"L": int(l)} if l else {}))
+    r, lt, w, s = re.fullmatch(r"(?:new)?R(\d+)(?:L(\d+))?w(\d+)s(\d+)", name).groups()
+    return dict(R=int(r), num_warps=int(w), num_stages=int(s), **({"L": int(lt)} if lt else {}))
 
 
 if __name__ == "__main__":
