@@ -22,9 +22,6 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 SMEM_LIMIT = 232448
-# (num_warps, num_stages) of the kernels launched without autotuning at other than (4, 3)
-LAUNCH = {f"features_{k}{t}": (c["num_warps"], c["num_stages"])
-          for k, c in (("fwd", featuremap.FWD), ("bwd", featuremap.BWD), ("dx", featuremap.DX)) for t in ("", "_t2r")}
 
 
 def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
@@ -37,6 +34,11 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     fmap = dict(D=d, P=f // 2, BD=bdk, BP=max(16, triton.next_power_of_2(f // 2)), KIND=0, HALF=False,
                 PREC="tf32x3" if dt == "fp32" else "tf32")
     fmap_bwd = {"x": p, "w": f32, "bias": f32, "dout": p, "dx": f32, "dw": f32, "db": f32, "eps": "fp32"}
+    esize = 4 if dt == "fp32" else 2
+
+    def fcfg(kernel: str, fp: int) -> dict:  # the feature maps' first launch config (rows, warps, stages)
+        return dict(featuremap.config(kernel, esize, d, fp))
+
     return {
         "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),
         "scan": (_fwd.scan_kernel, {"st": f32}, dict(REVERSE=False, BLOCK=1024)),
@@ -66,16 +68,16 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
                    dict(D=d, F=f, BDK=bdk, BFT=min(bf, max(16, 4096 // bdk)), BC=32, SOFT=True)),
         # the fused Hedgehog map with F = 2P features (P = f // 2), keys at kv heads (dx summed in fp32)
         "features_fwd": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
-                         {**fmap, "R": featuremap.FWD["R"], "L": featuremap.FWD["L"]}),
-        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, "R": featuremap.BWD["R"], "WANT_DX": True}),
+                         {**fmap, **fcfg("fwd", f // 2)}),
+        "features_bwd": (featuremap.features_bwd_kernel, fmap_bwd, {**fmap, **fcfg("bwd", f // 2), "WANT_DX": True}),
         # frozen maps (a LoRA stage): dx alone, one row tile per program
         "features_dx": (featuremap.features_dx_kernel, {"x": p, "w": f32, "bias": f32, "dout": p, "dx": p, "eps": "fp32"},
-                        {**fmap, "R": featuremap.DX["R"]}),
+                        {**fmap, **fcfg("dx", f // 2)}),
         # the fused T2R map with F = P features
         "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
-                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.FWD["R"], "L": featuremap.FWD["L"]}),
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, **fcfg("fwd", f)}),
         "features_bwd_t2r": (featuremap.features_bwd_kernel, fmap_bwd,
-                             {**fmap, "P": f, "BP": bf, "KIND": 1, "R": featuremap.BWD["R"], "WANT_DX": True}),
+                             {**fmap, "P": f, "BP": bf, "KIND": 1, **fcfg("bwd", f), "WANT_DX": True}),
     }
 
 
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, (kernel, types, consts) in _jobs(args.dtype, d, f, not args.general).items():
             if args.only and name not in args.only:
                 continue
-            fixed = LAUNCH.get(name, (4, 3))  # a plain launch's config
+            # a plain launch's config: the feature maps' own (in consts), else Triton's default
+            fixed = (consts.pop("num_warps", 4), consts.pop("num_stages", 3))
             cfgs = [(c.num_warps, c.num_stages, c.maxnreg) for c in getattr(kernel, "configs", [])] or [(*fixed, None)]
             for w, s, cap in cfgs if args.all_configs else cfgs[:1]:
                 try:

@@ -14,6 +14,10 @@ Shapes: x ``[B, HX, T, D]`` with ``H = HX · groups`` query heads, W ``[H, D, P]
 ``F32_DOT`` (3-pass TF32, about fp32, like the modules' fp32 matmul); for 16-bit x in one TF32 pass (10-bit
 mantissas, finer than the 16-bit φ and dx they produce; the 3-pass split needs twice the registers and spilled the
 backward).
+
+Each launch starts at the config of :func:`config` and steps down (one stage, then half the rows) while the compiled
+kernel needs more shared memory than the device has; heads whose W tile fits at no config run the same math in plain
+torch ops. What fit is remembered per shape.
 """
 
 from __future__ import annotations
@@ -22,16 +26,21 @@ import torch
 import triton
 import triton.language as tl
 from lolsearch.kernels._common import F32_DOT, block, cdiv, num_sms
+from triton.runtime.errors import OutOfResources
 
 KINDS = {"hedgehog": 0, "t2r": 1}
-# Rows per tile and launch config of each kernel: the largest tiles that compile for sm_90 without spilling at D = 128
-# in 16-bit (python -m lolsearch.kernels.compile_check --only features_fwd features_bwd features_dx; fp32 at D = 128
-# spills a little in the backward, a correctness path). BWD is the parameter-gradient kernel's, DX the frozen maps'
-# dx kernel's (no parameter-gradient accumulators). A forward program takes L consecutive tiles; it and the
-# parameter-gradient kernel's programs load their head's W once.
-FWD = dict(R=64, L=1, num_warps=4, num_stages=3)
-BWD = dict(R=32, num_warps=8, num_stages=2)
-DX = dict(R=32, num_warps=8, num_stages=2)
+# Rows per tile (R) and launch config of each kernel, for 16-bit x with W[h] tiles up to 128 × 64 (D and P
+# padded to powers of two): the fastest measured at the SmolLM2 and Llama-3-8B shapes on an H100
+# (results/perf/features_tiles_20261206/), spill-free in sm_90 compiles. fp32 x or wider W take the *_WIDE configs.
+# A forward program takes L consecutive tiles; it and the parameter-gradient kernel's programs load their head's W
+# once. BWD is the parameter-gradient kernel's, DX the frozen maps' dx kernel's (no parameter-gradient accumulators).
+FWD = dict(R=64, L=4, num_warps=4, num_stages=1)
+BWD = dict(R=128, num_warps=8, num_stages=1)
+DX = dict(R=64, num_warps=4, num_stages=1)
+BWD_WIDE = dict(R=32, num_warps=8, num_stages=2)
+DX_WIDE = dict(R=32, num_warps=8, num_stages=2)
+# (kernel, x dtype, D, P, kind, halfspace, want dx, first config) -> the config that fit the device's shared memory
+_FIT: dict[tuple, dict] = {}
 
 
 @triton.jit
@@ -188,8 +197,56 @@ def _splits(tiles: int, heads: int, device: torch.device) -> int:
     return max(1, min(tiles, cdiv(4 * num_sms(device), heads)))
 
 
+def config(kernel: str, esize: int, d: int, p: int) -> dict:
+    """First launch config of ``kernel`` (``fwd``, ``bwd`` or ``dx``) for x of ``esize`` bytes per element, head
+    size d and P projected features: the measured fast one where it holds (16-bit, W tile up to 128 × 64)."""
+    if kernel == "fwd":
+        return FWD
+    narrow = esize == 2 and block(d) * block(p) <= 128 * 64
+    return (BWD if narrow else BWD_WIDE) if kernel == "bwd" else (DX if narrow else DX_WIDE)
+
+
+def _smaller(cfg: dict) -> dict | None:
+    """The next config down when ``cfg`` needs more shared memory than the device has: one stage, then half the
+    rows; None at one stage and R = 16."""
+    if cfg["num_stages"] > 1:
+        return {**cfg, "num_stages": 1}
+    if cfg["R"] > 16:
+        return {**cfg, "R": cfg["R"] // 2}
+    return None
+
+
+def _fit(key: tuple, cfg: dict, run):
+    """``run(cfg)``'s result with the first config from ``cfg`` down that compiles within the device's shared
+    memory (Triton raises OutOfResources before launching, so nothing ran), or None where none does; the outcome is
+    remembered per key."""
+    key = (*key, tuple(sorted(cfg.items())))
+    cfg = _FIT.get(key, cfg)
+    out = None
+    while cfg is not None:
+        try:
+            out = run(cfg)
+            break
+        except OutOfResources:
+            cfg = _smaller(cfg)
+    _FIT[key] = cfg
+    return out
+
+
+def _features_torch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, kind: int, groups: int,
+                    halfspace: bool, eps: float) -> torch.Tensor:
+    """The kernels' φ ``[B, H, T, F]`` in fp32 by plain torch ops, for heads whose W tile does not fit the device's
+    shared memory at any config (e.g. T2R with P = 256 at D = 128 in fp32)."""
+    xw = torch.einsum("bhtd,hdp->bhtp", x.float().repeat_interleave(groups, 1), w)
+    if kind == 0:
+        phi = xw.softmax(-1) if halfspace else torch.cat([xw.softmax(-1), (-xw).softmax(-1)], -1)
+    else:
+        phi = xw + bias[None, :, None]
+    return phi.clamp_min(eps)
+
+
 class FeatureMapFn(torch.autograd.Function):
-    """Autograd wrapper of the two kernels; x contiguous, W (and b) fp32 contiguous."""
+    """Autograd wrapper of the kernels; x contiguous, W (and b) fp32 contiguous."""
 
     @staticmethod
     def forward(ctx, x, w, bias, kind: int, groups: int, halfspace: bool, eps: float, out_dtype: torch.dtype):
@@ -197,10 +254,15 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         f = 2 * p if kind == 0 and not halfspace else p
         out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
-        features_fwd_kernel[(cdiv(t, FWD["R"] * FWD["L"]), b * h)](
-            x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
-            KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **FWD,
-        )
+
+        def run(cfg: dict) -> torch.Tensor:
+            features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
+                x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
+                KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
+            return out
+
+        if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p), run) is None:
+            out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
         return out
@@ -213,27 +275,58 @@ class FeatureMapFn(torch.autograd.Function):
         want_dx = ctx.needs_input_grad[0]
         want_dw = any(ctx.needs_input_grad[1:3])
         dout = dout.contiguous()
-        args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype), **BWD)
+        args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype))
         bias_arg = w if bias is None else bias
+        key = (x.dtype, d, p, ctx.kind, ctx.halfspace, want_dx)
         if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
             dx = torch.empty_like(x)
-            features_dx_kernel[(cdiv(t, DX["R"]), b * hx)](
-                x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **{**args, **DX})
+
+            def run_dx(cfg: dict) -> torch.Tensor:
+                features_dx_kernel[(cdiv(t, cfg["R"]), b * hx)](
+                    x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args, **cfg)
+                return dx
+
+            if _fit(("dx", *key), config("dx", x.element_size(), d, p), run_dx) is None:
+                dx = FeatureMapFn._grads_torch(ctx, x, w, bias, dout, True, False)[0]
             return dx, None, None, None, None, None, None, None
-        tiles = b * cdiv(t, BWD["R"])
-        nsplit = _splits(tiles, h, x.device)
-        # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per group;
-        # none where x needs no gradient (attention transfer: q and k come from frozen projections)
-        dxq = torch.empty(b if want_dx else 0, h, t, d, device=x.device,
-                          dtype=x.dtype if ctx.groups == 1 else torch.float32)
-        dw = torch.empty(nsplit, h, d, p, device=x.device, dtype=torch.float32)
-        db = torch.empty(nsplit if bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
-        features_bwd_kernel[(nsplit, h)](
-            x, w, bias_arg, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps, WANT_DX=want_dx, **args)
+
+        def run(cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            tiles = b * cdiv(t, cfg["R"])
+            nsplit = _splits(tiles, h, x.device)
+            # dx per query head: in x's dtype where each x head serves one query head, else fp32 and summed per
+            # group; none where x needs no gradient (attention transfer: q and k come from frozen projections)
+            dxq = torch.empty(b if want_dx else 0, h, t, d, device=x.device,
+                              dtype=x.dtype if ctx.groups == 1 else torch.float32)
+            dw = torch.empty(nsplit, h, d, p, device=x.device, dtype=torch.float32)
+            db = torch.empty(nsplit if bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
+            features_bwd_kernel[(nsplit, h)](
+                x, w, bias_arg, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps, WANT_DX=want_dx, **args,
+                **cfg)
+            return dxq, dw, db
+
+        fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p), run)
+        if fitted is None:
+            return (*FeatureMapFn._grads_torch(ctx, x, w, bias, dout, want_dx, True), None, None, None, None, None)
+        dxq, dw, db = fitted
         dx = None
         if want_dx:
             dx = (dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq).to(x.dtype)
         return dx, dw.sum(0), db.sum(0) if bias is not None else None, None, None, None, None, None
+
+    @staticmethod
+    def _grads_torch(ctx, x, w, bias, dout, want_dx: bool, want_dw: bool) -> tuple:
+        """(dx, dW, db) of :func:`_features_torch` by autograd (None where not wanted)."""
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(want_dx)
+            wr = w.detach().requires_grad_(want_dw)
+            br = None if bias is None else bias.detach().requires_grad_(want_dw)
+            phi = _features_torch(xr, wr, br, ctx.kind, ctx.groups, ctx.halfspace, ctx.eps)
+            wanted = [t for t, want in ((xr, want_dx), (wr, want_dw), (br, want_dw and br is not None)) if want]
+            grads = iter(torch.autograd.grad(phi, wanted, dout.float()))
+        dx = next(grads).to(x.dtype) if want_dx else None
+        dw = next(grads) if want_dw else None
+        db = next(grads) if want_dw and bias is not None else None
+        return dx, dw, db
 
 
 def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -267,4 +360,4 @@ def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch
                               out_dtype or x.dtype)
 
 
-__all__ = ["KINDS", "FeatureMapFn", "fused_features"]
+__all__ = ["KINDS", "FeatureMapFn", "config", "fused_features"]

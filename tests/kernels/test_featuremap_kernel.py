@@ -72,6 +72,7 @@ def _fused(kind, fm, x, dtype=None):
     (1, 6, 2, 65, 64, 64, False),   # keys at kv heads (3 query heads each)
     (2, 3, 1, 1, 16, 24, True),     # one token, halfspace, feature count not a power of two
     (1, 4, 2, 130, 24, 32, False),  # head size not a power of two
+    (1, 4, 2, 70, 128, 128, False),  # a wide W tile: on a GPU, fp32 steps down to configs that fit, or torch ops
 ])
 def test_fused_map_matches_module(kind, b, h, hx, t, d, p, halfspace, dtype, nan_alloc):
     tol_o, tol_g = TOLS[dtype]
@@ -96,14 +97,15 @@ def test_fused_map_matches_module(kind, b, h, hx, t, d, p, halfspace, dtype, nan
 @pytest.mark.parametrize("fwd,bwd,dx", [
     (dict(R=16, L=3), dict(R=16), dict(R=16)),  # a forward program over three tiles, the last partly past T
     (dict(R=32, L=2), dict(R=64), dict(R=64)),  # the parameter-gradient kernel's programs walk several tiles
+    (dict(R=64, L=4), dict(R=128), dict(R=64)),  # the 16-bit defaults' tiles
 ])
 def test_tile_configs_match_module(kind, fwd, bwd, dx, nan_alloc, monkeypatch):
     """Every row tiling (R rows per tile, L tiles per forward program) gives the module's φ and gradients: W[h]
     loaded once per program serves each of its tiles, masked rows past T write nothing."""
     import lolsearch.kernels.featuremap as fmod
 
-    for name, cfg in (("FWD", fwd), ("BWD", bwd), ("DX", dx)):
-        monkeypatch.setitem(fmod.__dict__, name, {**getattr(fmod, name), **cfg})
+    cfgs = {"fwd": fwd, "bwd": bwd, "dx": dx}
+    monkeypatch.setattr(fmod, "config", lambda kernel, *_: {"num_warps": 4, "num_stages": 1, **cfgs[kernel]})
     fm, x, g = _case(kind, 2, 6, 2, 100, 16, 16, False, torch.float32, seed=3)
     params = list(fm.parameters())
     if kind == "t2r":
@@ -121,6 +123,92 @@ def test_tile_configs_match_module(kind, fwd, bwd, dx, nan_alloc, monkeypatch):
     xf = x.clone().requires_grad_(True)
     (dx_only,) = torch.autograd.grad(_fused(kind, fm, xf), (xf,), g)
     assert _rel(dx_only, want[0]) <= 1e-5
+
+
+def test_configs_fall_back_within_shared_memory(nan_alloc, monkeypatch):
+    """A launch config that needs more shared memory than the device has (Triton raises OutOfResources before
+    launching) falls back to smaller row tiles, then one stage; the results are the same, and the config that fit
+    is remembered per shape, so later calls start there."""
+    import lolsearch.kernels.featuremap as fmod
+    from triton.runtime.errors import OutOfResources
+
+    launched = []
+
+    class Limited:  # stands in for a kernel that fits the budget only at R <= 32 and one stage
+        def __init__(self, kernel) -> None:
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                launched.append((self.kernel.fn.__name__, kwargs["R"], kwargs["num_stages"]))
+                if kwargs["R"] > 32 or kwargs["num_stages"] > 1:
+                    raise OutOfResources(kwargs["R"] * 4096, 232448, "shared memory")
+                return self.kernel[grid](*args, **kwargs)
+            return run
+
+    fm, x, g = _case("hedgehog", 1, 6, 2, 70, 16, 16, False, torch.float32, seed=4)
+    params = list(fm.parameters())
+    xl = x.clone().requires_grad_(True)
+    want = [fm(expand_kv(x.float(), 6)), *torch.autograd.grad(_fused("hedgehog", fm, xl), (xl, *params), g)]
+    for name in ("features_fwd_kernel", "features_bwd_kernel", "features_dx_kernel"):
+        monkeypatch.setattr(fmod, name, Limited(getattr(fmod, name)))
+    monkeypatch.setattr(fmod, "config", lambda kernel, *_: {"R": 128, "num_warps": 8, "num_stages": 2,
+                                                           **({"L": 2} if kernel == "fwd" else {})})
+    monkeypatch.setattr(fmod, "_FIT", {})
+    for _ in range(2):
+        launched.clear()
+        xl = x.clone().requires_grad_(True)
+        out = _fused("hedgehog", fm, xl)
+        got = [out, *torch.autograd.grad(out, (xl, *params), g)]
+        for a, b in zip(got, want, strict=True):
+            assert _rel(a, b) <= 1e-5
+        ran = [(name, r, s) for name, r, s in launched if r <= 32 and s == 1]
+        assert [name for name, *_ in ran] == ["features_fwd_kernel", "features_bwd_kernel"]
+        assert all(r == 32 for _, r, _ in ran)
+        first = launched
+    assert first == ran  # the second call launched the configs that fit at once
+    assert sorted(key[0] for key in fmod._FIT) == ["bwd", "fwd"]
+
+
+@pytest.mark.parametrize("kind,halfspace", [("hedgehog", False), ("hedgehog", True), ("t2r", False)])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_heads_too_wide_for_any_config_run_in_torch(kind, halfspace, frozen, nan_alloc, monkeypatch):
+    """Where no config fits the device's shared memory, φ and every gradient come from the same math in torch ops,
+    equal to the module's, and the kernels are not tried again for that shape."""
+    import lolsearch.kernels.featuremap as fmod
+    from triton.runtime.errors import OutOfResources
+
+    tries = []
+
+    class Never:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                tries.append(kwargs["R"])
+                raise OutOfResources(300000, 232448, "shared memory")
+            return run
+
+    for name in ("features_fwd_kernel", "features_bwd_kernel", "features_dx_kernel"):
+        monkeypatch.setattr(fmod, name, Never())
+    monkeypatch.setattr(fmod, "_FIT", {})
+    fm, x, g = _case(kind, 2, 6, 2, 33, 16, 24, halfspace, torch.float32, seed=6)
+    if kind == "t2r":
+        g = g * ~_near_kink(fm, x, 6)
+    fm.requires_grad_(not frozen)
+    params = [] if frozen else list(fm.parameters())
+    xr = x.float().requires_grad_(True)
+    ref = fm(expand_kv(xr, 6))
+    want = torch.autograd.grad(ref, (xr, *params), g)
+    for call in range(2):
+        xl = x.clone().requires_grad_(True)
+        out = _fused(kind, fm, xl)
+        got = torch.autograd.grad(out, (xl, *params), g)
+        assert _rel(out, ref) <= 1e-5
+        for name, a, b in zip(["x", "W", "b"], got, want, strict=False):
+            assert _rel(a, b) <= 1e-5, f"{kind} d{name}: {_rel(a, b):.2e}"
+        if call == 0:
+            assert tries and min(tries) == 16
+            tries.clear()
+    assert not tries and all(cfg is None for cfg in fmod._FIT.values())
 
 
 @pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
