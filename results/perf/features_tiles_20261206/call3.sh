@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Right after call2.sh on the warm machine, no carry:
-#   export PYTHONPATH=$PWD:/tmp/site LOLSEARCH_CACHE=/tmp/lolcache; bash results/perf/features_tiles_20261206/call3.sh $OUT/perf; cd $OUT && tar czf perf.tgz perf && rm -rf perf
-# kernels/gpu_check.sh as committed (one xdist worker per 8 GiB of GPU memory), autotuned, whole; the bench cut to a
-# 20 s budget (its rows are not kept: the 32K row is in ../at_stop_20261206/).
+# Device call after 723a153 (the measured configs adopted, shared-memory fallback), carrying .dev/p0, after
+# `bash results/h200/lighten.sh out`:
+#   PERF_CMDS="bash results/perf/features_tiles_20261206/call3.sh \$OUT/perf" timeout 560 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+# Issue 16's rows with the committed code: SmolLM2 8 x 1024 graphed (with --check) and 2 x 8192 x 2, each beside the
+# teacher's LoRA; the Llama-3-8B shape 8 x 1024 eager.
 set -u
 O=$1
 mkdir -p "$O"
-PYTHON=python3 KERNEL_TEST_TIMEOUT=450 BENCH_BUDGET=20 bash kernels/gpu_check.sh "$O/kernels" > "$O/kernels.log" 2>&1
-grep -E "passed|failed|rc=" "$O/kernels.log" | tail -4 | cut -c1-300
+nvidia-smi --query-gpu=name --format=csv,noheader
+P="python3 -m lolsearch.perf --model smollm2-135m-shape"
+timeout 170 $P --out "$O/rows1k" train --seq 1024 --backends triton --cuda-graph on \
+  --compile off --steps 30 --sync-every 5 --stages attention_transfer lora teacher_lora --check > "$O/rows1k.log" 2>&1
+tail -4 "$O/rows1k.log" | cut -c1-330
+timeout 150 $P --out "$O/rows8k" train --seq 8192 --micro-batch 2 --accum 2 --backends triton --compile off \
+  --cuda-graph on --steps 10 --sync-every 2 --warmup 2 --stages attention_transfer lora teacher_lora > "$O/rows8k.log" 2>&1
+tail -4 "$O/rows8k.log" | cut -c1-330
+timeout 130 python3 -m lolsearch.perf --model llama3-8b-shape --out "$O/l8b" train --seq 1024 --backends triton \
+  --compile off --steps 6 --warmup 3 --stages attention_transfer lora > "$O/l8b.log" 2>&1
+tail -3 "$O/l8b.log" | cut -c1-330
