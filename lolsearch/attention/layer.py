@@ -27,7 +27,7 @@ from lolsearch.attention.cache import LayerState, LinearizedCache
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 from lolsearch.attention.featuremaps import build_feature_map
 from lolsearch.attention.layouts import get_layout
-from lolsearch.attention.ops import fused_rope, hybrid_attention, output_mse, resolve_backend
+from lolsearch.attention.ops import backend_for_features, fused_rope, hybrid_attention, output_mse, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 from lolsearch.attention.static import StaticLayerState, static_decode_step
 from lolsearch.core import kernel_env
@@ -88,6 +88,7 @@ class LinearizedAttention(nn.Module):
         device = base.q_proj.weight.device
         self.feature_map_q = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
         self.feature_map_k = build_feature_map(feature_map, feature_map_params, num_heads, head_dim).to(device)
+        self.backend = backend_for_features(backend, self.feature_map_q.output_dim)
         w0 = torch.full((num_heads,), math.log(gamma_init / (1 - gamma_init)), device=device)
         if train_gamma:
             self.gamma_logit = nn.Parameter(w0)

@@ -28,6 +28,23 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+# The Triton kernels hold [64, F] feature tiles per program. Up to F = 256 they pass the GPU test matrix in every
+# dtype; beyond, offline sm_90 compiles need more shared memory than an H100/H200 has (fp32 from F = 512, every dtype
+# from F = 1024; results/kernels/ISSUE17.md, 2026-12-06).
+TRITON_MAX_FEATURES = 256
+
+
+def backend_for_features(backend: str, features: int) -> str:
+    """``backend`` for feature maps of ``features`` columns (F): ``auto`` means ``torch`` beyond
+    :data:`TRITON_MAX_FEATURES`, where the Triton kernels do not fit the GPU; ``triton`` there raises ValueError."""
+    if features <= TRITON_MAX_FEATURES or backend not in ("auto", "triton"):
+        return backend
+    if backend == "triton":
+        raise ValueError(f"attention.backend 'triton' runs feature maps of at most {TRITON_MAX_FEATURES} features "
+                         f"(F), got F = {features}: use 'auto' (runs them in torch ops) or 'torch'")
+    return "torch"
+
+
 def _interpreting() -> bool:
     import os
 
@@ -53,7 +70,7 @@ def hybrid_attention(
         q: ``[B, H, T, D]``; k, v: ``[B, Hkv, T, D]``; phi_q, phi_k: ``[B, H, T, F]``; gamma ``[H]``.
         return_state: also return the final :class:`LinearState` and the position it covers up to.
     """
-    name = resolve_backend(backend, q.device)
+    name = resolve_backend(backend_for_features(backend, phi_q.shape[-1]), q.device)
     if name == "triton":
         from lolsearch.kernels import hybrid_attention as triton_hybrid
 

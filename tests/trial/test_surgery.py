@@ -232,3 +232,26 @@ def test_distill_mode_stops_after_the_last_linearized_attention(arch, monkeypatc
         torch.testing.assert_close(mse[i], whole[i], rtol=0, atol=0)
     for got, want in zip(grads, whole_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_feature_maps_wider_than_the_triton_kernels_run_in_torch():
+    """Feature maps of more than TRITON_MAX_FEATURES columns (Taylor2: 1 + D + D² = 273 at D = 16; Hedgehog with
+    feature_dim 200: F = 400) need more shared memory than the GPU has in the Triton kernels: under ``auto`` their
+    layers run the torch backend; an explicit ``triton`` is refused with the limit named."""
+    from lolsearch.attention.ops import TRITON_MAX_FEATURES, backend_for_features
+
+    assert backend_for_features("auto", TRITON_MAX_FEATURES) == "auto"
+    assert backend_for_features("reference", 10_000) == "reference"
+    for fmap in ({"kind": "taylor2"}, {"kind": "hedgehog", "params": {"feature_dim": 200}}):
+        model = tiny("llama", layers=2)
+        linearize(model, attention(layout="sliding", window=8, backend="auto", feature_map=fmap))
+        layers = list(linearized_layers(model))
+        assert layers and all(m.feature_map_q.output_dim > TRITON_MAX_FEATURES for m in layers)
+        assert all(m.backend == "torch" for m in layers)
+        ids = torch.randint(0, 97, (1, 20))
+        assert torch.isfinite(model(ids).logits).all()
+        with pytest.raises(ValueError, match=f"at most {TRITON_MAX_FEATURES} features"):
+            linearize(tiny("llama", layers=2), attention(layout="sliding", window=8, backend="triton", feature_map=fmap))
+    narrow = tiny("llama", layers=2)
+    linearize(narrow, attention(layout="sliding", window=8, backend="auto"))
+    assert all(m.backend == "auto" for m in linearized_layers(narrow))
