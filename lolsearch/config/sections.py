@@ -134,7 +134,8 @@ class AttentionConfig(StrictModel):
     gamma_init: float = Field(0.1, gt=0, lt=1, description="initial softmax weight γ per head (in (0, 1))")
     train_gamma: bool = Field(True, description="train γ in attention transfer (else fixed at gamma_init)")
     backend: Literal["auto", "torch", "triton", "reference"] = Field("auto",
-        description="kernel: auto (Triton on CUDA, else torch), torch (chunked), triton, reference")
+        description="kernel: auto (Triton on CUDA for feature maps of at most 256 features, else "
+                    "torch), torch (chunked), triton, reference")
     chunk_size: int = Field(64, ge=1, le=1024, description="chunk length of the chunked linear-attention path")
 
     @model_validator(mode="before")
