@@ -65,6 +65,21 @@ def _fused(kind, fm, x, dtype=None):
                           out_dtype=dtype)
 
 
+def _assert_fp32_matches_module(kind, fm, x, g, params, h):
+    """The fused map's φ and gradients (x and ``params``) equal the fp32 module's on x expanded to h query heads,
+    to 1e-5 relative."""
+    xr = x.float().requires_grad_(True)
+    ref = fm(expand_kv(xr, h))
+    want = torch.autograd.grad(ref, (xr, *params), g)
+    xl = x.clone().requires_grad_(True)
+    out = _fused(kind, fm, xl)
+    got = torch.autograd.grad(out, (xl, *params), g)
+    assert _rel(out, ref) <= 1e-5
+    for name, a, b in zip(["x", "W", "b"], got, want, strict=False):
+        assert _rel(a, b) <= 1e-5, f"{kind} d{name}: {_rel(a, b):.2e}"
+    return want
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["hedgehog", "t2r"])
 @pytest.mark.parametrize("b,h,hx,t,d,p,halfspace", [
@@ -111,15 +126,7 @@ def test_tile_configs_match_module(kind, fwd, bwd, dx, nan_alloc, monkeypatch):
     params = list(fm.parameters())
     if kind == "t2r":
         g = g * ~_near_kink(fm, x, 6)
-    xr = x.float().requires_grad_(True)
-    ref = fm(expand_kv(xr, 6))
-    want = torch.autograd.grad(ref, (xr, *params), g)
-    xl = x.clone().requires_grad_(True)
-    out = _fused(kind, fm, xl)
-    got = torch.autograd.grad(out, (xl, *params), g)
-    assert _rel(out, ref) <= 1e-5
-    for name, a, b in zip(["x", "W", "b"], got, want, strict=False):
-        assert _rel(a, b) <= 1e-5, f"{kind} d{name}: {_rel(a, b):.2e}"
+    want = _assert_fp32_matches_module(kind, fm, x, g, params, 6)
     fm.requires_grad_(False)
     xf = x.clone().requires_grad_(True)
     (dx_only,) = torch.autograd.grad(_fused(kind, fm, xf), (xf,), g)
@@ -196,16 +203,8 @@ def test_heads_too_wide_for_any_config_run_in_torch(kind, halfspace, frozen, nan
         g = g * ~_near_kink(fm, x, 6)
     fm.requires_grad_(not frozen)
     params = [] if frozen else list(fm.parameters())
-    xr = x.float().requires_grad_(True)
-    ref = fm(expand_kv(xr, 6))
-    want = torch.autograd.grad(ref, (xr, *params), g)
     for call in range(2):
-        xl = x.clone().requires_grad_(True)
-        out = _fused(kind, fm, xl)
-        got = torch.autograd.grad(out, (xl, *params), g)
-        assert _rel(out, ref) <= 1e-5
-        for name, a, b in zip(["x", "W", "b"], got, want, strict=False):
-            assert _rel(a, b) <= 1e-5, f"{kind} d{name}: {_rel(a, b):.2e}"
+        _assert_fp32_matches_module(kind, fm, x, g, params, 6)
         if call == 0:
             assert tries and min(tries) == 16
             tries.clear()
