@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from lolsearch.core import kernel_env
 
@@ -101,6 +103,28 @@ def smem_limit(device: torch.device) -> int:
     if device.type == "cuda":
         return _props(device.index if device.index is not None else torch.cuda.current_device())[1]
     return SMEM_FALLBACK
+
+
+# (kernel key, first setting) -> the launch setting that fit the device's shared memory, None where none did
+_FITTED: dict[tuple, object] = {}
+
+
+def fit_shared_memory(key: tuple, first, smaller: Callable, run: Callable) -> tuple:
+    """``(setting, run(setting))`` for the first setting from ``first`` down (``smaller(s)``: the next one, None after
+    the last) whose compiled kernel fits the device's shared memory; Triton raises OutOfResources before launching,
+    so nothing ran. ``(None, None)`` where none fits. The outcome is remembered per (key, first), so later calls
+    start at the setting that fit."""
+    key = (*key, first)
+    setting = _FITTED.get(key, first)
+    out = None
+    while setting is not None:
+        try:
+            out = run(setting)
+            break
+        except OutOfResources:
+            setting = smaller(setting)
+    _FITTED[key] = setting
+    return setting, out
 
 
 # Query chunks per head from which the chunk-parallel kernels run a kv head's query heads on adjacent programs. In the

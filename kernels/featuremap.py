@@ -25,8 +25,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, block, cdiv, num_sms
-from triton.runtime.errors import OutOfResources
+from lolsearch.kernels._common import F32_DOT, block, cdiv, fit_shared_memory, num_sms
 
 KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile (R) and launch config of each kernel, for 16-bit x with W[h] tiles up to 128 × 64 (D and P
@@ -39,8 +38,6 @@ BWD = dict(R=128, num_warps=8, num_stages=1)
 DX = dict(R=64, num_warps=4, num_stages=1)
 BWD_WIDE = dict(R=32, num_warps=8, num_stages=2)
 DX_WIDE = dict(R=32, num_warps=8, num_stages=2)
-# (kernel, x dtype, D, P, kind, halfspace, want dx, first config) -> the config that fit the device's shared memory
-_FIT: dict[tuple, dict] = {}
 
 
 @triton.jit
@@ -206,31 +203,24 @@ def config(kernel: str, esize: int, d: int, p: int) -> dict:
     return (BWD if narrow else BWD_WIDE) if kernel == "bwd" else (DX if narrow else DX_WIDE)
 
 
-def _smaller(cfg: dict) -> dict | None:
-    """The next config down when ``cfg`` needs more shared memory than the device has: one stage, then half the
-    rows; None at one stage and R = 16."""
-    if cfg["num_stages"] > 1:
-        return {**cfg, "num_stages": 1}
-    if cfg["R"] > 16:
-        return {**cfg, "R": cfg["R"] // 2}
-    return None
+def _smaller(cfg: tuple) -> tuple | None:
+    """The next config down (sorted ``(name, value)`` pairs) when ``cfg`` needs more shared memory than the device
+    has: one stage, then half the rows; None at one stage and R = 16."""
+    c = dict(cfg)
+    if c["num_stages"] > 1:
+        c["num_stages"] = 1
+    elif c["R"] > 16:
+        c["R"] //= 2
+    else:
+        return None
+    return tuple(sorted(c.items()))
 
 
 def _fit(key: tuple, cfg: dict, run):
-    """``run(cfg)``'s result with the first config from ``cfg`` down that compiles within the device's shared
-    memory (Triton raises OutOfResources before launching, so nothing ran), or None where none does; the outcome is
-    remembered per key."""
-    key = (*key, tuple(sorted(cfg.items())))
-    cfg = _FIT.get(key, cfg)
-    out = None
-    while cfg is not None:
-        try:
-            out = run(cfg)
-            break
-        except OutOfResources:
-            cfg = _smaller(cfg)
-    _FIT[key] = cfg
-    return out
+    """``run(cfg)``'s result at the first config from ``cfg`` down that fits the device's shared memory, or None
+    where none does (:func:`fit_shared_memory`: remembered per shape)."""
+    fit, out = fit_shared_memory(key, tuple(sorted(cfg.items())), _smaller, lambda c: run(dict(c)))
+    return None if fit is None else out
 
 
 def _features_torch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, kind: int, groups: int,

@@ -19,6 +19,7 @@ from lolsearch.kernels._common import (
     block,
     cdiv,
     chunk_grid,
+    fit_shared_memory,
     gqa_grouped,
     layout_id,
     num_sms,
@@ -27,7 +28,6 @@ from lolsearch.kernels._common import (
 )
 from lolsearch.kernels._direct import launch
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
-from triton.runtime.errors import OutOfResources
 
 from lolsearch.attention.chunked import LinearState, state_cover
 from lolsearch.attention.layouts import get_layout
@@ -57,26 +57,15 @@ def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
     return bd
 
 
-# (kernel name, dtype, D, F, device, first BD) -> value tile that compiled within the shared-memory budget
-_BD_FIT: dict[tuple, int] = {}
-
-
 def _launch_walk(kernel, key: tuple, bd: int, grid, *args, **kwargs) -> int:
-    """Launches a state-walk kernel with value tile ``BD = bd``, halving BD while the compiled kernel needs
-    more shared memory than the device has (Triton raises OutOfResources before launching, so nothing ran).
-    ``grid(bd)`` gives the launch grid. Returns the BD that ran; remembered per key."""
-    key = (*key, bd)
-    bd = _BD_FIT.get(key, bd)
-    while True:
-        try:
-            launch(kernel, grid(bd), *args, **kwargs, BD=bd)
-        except OutOfResources:
-            if bd <= 16:
-                raise
-            bd //= 2
-            continue
-        _BD_FIT[key] = bd
-        return bd
+    """Launches a state-walk kernel with value tile ``BD = bd``, halving BD down to 16 while the compiled kernel
+    needs more shared memory than the device has (:func:`fit_shared_memory`). ``grid(bd)`` gives the launch grid.
+    Returns the BD that ran."""
+    fit, _ = fit_shared_memory(key, bd, lambda x: x // 2 if x > 16 else None,
+                               lambda x: launch(kernel, grid(x), *args, **kwargs, BD=x))
+    if fit is None:
+        raise RuntimeError(f"{key[0]}: no value tile down to BD = 16 fits the device's shared memory")
+    return fit
 
 
 @functools.lru_cache(maxsize=64)

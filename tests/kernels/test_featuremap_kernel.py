@@ -137,6 +137,7 @@ def test_configs_fall_back_within_shared_memory(nan_alloc, monkeypatch):
     """A launch config that needs more shared memory than the device has (Triton raises OutOfResources before
     launching) falls back to smaller row tiles, then one stage; the results are the same, and the config that fit
     is remembered per shape, so later calls start there."""
+    import lolsearch.kernels._common as common
     import lolsearch.kernels.featuremap as fmod
     from triton.runtime.errors import OutOfResources
 
@@ -162,7 +163,7 @@ def test_configs_fall_back_within_shared_memory(nan_alloc, monkeypatch):
         monkeypatch.setattr(fmod, name, Limited(getattr(fmod, name)))
     monkeypatch.setattr(fmod, "config", lambda kernel, *_: {"R": 128, "num_warps": 8, "num_stages": 2,
                                                            **({"L": 2} if kernel == "fwd" else {})})
-    monkeypatch.setattr(fmod, "_FIT", {})
+    monkeypatch.setattr(common, "_FITTED", {})
     for _ in range(2):
         launched.clear()
         xl = x.clone().requires_grad_(True)
@@ -175,7 +176,7 @@ def test_configs_fall_back_within_shared_memory(nan_alloc, monkeypatch):
         assert all(r == 32 for _, r, _ in ran)
         first = launched
     assert first == ran  # the second call launched the configs that fit at once
-    assert sorted(key[0] for key in fmod._FIT) == ["bwd", "fwd"]
+    assert sorted(key[0] for key in common._FITTED) == ["bwd", "fwd"]
 
 
 @pytest.mark.parametrize("kind,halfspace", [("hedgehog", False), ("hedgehog", True), ("t2r", False)])
@@ -183,6 +184,7 @@ def test_configs_fall_back_within_shared_memory(nan_alloc, monkeypatch):
 def test_heads_too_wide_for_any_config_run_in_torch(kind, halfspace, frozen, nan_alloc, monkeypatch):
     """Where no config fits the device's shared memory, φ and every gradient come from the same math in torch ops,
     equal to the module's, and the kernels are not tried again for that shape."""
+    import lolsearch.kernels._common as common
     import lolsearch.kernels.featuremap as fmod
     from triton.runtime.errors import OutOfResources
 
@@ -197,7 +199,7 @@ def test_heads_too_wide_for_any_config_run_in_torch(kind, halfspace, frozen, nan
 
     for name in ("features_fwd_kernel", "features_bwd_kernel", "features_dx_kernel"):
         monkeypatch.setattr(fmod, name, Never())
-    monkeypatch.setattr(fmod, "_FIT", {})
+    monkeypatch.setattr(common, "_FITTED", {})
     fm, x, g = _case(kind, 2, 6, 2, 33, 16, 24, halfspace, torch.float32, seed=6)
     if kind == "t2r":
         g = g * ~_near_kink(fm, x, 6)
@@ -208,7 +210,7 @@ def test_heads_too_wide_for_any_config_run_in_torch(kind, halfspace, frozen, nan
         if call == 0:
             assert tries and min(tries) == 16
             tries.clear()
-    assert not tries and all(cfg is None for cfg in fmod._FIT.values())
+    assert not tries and all(cfg is None for cfg in common._FITTED.values())
 
 
 @pytest.mark.parametrize("kind", ["hedgehog", "t2r"])

@@ -185,11 +185,12 @@ def test_value_block_fits_shared_memory():
 
 def test_walk_launch_halves_the_tile_on_out_of_resources(monkeypatch):
     """A launch that needs more shared memory than the device has is retried with half the value tile, and
-    the tile that ran is remembered per key."""
+    the tile that ran is remembered per key; where none down to 16 fits, the error names the kernel."""
+    import lolsearch.kernels._common as common
     import lolsearch.kernels.hybrid as hy
     from triton.runtime.errors import OutOfResources
 
-    monkeypatch.setattr(hy, "_BD_FIT", {})
+    monkeypatch.setattr(common, "_FITTED", {})
     tried = []
 
     class FakeKernel:
@@ -205,6 +206,16 @@ def test_walk_launch_halves_the_tile_on_out_of_resources(monkeypatch):
     assert tried == [((1,), 128), ((2,), 64), ((4,), 32)]
     assert hy._launch_walk(FakeKernel(), ("k",), 128, lambda bd: (128 // bd,)) == 32
     assert tried[-1] == ((4,), 32) and len(tried) == 4
+
+    class NeverFits:
+        def __getitem__(self, grid):
+            def launch(*args, BD, **kwargs):
+                raise OutOfResources(327680, 232448, "shared memory")
+
+            return launch
+
+    with pytest.raises(RuntimeError, match="no value tile down to BD = 16"):
+        hy._launch_walk(NeverFits(), ("walk",), 64, lambda bd: (1,))
 
 
 @pytest.mark.parametrize("layout,window", [("sliding", 64), ("terrace", 16), ("sliding", 256)])
