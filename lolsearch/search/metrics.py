@@ -61,6 +61,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("adapter_bytes", "bytes", "min", "size of adapter.safetensors (feature maps, γ, LoRA)"),
     Metric("linearized_layers", "layers", "-", "attention layers replaced by linearized attention", exact=True),
     Metric("feature_dim", "features", "-", "feature-map output size per head", exact=True),
+    Metric("attention_backend", "", "-", "kernel path of the linearized layers on the trial's device (triton, torch, "
+           "reference; '+' joins several): the measured speeds are that path's", exact=True),
     Metric("tokens_<stage>", "tokens", "-", "training tokens the stage saw", exact=True),
     Metric("steps_<stage>", "steps", "-", "optimizer steps the stage ran", exact=True),
     Metric("tok_s_<stage>", "tokens/s", "max", "training throughput of the stage"),

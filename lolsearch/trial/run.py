@@ -135,6 +135,7 @@ def _swap(s: TrialState) -> None:
         s.metrics["softmax_layers"] = list(s.surgery.kept_softmax)  # the final plan: explicit + chosen
     s.metrics["linearized_layers"] = len(s.surgery.replaced)
     s.metrics["feature_dim"] = s.surgery.feature_dim
+    s.metrics["attention_backend"] = s.surgery.backend
     s.result.timing["swap_s"] = time.perf_counter() - t  # the probe (softmax_rule), the surgery, the kernel check
     t = time.perf_counter()
     s.metrics["ppl_swap"] = evaluate.perplexity(s.model, s.eval_batches(), cfg.eval.cuda_graph)

@@ -19,6 +19,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from lolsearch.attention.cache import LinearizedCache, new_cache
 from lolsearch.attention.layer import DistillRecorder, LinearizedAttention, teacher_window
+from lolsearch.attention.ops import resolve_backend
 from lolsearch.config import AttentionConfig
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
@@ -39,6 +40,7 @@ class SurgeryReport:
     plan: tuple[tuple[str, int], ...]
     feature_dim: int
     trainable_params: int
+    backend: str  # the kernel path the linearized layers run on the model's device ("+" joins several)
 
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
@@ -116,6 +118,7 @@ def linearize(model: nn.Module, cfg: AttentionConfig) -> SurgeryReport:
         architecture=arch, num_layers=len(layers), replaced=tuple(replaced), kept_softmax=tuple(kept),
         plan=tuple(plan), feature_dim=attns[0].feature_map_q.output_dim,
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        backend="+".join(sorted({resolve_backend(m.backend, m.q_proj.weight.device) for m in attns})),
     )
 
 

@@ -244,7 +244,8 @@ def test_feature_maps_wider_than_the_triton_kernels_run_in_torch():
     assert backend_for_features("reference", 10_000) == "reference"
     for fmap in ({"kind": "taylor2"}, {"kind": "hedgehog", "params": {"feature_dim": 200}}):
         model = tiny("llama", layers=2)
-        linearize(model, attention(layout="sliding", window=8, backend="auto", feature_map=fmap))
+        report = linearize(model, attention(layout="sliding", window=8, backend="auto", feature_map=fmap))
+        assert report.backend == "torch"  # the trial's attention_backend metric
         layers = list(linearized_layers(model))
         assert layers and all(m.feature_map_q.output_dim > TRITON_MAX_FEATURES for m in layers)
         assert all(m.backend == "torch" for m in layers)

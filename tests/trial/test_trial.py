@@ -29,7 +29,7 @@ TOY_TRIAL = toy_config(
 # Every metric a toy trial records (efficiency measured, no optional evaluations): a new or lost metric is a
 # change of the record format and must show up here.
 TOY_METRICS = [
-    "adapter_bytes", "attn_flops_per_token_128k", "attn_flops_per_token_32k", "attn_flops_per_token_4k",
+    "adapter_bytes", "attention_backend", "attn_flops_per_token_128k", "attn_flops_per_token_32k", "attn_flops_per_token_4k",
     "best_eval_distill", "best_eval_finetune", "decode_tok_s", "efficiency_cached", "feature_dim", "gamma_by_layer",
     "kl_teacher", "kl_teacher_ft", "kv_bytes_teacher_128k", "kv_bytes_teacher_32k", "kv_bytes_teacher_4k",
     "layer_weights", "linearized_layers", "measured_state_bytes", "measured_state_bytes_used",
@@ -147,6 +147,7 @@ def test_run_trial_on_toy_llama(toy_trial):
         assert math.isfinite(m[key]), key
     assert sorted(m) == TOY_METRICS, f"metric set changed: {sorted(set(m) ^ set(TOY_METRICS))}"
     assert len(m["mse_by_layer"]) == 2
+    assert m["attention_backend"] == "torch"  # the CPU runs the chunked PyTorch path
     assert m["steps_distill"] == 6 and m["tokens_distill"] == 6 * 2 * 64
     # a random toy teacher has no language to recover, but both stages must still move their own objectives
     evals = [p["eval_loss"] for p in result.curves["distill_eval"]]
