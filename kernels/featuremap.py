@@ -27,6 +27,8 @@ import triton
 import triton.language as tl
 from lolsearch.kernels._common import F32_DOT, block, cdiv, fit_shared_memory, num_sms
 
+from lolsearch.attention.feature_math import project, relu_features, signed_softmax
+
 KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile (R) and launch config of each kernel, for 16-bit x with W[h] tiles up to 128 × 64 (D and P
 # padded to powers of two): the fastest measured at the SmolLM2 and Llama-3-8B shapes on an H100
@@ -225,14 +227,12 @@ def _fit(key: tuple, cfg: dict, run):
 
 def _features_torch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, kind: int, groups: int,
                     halfspace: bool, eps: float) -> torch.Tensor:
-    """The kernels' φ ``[B, H, T, F]`` in fp32 by plain torch ops, for heads whose W tile does not fit the device's
-    shared memory at any config (e.g. T2R with P = 256 at D = 128 in fp32)."""
-    xw = torch.einsum("bhtd,hdp->bhtp", x.float().repeat_interleave(groups, 1), w)
+    """The kernels' φ ``[B, H, T, F]`` in fp32 by the modules' torch ops, for heads whose W tile does not fit the
+    device's shared memory at any config (e.g. T2R with P = 256 at D = 128 in fp32)."""
+    xw = project(x.float().repeat_interleave(groups, 1), w)
     if kind == 0:
-        phi = xw.softmax(-1) if halfspace else torch.cat([xw.softmax(-1), (-xw).softmax(-1)], -1)
-    else:
-        phi = xw + bias[None, :, None]
-    return phi.clamp_min(eps)
+        return signed_softmax(xw, halfspace, eps)
+    return relu_features(xw + bias[None, :, None], eps)
 
 
 class FeatureMapFn(torch.autograd.Function):

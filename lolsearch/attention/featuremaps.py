@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import nn
 
+from lolsearch.attention.feature_math import project, relu_features, signed_softmax
 from lolsearch.attention.reference import EPS
 from lolsearch.config.plugins import FEATURE_MAPS, HedgehogParams, PerformerParams, ProjectionParams
 
@@ -66,17 +67,6 @@ def _projection(num_heads: int, head_dim: int, feature_dim: int, init: str) -> n
     return nn.Parameter(w)
 
 
-def _project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``[B, H, T, D] x [H, D, F'] -> [B, H, T, F']``.
-
-    A broadcast matmul, not ``einsum``: einsum batches over H alone, so it copies x to ``[H, B·T, D]`` and the
-    weight gradient becomes H products reducing over all B·T tokens (on an H200 in fp32, about 0.3 ms per call
-    at 8 × 1024 tokens, the largest device cost of an attention-transfer step of SmolLM2). Batched over (B, H),
-    both directions run on x as laid out.
-    """
-    return torch.matmul(x, w.to(x.dtype))
-
-
 class _SignedProjection(FeatureMap):
     """Shared by the Hedgehog-style maps: x̃ = xW per head, features of +x̃ and (unless halfspace) −x̃."""
 
@@ -95,10 +85,7 @@ class Hedgehog(_SignedProjection):
     has_fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xw = _project(x, self.weight)
-        if self.params.halfspace:
-            return xw.softmax(dim=-1).clamp(min=EPS)
-        return torch.cat([xw.softmax(dim=-1), (-xw).softmax(dim=-1)], dim=-1).clamp(min=EPS)
+        return signed_softmax(project(x, self.weight), self.params.halfspace, EPS)
 
     def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         from lolsearch.attention.ops import fused_feature_map
@@ -110,7 +97,7 @@ class ExpDim(_SignedProjection):
     """Exponential features (Hedgehog paper, arXiv 2402.04347): [exp(x̃ − max x̃) ⊕ exp(−x̃ + min x̃)]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xw = _project(x, self.weight)
+        xw = project(x, self.weight)
         pos = torch.exp(xw - xw.amax(dim=-1, keepdim=True))
         if self.params.halfspace:
             return pos.clamp(min=EPS)
@@ -133,8 +120,7 @@ class T2R(FeatureMap):
         return self.params.feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xw = _project(x, self.weight) + self.bias.to(x.dtype)[None, :, None, :]
-        return F.relu(xw).clamp(min=EPS)
+        return relu_features(project(x, self.weight) + self.bias.to(x.dtype)[None, :, None, :], EPS)
 
     def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         from lolsearch.attention.ops import fused_feature_map
@@ -161,7 +147,7 @@ class Relu(FeatureMap):
         return self.head_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).clamp(min=EPS)
+        return relu_features(x, EPS)
 
 
 class Taylor2(FeatureMap):
@@ -201,7 +187,7 @@ class Performer(FeatureMap):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = x / self.head_dim**0.25
-        proj = _project(xs, self.omega)
+        proj = project(xs, self.omega)
         sq = (xs * xs).sum(dim=-1, keepdim=True) / 2
         return (torch.exp(proj - sq) / math.sqrt(self.params.feature_dim)).clamp(min=EPS)
 
