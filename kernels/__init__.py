@@ -62,11 +62,11 @@ def fused_features(kind, x, weight, bias=None, halfspace=False, eps=1e-12, out_d
     return fn(kind, x, weight, bias, halfspace, eps, out_dtype)
 
 
-def fused_mse(a, b):
+def fused_mse(a, b, b_tokens=False):
     """See :func:`lolsearch.kernels.mse.fused_mse`."""
     from lolsearch.kernels.mse import fused_mse as fn
 
-    return fn(a, b)
+    return fn(a, b, b_tokens)
 
 
 def rope_qkv(q, k, v, cos, sin):

@@ -129,9 +129,10 @@ def bwd_state_kv_kernel(
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
     NEED_DV: tl.constexpr,
 ):
-    """State part of dφk ``[BH, T, F]`` and, with NEED_DV, of dv per query head ``[BH, T, D]`` (both
-    zero-initialised fp32; bwd_kv sums dv over the GQA group) for the key tiles absorbed by segment s, walking it
-    backwards with dS ``[F, BD]`` in registers."""
+    """State part of dφk ``[BH, T, F]`` and, with NEED_DV, of dv per query head ``[BH, T, D]`` (fp32, written only
+    for the keys before :func:`state_part_end`; dφk zero-initialised where D > BD sums it with atomics; bwd_kv sums
+    dv over the GQA group) for the key tiles absorbed by segment s, walking it backwards with dS ``[F, BD]`` in
+    registers."""
     di = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, chunk_head, last_chunk_end, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, chunk_head, last_chunk_end, soft_start, state_part_end, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC
 
 
@@ -151,9 +151,10 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end
     """dv of key tile t summed over the G heads of kv head (b, j): every window weight A_ij (softmax and linear)
     times g_i = do_i / Z_i, plus each head's state part from dv_s ``[BH, T, D]``."""
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
+    st_mask = (kpos < state_part_end(T, W, LAYOUT, BT))[:, None] & mk[None, :]  # dv_s holds nothing elsewhere
     for hh in range(0, G):
         bh = b * H + j * G + hh
-        acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
+        acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=st_mask, other=0.0)
         gam = tl.load(gamma + j * G + hh).to(tl.float32)
         b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
         for n in range(t, n_end):
@@ -229,7 +230,8 @@ def bwd_kv_kernel(
         bh = b * H + j * G + (part - NKV)
         f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
         fmask = km[:, None] & mf[None, :]
-        acc_f = tl.load(dfk_s + f_off, mask=fmask, other=0.0)
+        st_mask = (kpos < state_part_end(T, W, LAYOUT, BT))[:, None] & mf[None, :]  # dfk_s holds nothing elsewhere
+        acc_f = tl.load(dfk_s + f_off, mask=st_mask, other=0.0)
         for n in range(t, n_end):
             if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
                 for q0 in range(n * BT, n * BT + BT, BQ):

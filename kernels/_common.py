@@ -197,6 +197,14 @@ def seg_key_start(s, L, NS, T, W, LAYOUT, BT: tl.constexpr):
 
 
 @triton.jit
+def state_part_end(T, W, LAYOUT, BT: tl.constexpr):
+    """Keys before this position reach some query through the state (whole key tiles, those before the last chunk's
+    tile_lo): exactly the rows whose state parts of dφk and dv ``bwd_state_kv`` writes; those buffers are not
+    initialised elsewhere."""
+    return tile_lo(tl.cdiv(T, BT) - 1, W, LAYOUT, BT) * BT
+
+
+@triton.jit
 def last_chunk_end(t, NT, W, LAYOUT, BT: tl.constexpr):
     """One past the last query chunk that scores key tile ``t`` directly (closed forms of tile_lo(n) <= t)."""
     if LAYOUT == 1:

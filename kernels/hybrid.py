@@ -57,12 +57,17 @@ def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
     return bd
 
 
-def _launch_walk(kernel, key: tuple, bd: int, grid, *args, **kwargs) -> int:
+def _launch_walk(kernel, key: tuple, bd: int, grid, *args, prepare=None, **kwargs) -> int:
     """Launches a state-walk kernel with value tile ``BD = bd``, halving BD down to 16 while the compiled kernel
-    needs more shared memory than the device has (:func:`fit_shared_memory`). ``grid(bd)`` gives the launch grid.
-    Returns the BD that ran."""
-    fit, _ = fit_shared_memory(key, bd, lambda x: x // 2 if x > 16 else None,
-                               lambda x: launch(kernel, grid(x), *args, **kwargs, BD=x))
+    needs more shared memory than the device has (:func:`fit_shared_memory`). ``grid(bd)`` gives the launch grid;
+    ``prepare(bd)``, if given, runs before each try. Returns the BD that ran."""
+
+    def run(x: int):
+        if prepare is not None:
+            prepare(x)
+        return launch(kernel, grid(x), *args, **kwargs, BD=x)
+
+    fit, _ = fit_shared_memory(key, bd, lambda x: x // 2 if x > 16 else None, run)
     if fit is None:
         raise RuntimeError(f"{key[0]}: no value tile down to BD = 16 fits the device's shared memory")
     return fit
@@ -196,13 +201,15 @@ def _backward(ctx, do):
     )
     launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
            num_warps=4)
-    # state part of dv per query head (bwd_kv sums each GQA group): plain stores, no atomics
-    dv_s = torch.zeros(b, h, t, d, device=dev, dtype=f32) if need_dv else r.new_empty(0)
-    dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32)
+    # State parts of dφk and of dv per query head (bwd_kv sums each GQA group), written by plain stores for exactly the
+    # key tiles some chunk reads through the state (bwd_kv reads no others), so not initialised; dφk is summed with
+    # atomics where value tiles split D, and then starts from zeros.
+    dv_s = torch.empty(b, h, t, d, device=dev, dtype=f32) if need_dv else r.new_empty(0)
+    dfk_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
     _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (cdiv(d, x), ns, b * h),
                  fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
-                 NEED_DV=need_dv)
+                 NEED_DV=need_dv, prepare=lambda x: dfk_s.zero_() if d > x else None)
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     launch(bwd_state_q_kernel, (cdiv(f, bf1), ns, b * h),
         fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)

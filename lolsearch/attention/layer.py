@@ -209,7 +209,7 @@ class LinearizedAttention(nn.Module):
         y_student = hybrid_attention(
             q, k, v, phi_q, phi_k, gamma, self.window, self.layout, self.backend, self.chunk_size
         )
-        self.recorder.mse[self.layer_idx] = output_mse(y_student, y_teacher, self.backend)
+        self.recorder.mse[self.layer_idx], y_teacher = output_mse(y_student, y_teacher, self.backend)
         if self.recorder.xent:
             self.recorder.xent_loss[self.layer_idx] = attention_xent(
                 q, expand_kv(k, self.num_heads), phi_q, phi_k, gamma, self.window, self.layout,

@@ -92,15 +92,22 @@ def fused_feature_map(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: to
     return fused_features(kind, x, weight, bias, halfspace, eps, out_dtype)
 
 
-def output_mse(student: torch.Tensor, teacher: torch.Tensor, backend: str) -> torch.Tensor:
+def output_mse(student: torch.Tensor, teacher: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention transfer's loss of one layer, ``mean((student − teacher)²)`` in fp32 (a 0-dim tensor), of outputs
-    ``[B, H, T, D]``: on the Triton backend by :func:`lolsearch.kernels.fused_mse` (one pass each way, only the
-    difference kept for the backward), else by ``F.mse_loss`` on fp32 copies."""
+    ``[B, H, T, D]``, and the teacher's output for the layer to return. On the Triton backend the loss is
+    :func:`lolsearch.kernels.fused_mse` (one pass each way, only the difference kept for the backward), which also
+    hands the teacher's output back in token-major memory (a view of ``[B, T, H, D]``), copied in the loss's pass
+    over it, so the output projection reads it with no transposing copy. Else ``F.mse_loss`` on fp32 copies, and the
+    teacher's output as given.
+
+    Returns:
+        (loss, teacher output ``[B, H, T, D]``, same values).
+    """
     if resolve_backend(backend, student.device) == "triton" and student.dtype == teacher.dtype:
         from lolsearch.kernels import fused_mse
 
-        return fused_mse(student, teacher)
-    return torch.nn.functional.mse_loss(student.float(), teacher.float())
+        return fused_mse(student, teacher, b_tokens=True)
+    return torch.nn.functional.mse_loss(student.float(), teacher.float()), teacher
 
 
 def fused_rope(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,

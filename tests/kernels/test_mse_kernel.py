@@ -54,6 +54,26 @@ def test_fused_mse_without_grad_and_with_the_teachers_gradient():
     torch.testing.assert_close(gb, wb)
 
 
+@pytest.mark.parametrize("teacher_layout", ["bhtd", "bthd"])
+def test_fused_mse_hands_back_the_teacher_token_major(teacher_layout):
+    """``b_tokens``: b comes back with its values in [B, T, H, D] memory (written by the loss's pass, or b itself
+    when it lies so already), and the loss and a's gradient are those of the plain call."""
+    from lolsearch.kernels import fused_mse
+    from lolsearch.kernels.mse import token_major
+
+    a, b = _pair((2, 3, 37, 16), torch.float32, teacher_layout, seed=2)
+    loss, bt = fused_mse(a, b, b_tokens=True)
+    assert token_major(bt) and bt.shape == b.shape and not bt.requires_grad
+    assert (bt is b) == (teacher_layout == "bthd")
+    torch.testing.assert_close(bt, b, rtol=0, atol=0)
+    assert bt.transpose(1, 2).reshape(2, 37, -1).data_ptr() == bt.data_ptr()  # the projection's rows: a view
+    (ga,) = torch.autograd.grad(loss, a)
+    a2 = a.detach().clone().requires_grad_(True)
+    (wa,) = torch.autograd.grad(fused_mse(a2, b), a2)
+    torch.testing.assert_close(loss, fused_mse(a.detach(), b), rtol=0, atol=0)
+    torch.testing.assert_close(ga, wa, rtol=0, atol=0)
+
+
 def test_fused_mse_refuses_mismatched_operands():
     from lolsearch.kernels import fused_mse
 
@@ -85,7 +105,7 @@ def test_distill_layer_loss_is_the_plain_mse(monkeypatch):
     losses = {}
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr("lolsearch.attention.layer.output_mse", lambda s, t, _b: F.mse_loss(s.float(), t.float()))
+            monkeypatch.setattr("lolsearch.attention.layer.output_mse", lambda s, t, _b: (F.mse_loss(s.float(), t.float()), t))
         rec = DistillRecorder()
         with distill_mode(model, rec):
             decoder_of(model)(input_ids=ids, use_cache=False)
