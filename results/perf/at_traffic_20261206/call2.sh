@@ -23,3 +23,8 @@ for which in new base; do
     --stages lora) > "$O/l8b_lora_$which.log" 2>&1
   tail -1 "$O/l8b_lora_$which.log" | cut -c1-300
 done
+# operator profile of this tree's SmolLM2 LoRA step (eager, 3 steps), for what is left in it
+(PYTHONPATH=$PWD:/tmp/site timeout 80 python3 -m lolsearch.perf --model smollm2-135m-shape --out "$O/smol1k_profile" \
+  train --seq 1024 --backends triton --stages lora teacher_lora --compile off --cuda-graph off --steps 3 --profile) \
+  > "$O/smol1k_profile.log" 2>&1
+tail -2 "$O/smol1k_profile.log" | cut -c1-300
