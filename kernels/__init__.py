@@ -48,11 +48,12 @@ def triton_available() -> bool:
     return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def hybrid_attention(q, k, v, phi_q, phi_k, gamma, window, layout="sliding", initial_state=None, return_state=False):
+def hybrid_attention(q, k, v, phi_q, phi_k, gamma, window, layout="sliding", initial_state=None, return_state=False,
+                     token_major_out=False):
     """See :func:`lolsearch.kernels.hybrid.hybrid_attention`."""
     from lolsearch.kernels.hybrid import hybrid_attention as fn
 
-    return fn(q, k, v, phi_q, phi_k, gamma, window, layout, initial_state, return_state)
+    return fn(q, k, v, phi_q, phi_k, gamma, window, layout, initial_state, return_state, token_major_out)
 
 
 def fused_features(kind, x, weight, bias=None, halfspace=False, eps=1e-12, out_dtype=None):

@@ -18,32 +18,34 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, head_rows, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
 @triton.jit(do_not_specialize=["T"])
-def bwd_pre_kernel(o, o_lo, do, zden, e_out, T, D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr,
-                   HAS_LO: tl.constexpr):
-    """e_i = (do_i·o_i) / Z_i, with o = o + o_lo when the forward saved the rounding residual."""
+def bwd_pre_kernel(o, o_lo, do, zden, e_out, T, H, D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr,
+                   HAS_LO: tl.constexpr, TOK_O: tl.constexpr, TOK_DO: tl.constexpr):
+    """e_i = (do_i·o_i) / Z_i, with o = o + o_lo when the forward saved the rounding residual. TOK_O, TOK_DO: o (and
+    o_lo), do in token-major memory (:func:`head_rows`)."""
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     rows = n * BT + tl.arange(0, BT)
     rk = tl.arange(0, BDK)
     msk = (rows < T)[:, None] & (rk < D)[None, :]
-    off = bh * T * D + rows[:, None] * D + rk[None, :]
+    off = head_rows(bh, H, T, rows, rk, D, TOK_O)
     b_o = tl.load(o + off, mask=msk, other=0.0).to(tl.float32)
     if HAS_LO:
         b_o += tl.load(o_lo + off, mask=msk, other=0.0).to(tl.float32)
-    dot_ = tl.sum(tl.load(do + off, mask=msk, other=0.0).to(tl.float32) * b_o, 1)
+    b_do = tl.load(do + head_rows(bh, H, T, rows, rk, D, TOK_DO), mask=msk, other=0.0)
+    dot_ = tl.sum(b_do.to(tl.float32) * b_o, 1)
     z = tl.load(zden + bh * T + rows, mask=rows < T, other=1.0)
     tl.store(e_out + bh * T + rows, dot_ / z, mask=rows < T)
 
 
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_rsum_kernel(
-    fq, do, zden, e_in, r, T, L, NS,
-    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+    fq, do, zden, e_in, r, T, L, NS, H,
+    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, TOK_DO: tl.constexpr,
 ):
     """r[bh, s] = Σ over the chunks of segment s of φq_nᵀ g_n (dS part) and φq_nᵀ e_n (dz part)."""
     pid = tl.program_id(0)
@@ -66,7 +68,7 @@ def bwd_rsum_kernel(
         b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-        b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rd[None, :], mask=qm[:, None] & md[None, :], other=0.0)
+        b_do = tl.load(do + head_rows(bh, H, T, qpos, rd, D, TOK_DO), mask=qm[:, None] & md[None, :], other=0.0)
         gq = b_do.to(tl.float32) * rz[:, None]
         acc = state_dot(tl.trans(b_fq), gq.to(b_fq.dtype), acc)
         zacc += tl.sum(b_fq.to(tl.float32) * e[:, None], 0)
@@ -127,7 +129,7 @@ def bwd_state_kv_kernel(
     fq, fk, v, do, zden, e_in, r, dfk, dv,
     T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
-    NEED_DV: tl.constexpr,
+    NEED_DV: tl.constexpr, TOK_DO: tl.constexpr,
 ):
     """State part of dφk ``[BH, T, F]`` and, with NEED_DV, of dv per query head ``[BH, T, D]`` (fp32, written only
     for the keys before :func:`state_part_end`; dφk zero-initialised where D > BD sums it with atomics; bwd_kv sums
@@ -166,7 +168,7 @@ def bwd_state_kv_kernel(
         b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-        b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rd[None, :], mask=qm[:, None] & md[None, :], other=0.0)
+        b_do = tl.load(do + head_rows(bh, H, T, qpos, rd, D, TOK_DO), mask=qm[:, None] & md[None, :], other=0.0)
         gq = b_do.to(tl.float32) * rz[:, None]
         d_s = state_dot(tl.trans(b_fq), gq.to(b_fq.dtype), d_s)
         dz += tl.sum(b_fq.to(tl.float32) * e[:, None], 0)
@@ -185,6 +187,7 @@ def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,
     T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
+    TOK_DO: tl.constexpr,
 ):
     """State part of dφq (S_i g_i − z_i e_i, F-columns [fi*BF, fi*BF+BF)) into fp32 ``dfq``, walking
     segment s forward from its stored state with Sᵀ ``[D, BF]`` in registers."""
@@ -226,7 +229,7 @@ def bwd_state_q_kernel(
         qm = qpos < T
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-        b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+        b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
         acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
         acc = acc * rz[:, None] - e[:, None] * zs[None, :]
         tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc, mask=qm[:, None] & mf[None, :])

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, chunk_head, last_chunk_end, soft_start, state_part_end, tile_lo, tuned
+from lolsearch.kernels._common import (
+    F32_DOT,
+    chunk_head,
+    head_rows,
+    last_chunk_end,
+    soft_start,
+    state_part_end,
+    tile_lo,
+    tuned,
+)
 from lolsearch.kernels._fwd import NO_SPEC
 
 
@@ -24,7 +33,7 @@ def bwd_q_kernel(
     dq, dfq, dc_out, dg_part,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, NEED_DQ: tl.constexpr,
-    GROUPED: tl.constexpr,
+    GROUPED: tl.constexpr, TOK_DO: tl.constexpr,
 ):
     """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key; only with NEED_DQ), dφq =
     state part + window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part). GROUPED: the grid of
@@ -44,7 +53,7 @@ def bwd_q_kernel(
     fk_base = fk + bh * T * F
     qpos = n * BT + rt
     qm = qpos < T
-    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
     rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
     e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
     start = soft_start(qpos, W, LAYOUT)
@@ -104,12 +113,12 @@ def bwd_q_kernel(
 
 
 @triton.jit
-def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
+def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D: tl.constexpr, TOK_DO: tl.constexpr):
     """Query rows q0 + rq: positions, row mask, q, do, 1/Z and e (unused loads are dropped by the compiler)."""
     qpos = q0 + rq
     qm = qpos < T
     b_q = tl.load(q + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
-    b_do = tl.load(do + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :], other=0.0)
+    b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
     rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
     e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
     return qpos, qm, b_q, b_do, rz, e
@@ -118,7 +127,7 @@ def _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D: tl.constexpr):
 @triton.jit
 def _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
              T, W, LAYOUT, H, G, qk_scale,
-             D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr):
+             D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr, TOK_DO: tl.constexpr):
     """dk of key tile t (unscaled) summed over the G heads of kv head (b, j): softmax keys only, with the
     stabilizer term where the key is a row's argmax; zero for the linear layout."""
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
@@ -129,7 +138,7 @@ def _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, 
             for n in range(t, n_end):
                 if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT)):
                     for q0 in range(n * BT, n * BT + BT, BQ):
-                        qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                        qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)
                         start = soft_start(qpos, W, LAYOUT)
                         b_m = tl.load(m2 + bh * T + qpos, mask=qm, other=0.0)
                         b_dc = tl.load(dc_in + bh * T + qpos, mask=qm, other=0.0)
@@ -147,7 +156,8 @@ def _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, 
 @triton.jit
 def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
              T, W, LAYOUT, H, G, qk_scale,
-             D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr):
+             D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
+             TOK_DO: tl.constexpr):
     """dv of key tile t summed over the G heads of kv head (b, j): every window weight A_ij (softmax and linear)
     times g_i = do_i / Z_i, plus each head's state part from dv_s ``[BH, T, D]``."""
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
@@ -162,7 +172,7 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end
                 has_soft = (LAYOUT != 0) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT))
                 has_lin = t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
                 for q0 in range(n * BT, n * BT + BT, BQ):
-                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)
                     start = soft_start(qpos, W, LAYOUT)
                     causal = (kpos[:, None] <= qpos[None, :]) & qm[None, :]
                     a_t = tl.zeros([BT, BQ], dtype=tl.float32)
@@ -188,7 +198,7 @@ def bwd_kv_kernel(
     dk, dv, dfk,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
-    NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
+    NEED_DK: tl.constexpr, NEED_DV: tl.constexpr, TOK_DO: tl.constexpr,
 ):
     """Key tile t of kv head (b, j), one output per program (axis 2, ``part``): dk (NEED_DK) and dv (NEED_DV) summed
     over the G query heads of the group (dv adds the state parts dv_s ``[BH, T, D]`` of the group's heads), then dφk
@@ -218,12 +228,12 @@ def bwd_kv_kernel(
     if NEED_DK:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == 0:
             acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
-                           T, W, LAYOUT, H, G, qk_scale, D, BDK, BT, BQ)
+                           T, W, LAYOUT, H, G, qk_scale, D, BDK, BT, BQ, TOK_DO)
             tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
     if NEED_DV:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == NKV - 1:
             acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf,
-                           mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ)
+                           mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ, TOK_DO)
             tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
     # dφk of query head part − NKV: window linear keys plus the state part
     if part >= NKV:
@@ -235,7 +245,7 @@ def bwd_kv_kernel(
         for n in range(t, n_end):
             if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
                 for q0 in range(n * BT, n * BT + BT, BQ):
-                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, D)
+                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)
                     start = soft_start(qpos, W, LAYOUT)
                     b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
                     da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]

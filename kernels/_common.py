@@ -64,6 +64,12 @@ def block(n: int) -> int:
     return max(16, next_pow2(n))
 
 
+def token_major(x: torch.Tensor) -> bool:
+    """Whether ``x [B, H, T, D]`` lies in token-major memory, ``[B, T, H, D]`` contiguous (its transpose(1, 2) is
+    then a view of ``[B, T, H·D]`` rows)."""
+    return x.transpose(1, 2).is_contiguous()
+
+
 def tune_bucket(bh: int, t: int) -> int:
     """The autotune key's size class of a call: (batch × heads) × query chunks, rounded up to a power of two. The
     kernels take it as the argument ``TUNE`` (not specialized, not read), so a choice timed at one size class is
@@ -194,6 +200,16 @@ def seg_key_start(s, L, NS, T, W, LAYOUT, BT: tl.constexpr):
     else:
         r = tl.minimum(soft_start(T, W, LAYOUT), T)
     return r
+
+
+@triton.jit
+def head_rows(bh, H, T, pos, cols, D: tl.constexpr, TOK: tl.constexpr):
+    """Offsets of rows ``pos`` × columns ``cols`` of head ``bh`` (= b·H + h) in a ``[B, H, T, D]`` tensor: head-major
+    memory, or with TOK token-major memory (``[B, T, H, D]``, what the output projection reads as ``[B, T, H·D]``)."""
+    if TOK:
+        return ((bh // H) * T + pos)[:, None] * (H * D) + (bh % H) * D + cols[None, :]
+    else:
+        return bh * T * D + pos[:, None] * D + cols[None, :]
 
 
 @triton.jit

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, chunk_head, seg_key_start, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, chunk_head, head_rows, seg_key_start, soft_start, tile_lo, tuned
 
 NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV", "TUNE"]
 
@@ -225,7 +225,7 @@ def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
-    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, GROUPED: tl.constexpr,
+    SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, GROUPED: tl.constexpr, TOK_O: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
@@ -233,7 +233,8 @@ def fwd_window_kernel(
     the window tiles are n and n-1, straight-line code (all loads can be issued up front); LIN_CUR: whether tile n
     can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
-    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2)."""
+    sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2).
+    TOK_O: o and o_lo in token-major memory (:func:`head_rows`)."""
     n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
@@ -289,8 +290,9 @@ def fwd_window_kernel(
         p_in = p.to(b_v.dtype)
         lsum += tl.sum(p_in.to(tl.float32), 1)
         acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
-    out_off = bh * T * D + qpos[:, None] * D + rk[None, :]
-    acc += tl.load(ys + out_off, mask=qm[:, None] & mk[None, :], other=0.0).to(tl.float32)
+    acc += tl.load(ys + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :],
+                   other=0.0).to(tl.float32)
+    out_off = head_rows(bh, H, T, qpos, rk, D, TOK_O)
     z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
     out = acc / z[:, None]
     o_hi = out.to(o.dtype.element_ty)

@@ -24,6 +24,7 @@ from lolsearch.kernels._common import (
     layout_id,
     num_sms,
     smem_limit,
+    token_major,
     tune_bucket,
 )
 from lolsearch.kernels._direct import launch
@@ -128,9 +129,10 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
     return seg, cdiv(nt, seg)
 
 
-def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False):
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False, tok_o=False):
     """Returns o, the segment states ``[BH, NS+1, F*D+F]``, the per-row stats (m, Z, argmax) and the
-    rounding residual of o (``save_lo``; else None). ``balance``: the balanced segment plan (``_plan``)."""
+    rounding residual of o (``save_lo``; else None). ``balance``: the balanced segment plan (``_plan``); ``tok_o``:
+    o (and its residual) in token-major memory."""
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
@@ -156,8 +158,8 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     tb = tune_bucket(b * h, t)
     _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (cdiv(d, x), ns, b * h),
                  fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
-    o = torch.empty_like(q)
-    o_lo = torch.empty_like(q) if save_lo else None
+    o = torch.empty(b, t, h, d, device=q.device, dtype=q.dtype).transpose(1, 2) if tok_o else torch.empty_like(q)
+    o_lo = torch.empty_like(o) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
@@ -168,7 +170,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
         T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb,
         qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=small,
         LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
-        GROUPED=grouped,
+        GROUPED=grouped, TOK_O=tok_o,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
@@ -184,20 +186,22 @@ def _backward(ctx, do):
     bdk, bf = block(d), block(f)
     nt = cdiv(t, BT)
     dev, f32 = q.device, torch.float32
-    do = do.contiguous().to(q.dtype)
+    do = do.to(q.dtype)
+    tok_do = token_major(do) and not do.is_contiguous()  # the grad of a token-major o is read where it lies
+    do = do if tok_do else do.contiguous()
     heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=tune_bucket(b * h, t))  # TUNE: the autotuned kernels' size class
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
     has_lo = o_lo.numel() > 0
-    launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, D=d, BDK=bdk, BT=BT, HAS_LO=has_lo,
-           num_warps=4)
+    launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, h, D=d, BDK=bdk, BT=BT,
+           HAS_LO=has_lo, TOK_O=ctx.tok_o, TOK_DO=tok_do, num_warps=4)
     # state parts (fp32), reverse scan of Σ φq gᵀ over segments first
     sz = f * d + f
     r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
     r[:, ns].zero_()
     bf1, bd1 = min(bf, 64), min(bdk, 64)
     launch(bwd_rsum_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
-        fq, do, zden, e, r, t, seg, ns, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=4
+        fq, do, zden, e, r, t, seg, ns, h, D=d, F=f, BF=bf1, BD=bd1, BT=BT, TOK_DO=tok_do, num_warps=4
     )
     launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
            num_warps=4)
@@ -209,10 +213,11 @@ def _backward(ctx, do):
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
     _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (cdiv(d, x), ns, b * h),
                  fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
-                 NEED_DV=need_dv, prepare=lambda x: dfk_s.zero_() if d > x else None)
+                 NEED_DV=need_dv, TOK_DO=tok_do, prepare=lambda x: dfk_s.zero_() if d > x else None)
     dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
     launch(bwd_state_q_kernel, (cdiv(f, bf1), ns, b * h),
-        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w)
+        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w),
+        TOK_DO=tok_do,
     )
     # window parts; these write the final gradients in the input dtypes
     scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
@@ -224,6 +229,7 @@ def _backward(ctx, do):
     launch(bwd_q_kernel, chunk_grid(nt, b, h, hkv, grouped),
         q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq if need_dq else dfq, dfq, dc, dgp, T=t, W=w,
         LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, NEED_DQ=need_dq, GROUPED=grouped,
+        TOK_DO=tok_do,
     )
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
@@ -231,7 +237,7 @@ def _backward(ctx, do):
     launch(bwd_kv_kernel, (nt, b * hkv, need_dk + need_dv + h // hkv),
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk, dv if need_dv else dfk,
         dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, NEED_DK=need_dk,
-        NEED_DV=need_dv,
+        NEED_DV=need_dv, TOK_DO=tok_do,
     )
     dgamma = dgp.view(b, h, nt).sum((0, 2))
     return dq, dk, dv, dfq, dfk, dgamma
@@ -247,12 +253,12 @@ class HybridAttentionFn(torch.autograd.Function):
     """Autograd wrapper; inputs already validated, contiguous and in one dtype."""
 
     @staticmethod
-    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, balance):
+    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, balance, tok_o):
         save_lo = any(ctx.needs_input_grad[:6]) and (q.dtype != torch.float32 or FORCE_SAVE_LO)
-        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo, balance)
+        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo, balance, tok_o)
         o_lo = o_lo if o_lo is not None else o.new_empty(0)
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
-        ctx.lay, ctx.w, ctx.plan = lay, w, plan
+        ctx.lay, ctx.w, ctx.plan, ctx.tok_o = lay, w, plan, tok_o
         if not want_state:
             return o
         s_fin, z_fin = _final_state(st, plan[1], q.shape, fq.shape[-1])
@@ -262,7 +268,7 @@ class HybridAttentionFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, *_state_grads):
         grads = _backward(ctx, do)
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def _check(q, k, v, phi_q, phi_k, gamma, initial_state) -> None:
@@ -301,6 +307,7 @@ def hybrid_attention(
     layout: str = "sliding",
     initial_state: LinearState | None = None,
     return_state: bool = False,
+    token_major_out: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LinearState, int]:
     """Hybrid window-softmax + linear attention, Triton forward and backward.
 
@@ -312,6 +319,9 @@ def hybrid_attention(
         initial_state: LinearState (S ``[B, H, F, D]``, z ``[B, H, F]``) of keys before position 0, linear for
             every query; no gradient flows into it.
         return_state: also return the state of the keys before ``covered = state_cover(layout, window, T)``.
+        token_major_out: o in token-major memory (a ``[B, H, T, D]`` view of ``[B, T, H, D]``), so that
+            ``o.transpose(1, 2).reshape(B, T, H * D)`` for the output projection copies nothing; the backward then
+            reads o's gradient in that layout too.
 
     Returns:
         o ``[B, H, T, D]`` in q's dtype, or ``(o, LinearState(S fp32, z fp32), covered)``.
@@ -332,10 +342,11 @@ def hybrid_attention(
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, phi_q, phi_k, gamma))
     balance = not grad and dt != torch.float32
     if grad:
-        out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance)
+        out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance,
+                                      token_major_out)
         o, s_fin, z_fin = out if return_state else (out, None, None)
     else:  # nothing to save for a backward: no autograd node (host time counts at small T)
-        o, st, _, plan, _ = _forward(*args, gamma.float().contiguous(), lay, w, s0, z0, False, balance)
+        o, st, _, plan, _ = _forward(*args, gamma.float().contiguous(), lay, w, s0, z0, False, balance, token_major_out)
         if return_state:
             s_fin, z_fin = _final_state(st, plan[1], q.shape, phi_q.shape[-1])
     if not return_state:

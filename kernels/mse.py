@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import cdiv, next_pow2
+from lolsearch.kernels._common import cdiv, next_pow2, token_major
 
 R = 32  # rows (of D elements) per program
 BWD_BLOCK = 4096  # elements per program of the backward
@@ -88,12 +88,6 @@ class FusedMSEFn(torch.autograd.Function):
         _mse_bwd_kernel[(cdiv(n, BWD_BLOCK),)](d, grad.float().contiguous(), g, 2.0 / ctx.numel, n, BLOCK=BWD_BLOCK,
                                                num_warps=8)
         return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None), None
-
-
-def token_major(x: torch.Tensor) -> bool:
-    """Whether ``x [B, H, T, D]`` lies in token-major memory, ``[B, T, H, D]`` contiguous (its transpose(1, 2) is
-    then a view of ``[B, T, H·D]`` rows)."""
-    return x.transpose(1, 2).is_contiguous()
 
 
 def fused_mse(a: torch.Tensor, b: torch.Tensor, b_tokens: bool = False,

@@ -129,10 +129,9 @@ class LinearizedAttention(nn.Module):
         elif cache is not None:
             y = self._with_cache(q, k, v, cache)
         else:
-            y = hybrid_attention(
-                q, k, v, *self._features(q, k), self.gamma, self.window, self.layout, self.backend, self.chunk_size
-            )
-        y = y.transpose(1, 2).reshape(b, t, -1).to(hidden_states.dtype)
+            y = hybrid_attention(q, k, v, *self._features(q, k), self.gamma, self.window, self.layout, self.backend,
+                                 self.chunk_size, token_major_out=True)
+        y = y.transpose(1, 2).reshape(b, t, -1).to(hidden_states.dtype)  # a view where y is token-major
         return self.o_proj(y), None
 
     def _qkv(self, x: torch.Tensor, position_embeddings, fused: bool = False,

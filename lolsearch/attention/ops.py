@@ -63,18 +63,22 @@ def hybrid_attention(
     backend: str = "auto",
     chunk_size: int = 64,
     return_state: bool = False,
+    token_major_out: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LinearState, int]:
     """Hybrid attention from position 0 on the chosen backend.
 
     Args:
         q: ``[B, H, T, D]``; k, v: ``[B, Hkv, T, D]``; phi_q, phi_k: ``[B, H, T, F]``; gamma ``[H]``.
         return_state: also return the final :class:`LinearState` and the position it covers up to.
+        token_major_out: on the Triton backend, the output in token-major memory (a ``[B, H, T, D]`` view of
+            ``[B, T, H, D]``, which the output projection reads without a copy); the other backends ignore it.
     """
     name = resolve_backend(backend_for_features(backend, phi_q.shape[-1]), q.device)
     if name == "triton":
         from lolsearch.kernels import hybrid_attention as triton_hybrid
 
-        return triton_hybrid(q, k, v, phi_q, phi_k, gamma, window, layout, return_state=return_state)
+        return triton_hybrid(q, k, v, phi_q, phi_k, gamma, window, layout, return_state=return_state,
+                             token_major_out=token_major_out)
     if name == "reference" and not return_state:
         h = q.shape[1]
         return hybrid_attention_reference(q, expand_kv(k, h), expand_kv(v, h), phi_q, phi_k, gamma, window, layout)

@@ -154,6 +154,36 @@ def test_only_the_requested_gradients(t, layout, window, seg, wanted, nan_alloc,
     assert skipped == [n for n in GRAD_NAMES[:3] if n not in names]
 
 
+@pytest.mark.parametrize("t,layout,window,hkv,seg", [(257, "sliding", 64, 2, None), (200, "terrace", 16, 1, 1),
+                                                  (100, "sliding", 0, 2, None), (65, "terrace", 7, 4, None)])
+def test_token_major_output(t, layout, window, hkv, seg, nan_alloc, segments, monkeypatch):
+    """``token_major_out``: o lies in [B, T, H, D] memory, so the output projection's [B, T, H·D] rows are a view;
+    its gradient, which arrives in that layout, is read where it lies (no copy); values and all six gradients
+    match the reference. The 16-bit path's rounding residual of o (FORCE_SAVE_LO) takes the same layout."""
+    import lolsearch.kernels.hybrid as hy
+    from lolsearch.kernels import hybrid_attention
+    from lolsearch.kernels._common import token_major
+
+    segments(seg)
+    monkeypatch.setattr(hy, "FORCE_SAVE_LO", True)
+    flags = []
+    launch = hy.launch
+    monkeypatch.setattr(hy, "launch", lambda kernel, grid, *a, **k: flags.append(k.get("TOK_DO")) or launch(kernel, grid, *a, **k))
+    b, h, d = 2, 4, 16
+    inputs = make_inputs(b, h, hkv, t, d, 16, seed=t + window)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout, token_major_out=True)
+    rows = o.transpose(1, 2).reshape(b, t, h * d)
+    assert token_major(o) and rows.data_ptr() == o.data_ptr()
+    w = torch.randn(rows.shape, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad((rows * w).sum(), leaves)
+    do = w.view(b, t, h, d).transpose(1, 2)
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
+    assert rel_err(o, o_ref) <= TOL
+    assert_close_grads(grads, ref_grads, TOL, f"token-major T={t} {layout} w={window} H={h}/{hkv}")
+    assert [f for f in flags if f is not None] == [True] * 6  # every kernel reading do read it token-major
+
+
 @pytest.mark.parametrize("layout,window", [("sliding", 64), ("terrace", 100)])
 def test_value_tiles_split_over_programs(layout, window, nan_alloc, segments, monkeypatch):
     """Value tiles narrower than D (fp32 at D = F = 128 on an H200): the walks' programs split the value columns

@@ -158,6 +158,32 @@ def test_gpu_only_the_requested_gradients(dtype, d, f, layout, window, wanted, n
                        gamma_terms_norm(inputs, window, layout, do), names=names)
 
 
+@pytest.mark.parametrize("dtype,d,f,layout,window", [(torch.bfloat16, 64, 128, "sliding", 64),
+                                                     (torch.bfloat16, 128, 128, "terrace", 100),
+                                                     (torch.float16, 64, 64, "sliding", 0),
+                                                     (torch.float32, 128, 128, "sliding", 64)])
+def test_gpu_token_major_output(dtype, d, f, layout, window, nan_alloc):
+    """``token_major_out`` (the linearized layers' path): o in [B, T, H, D] memory, its gradient read in that layout,
+    all six gradients against the float64 reference; batch 2, T = 1000, GQA group of 2."""
+    from lolsearch.kernels import hybrid_attention
+    from lolsearch.kernels._common import token_major
+
+    b, h, t = 2, 4, 1000
+    inputs = make_inputs(b, h, 2, t, d, f, device=DEV, dtype=dtype, seed=d + window + 1)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout, token_major_out=True)
+    assert token_major(o)
+    rows = o.transpose(1, 2).reshape(b, t, h * d)
+    w = torch.randn(rows.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
+    grads = torch.autograd.grad(rows, leaves, w)
+    do = w.view(b, t, h, d).transpose(1, 2)
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do, dtype=torch.float64)
+    tol_o, tol_g = TOLS[dtype]
+    label = f"token-major {layout} w={window} D={d} F={f} {dtype}"
+    assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
+    assert_close_grads(grads, ref_grads, tol_g, label, gamma_terms_norm(inputs, window, layout, do))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_gpu_llama_shape_and_states_vs_chunked(dtype, nan_alloc):
     """Llama-3-8B heads (32 q / 8 kv, D = F = 128), T = 4096, initial and final state, vs the fp32 chunked path."""

@@ -59,7 +59,7 @@ def test_fused_mse_hands_back_the_teacher_token_major(teacher_layout):
     """``b_tokens``: b comes back with its values in [B, T, H, D] memory (written by the loss's pass, or b itself
     when it lies so already), and the loss and a's gradient are those of the plain call."""
     from lolsearch.kernels import fused_mse
-    from lolsearch.kernels.mse import token_major
+    from lolsearch.kernels._common import token_major
 
     a, b = _pair((2, 3, 37, 16), torch.float32, teacher_layout, seed=2)
     loss, bt = fused_mse(a, b, b_tokens=True)
