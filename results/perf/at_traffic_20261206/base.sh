@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds /tmp/base: this checkout (results/ left out) with change.patch reversed, i.e. the code before the change,
+# Builds /tmp/base: this checkout (results/ left out) with change.patch (git diff 5981aa9 aeb8e0d -- kernels lolsearch)
+# reversed, i.e. the code before both changes,
 # so that a call times both trees side by side. Run from the repo root.
 set -eu
 D=results/perf/at_traffic_20261206
