@@ -184,6 +184,42 @@ def test_token_major_output(t, layout, window, hkv, seg, nan_alloc, segments, mo
     assert [f for f in flags if f is not None] == [True] * 6  # every kernel reading do read it token-major
 
 
+def test_linearized_model_runs_token_major(monkeypatch):
+    """The linearized layers (Triton backend) take o token-major and read its gradient where it lies: logits and every
+    trained weight's gradient equal the torch backend's, with no copy of o or of its gradient (TOK_O and TOK_DO set
+    in every launch that reads them)."""
+    import lolsearch.kernels.hybrid as hy
+    from lolsearch.config import AttentionConfig, ModelConfig
+    from lolsearch.models import load_model
+    from lolsearch.trial.surgery import linearize, linearized_layers
+
+    flags = []
+    launch = hy.launch
+    monkeypatch.setattr(hy, "launch", lambda kernel, grid, *a, **k: flags.append((k.get("TOK_O"), k.get("TOK_DO")))
+                        or launch(kernel, grid, *a, **k))
+    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}, dtype="float32"), "cpu")
+    linearize(model, AttentionConfig(feature_map={"kind": "hedgehog", "params": {"feature_dim": 8}}, layout="sliding",
+                                     window=16, backend="triton"))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    ids = torch.randint(0, 256, (2, 70), generator=torch.Generator().manual_seed(0))
+    outs = {}
+    for backend in ("triton", "torch"):
+        for layer in linearized_layers(model):
+            layer.backend = backend
+        model.zero_grad()
+        logits = model(input_ids=ids, use_cache=False).logits
+        logits.square().mean().backward()
+        outs[backend] = logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    o_flags = [f[0] for f in flags if f[0] is not None]
+    do_flags = [f[1] for f in flags if f[1] is not None]
+    assert o_flags == [True] * 4 and do_flags == [True] * 12  # fwd_window + bwd_pre; six readers of do; two layers
+    torch.testing.assert_close(outs["triton"][0], outs["torch"][0], rtol=1e-4, atol=1e-5)
+    assert outs["triton"][1].keys() == outs["torch"][1].keys()
+    for name, g in outs["torch"][1].items():
+        torch.testing.assert_close(outs["triton"][1][name], g, rtol=1e-3, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("layout,window", [("sliding", 64), ("terrace", 100)])
 def test_value_tiles_split_over_programs(layout, window, nan_alloc, segments, monkeypatch):
     """Value tiles narrower than D (fp32 at D = F = 128 on an H200): the walks' programs split the value columns
