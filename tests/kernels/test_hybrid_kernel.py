@@ -189,6 +189,7 @@ def test_linearized_model_runs_token_major(monkeypatch):
     trained weight's gradient equal the torch backend's, with no copy of o or of its gradient (TOK_O and TOK_DO set
     in every launch that reads them)."""
     import lolsearch.kernels.hybrid as hy
+
     from lolsearch.config import AttentionConfig, ModelConfig
     from lolsearch.models import load_model
     from lolsearch.trial.surgery import linearize, linearized_layers
