@@ -7,9 +7,10 @@ dφq_i += Σ dA_ij φk_j, dφk_j += Σ dA_ij φq_i. Keys in the state: dφq_i +=
 dφk_j += dS_j v_j − dz_j, dv_j += dS_jᵀ φk_j with dS_j = Σ φq_i g_iᵀ, dz_j = Σ φq_i e_i over the queries
 whose state holds key j (a reverse scan over segments).
 
-Order (hybrid.py): ``bwd_pre`` (e), ``bwd_rsum`` + suffix scan, ``bwd_state_kv`` and ``bwd_state_q`` (state
-parts into fp32 buffers; this file), then ``bwd_q`` and ``bwd_kv`` (``_bwd_window.py``), which add the window
-parts and write the final gradients. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64
+Order (hybrid.py): ``bwd_pre`` (e), ``bwd_rsum`` + suffix scan, ``bwd_state_kv`` and ``bwd_state_q`` (this file),
+then ``bwd_q`` and ``bwd_kv`` (``_bwd_window.py``). The walks write dφq and (one value tile, D <= BD) dφk whole, their
+window parts included, in the input dtype, so that no fp32 copy of them goes through memory; dv's state part per
+query head (and dφk's where value tiles split D) goes to fp32 buffers that ``bwd_kv`` completes. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64
 wgmma), so each window kernel keeps one [64, D] accumulator live at a time (one loop per output). No tl.trans of a
 dot accumulator anywhere (Hopper miscompile with Triton 3.4-3.7, fla #640).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, head_rows, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, head_rows, last_chunk_end, soft_start, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
@@ -89,12 +90,40 @@ def state_dot_left(s_mat, b, acc):
 
 
 @triton.jit
-def _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
+def dfk_window_t(acc, fq, do, zden, e_in, b_v, bh, t, kpos, NT, T, W, LAYOUT, H, rk, mk, rf, mf,
+                 D: tl.constexpr, F: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr, TOK_DO: tl.constexpr):
+    """acc ``[BF, BT]`` plus the window part of dφkᵀ for key tile t (keys ``kpos``, values ``b_v`` [BT, BDK]) of
+    query head bh: Σ_i φq_i dA_ij over the queries of the window chunks for which key j is linear. Transposed, so
+    that it adds to the state part ``bwd_state_kv`` holds that way; nothing for t < 0."""
+    if t >= 0:
+        for n in range(t, last_chunk_end(t, NT, W, LAYOUT, BT)):
+            if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
+                for q0 in range(n * BT, n * BT + BT, BQ):
+                    qpos = q0 + tl.arange(0, BQ)
+                    qm = qpos < T
+                    b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :],
+                                   other=0.0)
+                    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :],
+                                   other=0.0)
+                    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+                    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+                    # [queries, keys]
+                    da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
+                    start = soft_start(qpos, W, LAYOUT)
+                    lin = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None]) & qm[:, None]
+                    acc = tl.dot(tl.trans(b_fq), tl.where(lin, da, 0.0).to(b_fq.dtype), acc, input_precision=F32_DOT)
+    return acc
+
+
+@triton.jit
+def _state_kv_tile(t, d_s, dz, fq, do, zden, e_in, fk_base, v_base, dfk_base, dv_base, bh, rt, rf, rd, mf, md, di,
+                   NT, T, W, LAYOUT, H,
                    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-                   NEED_DV: tl.constexpr):
-    """Writes the state part of dφk (dS v − dz) and, with NEED_DV, of this query head's dv (dSᵀ φk) for key tile t
-    (nothing for t < 0). Each program is the only writer of its tiles, except that value tiles (D > BD) share
-    dφk: that sum goes through atomics."""
+                   NEED_DV: tl.constexpr, TOK_DO: tl.constexpr):
+    """Key tile t (nothing for t < 0): dφk (dS v − dz) and, with NEED_DV, this query head's dv state part (dSᵀ φk).
+    With one value tile (D <= BD) the program writes dφk whole, adding its window part (:func:`dfk_window_t`), in
+    ``dfk``'s dtype. Value tiles (D > BD) share dφk: the state part is summed into fp32 through atomics and
+    ``bwd_kv`` adds the window part. Each program is the only writer of its tiles otherwise."""
     rows = t * BT + rt
     rv = rows >= 0
     b_v = tl.load(v_base + rows[:, None] * D + rd[None, :], mask=rv[:, None] & md[None, :], other=0.0)
@@ -103,7 +132,9 @@ def _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, m
     dfk_t -= tl.where(di == 0, dz, 0.0)[:, None]
     fk_ptr = dfk_base + rows[None, :] * F + rf[:, None]
     if D <= BD:
-        tl.store(fk_ptr, dfk_t, mask=mf[:, None] & rv[None, :])
+        dfk_t = dfk_window_t(dfk_t, fq, do, zden, e_in, b_v, bh, t, rows, NT, T, W, LAYOUT, H, rd, md, rf, mf,
+                             D, F, BT, 16, TOK_DO)
+        tl.store(fk_ptr, dfk_t.to(dfk_base.dtype.element_ty), mask=mf[:, None] & rv[None, :])
     else:
         tl.atomic_add(fk_ptr, dfk_t, mask=mf[:, None] & rv[None, :])
     if NEED_DV:
@@ -113,13 +144,14 @@ def _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, m
 
 
 @triton.jit
-def _state_kv_tiles(t0, t1, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
+def _state_kv_tiles(t0, t1, d_s, dz, fq, do, zden, e_in, fk_base, v_base, dfk_base, dv_base, bh, rt, rf, rd, mf, md,
+                    di, NT, T, W, LAYOUT, H,
                     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-                    NEED_DV: tl.constexpr):
+                    NEED_DV: tl.constexpr, TOK_DO: tl.constexpr):
     """_state_kv_tile for the key tiles [t0, t1)."""
     for t in range(t0, t1):
-        _state_kv_tile(t, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT,
-                       NEED_DV)
+        _state_kv_tile(t, d_s, dz, fq, do, zden, e_in, fk_base, v_base, dfk_base, dv_base, bh, rt, rf, rd, mf, md,
+                       di, NT, T, W, LAYOUT, H, D, F, BF, BD, BT, NEED_DV, TOK_DO)
 
 
 # with several value tiles (D > BD) dφk accumulates with atomics: autotuning must zero it before every trial run
@@ -131,10 +163,10 @@ def bwd_state_kv_kernel(
     D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
     NEED_DV: tl.constexpr, TOK_DO: tl.constexpr,
 ):
-    """State part of dφk ``[BH, T, F]`` and, with NEED_DV, of dv per query head ``[BH, T, D]`` (fp32, written only
-    for the keys before :func:`state_part_end`; dφk zero-initialised where D > BD sums it with atomics; bwd_kv sums
-    dv over the GQA group) for the key tiles absorbed by segment s, walking it backwards with dS ``[F, BD]`` in
-    registers."""
+    """dφk ``[BH, T, F]`` and, with NEED_DV, the state part of dv per query head ``[BH, T, D]`` (fp32; bwd_kv sums it
+    over the GQA group) for the key tiles absorbed by segment s, walking it backwards with dS ``[F, BD]`` in
+    registers. Written only for the keys before :func:`state_part_end`. dφk: whole, in its dtype, where D <= BD;
+    else its state part in fp32, zero-initialised and summed with atomics."""
     di = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -159,8 +191,9 @@ def bwd_state_kv_kernel(
     top = tl.minimum(n0 + L, NT) - 1
     hi = tile_lo(tl.minimum(n0 + L, NT - 1), W, LAYOUT, BT)
     # tiles first read through the state by a chunk of a later segment: the suffix sum alone
-    _state_kv_tiles(tl.maximum(tile_lo(top, W, LAYOUT, BT), lo), hi, d_s, dz, fk_base, v_base, dfk_base, dv_base,
-                    rt, rf, rd, mf, md, di, D, F, BF, BD, BT, NEED_DV)
+    _state_kv_tiles(tl.maximum(tile_lo(top, W, LAYOUT, BT), lo), hi, d_s, dz, fq, do, zden, e_in, fk_base, v_base,
+                    dfk_base, dv_base, bh, rt, rf, rd, mf, md, di, NT, T, W, LAYOUT, H, D, F, BF, BD, BT, NEED_DV,
+                    TOK_DO)
     for i in range(0, top - n0):
         n = top - i
         qpos = n * BT + rt
@@ -174,11 +207,12 @@ def bwd_state_kv_kernel(
         dz += tl.sum(b_fq.to(tl.float32) * e[:, None], 0)
         # tiles whose first state-reader is chunk n (SMALL: exactly tile n - 2, branch-free)
         if SMALL:
-            _state_kv_tile(n - 2, d_s, dz, fk_base, v_base, dfk_base, dv_base, rt, rf, rd, mf, md, di,
-                           D, F, BF, BD, BT, NEED_DV)
+            _state_kv_tile(n - 2, d_s, dz, fq, do, zden, e_in, fk_base, v_base, dfk_base, dv_base, bh, rt, rf, rd, mf,
+                           md, di, NT, T, W, LAYOUT, H, D, F, BF, BD, BT, NEED_DV, TOK_DO)
         else:
-            _state_kv_tiles(tile_lo(n - 1, W, LAYOUT, BT), tile_lo(n, W, LAYOUT, BT), d_s, dz, fk_base, v_base,
-                            dfk_base, dv_base, rt, rf, rd, mf, md, di, D, F, BF, BD, BT, NEED_DV)
+            _state_kv_tiles(tile_lo(n - 1, W, LAYOUT, BT), tile_lo(n, W, LAYOUT, BT), d_s, dz, fq, do, zden, e_in,
+                            fk_base, v_base, dfk_base, dv_base, bh, rt, rf, rd, mf, md, di, NT, T, W, LAYOUT, H,
+                            D, F, BF, BD, BT, NEED_DV, TOK_DO)
 
 
 @tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "TUNE"])
@@ -189,8 +223,9 @@ def bwd_state_q_kernel(
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
     TOK_DO: tl.constexpr,
 ):
-    """State part of dφq (S_i g_i − z_i e_i, F-columns [fi*BF, fi*BF+BF)) into fp32 ``dfq``, walking
-    segment s forward from its stored state with Sᵀ ``[D, BF]`` in registers."""
+    """dφq, F-columns [fi*BF, fi*BF+BF), in its dtype: the state part S_i g_i − z_i e_i, walking segment s forward
+    from its stored state with Sᵀ ``[D, BF]`` in registers, plus the window tiles' linear keys, Σ_j dA_ij φk_j."""
+    BK: tl.constexpr = 32
     fi = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -232,4 +267,16 @@ def bwd_state_q_kernel(
         b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
         acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
         acc = acc * rz[:, None] - e[:, None] * zs[None, :]
-        tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc, mask=qm[:, None] & mf[None, :])
+        # the window tiles' linear keys, BK at a time
+        start = soft_start(qpos, W, LAYOUT)
+        start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+        for k0 in range(tile_lo(n, W, LAYOUT, BT) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
+            kw = k0 + tl.arange(0, BK)
+            kwm = kw < T
+            b_vw = tl.load(v_base + kw[:, None] * D + rk[None, :], mask=kwm[:, None] & mk[None, :], other=0.0)
+            b_fkw = tl.load(fk_base + kw[:, None] * F + rf[None, :], mask=kwm[:, None] & mf[None, :], other=0.0)
+            da = tl.dot(b_do, tl.trans(b_vw), input_precision=F32_DOT) * rz[:, None] - e[:, None]
+            lin = (kw[None, :] <= qpos[:, None]) & (kw[None, :] < start[:, None])
+            acc = tl.dot(tl.where(lin, da, 0.0).to(b_fkw.dtype), b_fkw, acc, input_precision=F32_DOT)
+        tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc.to(dfq.dtype.element_ty),
+                 mask=qm[:, None] & mf[None, :])

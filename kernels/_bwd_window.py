@@ -1,8 +1,8 @@
 """Window parts of the hybrid attention's backward (the state parts and the notation: ``_bwd.py``).
 
-``bwd_q`` (per query chunk: dq incl. the stabilizer term at the saved argmax key, dφq = state part + window linear
-keys, dc, dγ parts) and ``bwd_kv`` (per key tile and kv head: dk and dv summed over the GQA group, dφk per query
-head) write the final gradients in the input dtype. dq, dk and dv are computed only where autograd asks for them
+``bwd_q`` (per query chunk: dq incl. the stabilizer term at the saved argmax key, dc, dγ parts; dφq is written whole
+by ``bwd_state_q``) and ``bwd_kv`` (per key tile and kv head: dk and dv summed over the GQA group, dφk per query head
+where ``bwd_state_kv`` did not write it) write the final gradients in the input dtype. dq, dk and dv are computed only where autograd asks for them
 (constexprs NEED_DQ / NEED_DK / NEED_DV). ``bwd_kv`` keeps one [64, D] accumulator live at a time (one loop per
 output; queries in blocks of BQ rows).
 """
@@ -26,18 +26,17 @@ from lolsearch.kernels._fwd import NO_SPEC
 
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
-@tuned([(4, 1), (4, 2), (8, 2), (4, 1, 168)], key=["D", "F", "NEED_DQ", "GROUPED", "TUNE"])
+@tuned([(4, 1), (4, 2), (8, 2), (4, 1, 168)], key=["D", "NEED_DQ", "GROUPED", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_q_kernel(
-    q, k, v, fq, fk, gamma, do, m2, zden, e_in, am, dfq_s,
-    dq, dfq, dc_out, dg_part,
+    q, k, v, gamma, do, m2, zden, e_in, am,
+    dq, dc_out, dg_part,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
-    D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, NEED_DQ: tl.constexpr,
-    GROUPED: tl.constexpr, TOK_DO: tl.constexpr,
+    D: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, NEED_DQ: tl.constexpr, GROUPED: tl.constexpr,
+    TOK_DO: tl.constexpr,
 ):
-    """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key; only with NEED_DQ), dφq =
-    state part + window linear keys, dc (for bwd_kv) and Σ dA·exp(s − c) (dγ part). GROUPED: the grid of
-    :func:`chunk_grid`."""
+    """Query chunk n: dq (softmax keys, incl. the stabilizer term at the argmax key; only with NEED_DQ), dc (for
+    bwd_kv) and Σ dA·exp(s − c) (dγ part). GROUPED: the grid of :func:`chunk_grid`."""
     n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
@@ -45,12 +44,9 @@ def bwd_q_kernel(
     NT = tl.cdiv(T, BT)
     rt = tl.arange(0, BT)
     rk = tl.arange(0, BDK)
-    rf = tl.arange(0, BF)
     mk = rk < D
-    mf = rf < F
     k_base = k + kvh * T * D
     v_base = v + kvh * T * D
-    fk_base = fk + bh * T * F
     qpos = n * BT + rt
     qm = qpos < T
     b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
@@ -58,7 +54,6 @@ def bwd_q_kernel(
     e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
     start = soft_start(qpos, W, LAYOUT)
     start_lo = soft_start(n * BT, W, LAYOUT)
-    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
     tlo = tile_lo(n, W, LAYOUT, BT)
     # dq over the tiles holding softmax keys
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
@@ -97,19 +92,6 @@ def bwd_q_kernel(
                  mask=qm[:, None] & mk[None, :])
     tl.store(dc_out + bh * T + qpos, dc, mask=qm)
     tl.store(dg_part + bh * NT + n, tl.sum(dsum_g, 0))
-    # dφq: state part plus the window tiles holding linear keys
-    f_off = bh * T * F + qpos[:, None] * F + rf[None, :]
-    fmask = qm[:, None] & mf[None, :]
-    acc_f = tl.load(dfq_s + f_off, mask=fmask, other=0.0)
-    for t in range(tlo, tl.minimum(n + 1, tl.cdiv(start_hi, BT))):
-        kpos = t * BT + rt
-        km = kpos < T
-        b_v = tl.load(v_base + kpos[:, None] * D + rk[None, :], mask=km[:, None] & mk[None, :], other=0.0)
-        b_fk = tl.load(fk_base + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
-        da = tl.dot(b_do, tl.trans(b_v), input_precision=F32_DOT) * rz[:, None] - e[:, None]
-        lin = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] < start[:, None])
-        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fk.dtype), b_fk, acc_f, input_precision=F32_DOT)
-    tl.store(dfq + f_off, acc_f.to(dfq.dtype.element_ty), mask=fmask)
 
 
 @triton.jit
@@ -191,20 +173,21 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end
 
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
-@tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)], key=["D", "F", "NEED_DK", "NEED_DV", "TUNE"])
+@tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)], key=["D", "F", "NEED_DK", "NEED_DV", "STATE_DFK", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
     dk, dv, dfk,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
-    NEED_DK: tl.constexpr, NEED_DV: tl.constexpr, TOK_DO: tl.constexpr,
+    NEED_DK: tl.constexpr, NEED_DV: tl.constexpr, TOK_DO: tl.constexpr, STATE_DFK: tl.constexpr,
 ):
     """Key tile t of kv head (b, j), one output per program (axis 2, ``part``): dk (NEED_DK) and dv (NEED_DV) summed
     over the G query heads of the group (dv adds the state parts dv_s ``[BH, T, D]`` of the group's heads), then dφk
-    of one query head per program (adds dfk_s). The outputs rescore the same tiles but share no accumulator, so they
-    run in parallel: NEED_DK + NEED_DV + G programs per key tile. Queries go by in blocks of BQ rows ([keys, BQ] score
-    tiles)."""
+    of one query head per program: the whole of it where STATE_DFK is off (adding the state part dfk_s), else only
+    for the keys from :func:`state_part_end` on (``bwd_state_kv`` wrote the others). The outputs rescore the same
+    tiles but share no accumulator, so they run in parallel: NEED_DK + NEED_DV + G programs per key tile. Queries go
+    by in blocks of BQ rows ([keys, BQ] score tiles)."""
     t = tl.program_id(0)
     bkv = tl.program_id(1).to(tl.int64)
     part = tl.program_id(2)
@@ -235,20 +218,28 @@ def bwd_kv_kernel(
             acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf,
                            mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ, TOK_DO)
             tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
-    # dφk of query head part − NKV: window linear keys plus the state part
+    # dφk of query head part − NKV where bwd_state_kv did not write it whole (with STATE_DFK it did, for the keys
+    # before state_part_end): the window's linear keys plus, without STATE_DFK, the fp32 state part dfk_s
     if part >= NKV:
         bh = b * H + j * G + (part - NKV)
-        f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
-        fmask = km[:, None] & mf[None, :]
-        st_mask = (kpos < state_part_end(T, W, LAYOUT, BT))[:, None] & mf[None, :]  # dfk_s holds nothing elsewhere
-        acc_f = tl.load(dfk_s + f_off, mask=st_mask, other=0.0)
-        for n in range(t, n_end):
-            if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
-                for q0 in range(n * BT, n * BT + BT, BQ):
-                    qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)
-                    start = soft_start(qpos, W, LAYOUT)
-                    b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :], mask=qm[:, None] & mf[None, :], other=0.0)
-                    da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]
-                    lin = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] < start[None, :]) & qm[None, :]
-                    acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f, input_precision=F32_DOT)
-        tl.store(dfk + f_off, acc_f.to(dfk.dtype.element_ty), mask=fmask)
+        sp_end = state_part_end(T, W, LAYOUT, BT)
+        first = 0
+        if STATE_DFK:
+            first = sp_end
+        if t * BT >= first:
+            f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
+            acc_f = tl.zeros([BT, BF], dtype=tl.float32)
+            if not STATE_DFK:  # dfk_s holds nothing from state_part_end on
+                acc_f = tl.load(dfk_s + f_off, mask=(kpos < sp_end)[:, None] & mf[None, :], other=0.0)
+            for n in range(t, n_end):
+                if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W,
+                                                                           LAYOUT)):
+                    for q0 in range(n * BT, n * BT + BT, BQ):
+                        qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)
+                        start = soft_start(qpos, W, LAYOUT)
+                        b_fq = tl.load(fq + bh * T * F + qpos[:, None] * F + rf[None, :],
+                                       mask=qm[:, None] & mf[None, :], other=0.0)
+                        da = tl.dot(b_v, tl.trans(b_do), input_precision=F32_DOT) * rz[None, :] - e[None, :]
+                        lin = (kpos[:, None] <= qpos[None, :]) & (kpos[:, None] < start[None, :]) & qm[None, :]
+                        acc_f = tl.dot(tl.where(lin, da, 0.0).to(b_fq.dtype), b_fq, acc_f, input_precision=F32_DOT)
+            tl.store(dfk + f_off, acc_f.to(dfk.dtype.element_ty), mask=km[:, None] & mf[None, :])

@@ -61,12 +61,12 @@ def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
 def _launch_walk(kernel, key: tuple, bd: int, grid, *args, prepare=None, **kwargs) -> int:
     """Launches a state-walk kernel with value tile ``BD = bd``, halving BD down to 16 while the compiled kernel
     needs more shared memory than the device has (:func:`fit_shared_memory`). ``grid(bd)`` gives the launch grid;
-    ``prepare(bd)``, if given, runs before each try. Returns the BD that ran."""
+    ``prepare(bd)``, if given, runs before each try and returns keyword arguments that depend on BD (or None).
+    Returns the BD that ran."""
 
     def run(x: int):
-        if prepare is not None:
-            prepare(x)
-        return launch(kernel, grid(x), *args, **kwargs, BD=x)
+        extra = (prepare(x) if prepare is not None else None) or {}
+        return launch(kernel, grid(x), *args, **kwargs, **extra, BD=x)
 
     fit, _ = fit_shared_memory(key, bd, lambda x: x // 2 if x > 16 else None, run)
     if fit is None:
@@ -205,39 +205,46 @@ def _backward(ctx, do):
     )
     launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
            num_warps=4)
-    # State parts of dφk and of dv per query head (bwd_kv sums each GQA group), written by plain stores for exactly the
-    # key tiles some chunk reads through the state (bwd_kv reads no others), so not initialised; dφk is summed with
-    # atomics where value tiles split D, and then starts from zeros.
+    # dv's state part per query head (bwd_kv sums each GQA group) in fp32, written by plain stores for exactly the key
+    # tiles some chunk reads through the state (bwd_kv reads no others), so not initialised. dφk: bwd_state_kv writes
+    # it whole for those tiles where one value tile spans D; where value tiles split D, their state parts are summed
+    # into zeroed fp32 with atomics and bwd_kv adds the window parts.
     dv_s = torch.empty(b, h, t, d, device=dev, dtype=f32) if need_dv else r.new_empty(0)
-    dfk_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
+    dfk = torch.empty_like(fk)
+    dfk_s = r.new_empty(0)
+
+    def dfk_target(x: int) -> dict:
+        nonlocal dfk_s
+        if d <= x:
+            return {"dfk": dfk}
+        dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32) if dfk_s.numel() == 0 else dfk_s.zero_()
+        return {"dfk": dfk_s}
+
     bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
-    _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (cdiv(d, x), ns, b * h),
-                 fq, fk, v, do, zden, e, r, dfk_s, dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
-                 NEED_DV=need_dv, TOK_DO=tok_do, prepare=lambda x: dfk_s.zero_() if d > x else None)
-    dfq_s = torch.empty(b, h, t, f, device=dev, dtype=f32)
+    bd = _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (cdiv(d, x), ns, b * h),
+                      fq, fk, v, do, zden, e, r, dv=dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
+                      NEED_DV=need_dv, TOK_DO=tok_do, prepare=dfk_target)
+    dfq = torch.empty_like(fq)
     launch(bwd_state_q_kernel, (cdiv(f, bf1), ns, b * h),
-        fk, v, do, zden, e, st, dfq_s, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w),
+        fk, v, do, zden, e, st, dfq, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w),
         TOK_DO=tok_do,
     )
     # window parts; these write the final gradients in the input dtypes
     scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
     dq = torch.empty_like(q) if need_dq else None
-    dfq = torch.empty_like(fq)
     dc = torch.empty_like(e)
     dgp = torch.empty(b * h, nt, device=dev, dtype=f32)
     grouped = gqa_grouped(h, hkv, nt)
     launch(bwd_q_kernel, chunk_grid(nt, b, h, hkv, grouped),
-        q, k, v, fq, fk, gamma, do, m2, zden, e, am, dfq_s, dq if need_dq else dfq, dfq, dc, dgp, T=t, W=w,
-        LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, NEED_DQ=need_dq, GROUPED=grouped,
-        TOK_DO=tok_do,
+        q, k, v, gamma, do, m2, zden, e, am, dq if need_dq else dc, dc, dgp, T=t, W=w,
+        LAYOUT=lay, **heads, **scales, D=d, BDK=bdk, BT=BT, NEED_DQ=need_dq, GROUPED=grouped, TOK_DO=tok_do,
     )
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
-    dfk = torch.empty_like(fk)
     launch(bwd_kv_kernel, (nt, b * hkv, need_dk + need_dv + h // hkv),
-        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk, dv if need_dv else dfk,
-        dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32, NEED_DK=need_dk,
-        NEED_DV=need_dv, TOK_DO=tok_do,
+        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s if d > bd else dfk, dk if need_dk else dfk,
+        dv if need_dv else dfk, dfk, T=t, W=w, LAYOUT=lay, **heads, **scales, D=d, F=f, BDK=bdk, BF=bf, BT=BT, BQ=32,
+        NEED_DK=need_dk, NEED_DV=need_dv, TOK_DO=tok_do, STATE_DFK=d <= bd,
     )
     dgamma = dgp.view(b, h, nt).sum((0, 2))
     return dq, dk, dv, dfq, dfk, dgamma
