@@ -238,6 +238,38 @@ def test_value_tiles_split_over_programs(layout, window, nan_alloc, segments, mo
     assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, f"BD 16: {layout} w={window}")
 
 
+@pytest.mark.parametrize("bd_env,fused", [(None, True), ("16", False)])
+def test_walks_write_the_feature_gradients_whole(bd_env, fused, nan_alloc, segments, monkeypatch):
+    """dφq is the tensor bwd_state_q writes, and dφk the one bwd_state_kv writes where one value tile spans D
+    (bwd_kv then runs with STATE_DFK and writes only the last window's keys); with value tiles split (BD 16), dφk's
+    state part goes through the fp32 buffer bwd_kv completes. Gradients match the reference either way."""
+    import lolsearch.kernels.hybrid as hy
+
+    if bd_env:
+        monkeypatch.setenv("LOLSEARCH_KERNELS_BD", bd_env)
+    segments(2)
+    seen = {}
+    launch = hy.launch
+
+    def spy(kernel, grid, *args, **kwargs):
+        seen[kernel] = (args, kwargs)
+        return launch(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(hy, "launch", spy)
+    inputs = make_inputs(2, 4, 2, 300, 32, 16, seed=7)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hy.hybrid_attention(*leaves, 40, "sliding")
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(8))
+    grads = torch.autograd.grad(o, leaves, do)
+    dfq, dfk = grads[3], grads[4]
+    assert seen[hy.bwd_state_q_kernel][0][6].data_ptr() == dfq.data_ptr()
+    assert (seen[hy.bwd_state_kv_kernel][1]["dfk"].data_ptr() == dfk.data_ptr()) is fused
+    assert seen[hy.bwd_kv_kernel][1]["STATE_DFK"] is fused
+    o_ref, ref_grads = reference_and_grads(inputs, 40, "sliding", do)
+    assert rel_err(o, o_ref) <= TOL
+    assert_close_grads(grads, ref_grads, TOL, f"walks write dφ whole: {fused}")
+
+
 def test_value_block_fits_shared_memory():
     """The walks' value tile from the shared-memory budget: fp32 at F = 128 halves it on an H100/H200."""
     from lolsearch.kernels.hybrid import _value_block
