@@ -196,13 +196,20 @@ def _splits(tiles: int, heads: int, device: torch.device) -> int:
     return max(1, min(tiles, cdiv(4 * num_sms(device), heads)))
 
 
-def config(kernel: str, esize: int, d: int, p: int) -> dict:
+def config(kernel: str, esize: int, d: int, p: int, t: int | None = None) -> dict:
     """First launch config of ``kernel`` (``fwd``, ``bwd`` or ``dx``) for x of ``esize`` bytes per element, head
-    size d and P projected features: the measured fast one where it holds (16-bit, W tile up to 128 × 64)."""
+    size d and P projected features: the measured fast one where it holds (16-bit, W tile up to 128 × 64). With the
+    sequence length ``t``, a program's tiles hold no more rows than there are: R down to the power of two (at least
+    16) that covers t, and a forward program takes no more tiles than t fills (a decode step's one row ran 4 × 64)."""
     if kernel == "fwd":
-        return FWD
-    narrow = esize == 2 and block(d) * block(p) <= 128 * 64
-    return (BWD if narrow else BWD_WIDE) if kernel == "bwd" else (DX if narrow else DX_WIDE)
+        cfg = FWD
+    else:
+        narrow = esize == 2 and block(d) * block(p) <= 128 * 64
+        cfg = (BWD if narrow else BWD_WIDE) if kernel == "bwd" else (DX if narrow else DX_WIDE)
+    if t is None or t >= cfg["R"] * cfg.get("L", 1):
+        return cfg
+    rows = min(cfg["R"], max(16, triton.next_power_of_2(t)))
+    return {**cfg, "R": rows, **({"L": min(cfg["L"], cdiv(t, rows))} if "L" in cfg else {})}
 
 
 def _smaller(cfg: tuple) -> tuple | None:
@@ -251,7 +258,7 @@ class FeatureMapFn(torch.autograd.Function):
                 KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
             return out
 
-        if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p), run) is None:
+        if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
             out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
@@ -276,7 +283,7 @@ class FeatureMapFn(torch.autograd.Function):
                     x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args, **cfg)
                 return dx
 
-            if _fit(("dx", *key), config("dx", x.element_size(), d, p), run_dx) is None:
+            if _fit(("dx", *key), config("dx", x.element_size(), d, p, t), run_dx) is None:
                 dx = FeatureMapFn._grads_torch(ctx, x, w, bias, dout, True, False)[0]
             return dx, None, None, None, None, None, None, None
 
@@ -294,7 +301,7 @@ class FeatureMapFn(torch.autograd.Function):
                 **cfg)
             return dxq, dw, db
 
-        fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p), run)
+        fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p, t), run)
         if fitted is None:
             return (*FeatureMapFn._grads_torch(ctx, x, w, bias, dout, want_dx, True), None, None, None, None, None)
         dxq, dw, db = fitted

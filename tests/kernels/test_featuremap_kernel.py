@@ -179,6 +179,33 @@ def test_configs_fall_back_within_shared_memory(nan_alloc, monkeypatch):
     assert sorted(key[0] for key in common._FITTED) == ["bwd", "fwd"]
 
 
+def test_short_sequences_get_tiles_no_larger_than_their_rows(nan_alloc, monkeypatch):
+    """Where T is shorter than a program's rows (a decode step's one row, a short prompt), the tiles shrink to the
+    power of two covering T (at least 16 rows) and the forward takes only the tiles T fills; the features still equal
+    the module's. Training lengths keep the measured configs."""
+    import lolsearch.kernels.featuremap as fmod
+
+    assert fmod.config("fwd", 2, 64, 64, 1) == {**fmod.FWD, "R": 16, "L": 1}
+    assert fmod.config("fwd", 2, 64, 64, 100) == {**fmod.FWD, "R": 64, "L": 2}
+    assert fmod.config("fwd", 2, 64, 64, 1024) == fmod.FWD
+    assert fmod.config("dx", 2, 64, 64, 20) == {**fmod.DX, "R": 32}
+    assert fmod.config("bwd", 4, 64, 64, 2048) == fmod.BWD_WIDE
+    rows = []
+    kernel = fmod.features_fwd_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                rows.append((kwargs["R"], kwargs["L"]))
+                return kernel[grid](*args, **kwargs)
+            return run
+
+    monkeypatch.setattr(fmod, "features_fwd_kernel", Spy())
+    fm, x, _ = _case("hedgehog", 2, 4, 2, 1, 16, 16, False, torch.float32, seed=5)
+    assert _rel(_fused("hedgehog", fm, x), fm(expand_kv(x.float(), 4))) <= 1e-5
+    assert rows == [(16, 1)]
+
+
 @pytest.mark.parametrize("kind,halfspace", [("hedgehog", False), ("hedgehog", True), ("t2r", False)])
 @pytest.mark.parametrize("frozen", [False, True])
 def test_heads_too_wide_for_any_config_run_in_torch(kind, halfspace, frozen, nan_alloc, monkeypatch):
