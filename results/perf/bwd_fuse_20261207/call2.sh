@@ -5,7 +5,7 @@
 #    and the six gradients against float64; only-requested gradients; token-major o), first configs;
 # 2. side by side with the tree before the change (base.sh): SmolLM2 8 x 1024 graphed (attention transfer, LoRA;
 #    the teacher's LoRA and --check on this tree), the Llama-3-8B shape 8 x 1024 eager attention transfer;
-# 3. probe.py on this tree.
+# 3. SmolLM2 2 x 8192 x 2 graphed LoRA and the teacher's LoRA on this tree; probe.py on this tree (as time allows).
 set -u
 O=$(realpath -m "$1")
 mkdir -p "$O"
@@ -30,5 +30,9 @@ for which in new base; do
     --stages attention_transfer) > "$O/l8b_$which.log" 2>&1
   tail -1 "$O/l8b_$which.log" | cut -c1-300
 done
+timeout 80 python3 -m lolsearch.perf --model smollm2-135m-shape --out "$O/smol8k_new" train --seq 8192 --micro-batch 2 \
+  --accum 2 --backends triton --compile off --cuda-graph on --steps 10 --sync-every 2 --warmup 2 \
+  --stages lora teacher_lora > "$O/smol8k_new.log" 2>&1
+tail -2 "$O/smol8k_new.log" | cut -c1-300
 timeout 75 python3 $D/probe.py "$O/probe_new.json" > "$O/probe_new.log" 2>&1
 tail -3 "$O/probe_new.log" | cut -c1-900
