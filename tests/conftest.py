@@ -22,6 +22,14 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks ``serial`` the tests `make test` runs after the others and alone, not beside pytest-xdist workers: the
+    Ray sweeps (tests/sweep), which size their clusters to the machine and time their trials, and the slow tests."""
+    for item in items:
+        if item.nodeid.startswith("tests/sweep/") or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture(autouse=True)
 def _same_global_seed():
     """Every test starts from the same global RNG state, whatever ran before it: modules draw their init from it, so
