@@ -1,0 +1,34 @@
+"""Appends the rows of the bwd_fuse_20261207 calls to results/perf/train.csv, each with a note naming its folder.
+
+    .venv/bin/python results/perf/bwd_fuse_20261207/append_rows.py
+"""
+import math
+
+import pandas as pd
+
+R = "results/perf/bwd_fuse_20261207"
+H = "2026-12-07 H100 (thirteenth session)"
+NEW, BASE = "this tree (44e48ff)", "base tree (44e48ff with change.patch, the fused walks of 8fbf65f, reversed), same machine"
+RUNS = [("h100_call2", "smol1k_new", f"graphed, {NEW}, --check"),
+        ("h100_call2", "smol1k_base", f"graphed, {BASE}"),
+        ("h100_call2", "l8b_new", f"eager, {NEW}, first of two pairs"),
+        ("h100_call2", "l8b_base", f"eager, {BASE}, first of two pairs"),
+        ("h100_call2", "smol8k_new", f"graphed, {NEW}"),
+        ("h100_call3", "l8b_lora_base", f"eager, {BASE}"),
+        ("h100_call3", "l8b_lora_new", f"eager, {NEW}"),
+        ("h100_call4", "l8b2_base", f"eager, {BASE}, second pair"),
+        ("h100_call4", "l8b2_new", f"eager, {NEW}, second pair")]
+main = pd.read_csv("results/perf/train.csv")
+rows = []
+for call, sub, what in RUNS:
+    for _, r in pd.read_csv(f"{R}/{call}/{sub}/train.csv").iterrows():
+        d = {k: (float("nan") if isinstance(v, float) and math.isnan(v) else v) for k, v in r.to_dict().items()}
+        d["note"] = f"{H}, {what} ({R.split('/')[-1]}/{call}/{sub})"
+        rows.append(d)
+new = pd.DataFrame(rows)
+extra = [c for c in new.columns if c not in main.columns]
+assert not extra, extra
+out = pd.concat([main, new.reindex(columns=main.columns)], ignore_index=True)
+out.to_csv("results/perf/train.csv", index=False)
+print(len(main), "->", len(out))  # noqa: T201
+print(new[["model", "stage", "cuda_graph", "tok_s", "steady_tok_s", "peak_gib"]].to_string())  # noqa: T201
