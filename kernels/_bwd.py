@@ -10,9 +10,11 @@ whose state holds key j (a reverse scan over segments).
 Order (hybrid.py): ``bwd_pre`` (e), ``bwd_rsum`` + suffix scan, ``bwd_state_kv`` and ``bwd_state_q`` (this file),
 then ``bwd_q`` and ``bwd_kv`` (``_bwd_window.py``). The walks write dφq and (one value tile, D <= BD) dφk whole, their
 window parts included, in the input dtype, so that no fp32 copy of them goes through memory; dv's state part per
-query head (and dφk's where value tiles split D) goes to fp32 buffers that ``bwd_kv`` completes. Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64
-wgmma), so each window kernel keeps one [64, D] accumulator live at a time (one loop per output). No tl.trans of a
-dot accumulator anywhere (Hopper miscompile with Triton 3.4-3.7, fla #640).
+query head (and dφk's where value tiles split D) goes to fp32 buffers that ``bwd_kv`` completes.
+
+Register budget: 64-row tiles run at 4 warps (8 warps replicate an M=64 wgmma), so each window kernel keeps one
+[64, D] accumulator live at a time (one loop per output). No tl.trans of a dot accumulator anywhere (Hopper
+miscompile with Triton 3.4-3.7, fla #640).
 """
 
 from __future__ import annotations
@@ -120,8 +122,8 @@ def _state_kv_tile(t, d_s, dz, fq, do, zden, e_in, fk_base, v_base, dfk_base, dv
                    NT, T, W, LAYOUT, H,
                    D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
                    NEED_DV: tl.constexpr, TOK_DO: tl.constexpr):
-    """Key tile t (nothing for t < 0): dφk (dS v − dz) and, with NEED_DV, this query head's dv state part (dSᵀ φk).
-    With one value tile (D <= BD) the program writes dφk whole, adding its window part (:func:`dfk_window_t`), in
+    """Key tile t (nothing for t < 0): dφk (dS v − dz) and, with NEED_DV, this query head's dv state part
+    (dSᵀ φk). With one value tile (D <= BD) the program writes dφk whole, adding its window part (:func:`dfk_window_t`), in
     ``dfk``'s dtype. Value tiles (D > BD) share dφk: the state part is summed into fp32 through atomics and
     ``bwd_kv`` adds the window part. Each program is the only writer of its tiles otherwise."""
     rows = t * BT + rt

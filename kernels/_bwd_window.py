@@ -2,9 +2,9 @@
 
 ``bwd_q`` (per query chunk: dq incl. the stabilizer term at the saved argmax key, dc, dγ parts; dφq is written whole
 by ``bwd_state_q``) and ``bwd_kv`` (per key tile and kv head: dk and dv summed over the GQA group, dφk per query head
-where ``bwd_state_kv`` did not write it) write the final gradients in the input dtype. dq, dk and dv are computed only where autograd asks for them
-(constexprs NEED_DQ / NEED_DK / NEED_DV). ``bwd_kv`` keeps one [64, D] accumulator live at a time (one loop per
-output; queries in blocks of BQ rows).
+where ``bwd_state_kv`` did not write it) write the final gradients in the input dtype. dq, dk and dv are computed
+only where autograd asks for them (constexprs NEED_DQ / NEED_DK / NEED_DV). ``bwd_kv`` keeps one [64, D] accumulator
+live at a time (one loop per output; queries in blocks of BQ rows).
 """
 
 from __future__ import annotations
