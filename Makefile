@@ -24,8 +24,8 @@ demo: $(STAMP)
 	$(VENV)/bin/lolsearch report results/quickstart
 	@echo "report: results/quickstart/report.md"
 
-# The suite in two parts: the tests that do not start Ray sweeps on every core (pytest-xdist), then the `serial`
-# ones (tests/conftest.py) alone. Fails if either part fails.
+# The suite in two parts: the tests that neither start Ray sweeps nor compare wall-clock times, on every core
+# (pytest-xdist), then the `serial` ones (tests/conftest.py) alone. Fails if either part fails.
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto -m "not serial"; a=$$?; $(PY) -m pytest -q -m serial; b=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
 

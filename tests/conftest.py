@@ -24,7 +24,8 @@ if not torch.cuda.is_available():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks ``serial`` the tests `make test` runs after the others and alone, not beside pytest-xdist workers: the
-    Ray sweeps (tests/sweep), which size their clusters to the machine and time their trials."""
+    Ray sweeps (tests/sweep), which size their clusters to the machine and time their trials. A test that compares
+    wall-clock times carries the mark itself."""
     for item in items:
         if item.nodeid.startswith("tests/sweep/"):
             item.add_marker(pytest.mark.serial)

@@ -19,6 +19,7 @@ TOY = toy_config(
 )
 
 
+@pytest.mark.serial  # compares two wall-clock times: alone, not beside another test worker
 def test_estimate_is_within_a_factor_of_two_of_the_measured_toy_trial(one_thread):
     cfg = parse_trial_config(TOY, "test")
     run_trial(miniature(cfg))  # warm the data and model caches, as a sweep's earlier trials do
