@@ -21,7 +21,10 @@ from lolsearch.core import kernel_env
 from lolsearch.core.errors import ConfigError, Problem, UsageError
 from lolsearch.core.files import require_writable_dir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search and ablate linearized LLMs (LoLCATs).")
+# Plain help (no rich markup): help texts hold brackets such as 'lolsearch[dashboard]', which markup would drop,
+# and rich's option tables cut long help lines short.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Search and ablate linearized LLMs (LoLCATs).")
 out = Console()
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 LISTS = ("feature-maps", "layouts", "models", "datasets", "layer-weights", "spaces")
@@ -164,7 +167,7 @@ def _cost_check(configs: list[TrialConfig], **kwargs: Any) -> Any:
 @app.command()
 def run(
     file: Path,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="dotted.key=value override (repeatable)")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="trial directory (default results/runs/<trial_id>)")] = None,
     yes: Annotated[bool, typer.Option("--yes", "--no-time-check", help="skip the estimate (run even over 1 h on CPU)")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace the trial already in --out (else refused)")] = False,
@@ -239,7 +242,7 @@ def confirm(
     sweep_dir: Path,
     top: Annotated[int, typer.Option(min=1, help="how many of the best designs (distinct design_id)")] = 3,
     replicates: Annotated[int, typer.Option(min=1, max=100, help="seeds per design")] = 3,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value for every design, e.g. "
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="dotted.key=value for every design, e.g. "
                                                    "distill.tokens=6600000 (repeatable)")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="the space file (default "
                                                   "spaces/<name>_confirm.yaml)")] = None,
@@ -258,10 +261,10 @@ def confirm(
 
 @app.command()
 def compare(
-    dirs: list[Path],
+    dirs: Annotated[list[Path], typer.Argument(metavar="SWEEP_DIR...", help="sweep folders")],
     out_dir: Annotated[Path, typer.Option("--out", help="where compare.md/compare.csv go")] = Path("results/compare"),
 ) -> None:
-    """One table across several sweeps (e.g. two models)."""
+    """One table across several sweeps, for instance of two models."""
     from lolsearch.report import compare as compare_sweeps
 
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -280,7 +283,7 @@ def generate(
     source: Annotated[Path, typer.Argument(help="a trial or export folder (trained) or a config/space file (untrained)")],
     prompt: Annotated[str, typer.Option(help="text to continue")] = "The capital of France is",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=MAX_NEW_TOKENS, help="tokens to generate")] = 40,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override for config files")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="dotted.key=value override for config files")] = None,
     chat: Annotated[bool, typer.Option(help="wrap the prompt in the tokenizer's chat template")] = False,
     graph: Annotated[bool, typer.Option(help="greedy decode through the static step, one CUDA graph per token on a "
                                         "GPU (every layer linearized)")] = False,
