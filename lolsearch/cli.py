@@ -261,7 +261,7 @@ def confirm(
 
 @app.command()
 def compare(
-    dirs: Annotated[list[Path], typer.Argument(metavar="SWEEP_DIR...", help="sweep folders")],
+    dirs: Annotated[list[Path], typer.Argument(metavar="SWEEP_DIR", help="sweep folders")],
     out_dir: Annotated[Path, typer.Option("--out", help="where compare.md/compare.csv go")] = Path("results/compare"),
 ) -> None:
     """One table across several sweeps, for instance of two models."""
