@@ -25,7 +25,7 @@ from lolsearch.core.files import require_writable_dir
 # and rich's option tables cut long help lines short.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Search and ablate linearized LLMs (LoLCATs).")
-out = Console()
+out = Console(markup=False)  # printed text is data (paths, generated text, errors): '[/INST]' is no markup
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 LISTS = ("feature-maps", "layouts", "models", "datasets", "layer-weights", "spaces")
 
@@ -83,10 +83,8 @@ def ls(what: Annotated[str, typer.Argument(help=f"one of: {', '.join(LISTS)}")] 
             data = load_yaml(path)
             table.add_row(str(path.relative_to(SPACES_DIR.parent)), str((data or {}).get("description", "")).strip().splitlines()[0] if isinstance(data, dict) and data.get("description") else "")
     else:
-        from rich.markup import escape
-
         for name, doc in _registry(what).describe().items():
-            table.add_row(name, escape(doc))  # docs hold formulas like [a ⊕ b], not rich markup
+            table.add_row(name, doc)
     out.print(table)
 
 
@@ -152,7 +150,7 @@ def plan(
     space = load_space(space_file)
     configs = [p.config for p in space.plan_points() if p.config is not None]
     cost = _cost_check(configs, calibrate=calibrate, with_baselines=False, refuse=False, where=str(space_file))
-    printer = out if out.is_terminal else Console(width=100)  # pipes and files get 100 columns, not 80
+    printer = out if out.is_terminal else Console(width=100, markup=False)  # pipes and files get 100 columns, not 80
     printer.print(plan_table(space, cost))
     for line in plan_notes(space, cost):
         printer.print(line, highlight=False)
