@@ -365,7 +365,7 @@ def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
     calls = []
     real = cls.fused
     monkeypatch.setattr(cls, "fused", lambda self, x, dt: calls.append(1) or real(self, x, dt))
-    ids = torch.randint(0, 97, (2, 70), generator=torch.Generator().manual_seed(1)).to(DEV)
+    ids = torch.randint(0, 97, (1, 70), generator=torch.Generator().manual_seed(1)).to(DEV)  # two 64-row chunks
     params = attention_parameters(model)
     results = {}
     for fused in (True, False):
@@ -374,13 +374,13 @@ def test_layer_fused_features_match_unfused(kind, layout, window, monkeypatch):
             results[fused] = (logits, torch.autograd.grad(logits.square().mean(), params))
         assert len(calls) == (4 if fused else 0)  # φ(q), φ(k) of both layers
         calls.clear()
-    with torch.no_grad():
+    with torch.no_grad():  # which path the setting picks: a few tokens show it
         monkeypatch.delenv("LOLSEARCH_KERNELS_FUSED_FEATURES", raising=False)
-        model(input_ids=ids)
+        model(input_ids=ids[:, :8])
         assert len(calls) == 4
         calls.clear()
         monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_FEATURES", "0")
-        model(input_ids=ids)
+        model(input_ids=ids[:, :8])
         assert not calls
     (y1, g1), (y0, g0) = results[True], results[False]
     assert _rel(y1, y0) <= 1e-5

@@ -123,7 +123,7 @@ def test_linearized_layer_with_fused_rope(monkeypatch, arch):
                                      layout="sliding", window=16))
     for p in model.parameters():
         p.requires_grad_(True)
-    ids = torch.randint(0, 97, (2, 40), generator=torch.Generator().manual_seed(0)).to(DEV)
+    ids = torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(0)).to(DEV)  # batches: the kernel tests
     outs = {}
     for on in ("0", "1"):
         monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_ROPE", on)
