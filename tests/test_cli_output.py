@@ -1,5 +1,6 @@
 """What the CLI prints is data, never rich markup: paths, generated text, errors and table cells with brackets
-(``x[i]``, a chat template's ``[/INST]``) print as they are, and a closing tag does not raise."""
+(``x[i]``, a chat template's ``[/INST]``) or emoji codes (``:smile:``) print as they are, and a closing tag does
+not raise."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from lolsearch.sweep import progress
 from lolsearch.sweep.live import ProgressBoard
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
-TEXT = "[/INST] a[i] = [bold]b[/bold] [dashboard]"
+TEXT = "[/INST] a[i] = [bold]b[/bold] [dashboard] :smile:"
 
 
 def _printed(console: Console, renderable: object) -> str:

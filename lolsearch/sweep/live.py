@@ -109,7 +109,7 @@ class ProgressBoard:
                  clock: Callable[[], float] = time.monotonic, sweep: bool = True) -> None:
         from rich.console import Console
 
-        self.console = console or Console(soft_wrap=True, markup=False)
+        self.console = console or Console(soft_wrap=True, markup=False, emoji=False)
         self.interactive = self.console.is_terminal if interactive is None else interactive
         self.planned, self.done, self.every_s, self.clock = planned, done, every_s, clock
         self.emit = emit or (lambda line: self.console.print(line, highlight=False, markup=False, soft_wrap=True))

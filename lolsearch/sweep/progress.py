@@ -191,4 +191,4 @@ def _error_line(trial: Any) -> str:
 def console() -> Any:
     from rich.console import Console
 
-    return Console(soft_wrap=True, markup=False)
+    return Console(soft_wrap=True, markup=False, emoji=False)
