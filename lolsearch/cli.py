@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lolsearch.config import TrialConfig, load_yaml, parse_overrides
 from lolsearch.config.io import overridden, parse_with_overrides
 from lolsearch.core import kernel_env
+from lolsearch.core.console import text_console
 from lolsearch.core.errors import ConfigError, Problem, UsageError
 from lolsearch.core.files import require_writable_dir
 
@@ -25,7 +25,7 @@ from lolsearch.core.files import require_writable_dir
 # and rich's option tables cut long help lines short.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Search and ablate linearized LLMs (LoLCATs).")
-out = Console(markup=False, emoji=False)  # printed text is data (paths, generated text): no markup, no :emoji:
+out = text_console()
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 LISTS = ("feature-maps", "layouts", "models", "datasets", "layer-weights", "spaces")
 
@@ -150,7 +150,7 @@ def plan(
     space = load_space(space_file)
     configs = [p.config for p in space.plan_points() if p.config is not None]
     cost = _cost_check(configs, calibrate=calibrate, with_baselines=False, refuse=False, where=str(space_file))
-    printer = out if out.is_terminal else Console(width=100, markup=False, emoji=False)  # pipes and files get 100 columns, not 80
+    printer = out if out.is_terminal else text_console(width=100)  # pipes and files get 100 columns, not 80
     printer.print(plan_table(space, cost))
     for line in plan_notes(space, cost):
         printer.print(line, highlight=False)

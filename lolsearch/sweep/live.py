@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lolsearch.core.console import text_console
+
 STAGES = ("distill", "finetune")
 
 
@@ -107,9 +109,7 @@ class ProgressBoard:
     def __init__(self, planned: int, *, done: int = 0, interactive: bool | None = None, console: Any = None,
                  every_s: float = 30.0, emit: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, sweep: bool = True) -> None:
-        from rich.console import Console
-
-        self.console = console or Console(soft_wrap=True, markup=False, emoji=False)
+        self.console = console or text_console(soft_wrap=True)
         self.interactive = self.console.is_terminal if interactive is None else interactive
         self.planned, self.done, self.every_s, self.clock = planned, done, every_s, clock
         self.emit = emit or (lambda line: self.console.print(line, highlight=False, markup=False, soft_wrap=True))

@@ -12,6 +12,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from lolsearch.core.console import text_console
 from lolsearch.search.labels import legend, short_labels, short_value
 from lolsearch.search.metrics import format_metric
 from lolsearch.search.points import PointRef
@@ -189,6 +190,4 @@ def _error_line(trial: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def console() -> Any:
-    from rich.console import Console
-
-    return Console(soft_wrap=True, markup=False, emoji=False)
+    return text_console(soft_wrap=True)
