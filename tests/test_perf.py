@@ -141,6 +141,29 @@ def test_train_profile_writes_the_operators_the_timeline_and_the_host_functions(
     assert any(e.get("name") == "aten::mm" and e.get("dur", 0) > 0 for e in events)
 
 
+def test_kernels_by_op_gives_gpu_time_per_step_by_launching_operator() -> None:
+    """The profile's kernel table divides by the profiled steps itself (a hand-passed count once halved a table's
+    times), pools matrix products, and names each other kernel by the innermost operators around its launch."""
+    from lolsearch.trial.speed import kernels_by_op
+
+    def op(name: str, ts: int, dur: int) -> dict:
+        return {"cat": "cpu_op", "name": name, "tid": 1, "ts": ts, "dur": dur}
+
+    def kernel(name: str, corr: int, ts: int, dur: int) -> list[dict]:
+        return [{"cat": "cuda_runtime", "name": "cudaLaunchKernel", "tid": 1, "ts": corr * 10 + 1, "dur": 1,
+                 "args": {"correlation": corr}},
+                {"cat": "kernel", "name": name, "ts": ts, "dur": dur, "args": {"correlation": corr}}]
+
+    events = [op("HybridAttentionFn", 0, 100), op("aten::mm", 30, 5)]
+    events += kernel("bwd_kv_kernel", 0, 1000, 3000) + kernel("nvjet_sm90_tst", 3, 5000, 1000)
+    events += kernel("bwd_kv_kernel", 5, 7000, 1000)
+    table = kernels_by_op(events, steps=2).splitlines()
+    assert table[0] == "kernels 2.5 ms/step; span 3.5 ms/step (2 steps)"
+    assert table[1].split() == ["2.000", "1.0", "HybridAttentionFn", "::", "bwd_kv_kernel"]
+    assert table[2].split() == ["0.500", "0.5", "GEMM"]
+    assert kernels_by_op([op("aten::mm", 0, 5)], steps=2) == "no GPU kernels in the trace\n"
+
+
 def test_train_warns_when_the_run_is_too_short_for_a_steady_rate(tmp_path: Path, caplog) -> None:
     """A run with no loss read-back between step 2 and the last (a 4-step run at the GPU's default of one every 25
     steps) is told before it starts that its steady_tok_s will be NaN; a run with that read-back is not."""

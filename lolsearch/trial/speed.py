@@ -160,10 +160,11 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
     steps' timeline beside it as ``<stem>_trace.json.gz`` (Chrome trace for Perfetto: where the GPU idles between
     kernels, e.g. while the host waits on a read-back); and the Python functions' host time over ``steps`` more steps
     (cProfile: where a host-bound step spends its time, e.g. launching kernels and allocating their buffers), written
-    as ``<stem>_host.txt``."""
+    as ``<stem>_host.txt``. On a GPU also ``<stem>_by_op.txt``: :func:`kernels_by_op` of the profiled steps."""
     import cProfile
     import gzip
     import io
+    import json
     import pstats
     import shutil
     import tempfile
@@ -190,6 +191,9 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(raw))
+        if cuda:
+            events = json.loads(raw.read_text())["traceEvents"]
+            path.with_name(f"{path.stem}_by_op.txt").write_text(kernels_by_op(events, steps))
         with raw.open("rb") as src, gzip.open(path.with_name(f"{path.stem}_trace.json.gz"), "wb") as dst:
             shutil.copyfileobj(src, dst)
     for order in ("tottime", "cumulative"):
@@ -197,6 +201,41 @@ def profile_stage(name: str, params: list[nn.Parameter], loss_fn: LossFn, batche
         pstats.Stats(host, stream=text).sort_stats(order).print_stats(40)
         head += f"Python functions by {order} (cProfile; its own overhead inflates many small calls)\n{text.getvalue()}\n"
     path.with_name(f"{path.stem}_host{path.suffix}").write_text(head)
+
+
+def kernels_by_op(events: list[dict], steps: int, rows: int = 40) -> str:
+    """GPU time per step of a torch.profiler Chrome trace's ``events`` over ``steps`` steps, by kernel and the two
+    innermost operators that launched it (matrix products pooled as ``GEMM``), largest first: a first line with all
+    kernels' time and the span from the first kernel's start to the last one's end, then ``rows`` lines of
+    ``ms per step, launches per step, operators :: kernel``."""
+    launch = {e["args"].get("correlation"): e for e in events
+              if e.get("cat") in ("cuda_runtime", "cuda_driver") and "args" in e}
+    host_ops: dict = {}
+    for e in events:
+        if e.get("cat") == "cpu_op":
+            host_ops.setdefault(e["tid"], []).append(e)
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    if not kernels:
+        return "no GPU kernels in the trace\n"
+    time_of: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for k in kernels:
+        name = k["name"]
+        if name.startswith("nvjet") or "gemm" in name.lower() or "cutlass" in name.lower():
+            key = "GEMM"
+        else:
+            r = launch.get(k["args"].get("correlation"))
+            inside = [o for o in host_ops.get(r["tid"], []) if o["ts"] <= r["ts"] <= o["ts"] + o["dur"]] if r else []
+            key = " > ".join(o["name"][:35] for o in inside[-2:]) + " :: " + name[:45]
+        time_of[key] = time_of.get(key, 0.0) + k["dur"]
+        count[key] = count.get(key, 0) + 1
+    start = min(k["ts"] for k in kernels)
+    end = max(k["ts"] + k["dur"] for k in kernels)
+    lines = [f"kernels {sum(time_of.values()) / steps / 1e3:.1f} ms/step; span {(end - start) / steps / 1e3:.1f} "
+             f"ms/step ({steps} steps)"]
+    for key in sorted(time_of, key=time_of.get, reverse=True)[:rows]:
+        lines.append(f"{time_of[key] / steps / 1e3:8.3f} {count[key] / steps:7.1f} {key}")
+    return "\n".join(lines) + "\n"
 
 
 def fixed_costs(cfg: TrialConfig, trials: int, *, cold: bool) -> list[dict]:
