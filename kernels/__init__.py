@@ -8,6 +8,7 @@ Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`
 - :func:`fused_mse` — attention transfer's MSE of two ``[B, H, T, D]`` outputs in one pass each way.
 - :func:`rope_qkv` — RoPE of q and k and the head-major layout of q, k, v in one launch each way.
 - :func:`silu_mul` — the gated MLP's activation ``silu(gate) · up`` in one pass each way.
+- :func:`cross_entropy_sum` — the next-token loss over ``[N, V]`` logits in one pass each way, no fp32 copies.
 - :func:`triton_available` — whether the Triton kernels can run here.
 """
 
@@ -84,6 +85,13 @@ def silu_mul(gate, up):
     return fn(gate, up)
 
 
+def cross_entropy_sum(logits, labels):
+    """See :func:`lolsearch.kernels.xent.cross_entropy_sum`."""
+    from lolsearch.kernels.xent import cross_entropy_sum as fn
+
+    return fn(logits, labels)
+
+
 def hybrid_decode_step(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos,
                        phi_k_absorb=None, v_absorb=None):
     """See :func:`lolsearch.kernels.decode.hybrid_decode_step`."""
@@ -100,5 +108,5 @@ def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, 
     return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
 
 
-__all__ = ["fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "rope_qkv",
+__all__ = ["cross_entropy_sum", "fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "rope_qkv",
            "silu_mul", "triton_available"]
