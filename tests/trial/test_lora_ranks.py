@@ -93,6 +93,42 @@ def test_chunked_loss_and_gradients_match_the_models_own_loss(chunk):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
 
 
+def test_fused_loss_and_gradients_match_the_models_own_loss(monkeypatch):
+    """``lm_loss``'s fused path (the cross-entropy kernel over the head's logits, on a GPU by default; here forced,
+    through the Triton interpreter on CPU) against the model's own loss: the same value and LoRA gradients, rows
+    with few or no scored tokens included; ``LOLSEARCH_KERNELS_FUSED_XENT=0`` turns it off."""
+    from lolsearch.kernels import triton_available
+
+    from lolsearch.trial import finetune
+
+    if not triton_available():
+        pytest.skip("needs Triton (a GPU, or TRITON_INTERPRET=1 as tests/conftest.py sets on CPU)")
+    torch.manual_seed(0)
+    model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
+    peft_model = add_lora(model, LoraOptions(rank=4), cotrain_attention=False)
+    for p in peft_model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    batch = _scored_batch(peft_model.get_output_embeddings().weight.shape[0])
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    want = finetune.lm_loss(peft_model, batch)
+    want_grads = torch.autograd.grad(want, params)
+    calls = []
+    real = finetune.cross_entropy_sum
+    monkeypatch.setattr(finetune, "cross_entropy_sum", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(finetune, "_fused_loss", lambda causal: finetune._plain_lm_head(causal))
+    got = finetune.lm_loss(peft_model, batch)
+    got_grads = torch.autograd.grad(got, params)
+    assert calls == [1]
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    monkeypatch.undo()
+    assert finetune._fused_kernel_on()
+    monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_XENT", "0")
+    assert not finetune._fused_kernel_on()
+
+
 def test_validation_loss_in_chunks_is_the_single_pass_loss():
     from lolsearch.trial.finetune import lm_loss, validation_lm_loss
 
