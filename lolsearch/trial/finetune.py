@@ -21,6 +21,7 @@ from lolsearch.config import FinetuneConfig, LoraOptions
 from lolsearch.core import kernel_env
 from lolsearch.kernels import cross_entropy_sum, triton_available
 from lolsearch.trial.forward_graph import GraphedForward
+from lolsearch.trial.lora_linear import fuse
 from lolsearch.trial.step_graph import graph_unavailable
 from lolsearch.trial.surgery import (
     attention_parameters,
@@ -86,7 +87,8 @@ def set_lora_compute(model: nn.Module, compute: str) -> int:
 
     ``float32``: peft's way, the layer's input cast to the adapter's dtype. ``model``: peft's input cast is off and
     each factor is an :class:`InputDtypeLinear` sharing the same parameters, so names, state dicts and the
-    optimizer's tensors do not change. Returns the number of factors changed."""
+    optimizer's tensors do not change; on a GPU a plain adapted ``Linear`` runs as one autograd function
+    (:class:`~lolsearch.trial.lora_linear.FusedLoraLinear`). Returns the number of factors changed."""
     in_input = compute == "model"
     want = InputDtypeLinear if in_input else nn.Linear
     changed = 0
@@ -94,6 +96,7 @@ def set_lora_compute(model: nn.Module, compute: str) -> int:
         if not isinstance(module, LoraLayer):
             continue
         module.cast_input_dtype_enabled = not in_input
+        fuse(module, in_input)
         for factors in (module.lora_A, module.lora_B):
             for name, lin in factors.items():
                 if isinstance(lin, nn.Linear) and type(lin) is not want:
