@@ -32,6 +32,20 @@ def graph_wanted(setting: Graph, device: torch.device) -> bool:
     return device.type == "cuda" and setting in (True, "auto")
 
 
+def undo_failed_capture(main: torch.cuda.Stream, device: torch.device) -> None:
+    """Undoes what a CUDA-graph capture that raised leaves behind, so that the process runs on eagerly: the capture
+    stream still current (``capture_end`` raised before restoring ``main``), and the device's default generator
+    still marked as capturing (only a successful ``capture_end`` clears the mark), after which every eager random
+    op on the device fails ("Offset increment outside graph capture encountered unexpectedly"), in this trial and
+    in the later ones of a reused worker. The generator gets a copy of its own state: the same seed and offset,
+    not capturing."""
+    torch.cuda.set_stream(main)
+    torch.cuda.synchronize(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    generator = torch.cuda.default_generators[index]
+    generator.graphsafe_set_state(generator.clone_state())
+
+
 class GraphedForward:
     """``fn(*inputs) -> Tensor`` (``inputs``: tensors on ``device``, e.g. ``ids [B, T]``), replayed from a CUDA graph
     after a warm-up call.
@@ -87,8 +101,7 @@ class GraphedForward:
             with torch.cuda.graph(graph, stream=self.stream):
                 out = self.fn(*self.inputs)
         except Exception as err:  # noqa: BLE001 - a forward that cannot be captured runs eagerly, the pass goes on
-            torch.cuda.set_stream(main)  # a failed capture_end leaves the capture stream current
-            torch.cuda.synchronize(self.stream.device)
+            undo_failed_capture(main, self.stream.device)
             log.warning("%s: cuda_graph off (capture failed: %s: %s); its forwards run eagerly from here on",
                         self.name, type(err).__name__, str(err).strip().splitlines()[0][:200])
             self.close()

@@ -30,6 +30,7 @@ from transformers import AttentionInterface
 from lolsearch.attention.cache import LayerState, LinearizedCache, new_cache
 from lolsearch.attention.layer import LinearizedAttention, teacher_window
 from lolsearch.attention.static import StaticLayerState
+from lolsearch.trial.forward_graph import undo_failed_capture
 from lolsearch.trial.surgery import cache_kwarg, decoder_layers, decoder_of, unwrap_peft
 
 
@@ -183,9 +184,13 @@ class GraphedStep:
             for _ in range(warmup):
                 decoder.step()
         torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = decoder.step()
+        self.graph, main = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.logits = decoder.step()
+        except Exception:
+            undo_failed_capture(main, decoder.tokens.device)  # the process (a reused worker too) goes on eagerly
+            raise
         for t, saved in zip(decoder.tensors(), snapshot, strict=True):
             t.copy_(saved)
         del snapshot

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from lolsearch.trial.forward_graph import undo_failed_capture
+
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[dict], torch.Tensor]
@@ -143,8 +145,7 @@ class GraphedStep:
             with torch.cuda.graph(graph, stream=self.stream):
                 self.total = _update(self.params, self.loss_fn, self.static, self.opt, self.grad_clip)
         except Exception as err:  # noqa: BLE001 - anything that breaks capture means eager steps, not a failed trial
-            torch.cuda.set_stream(main)  # a failed capture_end leaves the capture stream current
-            torch.cuda.synchronize(self.stream.device)
+            undo_failed_capture(main, self.stream.device)
             return self._fail(f"capture failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
         self.graph = graph
         log.info("%s: training step captured as a CUDA graph (%d micro-batches)", self.name, len(micro))

@@ -121,3 +121,5 @@ def test_a_forward_that_cannot_be_captured_runs_eagerly_with_one_warning(caplog)
     assert [g.tolist() for g in got] == [[2.0 * i] * 4 for i in range(1, 5)]
     assert forward.graph is None and forward.replays == 0
     assert len([r for r in caplog.records if "capture failed" in r.getMessage()]) == 1
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    torch.nn.functional.dropout(torch.ones(64, device="cuda"), 0.5)  # the generator is not left capturing
