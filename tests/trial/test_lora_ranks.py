@@ -103,15 +103,18 @@ def test_fused_loss_and_gradients_match_the_models_own_loss(monkeypatch):
 
     if not triton_available():
         pytest.skip("needs Triton (a GPU, or TRITON_INTERPRET=1 as tests/conftest.py sets on CPU)")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter runs CPU tensors, a GPU's Triton CUDA ones
     torch.manual_seed(0)
     model, _ = load_model(ModelConfig(source="toy-llama", toy={"layers": 2}))
-    peft_model = add_lora(model, LoraOptions(rank=4), cotrain_attention=False)
+    peft_model = add_lora(model.to(dev), LoraOptions(rank=4), cotrain_attention=False)
     for p in peft_model.parameters():
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.05)
-    batch = _scored_batch(peft_model.get_output_embeddings().weight.shape[0])
+    batch = {k: v.to(dev) for k, v in _scored_batch(peft_model.get_output_embeddings().weight.shape[0]).items()}
     params = [p for p in peft_model.parameters() if p.requires_grad]
+    monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_XENT", "0")  # the model's own loss, on a GPU too
     want = finetune.lm_loss(peft_model, batch)
+    monkeypatch.delenv("LOLSEARCH_KERNELS_FUSED_XENT")
     want_grads = torch.autograd.grad(want, params)
     calls = []
     real = finetune.cross_entropy_sum
