@@ -2,9 +2,10 @@
 
     .venv/bin/python results/perf/bwd_fuse_20261207/append_rows.py
 """
-import math
+import sys
 
-import pandas as pd
+sys.path.insert(0, "results/perf")
+from append_rows import append  # noqa: E402
 
 R = "results/perf/bwd_fuse_20261207"
 H = "2026-12-07 H100 (thirteenth session)"
@@ -18,17 +19,4 @@ RUNS = [("h100_call2", "smol1k_new", f"graphed, {NEW}, --check"),
         ("h100_call3", "l8b_lora_new", f"eager, {NEW}"),
         ("h100_call4", "l8b2_base", f"eager, {BASE}, second pair"),
         ("h100_call4", "l8b2_new", f"eager, {NEW}, second pair")]
-main = pd.read_csv("results/perf/train.csv")
-rows = []
-for call, sub, what in RUNS:
-    for _, r in pd.read_csv(f"{R}/{call}/{sub}/train.csv").iterrows():
-        d = {k: (float("nan") if isinstance(v, float) and math.isnan(v) else v) for k, v in r.to_dict().items()}
-        d["note"] = f"{H}, {what} ({R.split('/')[-1]}/{call}/{sub})"
-        rows.append(d)
-new = pd.DataFrame(rows)
-extra = [c for c in new.columns if c not in main.columns]
-assert not extra, extra
-out = pd.concat([main, new.reindex(columns=main.columns)], ignore_index=True)
-out.to_csv("results/perf/train.csv", index=False)
-print(len(main), "->", len(out))  # noqa: T201
-print(new[["model", "stage", "cuda_graph", "tok_s", "steady_tok_s", "peak_gib"]].to_string())  # noqa: T201
+append(R, H, RUNS)

@@ -2,9 +2,10 @@
 
     .venv/bin/python results/perf/fused_loss_lora_20261207/append_rows.py
 """
-import math
+import sys
 
-import pandas as pd
+sys.path.insert(0, "results/perf")
+from append_rows import append  # noqa: E402
 
 R = "results/perf/fused_loss_lora_20261207"
 H = "2026-12-07 H100 (fifteenth session)"
@@ -30,17 +31,4 @@ RUNS = [("h100_call1", "l8b_attention_transfer", "eager, 8f94bc8"),
         ("h100_call6", "l8b_lora2_base", f"eager, {BASE}, second pair"),
         ("h100_call6", "l8b_lora2_new", f"eager, {NEW}, second pair"),
         ("h100_call5", "smol8k_new", f"graphed, {NEW}")]
-main = pd.read_csv("results/perf/train.csv")
-rows = []
-for call, sub, what in RUNS:
-    for _, r in pd.read_csv(f"{R}/{call}/{sub}/train.csv").iterrows():
-        d = {k: (float("nan") if isinstance(v, float) and math.isnan(v) else v) for k, v in r.to_dict().items()}
-        d["note"] = f"{H}, {what} ({R.split('/')[-1]}/{call}/{sub})"
-        rows.append(d)
-new = pd.DataFrame(rows)
-extra = [c for c in new.columns if c not in main.columns]
-assert not extra, extra
-out = pd.concat([main, new.reindex(columns=main.columns)], ignore_index=True)
-out.to_csv("results/perf/train.csv", index=False)
-print(len(main), "->", len(out))  # noqa: T201
-print(new[["model", "stage", "cuda_graph", "tok_s", "steady_tok_s", "peak_gib"]].to_string())  # noqa: T201
+append(R, H, RUNS)
