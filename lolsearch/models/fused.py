@@ -1,6 +1,7 @@
 """Teacher modules swapped for fused equivalents on a GPU when a model is loaded (:func:`lolsearch.models.load_model`):
 the RMSNorms (:class:`FusedRMSNorm`) and the gated MLPs' activation (:class:`FusedGatedMLP`). Off CUDA each computes
-exactly what the module it replaces does; on CUDA the same formula with one rounding instead of several.
+exactly what the module it replaces does; on CUDA the same formula with one rounding instead of several. Also the
+next-token loss over the head's logits by one kernel (:func:`next_token_loss`), where :func:`fused_loss_applies`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lolsearch.kernels import silu_mul, triton_available
+from lolsearch.core import kernel_env
+from lolsearch.kernels import cross_entropy_sum, silu_mul, triton_available
 
 # The teacher's RMSNorms on PyTorch's fused kernel on a GPU. transformers' Llama-family RMSNorm runs six elementwise
 # kernels with an fp32 round trip per call: 522 µs at the Llama-3-8B shape (8 x 1024 tokens, bf16, H100) against
@@ -88,3 +90,25 @@ def fuse_gated_mlps(model: nn.Module) -> int:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, FusedGatedMLP(m))
     return len(targets)
+
+
+def fused_loss_applies(head: nn.Module) -> bool:
+    """Whether :func:`next_token_loss` can score ``head``'s logits: a plain ``nn.Linear`` on a CUDA device where
+    Triton runs, with LOLSEARCH_KERNELS_FUSED_XENT on (the default)."""
+    return isinstance(head, nn.Linear) and head.weight.is_cuda and fused_xent_on()
+
+
+def fused_xent_on() -> bool:
+    """LOLSEARCH_KERNELS_FUSED_XENT (default on) and a place where the Triton kernels run."""
+    return bool(kernel_env.read("LOLSEARCH_KERNELS_FUSED_XENT")) and triton_available()
+
+
+def next_token_loss(hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (labels −100 not scored) of the logits ``head(hidden)``, by
+    :func:`lolsearch.kernels.cross_entropy_sum`: hidden ``[B, T, C]``, labels ``[B, T]``. The logits are taken at
+    every position (``hidden`` as a view, no copy) and each scored against the next position's label; the last
+    position has none. No fp32 copy of the ``[B·T, vocab]`` logits is made, and their memory holds their gradient
+    in the backward."""
+    y = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1).reshape(-1)
+    logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias)  # [B·T, vocab]
+    return cross_entropy_sum(logits, y) / (y != -100).sum()

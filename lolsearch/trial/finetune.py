@@ -18,8 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lolsearch.config import FinetuneConfig, LoraOptions
-from lolsearch.core import kernel_env
-from lolsearch.kernels import cross_entropy_sum, triton_available
+from lolsearch.models.fused import fused_loss_applies, next_token_loss
 from lolsearch.trial.forward_graph import GraphedForward
 from lolsearch.trial.lora_linear import fuse
 from lolsearch.trial.step_graph import graph_unavailable
@@ -140,20 +139,16 @@ def lm_loss(model: nn.Module, batch: dict, chunk_tokens: int | None = None) -> t
     ``chunk_tokens``: the output projection and the loss run over that many positions at a time, and with grad
     each chunk's logits are recomputed in the backward pass instead of kept, so the ``[B·T, vocab]`` logits and
     their fp32 loss never exist at once (a 49K vocabulary at 8 × 1024 tokens: about 4 GiB). None: the whole batch at
-    once, by the fused kernel on a GPU (:func:`_fused_loss`; the model's logits and no fp32 copy of them), else by
-    the model's own loss. ``batch`` is unpadded (:func:`~lolsearch.trial.surgery.unmasked_causal`)."""
+    once, on a GPU by :func:`~lolsearch.models.fused.next_token_loss` (one kernel, no fp32 copy of the logits), else
+    by the model's own loss. ``batch`` is unpadded (:func:`~lolsearch.trial.surgery.unmasked_causal`)."""
     causal = unwrap_peft(model)
-    fused = chunk_tokens is None and _fused_loss(causal)
+    fused = chunk_tokens is None and _plain_lm_head(causal) and fused_loss_applies(causal.lm_head)
     with unmasked_causal(model, batch["input_ids"].shape[1]):
         if not (fused or chunk_tokens is not None and _plain_lm_head(causal)):
             return model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
         hidden = causal.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state  # [B, T, C]
-    if fused:  # logits at every position (a view of hidden, no copy), each scored against the next token
-        labels = batch["labels"]
-        y = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1).reshape(-1)
-        head = causal.lm_head
-        logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias)  # [B·T, vocab]
-        return cross_entropy_sum(logits, y) / (y != -100).sum()
+    if fused:
+        return next_token_loss(hidden, causal.lm_head, batch["labels"])
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     y = batch["labels"][:, 1:].reshape(-1)
     head = causal.lm_head
@@ -171,16 +166,6 @@ def _chunk_nll(h: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: tor
     """Summed next-token NLL of one chunk: ``h`` [N, C] hidden states, ``y`` [N] labels (−100 not scored)."""
     logits = torch.nn.functional.linear(h, weight, bias).float()
     return torch.nn.functional.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
-
-
-def _fused_loss(causal: nn.Module) -> bool:
-    """Whether :func:`lm_loss` scores the whole batch with the fused cross-entropy kernel
-    (``lolsearch.kernels.cross_entropy_sum``): a plain head on a CUDA device, LOLSEARCH_KERNELS_FUSED_XENT on."""
-    return _plain_lm_head(causal) and causal.lm_head.weight.is_cuda and _fused_kernel_on()
-
-
-def _fused_kernel_on() -> bool:
-    return bool(kernel_env.read("LOLSEARCH_KERNELS_FUSED_XENT")) and triton_available()
 
 
 def _plain_lm_head(causal: nn.Module) -> bool:

@@ -99,6 +99,7 @@ def test_fused_loss_and_gradients_match_the_models_own_loss(monkeypatch):
     with few or no scored tokens included; ``LOLSEARCH_KERNELS_FUSED_XENT=0`` turns it off."""
     from lolsearch.kernels import triton_available
 
+    from lolsearch.models import fused
     from lolsearch.trial import finetune
 
     if not triton_available():
@@ -117,9 +118,9 @@ def test_fused_loss_and_gradients_match_the_models_own_loss(monkeypatch):
     monkeypatch.delenv("LOLSEARCH_KERNELS_FUSED_XENT")
     want_grads = torch.autograd.grad(want, params)
     calls = []
-    real = finetune.cross_entropy_sum
-    monkeypatch.setattr(finetune, "cross_entropy_sum", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(finetune, "_fused_loss", lambda causal: finetune._plain_lm_head(causal))
+    real = fused.cross_entropy_sum
+    monkeypatch.setattr(fused, "cross_entropy_sum", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(finetune, "fused_loss_applies", lambda head: True)
     got = finetune.lm_loss(peft_model, batch)
     got_grads = torch.autograd.grad(got, params)
     assert calls == [1]
@@ -127,9 +128,9 @@ def test_fused_loss_and_gradients_match_the_models_own_loss(monkeypatch):
     for g, w in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     monkeypatch.undo()
-    assert finetune._fused_kernel_on()
+    assert fused.fused_xent_on()
     monkeypatch.setenv("LOLSEARCH_KERNELS_FUSED_XENT", "0")
-    assert not finetune._fused_kernel_on()
+    assert not fused.fused_xent_on()
 
 
 def test_validation_loss_in_chunks_is_the_single_pass_loss():
