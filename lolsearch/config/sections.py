@@ -303,8 +303,9 @@ class LoraOptions(RankRuleMixin, StrictModel):
     compute_dtype: Literal["float32", "model"] = Field("model",
         description="dtype of the LoRA products (speed-only: not part of a trial's id). model: the adapter weights "
         "(kept in fp32 for the optimizer) cast to the model's dtype for each product, so no fp32 copy of the "
-        "activations is made or kept for the backward pass; float32: peft's way, each adapted layer's input copied "
-        "to fp32 for its adapter. The same on an fp32 model")
+        "activations is made or kept for the backward pass, and on a GPU each adapted Linear runs as one autograd "
+        "function (the adapter's product added in the base product's epilogue); float32: peft's way, each adapted "
+        "layer's input copied to fp32 for its adapter. The same numbers on an fp32 model")
 
     @field_validator("targets")
     @classmethod
