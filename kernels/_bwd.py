@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, head_rows, last_chunk_end, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import F32_DOT, first_tile, head_rows, last_chunk_end, soft_start, tile_lo, tuned
 from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
@@ -217,16 +217,17 @@ def bwd_state_kv_kernel(
                             D, F, BF, BD, BT, NEED_DV, TOK_DO)
 
 
-@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "TUNE"])
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "QUAD", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,
     T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
-    TOK_DO: tl.constexpr,
+    TOK_DO: tl.constexpr, QUAD: tl.constexpr,
 ):
     """dφq, F-columns [fi*BF, fi*BF+BF), in its dtype: the state part S_i g_i − z_i e_i, walking segment s forward
-    from its stored state with Sᵀ ``[D, BF]`` in registers, plus the window tiles' linear keys, Σ_j dA_ij φk_j."""
+    from its stored state with Sᵀ ``[D, BF]`` in registers, plus the window tiles' linear keys, Σ_j dA_ij φk_j.
+    QUAD (no state; ``st`` is not read): the linear keys of every key tile 0..n, one chunk per segment (L = 1)."""
     BK: tl.constexpr = 32
     fi = tl.program_id(0)
     s = tl.program_id(1)
@@ -241,38 +242,43 @@ def bwd_state_q_kernel(
     mf = rf < F
     fk_base = fk + bh * T * F
     v_base = v + kvh * T * D
-    SZ = F * D + F
-    sbase = st + (bh * (NS + 1) + s) * SZ
-    st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
-    zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
     n0 = s * L
-    lo0 = tile_lo(n0, W, LAYOUT, BT)
+    if not QUAD:
+        SZ = F * D + F
+        sbase = st + (bh * (NS + 1) + s) * SZ
+        st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
+        zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
+        lo0 = tile_lo(n0, W, LAYOUT, BT)
     for n in range(n0, tl.minimum(n0 + L, NT)):
-        if SMALL:  # exactly tile n - 2 leaves the window before chunk n (see fwd_state_kernel)
-            rows = (n - 2) * BT + rt
-            keep = (rows - rt) >= lo0 * BT  # tile n - 2 >= lo0 (>= 0); tensor-only mask
-            a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
-            b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=keep[:, None] & mk[None, :], other=0.0)
-            st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
-            zs += tl.sum(a.to(tl.float32), 0)
-        else:
-            for t in range(tl.maximum(tile_lo(n - 1, W, LAYOUT, BT), lo0), tile_lo(n, W, LAYOUT, BT)):  # as in fwd_state
-                rows = t * BT + rt
-                a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
-                b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
+        if not QUAD:
+            if SMALL:  # exactly tile n - 2 leaves the window before chunk n (see fwd_state_kernel)
+                rows = (n - 2) * BT + rt
+                keep = (rows - rt) >= lo0 * BT  # tile n - 2 >= lo0 (>= 0); tensor-only mask
+                a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=keep[:, None] & mf[None, :], other=0.0)
+                b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=keep[:, None] & mk[None, :], other=0.0)
                 st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
                 zs += tl.sum(a.to(tl.float32), 0)
+            else:
+                for t in range(tl.maximum(tile_lo(n - 1, W, LAYOUT, BT), lo0), tile_lo(n, W, LAYOUT, BT)):  # as in fwd_state
+                    rows = t * BT + rt
+                    a = tl.load(fk_base + rows[:, None] * F + rf[None, :], mask=mf[None, :], other=0.0)
+                    b_v = tl.load(v_base + rows[:, None] * D + rk[None, :], mask=mk[None, :], other=0.0)
+                    st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
+                    zs += tl.sum(a.to(tl.float32), 0)
         qpos = n * BT + rt
         qm = qpos < T
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
         b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
-        acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
-        acc = acc * rz[:, None] - e[:, None] * zs[None, :]
+        if QUAD:
+            acc = tl.zeros([BT, BF], dtype=tl.float32)
+        else:
+            acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
+            acc = acc * rz[:, None] - e[:, None] * zs[None, :]
         # the window tiles' linear keys, BK at a time
         start = soft_start(qpos, W, LAYOUT)
         start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-        for k0 in range(tile_lo(n, W, LAYOUT, BT) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
+        for k0 in range(first_tile(n, W, LAYOUT, BT, QUAD) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
             kw = k0 + tl.arange(0, BK)
             kwm = kw < T
             b_vw = tl.load(v_base + kw[:, None] * D + rk[None, :], mask=kwm[:, None] & mk[None, :], other=0.0)

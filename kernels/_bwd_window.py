@@ -14,6 +14,7 @@ import triton.language as tl
 from lolsearch.kernels._common import (
     F32_DOT,
     chunk_head,
+    first_tile,
     head_rows,
     last_chunk_end,
     soft_start,
@@ -139,18 +140,19 @@ def _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, 
 def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
              T, W, LAYOUT, H, G, qk_scale,
              D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
-             TOK_DO: tl.constexpr):
+             TOK_DO: tl.constexpr, QUAD: tl.constexpr):
     """dv of key tile t summed over the G heads of kv head (b, j): every window weight A_ij (softmax and linear)
-    times g_i = do_i / Z_i, plus each head's state part from dv_s ``[BH, T, D]``."""
+    times g_i = do_i / Z_i, plus each head's state part from dv_s ``[BH, T, D]`` (none with QUAD)."""
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
     st_mask = (kpos < state_part_end(T, W, LAYOUT, BT))[:, None] & mk[None, :]  # dv_s holds nothing elsewhere
     for hh in range(0, G):
         bh = b * H + j * G + hh
-        acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=st_mask, other=0.0)
+        if not QUAD:
+            acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=st_mask, other=0.0)
         gam = tl.load(gamma + j * G + hh).to(tl.float32)
         b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
         for n in range(t, n_end):
-            if tile_lo(n, W, LAYOUT, BT) <= t:
+            if first_tile(n, W, LAYOUT, BT, QUAD) <= t:
                 has_soft = (LAYOUT != 0) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT))
                 has_lin = t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
                 for q0 in range(n * BT, n * BT + BT, BQ):
@@ -173,7 +175,7 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end
 
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
-@tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)], key=["D", "F", "NEED_DK", "NEED_DV", "STATE_DFK", "TUNE"])
+@tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)], key=["D", "F", "NEED_DK", "NEED_DV", "STATE_DFK", "QUAD", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
@@ -181,13 +183,15 @@ def bwd_kv_kernel(
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
     NEED_DK: tl.constexpr, NEED_DV: tl.constexpr, TOK_DO: tl.constexpr, STATE_DFK: tl.constexpr,
+    QUAD: tl.constexpr,
 ):
     """Key tile t of kv head (b, j), one output per program (axis 2, ``part``): dk (NEED_DK) and dv (NEED_DV) summed
     over the G query heads of the group (dv adds the state parts dv_s ``[BH, T, D]`` of the group's heads), then dφk
     of one query head per program: the whole of it where STATE_DFK is off (adding the state part dfk_s), else only
     for the keys from :func:`state_part_end` on (``bwd_state_kv`` wrote the others). The outputs rescore the same
     tiles but share no accumulator, so they run in parallel: NEED_DK + NEED_DV + G programs per key tile. Queries go
-    by in blocks of BQ rows ([keys, BQ] score tiles)."""
+    by in blocks of BQ rows ([keys, BQ] score tiles). QUAD (the quadratic mode: no state, every chunk scores every
+    key tile up to its own): dv and dφk come from the scored tiles alone, STATE_DFK off, dv_s and dfk_s unread."""
     t = tl.program_id(0)
     bkv = tl.program_id(1).to(tl.int64)
     part = tl.program_id(2)
@@ -207,7 +211,8 @@ def bwd_kv_kernel(
     kv_mask = km[:, None] & mk[None, :]
     b_k = tl.load(k + kv_off, mask=kv_mask, other=0.0)
     b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
-    n_end = last_chunk_end(t, NT, W, LAYOUT, BT)
+    n_end = last_chunk_end(t, NT, W, LAYOUT, BT)  # the chunks holding softmax keys of tile t end there in both modes
+    n_all = NT if QUAD else n_end
     if NEED_DK:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == 0:
             acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
@@ -215,8 +220,8 @@ def bwd_kv_kernel(
             tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
     if NEED_DV:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == NKV - 1:
-            acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf,
-                           mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ, TOK_DO)
+            acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_all, b, j, rq, rk, mk, rf,
+                           mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ, TOK_DO, QUAD)
             tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
     # dφk of query head part − NKV where bwd_state_kv did not write it whole (with STATE_DFK it did, for the keys
     # before state_part_end): the window's linear keys plus, without STATE_DFK, the fp32 state part dfk_s
@@ -229,11 +234,11 @@ def bwd_kv_kernel(
         if t * BT >= first:
             f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
             acc_f = tl.zeros([BT, BF], dtype=tl.float32)
-            if not STATE_DFK:  # dfk_s holds nothing from state_part_end on
+            if not (STATE_DFK or QUAD):  # dfk_s holds nothing from state_part_end on
                 acc_f = tl.load(dfk_s + f_off, mask=(kpos < sp_end)[:, None] & mf[None, :], other=0.0)
-            for n in range(t, n_end):
-                if (tile_lo(n, W, LAYOUT, BT) <= t) & (t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W,
-                                                                           LAYOUT)):
+            for n in range(t, n_all):
+                if (first_tile(n, W, LAYOUT, BT, QUAD) <= t) & (
+                        t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
                     for q0 in range(n * BT, n * BT + BT, BQ):
                         qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)
                         start = soft_start(qpos, W, LAYOUT)

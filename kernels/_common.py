@@ -190,6 +190,17 @@ def tile_lo(n, W, LAYOUT, BT: tl.constexpr):
 
 
 @triton.jit
+def first_tile(n, W, LAYOUT, BT: tl.constexpr, QUAD: tl.constexpr):
+    """First key tile that query chunk ``n`` scores directly: :func:`tile_lo`, or 0 with QUAD (the quadratic mode of
+    short sequences: every key is scored in the window kernels, no state)."""
+    if QUAD:  # noqa: SIM108 - constexpr branch
+        r = n * 0
+    else:
+        r = tile_lo(n, W, LAYOUT, BT)
+    return r
+
+
+@triton.jit
 def seg_key_start(s, L, NS, T, W, LAYOUT, BT: tl.constexpr):
     """Key position where segment ``s`` begins: the state handed to segment s covers keys before it.
 

@@ -17,7 +17,16 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from lolsearch.kernels._common import F32_DOT, chunk_head, head_rows, seg_key_start, soft_start, tile_lo, tuned
+from lolsearch.kernels._common import (
+    F32_DOT,
+    chunk_head,
+    first_tile,
+    head_rows,
+    seg_key_start,
+    soft_start,
+    tile_lo,
+    tuned,
+)
 
 NO_SPEC = ["T", "W", "LAYOUT", "L", "NS", "H", "G", "HKV", "TUNE"]
 
@@ -219,13 +228,14 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
-@tuned([(4, 1), (4, 2), (4, 1, 168)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "TUNE"])
+@tuned([(4, 1), (4, 2), (4, 1, 168)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "QUAD", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
     q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
     T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
     SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, GROUPED: tl.constexpr, TOK_O: tl.constexpr,
+    QUAD: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
@@ -234,7 +244,8 @@ def fwd_window_kernel(
     can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
     sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2).
-    TOK_O: o and o_lo in token-major memory (:func:`head_rows`)."""
+    TOK_O: o and o_lo in token-major memory (:func:`head_rows`). QUAD: every key tile of the chunk is scored here
+    (tiles 0..n, the quadratic mode of short sequences) and there is no state part (ys, dens are not read)."""
     n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
@@ -255,7 +266,7 @@ def fwd_window_kernel(
     start = soft_start(qpos, W, LAYOUT)
     start_lo = soft_start(n * BT, W, LAYOUT)
     start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-    tlo = tile_lo(n, W, LAYOUT, BT)
+    tlo = first_tile(n, W, LAYOUT, BT, QUAD)
     m = tl.full([BT], -1e30, dtype=tl.float32)
     lsum = tl.zeros([BT], dtype=tl.float32)
     am = tl.zeros([BT], dtype=tl.int32)
@@ -290,10 +301,12 @@ def fwd_window_kernel(
         p_in = p.to(b_v.dtype)
         lsum += tl.sum(p_in.to(tl.float32), 1)
         acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
-    acc += tl.load(ys + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :],
-                   other=0.0).to(tl.float32)
+    if not QUAD:
+        acc += tl.load(ys + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :],
+                       other=0.0).to(tl.float32)
+        lsum += tl.load(dens + bh * T + qpos, mask=qm, other=0.0)
     out_off = head_rows(bh, H, T, qpos, rk, D, TOK_O)
-    z = lsum + tl.load(dens + bh * T + qpos, mask=qm, other=0.0) + 1e-12
+    z = lsum + 1e-12
     out = acc / z[:, None]
     o_hi = out.to(o.dtype.element_ty)
     tl.store(o + out_off, o_hi, mask=qm[:, None] & mk[None, :])

@@ -75,6 +75,16 @@ def positive_int(name: str) -> int | None:
     return int(value)
 
 
+def count(name: str) -> int | None:
+    """An integer >= 0; None when unset or empty."""
+    value = _raw(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise _bad(name, value, "an integer >= 0")
+    return int(value)
+
+
 def tile(name: str) -> tuple[int, int] | None:
     """``AxB`` with A and B powers of two from 16 to 256 (e.g. 128x64); None when unset or empty."""
     value = _raw(name)
@@ -94,6 +104,7 @@ READERS = {
     "LOLSEARCH_KERNELS_BD": lambda n: power_of_two(n, 16, 256),
     "LOLSEARCH_KERNELS_PPS": positive_int,
     "LOLSEARCH_KERNELS_MIN_SEG": positive_int,
+    "LOLSEARCH_KERNELS_QUADRATIC_T": count,
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
     "LOLSEARCH_KERNELS_GQA_ORDER": auto_flag,
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),

@@ -24,11 +24,21 @@ ensure_importable()
 def kernel_env(monkeypatch):
     """CPU: run the kernels in the Triton interpreter. Everywhere, unless LOLSEARCH_KERNELS_AUTOTUNE is set: the
     first launch config of each kernel (autotuning, the default of real runs, compiles and times every config at
-    each size class: ``kernels/gpu_check.sh`` runs the GPU matrix that way)."""
+    each size class: ``kernels/gpu_check.sh`` runs the GPU matrix that way). Unless LOLSEARCH_KERNELS_QUADRATIC_T
+    is set: the hybrid op's chunked schedule at every length (the quadratic mode has its own tests, and a run with
+    the variable set, e.g. to 100000, puts every test through that mode)."""
     if not torch.cuda.is_available():
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     if "LOLSEARCH_KERNELS_AUTOTUNE" not in os.environ:
         monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "0")
+    if "LOLSEARCH_KERNELS_QUADRATIC_T" not in os.environ:  # the chunked schedule, unless a test or the run asks
+        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", "0")
+
+
+@pytest.fixture
+def quadratic(monkeypatch):
+    """The hybrid op's quadratic mode at every length (``LOLSEARCH_KERNELS_QUADRATIC_T``) for one test."""
+    monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
 
 
 @pytest.fixture
