@@ -217,17 +217,18 @@ def bwd_state_kv_kernel(
                             D, F, BF, BD, BT, NEED_DV, TOK_DO)
 
 
-@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "QUAD", "TUNE"])
+@tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "PAR", "HAS_ST", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_q_kernel(
     fk, v, do, zden, e_in, st, dfq,
     T, W, LAYOUT, L, NS, H, G, HKV, TUNE,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, SMALL: tl.constexpr,
-    TOK_DO: tl.constexpr, QUAD: tl.constexpr,
+    TOK_DO: tl.constexpr, PAR: tl.constexpr, HAS_ST: tl.constexpr,
 ):
     """dφq, F-columns [fi*BF, fi*BF+BF), in its dtype: the state part S_i g_i − z_i e_i, walking segment s forward
     from its stored state with Sᵀ ``[D, BF]`` in registers, plus the window tiles' linear keys, Σ_j dA_ij φk_j.
-    QUAD (no state; ``st`` is not read): the linear keys of every key tile 0..n, one chunk per segment (L = 1)."""
+    PAR (the parallel schedule): one query chunk per program (axis 1), the state its segment starts from (none
+    without HAS_ST, the quadratic mode) and the linear keys of every tile from :func:`first_tile` on."""
     BK: tl.constexpr = 32
     fi = tl.program_id(0)
     s = tl.program_id(1)
@@ -242,15 +243,21 @@ def bwd_state_q_kernel(
     mf = rf < F
     fk_base = fk + bh * T * F
     v_base = v + kvh * T * D
-    n0 = s * L
-    if not QUAD:
-        SZ = F * D + F
-        sbase = st + (bh * (NS + 1) + s) * SZ
+    if PAR:
+        n0 = s
+        n1 = s + 1
+        seg = s // L
+    else:
+        n0 = s * L
+        n1 = tl.minimum(n0 + L, NT)
+        seg = s
+        lo0 = tile_lo(n0, W, LAYOUT, BT)
+    if HAS_ST:
+        sbase = st + (bh * (NS + 1) + seg) * (F * D + F)
         st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
         zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
-        lo0 = tile_lo(n0, W, LAYOUT, BT)
-    for n in range(n0, tl.minimum(n0 + L, NT)):
-        if not QUAD:
+    for n in range(n0, n1):
+        if not PAR:
             if SMALL:  # exactly tile n - 2 leaves the window before chunk n (see fwd_state_kernel)
                 rows = (n - 2) * BT + rt
                 keep = (rows - rt) >= lo0 * BT  # tile n - 2 >= lo0 (>= 0); tensor-only mask
@@ -270,15 +277,15 @@ def bwd_state_q_kernel(
         rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
         e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
         b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
-        if QUAD:
-            acc = tl.zeros([BT, BF], dtype=tl.float32)
-        else:
+        if HAS_ST:
             acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
             acc = acc * rz[:, None] - e[:, None] * zs[None, :]
+        else:
+            acc = tl.zeros([BT, BF], dtype=tl.float32)
         # the window tiles' linear keys, BK at a time
         start = soft_start(qpos, W, LAYOUT)
         start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-        for k0 in range(first_tile(n, W, LAYOUT, BT, QUAD) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
+        for k0 in range(first_tile(n, W, LAYOUT, BT, PAR, L) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
             kw = k0 + tl.arange(0, BK)
             kwm = kw < T
             b_vw = tl.load(v_base + kw[:, None] * D + rk[None, :], mask=kwm[:, None] & mk[None, :], other=0.0)

@@ -17,12 +17,13 @@ from lolsearch.kernels._common import (
     first_tile,
     head_rows,
     last_chunk_end,
+    par_state_seg,
     soft_start,
     state_part_end,
     tile_lo,
     tuned,
 )
-from lolsearch.kernels._fwd import NO_SPEC
+from lolsearch.kernels._fwd import NO_SPEC, state_dot
 
 
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
@@ -137,22 +138,33 @@ def _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, 
 
 
 @triton.jit
-def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
-             T, W, LAYOUT, H, G, qk_scale,
-             D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
-             TOK_DO: tl.constexpr, QUAD: tl.constexpr):
-    """dv of key tile t summed over the G heads of kv head (b, j): every window weight A_ij (softmax and linear)
-    times g_i = do_i / Z_i, plus each head's state part from dv_s ``[BH, T, D]`` (none with QUAD)."""
+def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, r, s_st, b_k, kpos, km, t, n_end, b, j, rq, rk, mk, rf, mf,
+             T, W, LAYOUT, L, NS, H, G, qk_scale,
+             D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
+             BQ: tl.constexpr, TOK_DO: tl.constexpr, PAR: tl.constexpr, HAS_ST: tl.constexpr):
+    """dv of key tile t summed over the G heads of kv head (b, j): every directly scored weight A_ij (softmax and
+    linear) times g_i = do_i / Z_i, plus each head's state part: from dv_s ``[BH, T, D]`` (walk schedule), or with
+    PAR and HAS_ST φk·dS, dS the suffix sum ``r`` from segment ``s_st`` on (none in the quadratic mode)."""
     acc = tl.zeros([BT, BDK], dtype=tl.float32)
     st_mask = (kpos < state_part_end(T, W, LAYOUT, BT))[:, None] & mk[None, :]  # dv_s holds nothing elsewhere
     for hh in range(0, G):
         bh = b * H + j * G + hh
-        if not QUAD:
+        b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
+        if PAR:
+            if HAS_ST:  # φk·dS, 32 features at a time (a whole fp32 [F, D] tile would spill)
+                rbase = r + (bh * (NS + 1) + s_st) * (F * D + F)
+                for f0 in tl.static_range(0, BF, 32):
+                    rfc = f0 + tl.arange(0, 32)
+                    mfc = rfc < F
+                    a = tl.load(fk + bh * T * F + kpos[:, None] * F + rfc[None, :], mask=km[:, None] & mfc[None, :],
+                                other=0.0)
+                    d_blk = tl.load(rbase + rfc[:, None] * D + rk[None, :], mask=mfc[:, None] & mk[None, :], other=0.0)
+                    acc = state_dot(a, d_blk, acc)
+        else:
             acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=st_mask, other=0.0)
         gam = tl.load(gamma + j * G + hh).to(tl.float32)
-        b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
         for n in range(t, n_end):
-            if first_tile(n, W, LAYOUT, BT, QUAD) <= t:
+            if first_tile(n, W, LAYOUT, BT, PAR, L) <= t:
                 has_soft = (LAYOUT != 0) & (t * BT + BT - 1 >= soft_start(n * BT, W, LAYOUT))
                 has_lin = t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
                 for q0 in range(n * BT, n * BT + BT, BQ):
@@ -175,23 +187,25 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_end
 
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
-@tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)], key=["D", "F", "NEED_DK", "NEED_DV", "STATE_DFK", "QUAD", "TUNE"])
+@tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)],
+       key=["D", "F", "NEED_DK", "NEED_DV", "STATE_DFK", "PAR", "HAS_ST", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
-    q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s,
+    q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s, r,
     dk, dv, dfk,
-    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale, scale,
+    T, W, LAYOUT, L, NS, H, G, HKV, TUNE, qk_scale, scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BQ: tl.constexpr,
     NEED_DK: tl.constexpr, NEED_DV: tl.constexpr, TOK_DO: tl.constexpr, STATE_DFK: tl.constexpr,
-    QUAD: tl.constexpr,
+    PAR: tl.constexpr, HAS_ST: tl.constexpr,
 ):
     """Key tile t of kv head (b, j), one output per program (axis 2, ``part``): dk (NEED_DK) and dv (NEED_DV) summed
     over the G query heads of the group (dv adds the state parts dv_s ``[BH, T, D]`` of the group's heads), then dφk
     of one query head per program: the whole of it where STATE_DFK is off (adding the state part dfk_s), else only
     for the keys from :func:`state_part_end` on (``bwd_state_kv`` wrote the others). The outputs rescore the same
     tiles but share no accumulator, so they run in parallel: NEED_DK + NEED_DV + G programs per key tile. Queries go
-    by in blocks of BQ rows ([keys, BQ] score tiles). QUAD (the quadratic mode: no state, every chunk scores every
-    key tile up to its own): dv and dφk come from the scored tiles alone, STATE_DFK off, dv_s and dfk_s unread."""
+    by in blocks of BQ rows ([keys, BQ] score tiles). PAR (the parallel schedule, segments of L chunks; STATE_DFK
+    off, dv_s and dfk_s unread): the chunks of the segments before :func:`par_state_seg` score the tile directly, and
+    with HAS_ST the state parts come from that segment's suffix sum of ``r`` (the quadratic mode has none)."""
     t = tl.program_id(0)
     bkv = tl.program_id(1).to(tl.int64)
     part = tl.program_id(2)
@@ -212,7 +226,12 @@ def bwd_kv_kernel(
     b_k = tl.load(k + kv_off, mask=kv_mask, other=0.0)
     b_v = tl.load(v + kv_off, mask=kv_mask, other=0.0)
     n_end = last_chunk_end(t, NT, W, LAYOUT, BT)  # the chunks holding softmax keys of tile t end there in both modes
-    n_all = NT if QUAD else n_end
+    if PAR:
+        s_st = par_state_seg(t, NT, W, LAYOUT, L, BT)
+        n_all = tl.minimum(s_st * L, NT)
+    else:
+        s_st = n_end * 0
+        n_all = n_end
     if NEED_DK:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == 0:
             acc = _dk_tile(q, do, gamma, m2, zden, e_in, dc_in, am, b_k, b_v, kpos, t, n_end, b, j, rq, rk, mk,
@@ -220,8 +239,9 @@ def bwd_kv_kernel(
             tl.store(dk + kv_off, (acc * scale).to(dk.dtype.element_ty), mask=kv_mask)
     if NEED_DV:  # noqa: SIM102 - a constexpr test, then the program's part
         if part == NKV - 1:
-            acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, b_k, kpos, km, t, n_all, b, j, rq, rk, mk, rf,
-                           mf, T, W, LAYOUT, H, G, qk_scale, D, F, BDK, BT, BQ, TOK_DO, QUAD)
+            acc = _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, r, s_st, b_k, kpos, km, t, n_all, b, j, rq, rk,
+                           mk, rf, mf, T, W, LAYOUT, L, NS, H, G, qk_scale, D, F, BDK, BF, BT, BQ, TOK_DO, PAR,
+                           HAS_ST)
             tl.store(dv + kv_off, acc.to(dv.dtype.element_ty), mask=kv_mask)
     # dφk of query head part − NKV where bwd_state_kv did not write it whole (with STATE_DFK it did, for the keys
     # before state_part_end): the window's linear keys plus, without STATE_DFK, the fp32 state part dfk_s
@@ -234,10 +254,22 @@ def bwd_kv_kernel(
         if t * BT >= first:
             f_off = bh * T * F + kpos[:, None] * F + rf[None, :]
             acc_f = tl.zeros([BT, BF], dtype=tl.float32)
-            if not (STATE_DFK or QUAD):  # dfk_s holds nothing from state_part_end on
+            if PAR:
+                if HAS_ST:  # dφk's state part v·dSᵀ − dz, dS read transposed, 32 value columns at a time
+                    rbase = r + (bh * (NS + 1) + s_st) * (F * D + F)
+                    for d0 in tl.static_range(0, BDK, 32):
+                        rdc = d0 + tl.arange(0, 32)
+                        mdc = rdc < D
+                        v_blk = tl.load(v + bkv * T * D + kpos[:, None] * D + rdc[None, :],
+                                        mask=km[:, None] & mdc[None, :], other=0.0)
+                        d_blk = tl.load(rbase + rf[None, :] * D + rdc[:, None], mask=mf[None, :] & mdc[:, None],
+                                        other=0.0)
+                        acc_f = state_dot(v_blk, d_blk, acc_f)
+                    acc_f -= tl.load(rbase + F * D + rf, mask=mf, other=0.0)[None, :]
+            elif not STATE_DFK:  # dfk_s holds nothing from state_part_end on
                 acc_f = tl.load(dfk_s + f_off, mask=(kpos < sp_end)[:, None] & mf[None, :], other=0.0)
             for n in range(t, n_all):
-                if (first_tile(n, W, LAYOUT, BT, QUAD) <= t) & (
+                if (first_tile(n, W, LAYOUT, BT, PAR, L) <= t) & (
                         t * BT < soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)):
                     for q0 in range(n * BT, n * BT + BT, BQ):
                         qpos, qm, b_q, b_do, rz, e = _q_rows(q, do, zden, e_in, bh, q0, rq, rk, mk, T, H, D, TOK_DO)

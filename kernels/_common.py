@@ -190,14 +190,23 @@ def tile_lo(n, W, LAYOUT, BT: tl.constexpr):
 
 
 @triton.jit
-def first_tile(n, W, LAYOUT, BT: tl.constexpr, QUAD: tl.constexpr):
-    """First key tile that query chunk ``n`` scores directly: :func:`tile_lo`, or 0 with QUAD (the quadratic mode of
-    short sequences: every key is scored in the window kernels, no state)."""
-    if QUAD:  # noqa: SIM108 - constexpr branch
-        r = n * 0
+def first_tile(n, W, LAYOUT, BT: tl.constexpr, PAR: tl.constexpr, L):
+    """First key tile that query chunk ``n`` scores directly: :func:`tile_lo` in the walk schedule; with PAR (the
+    parallel schedule, segments of L chunks) tile_lo of its segment's first chunk, so every key from there on is
+    scored directly and the state is the one the segment starts from (0 in the quadratic mode: one segment)."""
+    if PAR:  # noqa: SIM108 - constexpr branch
+        r = tile_lo((n // L) * L, W, LAYOUT, BT)
     else:
         r = tile_lo(n, W, LAYOUT, BT)
     return r
+
+
+@triton.jit
+def par_state_seg(t, NT, W, LAYOUT, L, BT: tl.constexpr):
+    """Parallel schedule: the first segment whose starting state holds key tile ``t``. The chunks of the segments
+    before it that come after the tile (up to the return value × L, at most NT) score it directly; the suffix sum of
+    Σ φq gᵀ from this segment on is its state gradient (the segment count NS where none holds it)."""
+    return (last_chunk_end(t, NT, W, LAYOUT, BT) - 1) // L + 1
 
 
 @triton.jit

@@ -228,14 +228,14 @@ def _window_small(b_q, b_fq, k_base, v_base, fk_base, qpos, start, n, g, qk_scal
 # (8 warps, 2 stages) is not offered: wrong outputs for fp32 inputs on Triton 3.6 / Hopper (results/kernels/ISSUE17.md)
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
-@tuned([(4, 1), (4, 2), (4, 1, 168)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "QUAD", "TUNE"])
+@tuned([(4, 1), (4, 2), (4, 1, 168)], key=["D", "F", "SMALL", "LIN_CUR", "SAVE_LO", "GROUPED", "PAR", "HAS_ST", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def fwd_window_kernel(
-    q, k, v, fq, fk, gamma, ys, dens, o, o_lo, m_out, z_out, am_out,
-    T, W, LAYOUT, H, G, HKV, TUNE, qk_scale,
+    q, k, v, fq, fk, gamma, ys, dens, st, o, o_lo, m_out, z_out, am_out,
+    T, W, LAYOUT, L, NS, H, G, HKV, TUNE, qk_scale,
     D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr,
     SMALL: tl.constexpr, LIN_CUR: tl.constexpr, SAVE_LO: tl.constexpr, GROUPED: tl.constexpr, TOK_O: tl.constexpr,
-    QUAD: tl.constexpr,
+    PAR: tl.constexpr, HAS_ST: tl.constexpr,
 ):
     """o of query chunk n: window tiles scored directly (newest to oldest, online stabilizer), plus the
     state part (ys, dens) from fwd_state_kernel; saves the stabilizer m (log2 units), the denominator Z
@@ -244,8 +244,10 @@ def fwd_window_kernel(
     can hold linear keys for this layout/window.
     SAVE_LO: also store o − round(o) (16-bit inputs under autograd): the backward's e_i = do_i·o_i / Z_i then
     sees o to ~16 more bits (dγ sums e over all rows with cancellation; a 16-bit o alone costs ~1e-2).
-    TOK_O: o and o_lo in token-major memory (:func:`head_rows`). QUAD: every key tile of the chunk is scored here
-    (tiles 0..n, the quadratic mode of short sequences) and there is no state part (ys, dens are not read)."""
+    TOK_O: o and o_lo in token-major memory (:func:`head_rows`). PAR (the parallel schedule, segments of L chunks):
+    every key tile from the segment's first chunk's tile_lo on is scored here, and with HAS_ST the state part is
+    φq·S, φq·z of the state ``st [BH, NS+1, F·D+F]`` the segment starts from (without it, the quadratic mode, there
+    is none); ys and dens are not read."""
     n, bh = chunk_head(H, G, GROUPED)
     b = bh // H
     h = bh % H
@@ -266,7 +268,7 @@ def fwd_window_kernel(
     start = soft_start(qpos, W, LAYOUT)
     start_lo = soft_start(n * BT, W, LAYOUT)
     start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-    tlo = first_tile(n, W, LAYOUT, BT, QUAD)
+    tlo = first_tile(n, W, LAYOUT, BT, PAR, L)
     m = tl.full([BT], -1e30, dtype=tl.float32)
     lsum = tl.zeros([BT], dtype=tl.float32)
     am = tl.zeros([BT], dtype=tl.int32)
@@ -301,7 +303,19 @@ def fwd_window_kernel(
         p_in = p.to(b_v.dtype)
         lsum += tl.sum(p_in.to(tl.float32), 1)
         acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
-    if not QUAD:
+    if PAR:
+        if HAS_ST:  # φq·S and φq·z, 32 features at a time: a whole fp32 [F, D] state tile would spill
+            sbase = st + (bh * (NS + 1) + n // L) * (F * D + F)
+            for f0 in tl.static_range(0, BF, 32):
+                rfc = f0 + tl.arange(0, 32)
+                mfc = rfc < F
+                a = tl.load(fq + bh * T * F + qpos[:, None] * F + rfc[None, :], mask=qm[:, None] & mfc[None, :],
+                            other=0.0)
+                s_blk = tl.load(sbase + rfc[:, None] * D + rk[None, :], mask=mfc[:, None] & mk[None, :], other=0.0)
+                acc = state_dot(a, s_blk, acc)
+                z_blk = tl.load(sbase + F * D + rfc, mask=mfc, other=0.0)
+                lsum += tl.sum(a.to(tl.float32) * z_blk[None, :], 1)
+    else:
         acc += tl.load(ys + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :],
                        other=0.0).to(tl.float32)
         lsum += tl.load(dens + bh * T + qpos, mask=qm, other=0.0)

@@ -45,9 +45,9 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "fwd_state": (_fwd.fwd_state_kernel, {"fq": p, "fk": p, "v": p, "st": f32, "ys": p, "dens": f32},
                       dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small)),
         "fwd_window": (_fwd.fwd_window_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "ys", "o", "o_lo"), p), "gamma": f32,
-                       "dens": f32, "m_out": f32, "z_out": f32, "am_out": i32, "qk_scale": "fp32"},
+                       "dens": f32, "st": f32, "m_out": f32, "z_out": f32, "am_out": i32, "qk_scale": "fp32"},
                        dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, SMALL=small, LIN_CUR=False, SAVE_LO=dt != "fp32",
-                       GROUPED=True, TOK_O=True, QUAD=False)),
+                       GROUPED=True, TOK_O=True, PAR=False, HAS_ST=True)),
         "bwd_pre": (_bwd.bwd_pre_kernel, {"o": p, "o_lo": p, "do": p, "zden": f32, "e_out": f32},
                     dict(D=d, BDK=bdk, BT=64, HAS_LO=dt != "fp32", TOK_O=True, TOK_DO=True)),
         "bwd_rsum": (_bwd.bwd_rsum_kernel, {"fq": p, "do": p, "zden": f32, "e_in": f32, "r": f32},
@@ -55,15 +55,15 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "bwd_state_kv": (_bwd.bwd_state_kv_kernel, {"fq": p, "fk": p, "v": p, "do": p, "zden": f32, "e_in": f32, "r": f32,
                          "dfk": p if d <= bd else f32, "dv": f32}, dict(D=d, F=f, BF=bf, BD=bd, BT=64, SMALL=small, NEED_DV=True, TOK_DO=True)),
         "bwd_state_q": (_bwd.bwd_state_q_kernel, {"fk": p, "v": p, "do": p, "zden": f32, "e_in": f32, "st": f32, "dfq": p},
-                        dict(D=d, F=f, BDK=bdk, BF=min(bf, 64), BT=64, SMALL=small, TOK_DO=True, QUAD=False)),
+                        dict(D=d, F=f, BDK=bdk, BF=min(bf, 64), BT=64, SMALL=small, TOK_DO=True, PAR=False, HAS_ST=True)),
         "bwd_q": (_bwd_window.bwd_q_kernel, {**dict.fromkeys(("q", "k", "v", "do", "dq"), p), "gamma": f32,
                   "m2": f32, "zden": f32, "e_in": f32, "am": i32, "dc_out": f32, "dg_part": f32,
                   "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, BDK=bdk, BT=64, NEED_DQ=True, GROUPED=True,
                   TOK_DO=True)),
         "bwd_kv": (_bwd_window.bwd_kv_kernel, {**dict.fromkeys(("q", "k", "v", "fq", "fk", "do", "dk", "dv", "dfk"), p), "gamma": f32,
-                   "m2": f32, "zden": f32, "e_in": f32, "dc_in": f32, "am": i32, "dv_s": f32, "dfk_s": f32,
+                   "m2": f32, "zden": f32, "e_in": f32, "dc_in": f32, "am": i32, "dv_s": f32, "dfk_s": f32, "r": f32,
                    "qk_scale": "fp32", "scale": "fp32"}, dict(D=d, F=f, BDK=bdk, BF=bf, BT=64, BQ=32, NEED_DK=True,
-                   NEED_DV=True, TOK_DO=True, STATE_DFK=d <= bd, QUAD=False)),
+                   NEED_DV=True, TOK_DO=True, STATE_DFK=d <= bd, PAR=False, HAS_ST=True)),
         "decode": (decode.decode_kernel, {**dict.fromkeys(("q", "fq", "kc", "vc", "fk_abs", "v_abs", "o"), p), "slot_pos": "*i64",
                    "S": f32, "z": f32, "gamma": f32, "scale": "fp32"},
                    dict(D=d, F=f, BDK=bdk, BFT=min(bf, max(16, 4096 // bdk)), BC=32, SOFT=True)),
@@ -80,11 +80,12 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         "features_bwd_t2r": (featuremap.features_bwd_kernel, fmap_bwd,
                              {**fmap, "P": f, "BP": bf, "KIND": 1, **fcfg("bwd", f), "WANT_DX": True}),
     }
-    # the quadratic mode of short sequences: the three kernels it runs that take QUAD, as it launches them
-    for name, extra in (("fwd_window", dict(SMALL=False)), ("bwd_state_q", dict(SMALL=False)),
+    # the parallel schedule (_par) and the quadratic mode (_quad): the kernels whose variants they launch
+    for name, extra in (("fwd_window", dict(SMALL=False, LIN_CUR=False)), ("bwd_state_q", dict(SMALL=False)),
                         ("bwd_kv", dict(STATE_DFK=False))):
         kernel, types, consts = jobs[name]
-        jobs[name + "_quad"] = (kernel, types, {**consts, **extra, "QUAD": True})
+        for tag, has_st in (("_par", True), ("_quad", False)):
+            jobs[name + tag] = (kernel, types, {**consts, **extra, "PAR": True, "HAS_ST": has_st})
     return jobs
 
 

@@ -29,6 +29,7 @@ from lolsearch.kernels._common import (
 )
 from lolsearch.kernels._direct import launch
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
+from lolsearch.kernels._schedule import parallel_plan, schedule
 
 from lolsearch.attention.chunked import LinearState, state_cover
 from lolsearch.attention.layouts import get_layout
@@ -43,24 +44,6 @@ FORCE_SAVE_LO = False
 PROGRAMS_PER_SM = 8
 # Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
 MIN_SEGMENT_CHUNKS = 8
-# Longest sequence that runs in the quadratic mode (env LOLSEARCH_KERNELS_QUADRATIC_T; tests set QUADRATIC_MAX_T,
-# None = the env's or the default): every query chunk scores all its key tiles in the window kernels, as
-# FlashAttention does, and no state is formed, so the forward is one launch and the backward four. Its work grows
-# as T^2, the chunked schedule's as T; at short T the chunked schedule's serial walks and state traffic cost more.
-QUADRATIC_MAX_T: int | None = None
-QUADRATIC_T_DEFAULT = 512
-
-
-def quadratic_mode(t: int, state_io: bool) -> bool:
-    """Whether a call of length ``t`` runs in the quadratic mode; never where it takes or returns a state
-    (``state_io``), which the quadratic mode does not form."""
-    limit = QUADRATIC_MAX_T
-    if limit is None:
-        env = kernel_env.read("LOLSEARCH_KERNELS_QUADRATIC_T")
-        limit = QUADRATIC_T_DEFAULT if env is None else env
-    return not state_io and t <= limit
-
-
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
     """Value columns per program of the state walks. The fp32 state [F, BD] must stay in registers
     (F*BD <= 128*128 at 8 warps), and the walks stage about five [F, BD] state copies (operands of the
@@ -145,11 +128,12 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
     return seg, cdiv(nt, seg)
 
 
-def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False, tok_o=False, quad=False):
-    """Returns o, the segment states ``[BH, NS+1, F*D+F]``, the per-row stats (m, Z, argmax), the plan (L, NS) and
-    the rounding residual of o (``save_lo``; else None). ``balance``: the balanced segment plan (``_plan``);
-    ``tok_o``: o (and its residual) in token-major memory; ``quad``: the quadratic mode (no states, empty ``st``,
-    plan (1, chunks); no ``s0``)."""
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False, tok_o=False, mode="walk",
+             save_grad=False):
+    """Returns o, the segment states ``[BH, NS+1, F*D+F]`` (empty in the quadratic mode), the per-row stats (m, Z,
+    argmax), the plan (L, NS) and the rounding residual of o (``save_lo``; else None). ``balance``: the walk's
+    balanced segment plan (``_plan``); ``tok_o``: o (and its residual) in token-major memory; ``mode``: the schedule
+    (:func:`schedule`; only "walk" takes ``s0``); ``save_grad``: the call is under autograd."""
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
@@ -163,14 +147,16 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     tb = tune_bucket(b * h, t)
     window = dict(T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb, qk_scale=d**-0.5 * LOG2E, D=d, F=f,
                   BDK=bdk, BF=bf, BT=BT, SAVE_LO=save_lo, GROUPED=grouped, TOK_O=tok_o)
-    if quad:
+    if mode == "quadratic":
         launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
-               q, k, v, fq, fk, gamma, q, m2, o, o if o_lo is None else o_lo, m2, zden, am,
-               **window, SMALL=False, LIN_CUR=False, QUAD=True)
-        return o, m2.new_empty(0), (m2, zden, am), (1, nt), o_lo
-    bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
-    nd = cdiv(d, bd)
-    seg, ns = _plan(t, b * h, nd, q.device, balance)
+               q, k, v, fq, fk, gamma, q, m2, m2, o, o if o_lo is None else o_lo, m2, zden, am, L=nt, NS=1,
+               **window, SMALL=False, LIN_CUR=False, PAR=True, HAS_ST=False)
+        return o, m2.new_empty(0), (m2, zden, am), (nt, 1), o_lo
+    if mode == "parallel":
+        seg, ns = parallel_plan(t, save_grad)
+    else:
+        bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
+        seg, ns = _plan(t, b * h, cdiv(d, bd), q.device, balance)
     sz = f * d + f
     st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
     if s0 is not None:  # else the scan writes entry 0 as zeros
@@ -183,6 +169,11 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     )
     launch(scan_kernel, (cdiv(sz, 1024), b * h), st, ns + 1, sz, REVERSE=False, BLOCK=1024, ZERO_FIRST=s0 is None,
            num_warps=4)
+    if mode == "parallel":
+        launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
+               q, k, v, fq, fk, gamma, q, m2, st, o, o if o_lo is None else o_lo, m2, zden, am, L=seg, NS=ns,
+               **window, SMALL=False, LIN_CUR=False, PAR=True, HAS_ST=True)
+        return o, st, (m2, zden, am), (seg, ns), o_lo
     # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
     ys = torch.empty_like(q)
     dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
@@ -190,8 +181,8 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (cdiv(d, x), ns, b * h),
                  fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
-        q, k, v, fq, fk, gamma, ys, dens, o, o if o_lo is None else o_lo, m2, zden, am,
-        **window, SMALL=small, LIN_CUR=small and linear_in_diagonal_tile(lay, w), QUAD=False,
+        q, k, v, fq, fk, gamma, ys, dens, st, o, o if o_lo is None else o_lo, m2, zden, am, L=seg, NS=ns,
+        **window, SMALL=small, LIN_CUR=small and linear_in_diagonal_tile(lay, w), PAR=False, HAS_ST=True,
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
@@ -217,22 +208,24 @@ def _backward(ctx, do):
     launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, h, D=d, BDK=bdk, BT=BT,
            HAS_LO=has_lo, TOK_O=ctx.tok_o, TOK_DO=tok_do, num_warps=4)
     bf1 = min(bf, 64)
-    if ctx.quad:
+    has_st = ctx.mode != "quadratic"
+    r = e
+    if has_st:  # the state parts' gradients, Σ φq gᵀ per segment, summed from the last segment back (fp32)
+        sz = f * d + f
+        r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
+        r[:, ns].zero_()
+        bd1 = min(bdk, 64)
+        launch(bwd_rsum_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
+            fq, do, zden, e, r, t, seg, ns, h, D=d, F=f, BF=bf1, BD=bd1, BT=BT, TOK_DO=tok_do, num_warps=4
+        )
+        launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
+               num_warps=4)
+    if ctx.mode != "walk":  # no walks: dφq per query chunk, dv and dφk whole in bwd_kv
         dfq, dfk = torch.empty_like(fq), torch.empty_like(fk)
-        launch(bwd_state_q_kernel, (cdiv(f, bf1), nt, b * h), fk, v, do, zden, e, e, dfq, **walk, D=d, F=f, BDK=bdk,
-               BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, QUAD=True)
-        dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, e, dfk, dfk, False)
+        launch(bwd_state_q_kernel, (cdiv(f, bf1), nt, b * h), fk, v, do, zden, e, st if has_st else e, dfq, **walk,
+               D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, PAR=True, HAS_ST=has_st)
+        dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, e, dfk, r, dfk, False)
         return dq, dk, dv, dfq, dfk, dgamma
-    # state parts (fp32), reverse scan of Σ φq gᵀ over segments first
-    sz = f * d + f
-    r = torch.empty(b * h, ns + 1, sz, device=dev, dtype=f32)
-    r[:, ns].zero_()
-    bd1 = min(bdk, 64)
-    launch(bwd_rsum_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
-        fq, do, zden, e, r, t, seg, ns, h, D=d, F=f, BF=bf1, BD=bd1, BT=BT, TOK_DO=tok_do, num_warps=4
-    )
-    launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
-           num_warps=4)
     # dv's state part per query head (bwd_kv sums each GQA group) in fp32, written by plain stores for exactly the key
     # tiles some chunk reads through the state (bwd_kv reads no others), so not initialised. dφk: bwd_state_kv writes
     # it whole for those tiles where one value tile spans D; where value tiles split D, their state parts are summed
@@ -255,16 +248,16 @@ def _backward(ctx, do):
     dfq = torch.empty_like(fq)
     launch(bwd_state_q_kernel, (cdiv(f, bf1), ns, b * h),
         fk, v, do, zden, e, st, dfq, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w),
-        TOK_DO=tok_do, QUAD=False,
+        TOK_DO=tok_do, PAR=False, HAS_ST=True,
     )
-    dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, dv_s, dfk_s if d > bd else dfk, dfk, d <= bd)
+    dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, dv_s, dfk_s if d > bd else dfk, r, dfk, d <= bd)
     return dq, dk, dv, dfq, dfk, dgamma
 
 
-def _window_grads(ctx, do, tok_do: bool, e, dv_s, dfk_s, dfk, state_dfk: bool):
+def _window_grads(ctx, do, tok_do: bool, e, dv_s, dfk_s, r, dfk, state_dfk: bool):
     """dq, dk, dv (None where autograd asks for none) and dγ from the window kernels, which write them in the input
-    dtypes; ``bwd_kv`` also completes dφk into ``dfk``: the state parts come from ``dv_s`` and, without
-    ``state_dfk``, ``dfk_s`` (neither is read in the quadratic mode)."""
+    dtypes; ``bwd_kv`` also completes dφk into ``dfk``. The state parts: the walk's ``dv_s`` and, without
+    ``state_dfk``, ``dfk_s``; the parallel schedule's from the suffix sums ``r``; none in the quadratic mode."""
     q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = ctx.saved_tensors
     need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
     b, h, t, d = q.shape
@@ -283,10 +276,10 @@ def _window_grads(ctx, do, tok_do: bool, e, dv_s, dfk_s, dfk, state_dfk: bool):
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
     launch(bwd_kv_kernel, (nt, b * hkv, need_dk + need_dv + h // hkv),
-        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, dk if need_dk else dfk,
-        dv if need_dv else dfk, dfk, T=t, W=ctx.w, LAYOUT=ctx.lay, **heads, **scales, D=d, F=f, BDK=block(d),
-        BF=block(f), BT=BT, BQ=32, NEED_DK=need_dk, NEED_DV=need_dv, TOK_DO=tok_do, STATE_DFK=state_dfk,
-        QUAD=ctx.quad,
+        q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, r, dk if need_dk else dfk,
+        dv if need_dv else dfk, dfk, T=t, W=ctx.w, LAYOUT=ctx.lay, L=ctx.plan[0], NS=ctx.plan[1], **heads, **scales,
+        D=d, F=f, BDK=block(d), BF=block(f), BT=BT, BQ=32, NEED_DK=need_dk, NEED_DV=need_dv, TOK_DO=tok_do,
+        STATE_DFK=state_dfk, PAR=ctx.mode != "walk", HAS_ST=ctx.mode != "quadratic",
     )
     return dq, dk, dv, dgp.view(b, h, nt).sum((0, 2))
 
@@ -301,13 +294,13 @@ class HybridAttentionFn(torch.autograd.Function):
     """Autograd wrapper; inputs already validated, contiguous and in one dtype."""
 
     @staticmethod
-    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, balance, tok_o, quad):
+    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, balance, tok_o, mode):
         save_lo = any(ctx.needs_input_grad[:6]) and (q.dtype != torch.float32 or FORCE_SAVE_LO)
         o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo, balance, tok_o,
-                                                     quad)
+                                                     mode, True)
         o_lo = o_lo if o_lo is not None else o.new_empty(0)
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
-        ctx.lay, ctx.w, ctx.plan, ctx.tok_o, ctx.quad = lay, w, plan, tok_o, quad
+        ctx.lay, ctx.w, ctx.plan, ctx.tok_o, ctx.mode = lay, w, plan, tok_o, mode
         if not want_state:
             return o
         s_fin, z_fin = _final_state(st, plan[1], q.shape, fq.shape[-1])
@@ -390,14 +383,14 @@ def hybrid_attention(
     # replay at 2K and 8K). Longer segments as such are checked for every dtype by the GPU matrix (MATRIX_SEG).
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, phi_q, phi_k, gamma))
     balance = not grad and dt != torch.float32
-    quad = quadratic_mode(q.shape[2], s0 is not None or return_state)
+    mode = schedule(q.shape[2], q.shape[3], s0 is not None or return_state)
     if grad:
         out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance,
-                                      token_major_out, quad)
+                                      token_major_out, mode)
         o, s_fin, z_fin = out if return_state else (out, None, None)
     else:  # nothing to save for a backward: no autograd node (host time counts at small T)
         o, st, _, plan, _ = _forward(*args, gamma.float().contiguous(), lay, w, s0, z0, False, balance, token_major_out,
-                                     quad)
+                                     mode)
         if return_state:
             s_fin, z_fin = _final_state(st, plan[1], q.shape, phi_q.shape[-1])
     if not return_state:

@@ -25,20 +25,34 @@ def kernel_env(monkeypatch):
     """CPU: run the kernels in the Triton interpreter. Everywhere, unless LOLSEARCH_KERNELS_AUTOTUNE is set: the
     first launch config of each kernel (autotuning, the default of real runs, compiles and times every config at
     each size class: ``kernels/gpu_check.sh`` runs the GPU matrix that way). Unless LOLSEARCH_KERNELS_QUADRATIC_T
-    is set: the hybrid op's chunked schedule at every length (the quadratic mode has its own tests, and a run with
-    the variable set, e.g. to 100000, puts every test through that mode)."""
+    and _PARALLEL_T are set: the hybrid op's walk schedule at every length (the others have their own tests, and a
+    run with a variable set, e.g. to 100000, puts every test through that schedule)."""
     if not torch.cuda.is_available():
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     if "LOLSEARCH_KERNELS_AUTOTUNE" not in os.environ:
         monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "0")
-    if "LOLSEARCH_KERNELS_QUADRATIC_T" not in os.environ:  # the chunked schedule, unless a test or the run asks
-        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", "0")
+    for name in ("LOLSEARCH_KERNELS_QUADRATIC_T", "LOLSEARCH_KERNELS_PARALLEL_T"):
+        if name not in os.environ:  # the walk schedule, unless a test or the run asks
+            monkeypatch.setenv(name, "0")
 
 
 @pytest.fixture
 def quadratic(monkeypatch):
     """The hybrid op's quadratic mode at every length (``LOLSEARCH_KERNELS_QUADRATIC_T``) for one test."""
     monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """``parallel(seg)``: the hybrid op's parallel schedule at every length, segments of ``seg`` chunks, for one
+    test (``LOLSEARCH_KERNELS_PARALLEL_T``, ``_PARALLEL_SEG``; the quadratic mode off)."""
+
+    def set_(seg: int) -> None:
+        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", "0")
+        monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_T", str(1 << 30))
+        monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_SEG", str(seg))
+
+    return set_
 
 
 @pytest.fixture

@@ -39,20 +39,28 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("quad", [False, True], ids=["chunked", "quadratic"])
+def _set_schedule(monkeypatch, mode: str) -> None:
+    """"walk", "quad" (the quadratic mode) or "parN" (the parallel schedule, segments of N chunks) at every length."""
+    if mode == "quad":
+        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
+    elif mode.startswith("par"):
+        monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_T", str(1 << 30))
+        monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_SEG", mode[3:])
+
+
+@pytest.mark.parametrize("mode", ["walk", "quad", "par4"])
 @pytest.mark.parametrize("t,layout,window,d,f,h,hkv,dtype", CASES)
-def test_gpu_forward_and_gradients(t, layout, window, d, f, h, hkv, dtype, quad, nan_alloc, monkeypatch):
+def test_gpu_forward_and_gradients(t, layout, window, d, f, h, hkv, dtype, mode, nan_alloc, monkeypatch):
     from lolsearch.kernels import hybrid_attention
 
-    if quad:
-        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
+    _set_schedule(monkeypatch, mode)
     tol_o, tol_g = TOLS[dtype]
     inputs = make_inputs(1, h, hkv, t, d, f, device=DEV, dtype=dtype, seed=t + window)
     leaves = [x.clone().requires_grad_(True) for x in inputs]
     o = hybrid_attention(*leaves, window, layout)
     do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(1)).to(dtype)
     o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
-    label = f"T={t} {layout} w={window} D={d} F={f} {dtype}{' quadratic' if quad else ''}"
+    label = f"T={t} {layout} w={window} D={d} F={f} {dtype} {mode}"
     assert o.dtype == dtype
     assert rel_err(o, o_ref) <= tol_o, f"{label}: output error {rel_err(o, o_ref):.2e}"
     grads = torch.autograd.grad(o, leaves, do)
@@ -62,8 +70,8 @@ def test_gpu_forward_and_gradients(t, layout, window, d, f, h, hkv, dtype, quad,
 MATRIX_T = (1, 63, 65, 1000, 4097)
 # segment lengths in chunks (None: the plan's own, one chunk at these batch sizes): a walk over several chunks
 # absorbs the key tiles that leave the window between them, a path the plan's one-chunk segments never run;
-# "quad": the quadratic mode (no segments)
-MATRIX_SEG = (None, 3, 2, 5, "quad")
+# "quad": the quadratic mode (no segments); "par2": the parallel schedule, segments of 2 chunks
+MATRIX_SEG = (None, 3, 2, 5, "quad", "par2")
 MATRIX_LW = [("sliding", 0), ("sliding", 1), ("sliding", 7), ("sliding", 64), ("sliding", 100), ("sliding", 256),
              ("terrace", 1), ("terrace", 7), ("terrace", 64), ("terrace", 100), ("terrace", 256)]  # w = 0 is one layout
 
@@ -71,7 +79,7 @@ MATRIX_LW = [("sliding", 0), ("sliding", 1), ("sliding", 7), ("sliding", 64), ("
 def _matrix_cases():
     """dtype {fp32, bf16, fp16} x D {64, 128} x F {64, 128, 256} x every (layout, window), each at one T: the T
     rotates so that every (dtype, D, F) meets every T twice and every (layout, window) meets every T. GQA groups
-    of 2 and 4 (H = 4), batch 2 up to T = 1000, segments of MATRIX_SEG chunks (or the quadratic mode) in rotation.
+    of 2 and 4 (H = 4), batch 2 up to T = 1000, segments of MATRIX_SEG chunks (or another schedule) in rotation.
     198 cases; one xdist
     group per compiled variant (dtype, D, F)."""
     cases = []
@@ -95,8 +103,8 @@ def test_gpu_matrix_vs_float64(dtype, d, f, layout, window, t, hkv, b, seg, nan_
     import lolsearch.kernels.hybrid as hy
     from lolsearch.kernels import hybrid_attention
 
-    if seg == "quad":
-        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
+    if isinstance(seg, str):
+        _set_schedule(monkeypatch, seg)
     else:
         monkeypatch.setattr(hy, "SEGMENT_CHUNKS", seg)
 
