@@ -11,7 +11,7 @@ from lolsearch.core import kernel_env
 # segment's start on and reads the state the segment starts from: no walk) and "quadratic" (one segment and no state:
 # every key tile scored, as FlashAttention does). Their work grows as T, T and T^2; at short T the walks' serial
 # chunks and the state traffic cost more. The rules below follow the H100 measurements of
-# results/perf/quadratic_20261207/ (bf16, training passes): quadratic up to 512 tokens (1.2-1.7x the walks),
+# results/perf/schedules_20261207/ (bf16, training passes): quadratic up to 512 tokens (1.2-1.7x the walks),
 # parallel at head size <= 64 beyond (1.1-1.25x the walks at SmolLM2's heads, 1K-8K; at 128 it was 0.95-0.97x
 # with all six gradients). Env LOLSEARCH_KERNELS_QUADRATIC_T / _PARALLEL_T change the lengths (0 = never), tests
 # set the *_MAX_T values (None = the env's or the default).
@@ -43,7 +43,7 @@ def schedule(t: int, d: int, state_io: bool) -> str:
 
 def parallel_plan(t: int, grad: bool) -> tuple[int, int]:
     """(chunks per segment L, segments NS) of the parallel schedule: 2 for training calls up to 32 chunks, 4 beyond
-    and without autograd (the faster of 2/4/8 in results/perf/quadratic_20261207/; env LOLSEARCH_KERNELS_PARALLEL_SEG
+    and without autograd (the faster of 2/4/8 in results/perf/schedules_20261207/; env LOLSEARCH_KERNELS_PARALLEL_SEG
     sets it)."""
     nt = cdiv(t, BT)
     seg = kernel_env.read("LOLSEARCH_KERNELS_PARALLEL_SEG") or (2 if grad and nt <= 32 else 4)
