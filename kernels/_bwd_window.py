@@ -23,7 +23,7 @@ from lolsearch.kernels._common import (
     tile_lo,
     tuned,
 )
-from lolsearch.kernels._fwd import NO_SPEC, state_dot
+from lolsearch.kernels._fwd import NO_SPEC, rows_state_dot, state_dot
 
 
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
@@ -151,15 +151,9 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, r, s_st, b_k, kpos, km,
         bh = b * H + j * G + hh
         b_fk = tl.load(fk + bh * T * F + kpos[:, None] * F + rf[None, :], mask=km[:, None] & mf[None, :], other=0.0)
         if PAR:
-            if HAS_ST:  # φk·dS, 32 features at a time (a whole fp32 [F, D] tile would spill)
-                rbase = r + (bh * (NS + 1) + s_st) * (F * D + F)
-                for f0 in tl.static_range(0, BF, 32):
-                    rfc = f0 + tl.arange(0, 32)
-                    mfc = rfc < F
-                    a = tl.load(fk + bh * T * F + kpos[:, None] * F + rfc[None, :], mask=km[:, None] & mfc[None, :],
-                                other=0.0)
-                    d_blk = tl.load(rbase + rfc[:, None] * D + rk[None, :], mask=mfc[:, None] & mk[None, :], other=0.0)
-                    acc = state_dot(a, d_blk, acc)
+            if HAS_ST:  # φk·dS (no z: the second value is not used)
+                acc, _ = rows_state_dot(acc, acc, fk + bh * T * F, kpos, km, r + (bh * (NS + 1) + s_st) * (F * D + F),
+                                        rk, mk, F, D, BF, False)
         else:
             acc += tl.load(dv_s + bh * T * D + kpos[:, None] * D + rk[None, :], mask=st_mask, other=0.0)
         gam = tl.load(gamma + j * G + hh).to(tl.float32)

@@ -115,6 +115,22 @@ def state_dot(a, s_mat, acc):
     return acc
 
 
+@triton.jit
+def rows_state_dot(acc, zsum, x_head, rows, rmask, s_base, rk, mk, F, D, BF: tl.constexpr, WITH_Z: tl.constexpr):
+    """(acc + x·S, zsum + x·z) for the feature rows ``rows`` (mask ``rmask``) of one head's ``[T, F]`` features at
+    ``x_head`` and the fp32 state at ``s_base`` (S ``[F, D]`` row-major, then z ``[F]``; z only WITH_Z). 32 features
+    at a time: a whole fp32 ``[F, D]`` tile beside a window kernel's tiles would spill."""
+    for f0 in tl.static_range(0, BF, 32):
+        rfc = f0 + tl.arange(0, 32)
+        mfc = rfc < F
+        a = tl.load(x_head + rows[:, None] * F + rfc[None, :], mask=rmask[:, None] & mfc[None, :], other=0.0)
+        s_blk = tl.load(s_base + rfc[:, None] * D + rk[None, :], mask=mfc[:, None] & mk[None, :], other=0.0)
+        acc = state_dot(a, s_blk, acc)
+        if WITH_Z:
+            zsum += tl.sum(a.to(tl.float32) * tl.load(s_base + F * D + rfc, mask=mfc, other=0.0)[None, :], 1)
+    return acc, zsum
+
+
 # (4 warps, 2 stages) is not offered: Triton 3.6 miscompiles it on Hopper (shared-memory reads out of bounds in the
 # bf16 state GEMM under compute-sanitizer, then wrong outputs; results/kernels/ISSUE17.md)
 @tuned([(8, 1), (8, 2)], key=["D", "F", "BD", "SMALL", "TUNE"])
@@ -304,17 +320,9 @@ def fwd_window_kernel(
         lsum += tl.sum(p_in.to(tl.float32), 1)
         acc = tl.dot(p_in, b_v, acc, input_precision=F32_DOT)
     if PAR:
-        if HAS_ST:  # φq·S and φq·z, 32 features at a time: a whole fp32 [F, D] state tile would spill
-            sbase = st + (bh * (NS + 1) + n // L) * (F * D + F)
-            for f0 in tl.static_range(0, BF, 32):
-                rfc = f0 + tl.arange(0, 32)
-                mfc = rfc < F
-                a = tl.load(fq + bh * T * F + qpos[:, None] * F + rfc[None, :], mask=qm[:, None] & mfc[None, :],
-                            other=0.0)
-                s_blk = tl.load(sbase + rfc[:, None] * D + rk[None, :], mask=mfc[:, None] & mk[None, :], other=0.0)
-                acc = state_dot(a, s_blk, acc)
-                z_blk = tl.load(sbase + F * D + rfc, mask=mfc, other=0.0)
-                lsum += tl.sum(a.to(tl.float32) * z_blk[None, :], 1)
+        if HAS_ST:  # φq·S and φq·z of the state the segment starts from
+            acc, lsum = rows_state_dot(acc, lsum, fq + bh * T * F, qpos, qm, st + (bh * (NS + 1) + n // L) * (F * D + F),
+                                       rk, mk, F, D, BF, True)
     else:
         acc += tl.load(ys + bh * T * D + qpos[:, None] * D + rk[None, :], mask=qm[:, None] & mk[None, :],
                        other=0.0).to(tl.float32)
@@ -331,4 +339,5 @@ def fwd_window_kernel(
     tl.store(am_out + bh * T + qpos, am, mask=qm)
 
 
-__all__ = ["NO_SPEC", "col0", "fwd_state_kernel", "fwd_window_kernel", "scan_kernel", "seg_sums_kernel", "state_dot"]
+__all__ = ["NO_SPEC", "col0", "fwd_state_kernel", "fwd_window_kernel", "rows_state_dot", "scan_kernel", "seg_sums_kernel",
+           "state_dot"]
