@@ -89,3 +89,19 @@ def assert_close_grads(grads, ref_grads, tol: float, label: str, gamma_scale: fl
             zero = r.norm().item() <= 1e-4 * scale
             err = (g.double().norm() / scale).item() if zero else rel_err(g, r)
         assert err <= tol, f"{label}: d{name} relative RMS error {err:.2e} > {tol:.0e}"
+
+
+def check_against_reference(t, layout, window, d, f, h, hkv, tol: float, label: str, b: int = 1) -> None:
+    """The Triton op (as the current settings schedule it) on fp32 inputs of batch ``b``: output and all six
+    gradients against the reference, relative RMS error at most ``tol``."""
+    from lolsearch.kernels import hybrid_attention
+
+    inputs = make_inputs(b, h, hkv, t, d, f, seed=t + window)
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    o = hybrid_attention(*leaves, window, layout)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
+    label = f"{label} T={t} {layout} w={window} D={d} H={h}/{hkv}".strip()
+    assert o.dtype == inputs[0].dtype and o.shape == o_ref.shape, label
+    assert rel_err(o, o_ref) <= tol, f"{label}: output error {rel_err(o, o_ref):.2e}"
+    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, tol, label)

@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 import torch
-from kernel_testlib import assert_close_grads, make_inputs, reference_and_grads, rel_err
+from kernel_testlib import assert_close_grads, check_against_reference, make_inputs, reference_and_grads, rel_err
 
 from lolsearch.attention import hybrid_attention_chunked
 from lolsearch.attention.chunked import LinearState, expand_kv
@@ -67,19 +67,8 @@ def segments(monkeypatch):
 
 @pytest.mark.parametrize("t,layout,window,d,f,h,hkv,seg", CASES)
 def test_forward_and_gradients_match_reference(t, layout, window, d, f, h, hkv, seg, nan_alloc, segments):
-    from lolsearch.kernels import hybrid_attention
-
     segments(seg)
-    inputs = make_inputs(1, h, hkv, t, d, f, seed=t + window)
-    leaves = [x.clone().requires_grad_(True) for x in inputs]
-    o = hybrid_attention(*leaves, window, layout)
-    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
-    label = f"T={t} {layout} w={window} D={d} H={h}/{hkv}"
-    assert o.dtype == inputs[0].dtype and o.shape == o_ref.shape
-    assert rel_err(o, o_ref) <= TOL, f"{label}: output error {rel_err(o, o_ref):.2e}"
-    grads = torch.autograd.grad(o, leaves, do)
-    assert_close_grads(grads, ref_grads, TOL, label)
+    check_against_reference(t, layout, window, d, f, h, hkv, TOL, "")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,14 @@ import importlib.util
 
 import pytest
 import torch
-from kernel_testlib import GRAD_NAMES, assert_close_grads, make_inputs, reference_and_grads, rel_err
+from kernel_testlib import (
+    GRAD_NAMES,
+    assert_close_grads,
+    check_against_reference,
+    make_inputs,
+    reference_and_grads,
+    rel_err,
+)
 from test_hybrid_kernel import CASES, TOL
 
 from lolsearch.attention.chunked import LinearState
@@ -40,28 +47,15 @@ def _recording(monkeypatch) -> list[tuple[str, dict]]:
     return seen
 
 
-def _check_against_reference(t, layout, window, d, f, h, hkv, label):
-    from lolsearch.kernels import hybrid_attention
-
-    inputs = make_inputs(2, h, hkv, t, d, f, seed=t + window)
-    leaves = [x.clone().requires_grad_(True) for x in inputs]
-    o = hybrid_attention(*leaves, window, layout)
-    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o_ref, ref_grads = reference_and_grads(inputs, window, layout, do)
-    label = f"{label} T={t} {layout} w={window} D={d} H={h}/{hkv}"
-    assert rel_err(o, o_ref) <= TOL, f"{label}: output error {rel_err(o, o_ref):.2e}"
-    assert_close_grads(torch.autograd.grad(o, leaves, do), ref_grads, TOL, label)
-
-
 @pytest.mark.parametrize("t,layout,window,d,f,h,hkv", SCHEDULE_CASES)
 def test_quadratic_mode_matches_reference(t, layout, window, d, f, h, hkv, nan_alloc, quadratic):
-    _check_against_reference(t, layout, window, d, f, h, hkv, "quadratic")
+    check_against_reference(t, layout, window, d, f, h, hkv, TOL, "quadratic", b=2)
 
 
 @pytest.mark.parametrize("t,layout,window,seg", PARALLEL_CASES)
 def test_parallel_schedule_matches_reference(t, layout, window, seg, nan_alloc, parallel):
     parallel(seg)
-    _check_against_reference(t, layout, window, 16, 16 if window != 100 else 32, 4, 2, f"parallel L={seg}")
+    check_against_reference(t, layout, window, 16, 16 if window != 100 else 32, 4, 2, TOL, f"parallel L={seg}", b=2)
 
 
 @pytest.mark.parametrize("mode", ["quadratic", "parallel"])
