@@ -44,6 +44,8 @@ FORCE_SAVE_LO = False
 PROGRAMS_PER_SM = 8
 # Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
 MIN_SEGMENT_CHUNKS = 8
+
+
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
     """Value columns per program of the state walks. The fp32 state [F, BD] must stay in registers
     (F*BD <= 128*128 at 8 warps), and the walks stage about five [F, BD] state copies (operands of the
