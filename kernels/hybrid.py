@@ -147,44 +147,36 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
     grouped = gqa_grouped(h, hkv, nt)
     tb = tune_bucket(b * h, t)
-    window = dict(T=t, W=w, LAYOUT=lay, H=h, G=h // hkv, HKV=hkv, TUNE=tb, qk_scale=d**-0.5 * LOG2E, D=d, F=f,
-                  BDK=bdk, BF=bf, BT=BT, SAVE_LO=save_lo, GROUPED=grouped, TOK_O=tok_o)
-    if mode == "quadratic":
-        launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
-               q, k, v, fq, fk, gamma, q, m2, m2, o, o if o_lo is None else o_lo, m2, zden, am, L=nt, NS=1,
-               **window, SMALL=False, LIN_CUR=False, PAR=True, HAS_ST=False)
-        return o, m2.new_empty(0), (m2, zden, am), (nt, 1), o_lo
-    if mode == "parallel":
-        seg, ns = parallel_plan(t, save_grad)
-    else:
-        bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
-        seg, ns = _plan(t, b * h, cdiv(d, bd), q.device, balance)
-    sz = f * d + f
-    st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
-    if s0 is not None:  # else the scan writes entry 0 as zeros
-        st[:, 0, : f * d] = s0.reshape(b * h, f * d)
-        st[:, 0, f * d :] = z0.reshape(b * h, f)
-    bf1, bd1, warps1 = _seg_tile(bf, bdk)
-    common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
-    launch(seg_sums_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
-        fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
-    )
-    launch(scan_kernel, (cdiv(sz, 1024), b * h), st, ns + 1, sz, REVERSE=False, BLOCK=1024, ZERO_FIRST=s0 is None,
-           num_warps=4)
-    if mode == "parallel":
-        launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
-               q, k, v, fq, fk, gamma, q, m2, st, o, o if o_lo is None else o_lo, m2, zden, am, L=seg, NS=ns,
-               **window, SMALL=False, LIN_CUR=False, PAR=True, HAS_ST=True)
-        return o, st, (m2, zden, am), (seg, ns), o_lo
-    # state part of every query: in the input dtype (fp32 for fp32 inputs) plus an fp32 denominator
-    ys = torch.empty_like(q)
-    dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
-    small = small_window(lay, w)
-    _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (cdiv(d, x), ns, b * h),
-                 fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
+    seg, ns, st, ys, dens = nt, 1, m2.new_empty(0), q, m2  # the quadratic mode: no state (ys, dens are not read)
+    if mode != "quadratic":
+        if mode == "parallel":
+            seg, ns = parallel_plan(t, save_grad)
+        else:
+            bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
+            seg, ns = _plan(t, b * h, cdiv(d, bd), q.device, balance)
+        sz = f * d + f
+        st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
+        if s0 is not None:  # else the scan writes entry 0 as zeros
+            st[:, 0, : f * d] = s0.reshape(b * h, f * d)
+            st[:, 0, f * d :] = z0.reshape(b * h, f)
+        bf1, bd1, warps1 = _seg_tile(bf, bdk)
+        common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
+        launch(seg_sums_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
+            fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
+        )
+        launch(scan_kernel, (cdiv(sz, 1024), b * h), st, ns + 1, sz, REVERSE=False, BLOCK=1024,
+               ZERO_FIRST=s0 is None, num_warps=4)
+    small = mode == "walk" and small_window(lay, w)
+    if mode == "walk":  # state part of every query: in the input dtype (fp32 for fp32 inputs), an fp32 denominator
+        ys = torch.empty_like(q)
+        dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+        _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (cdiv(d, x), ns, b * h),
+                     fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
     launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
-        q, k, v, fq, fk, gamma, ys, dens, st, o, o if o_lo is None else o_lo, m2, zden, am, L=seg, NS=ns,
-        **window, SMALL=small, LIN_CUR=small and linear_in_diagonal_tile(lay, w), PAR=False, HAS_ST=True,
+        q, k, v, fq, fk, gamma, ys, dens, st if st.numel() else m2, o, o if o_lo is None else o_lo, m2, zden, am,
+        T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv, TUNE=tb, qk_scale=d**-0.5 * LOG2E, D=d, F=f,
+        BDK=bdk, BF=bf, BT=BT, SMALL=small, LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
+        GROUPED=grouped, TOK_O=tok_o, PAR=mode != "walk", HAS_ST=mode != "quadratic",
     )
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
