@@ -40,7 +40,7 @@ CASES = [
 
 
 def _set_schedule(monkeypatch, mode: str) -> None:
-    """"walk", "quad" (the quadratic mode) or "parN" (the parallel schedule, segments of N chunks) at every length."""
+    """Sets the schedule at every length: "walk", "quad" (the quadratic mode) or "parN" (parallel, N-chunk segments)."""
     if mode == "quad":
         monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
     elif mode.startswith("par"):
