@@ -161,10 +161,12 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
 
 @triton.jit
 def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
-                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
+                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr,
+                       ACC: tl.constexpr):
     """dx of frozen maps (no parameter gradients, e.g. a LoRA stage): program (tile, b·HX + hx) takes one row tile of
-    x head hx and sums the gradients of its G query heads in fp32, stored once in x's dtype. Every tile runs in
-    parallel (the parameter-gradient kernel walks tiles serially to keep few partial sums)."""
+    x head hx and sums the gradients of its G query heads in fp32, stored once in x's dtype. With ACC the sum starts
+    from what ``dx`` holds (x's other gradient), which the program reads and overwrites. Every tile runs in parallel
+    (the parameter-gradient kernel walks tiles serially to keep few partial sums)."""
     pid = tl.program_id(0)
     bx = tl.program_id(1)
     b = bx // HX
@@ -173,7 +175,12 @@ def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, 
     rd = tl.arange(0, BD)
     valid = (tl.arange(0, BP) < P)[None, :]
     xt, rm = _x_rows(x, b, hx, t0, T, HX, D, BD, R)  # read once, shared by the group's query heads
-    acc = tl.zeros([R, BD], dtype=tl.float32)
+    rows = t0 + tl.arange(0, R)
+    out = dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :]
+    if ACC:
+        acc = tl.load(out, mask=rm[:, None] & (rd[None, :] < D), other=0.0).to(tl.float32)
+    else:
+        acc = tl.zeros([R, BD], dtype=tl.float32)
     for gi in range(0, G):
         h = hx * G + gi
         wt = _w_head(w, h, D, P, BD, BP)
@@ -181,9 +188,7 @@ def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, 
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
         acc += tl.dot(dxw, tl.trans(wt), input_precision=PREC)
-    rows = t0 + tl.arange(0, R)
-    tl.store(dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :], acc.to(dx.dtype.element_ty),
-             mask=rm[:, None] & (rd[None, :] < D))
+    tl.store(out, acc.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
 
 
 def precision(dtype: torch.dtype) -> str:
@@ -242,27 +247,72 @@ def _features_torch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
     return relu_features(xw + bias[None, :, None], eps)
 
 
+def features_forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, kind: int, groups: int,
+                     halfspace: bool, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """φ ``[B, H, T, F]`` in ``out_dtype`` of x ``[B, HX, T, D]`` (contiguous; W, b fp32 contiguous) by the forward
+    kernel, or by torch ops where no config fits the device."""
+    b, hx, t, d = x.shape
+    h, _, p = w.shape
+    f = 2 * p if kind == 0 and not halfspace else p
+    out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
+
+    def run(cfg: dict) -> torch.Tensor:
+        features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
+            x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
+            KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
+        return out
+
+    if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
+        out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
+    return out
+
+
+def features_dx(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, dout: torch.Tensor, kind: int,
+                groups: int, halfspace: bool, eps: float, into: torch.Tensor | None = None) -> torch.Tensor:
+    """dx ``[B, HX, T, D]`` of frozen maps (no parameter gradients) from dφ ``dout``, every row tile in parallel. With
+    ``into`` (x's other gradient, contiguous, x's shape and dtype) the sum of both, written in place into it: one
+    pass instead of a separate add."""
+    b, hx, t, d = x.shape
+    h, _, p = w.shape
+    dout = dout.contiguous()
+    dx = torch.empty_like(x) if into is None else into
+
+    def run(cfg: dict) -> torch.Tensor:
+        features_dx_kernel[(cdiv(t, cfg["R"]), b * hx)](
+            x, w, w if bias is None else bias, dout, dx, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
+            KIND=kind, HALF=halfspace, PREC=precision(x.dtype), ACC=into is not None, **cfg)
+        return dx
+
+    if _fit(("dx", x.dtype, d, p, kind, halfspace, True), config("dx", x.element_size(), d, p, t), run) is None:
+        grad = _grads_torch(x, w, bias, dout, kind, groups, halfspace, eps, True, False)[0]
+        dx = grad if into is None else into.add_(grad)
+    return dx
+
+
+def _grads_torch(x, w, bias, dout, kind: int, groups: int, halfspace: bool, eps: float, want_dx: bool,
+                 want_dw: bool) -> tuple:
+    """(dx, dW, db) of :func:`_features_torch` by autograd (None where not wanted)."""
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(want_dx)
+        wr = w.detach().requires_grad_(want_dw)
+        br = None if bias is None else bias.detach().requires_grad_(want_dw)
+        phi = _features_torch(xr, wr, br, kind, groups, halfspace, eps)
+        wanted = [t for t, want in ((xr, want_dx), (wr, want_dw), (br, want_dw and br is not None)) if want]
+        grads = iter(torch.autograd.grad(phi, wanted, dout.float()))
+    dx = next(grads).to(x.dtype) if want_dx else None
+    dw = next(grads) if want_dw else None
+    db = next(grads) if want_dw and bias is not None else None
+    return dx, dw, db
+
+
 class FeatureMapFn(torch.autograd.Function):
     """Autograd wrapper of the kernels; x contiguous, W (and b) fp32 contiguous."""
 
     @staticmethod
     def forward(ctx, x, w, bias, kind: int, groups: int, halfspace: bool, eps: float, out_dtype: torch.dtype):
-        b, hx, t, d = x.shape
-        h, _, p = w.shape
-        f = 2 * p if kind == 0 and not halfspace else p
-        out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
-
-        def run(cfg: dict) -> torch.Tensor:
-            features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
-                x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
-                KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
-            return out
-
-        if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
-            out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
-        return out
+        return features_forward(x, w, bias, kind, groups, halfspace, eps, out_dtype)
 
     @staticmethod
     def backward(ctx, dout):
@@ -271,21 +321,11 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         want_dx = ctx.needs_input_grad[0]
         want_dw = any(ctx.needs_input_grad[1:3])
+        maps = (ctx.kind, ctx.groups, ctx.halfspace, ctx.eps)
+        if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
+            return features_dx(x, w, bias, dout, *maps), None, None, None, None, None, None, None
         dout = dout.contiguous()
         args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype))
-        bias_arg = w if bias is None else bias
-        key = (x.dtype, d, p, ctx.kind, ctx.halfspace, want_dx)
-        if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
-            dx = torch.empty_like(x)
-
-            def run_dx(cfg: dict) -> torch.Tensor:
-                features_dx_kernel[(cdiv(t, cfg["R"]), b * hx)](
-                    x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args, **cfg)
-                return dx
-
-            if _fit(("dx", *key), config("dx", x.element_size(), d, p, t), run_dx) is None:
-                dx = FeatureMapFn._grads_torch(ctx, x, w, bias, dout, True, False)[0]
-            return dx, None, None, None, None, None, None, None
 
         def run(cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             tiles = b * cdiv(t, cfg["R"])
@@ -297,33 +337,19 @@ class FeatureMapFn(torch.autograd.Function):
             dw = torch.empty(nsplit, h, d, p, device=x.device, dtype=torch.float32)
             db = torch.empty(nsplit if bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
             features_bwd_kernel[(nsplit, h)](
-                x, w, bias_arg, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps, WANT_DX=want_dx, **args,
-                **cfg)
+                x, w, w if bias is None else bias, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps,
+                WANT_DX=want_dx, **args, **cfg)
             return dxq, dw, db
 
+        key = (x.dtype, d, p, ctx.kind, ctx.halfspace, want_dx)
         fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p, t), run)
         if fitted is None:
-            return (*FeatureMapFn._grads_torch(ctx, x, w, bias, dout, want_dx, True), None, None, None, None, None)
+            return (*_grads_torch(x, w, bias, dout, *maps, want_dx, True), None, None, None, None, None)
         dxq, dw, db = fitted
         dx = None
         if want_dx:
             dx = (dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq).to(x.dtype)
         return dx, dw.sum(0), db.sum(0) if bias is not None else None, None, None, None, None, None
-
-    @staticmethod
-    def _grads_torch(ctx, x, w, bias, dout, want_dx: bool, want_dw: bool) -> tuple:
-        """(dx, dW, db) of :func:`_features_torch` by autograd (None where not wanted)."""
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_(want_dx)
-            wr = w.detach().requires_grad_(want_dw)
-            br = None if bias is None else bias.detach().requires_grad_(want_dw)
-            phi = _features_torch(xr, wr, br, ctx.kind, ctx.groups, ctx.halfspace, ctx.eps)
-            wanted = [t for t, want in ((xr, want_dx), (wr, want_dw), (br, want_dw and br is not None)) if want]
-            grads = iter(torch.autograd.grad(phi, wanted, dout.float()))
-        dx = next(grads).to(x.dtype) if want_dx else None
-        dw = next(grads) if want_dw else None
-        db = next(grads) if want_dw and bias is not None else None
-        return dx, dw, db
 
 
 def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -357,4 +383,4 @@ def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch
                               out_dtype or x.dtype)
 
 
-__all__ = ["KINDS", "FeatureMapFn", "config", "fused_features"]
+__all__ = ["KINDS", "FeatureMapFn", "config", "features_dx", "features_forward", "fused_features"]
