@@ -43,7 +43,7 @@ DX_WIDE = dict(R=32, num_warps=8, num_stages=2)
 
 
 @triton.jit
-def _softmax_rows(xw, valid):
+def softmax_rows(xw, valid):
     """Row softmax of ``xw [R, BP]`` over the columns where ``valid`` (fp32)."""
     s = tl.where(valid, xw, float("-inf"))
     e = tl.exp(s - tl.max(s, 1)[:, None])
@@ -62,7 +62,7 @@ def _x_rows(x, b, hx, t0, T, HX, D: tl.constexpr, BD: tl.constexpr, R: tl.conste
 
 
 @triton.jit
-def _w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr):
+def w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr):
     """W[h] ``[BD, BP]`` fp32, zero outside D × P."""
     rd = tl.arange(0, BD)
     rp = tl.arange(0, BP)
@@ -83,7 +83,7 @@ def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: t
     rp = tl.arange(0, BP)
     valid = (rp < P)[None, :]
     F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
-    wt = _w_head(w, h, D, P, BD, BP)
+    wt = w_head(w, h, D, P, BD, BP)
     for li in range(L):
         t0 = (pid * L + li) * R
         xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
@@ -91,16 +91,16 @@ def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: t
         base = out + (bh.to(tl.int64) * T + t0 + tl.arange(0, R)[:, None]) * F + rp[None, :]
         m = rm[:, None] & valid
         if KIND == 0:
-            tl.store(base, tl.maximum(_softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
+            tl.store(base, tl.maximum(softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
             if not HALF:
-                tl.store(base + P, tl.maximum(_softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
+                tl.store(base + P, tl.maximum(softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
         else:
             y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
             tl.store(base, tl.maximum(y, eps).to(out.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def _softmax_grad(s, g, eps):
+def softmax_grad(s, g, eps):
     """d(max(s, eps))/d(logits) applied to g, for s = softmax(logits): clamped entries pass no gradient."""
     g = tl.where(s >= eps, g, 0.0)
     return s * (g - tl.sum(g * s, 1)[:, None])
@@ -114,10 +114,10 @@ def _dlogits(xw, bias, dout, row_off, h, m, valid, eps, P: tl.constexpr, BP: tl.
     F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
     g = tl.load(dout + row_off * F + rp[None, :], mask=m, other=0.0).to(tl.float32)
     if KIND == 0:
-        dxw = _softmax_grad(_softmax_rows(xw, valid), g, eps)
+        dxw = softmax_grad(softmax_rows(xw, valid), g, eps)
         if not HALF:
             g = tl.load(dout + row_off * F + P + rp[None, :], mask=m, other=0.0).to(tl.float32)
-            dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
+            dxw -= softmax_grad(softmax_rows(-xw, valid), g, eps)
     else:
         y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
         dxw = tl.where(y >= eps, g, 0.0)  # ReLU's and the clamp's gradients together
@@ -140,7 +140,7 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
     valid = (rp < P)[None, :]
     acc = tl.zeros([BD, BP], dtype=tl.float32)
     bacc = tl.zeros([BP], dtype=tl.float32)
-    wt = _w_head(w, h, D, P, BD, BP)
+    wt = w_head(w, h, D, P, BD, BP)
     for j in range(split, NTILES, nsplit):
         b = j // nt
         t0 = (j % nt) * R
@@ -183,7 +183,7 @@ def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, 
         acc = tl.zeros([R, BD], dtype=tl.float32)
     for gi in range(0, G):
         h = hx * G + gi
-        wt = _w_head(w, h, D, P, BD, BP)
+        wt = w_head(w, h, D, P, BD, BP)
         xw = tl.dot(xt, wt, input_precision=PREC)
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)

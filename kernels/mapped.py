@@ -14,10 +14,19 @@ from typing import NamedTuple
 
 import torch
 from lolsearch.kernels import hybrid
-from lolsearch.kernels._common import layout_id
+from lolsearch.kernels._bwd_maps import bwd_q_maps_kernel
+from lolsearch.kernels._common import BT, block, cdiv, fit_shared_memory, layout_id, tune_bucket
+from lolsearch.kernels._direct import launch
 from lolsearch.kernels._schedule import schedule
-from lolsearch.kernels.featuremap import KINDS, features_dx, features_forward
+from lolsearch.kernels.featuremap import KINDS, features_dx, features_forward, precision
 from lolsearch.kernels.hybrid import _backward, _check, _forward
+
+from lolsearch.core import kernel_env
+
+# dq's map part in the parallel schedule and the quadratic mode by bwd_q_maps_kernel, for 16-bit inputs (fp32 tiles
+# spill there in sm_90 compiles); None: LOLSEARCH_KERNELS_MAPPED_OP ("fused", the default; "add": features_dx)
+FUSED_Q_MAPS: bool | None = None
+_NO_FIT: set[tuple] = set()  # shapes whose bwd_q_maps_kernel needs more shared memory than the device has
 
 
 class MapArgs(NamedTuple):
@@ -57,16 +66,43 @@ class HybridMappedFn(torch.autograd.Function):
         wq, wk = saved[12:14]
         bq, bk = saved[14:16] if len(saved) > 14 else (None, None)
         need_q, need_k, need_v, need_g = ctx.needs_input_grad[:4]
-        # the attention's six gradients (φ's always: the maps' backward needs them), then the maps' dx added in
+        # the attention's gradients, then the maps' dx added into dq and dk; without the walks the queries' map part
+        # comes from one kernel that forms dφq in registers (_bwd_maps.py), so the attention skips dφq
         att = SimpleNamespace(saved_tensors=saved[:12], needs_input_grad=(need_q, need_k, need_v, True, True, need_g),
                               lay=ctx.lay, w=ctx.w, plan=ctx.plan, tok_o=ctx.tok_o, mode=ctx.mode)
-        dq, dk, dv, dfq, dfk, dgamma = _backward(att, do)
         kind, halfspace, eps = ctx.maps
-        if need_q:
+        key = ("bwd_q_maps", q.dtype, q.shape[-1], wq.shape[-1], kind, halfspace)
+        fuse = kernel_env.read("LOLSEARCH_KERNELS_MAPPED_OP") == "fused" if FUSED_Q_MAPS is None else FUSED_Q_MAPS
+        fused_q = need_q and fuse and ctx.mode != "walk" and q.dtype != torch.float32 and key not in _NO_FIT
+        dq, dk, dv, dfq, dfk, dgamma = _backward(att, do, want_dfq=need_q and not fused_q)
+        if fused_q and not _q_maps(att, saved, dq, key, kind, halfspace, eps):
+            _NO_FIT.add(key)  # once per shape: the attention's backward again, with its own dφq
+            dq, dk, dv, dfq, dfk, dgamma = _backward(att, do, want_dfq=True)
+        if need_q and dfq is not None:
             dq = features_dx(q, wq, bq, dfq, kind, 1, halfspace, eps, into=dq)
         if need_k:
             dk = features_dx(k, wk, bk, dfk, kind, q.shape[1] // k.shape[1], halfspace, eps, into=dk)
         return (dq, dk, dv, dgamma if need_g else None, *([None] * 11))
+
+
+def _q_maps(att, saved: tuple, dq: torch.Tensor, key: tuple, kind: int, halfspace: bool, eps: float) -> bool:
+    """Adds the queries' map part into dq by :func:`bwd_q_maps_kernel` (dφq formed in registers); False, with nothing
+    run, where its compiled kernel needs more shared memory than the device has."""
+    q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo, wq, wk, *biases = saved
+    do, tok_do, e = att.bwd_aux
+    b, h, t, d = q.shape
+    hkv, f, p = k.shape[1], fq.shape[-1], wq.shape[-1]
+    seg, ns = att.plan
+
+    def run(_: int) -> bool:
+        launch(bwd_q_maps_kernel, (cdiv(t, BT), b * h), q, wq, biases[0] if biases else wq, fk, v, do, zden, e,
+               st if st.numel() else e, dq, eps, T=t, W=att.w, LAYOUT=att.lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv,
+               TUNE=tune_bucket(b * h, t), D=d, F=f, P=p, BDK=block(d), BP=block(p), BT=BT, TOK_DO=tok_do,
+               HAS_ST=att.mode != "quadratic", KIND=kind, HALF=halfspace, PREC=precision(q.dtype))
+        return True
+
+    fit, _ = fit_shared_memory(key, 0, lambda _: None, run)
+    return fit is not None
 
 
 def hybrid_attention_mapped(

@@ -177,12 +177,12 @@ class LinearizedAttention(nn.Module):
 
     def _mapped(self, q: torch.Tensor, k: torch.Tensor) -> bool:
         """Whether the attention and its feature maps run as one autograd node (:func:`hybrid_attention_mapped`): fused
-        maps that are frozen while q or k needs a gradient (a LoRA stage), with LOLSEARCH_KERNELS_MAPPED_OP (default
-        on). The maps' part of dq and dk is then added by their backward kernel instead of a separate add."""
+        maps that are frozen while q or k needs a gradient (a LoRA stage), unless LOLSEARCH_KERNELS_MAPPED_OP is off.
+        The maps' part of dq and dk is then added by their backward kernel instead of a separate add."""
         if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad) and self.fused_maps(q.device)):
             return False
         frozen = not any(p.requires_grad for m in (self.feature_map_q, self.feature_map_k) for p in m.parameters())
-        return frozen and kernel_env.read("LOLSEARCH_KERNELS_MAPPED_OP")
+        return frozen and kernel_env.read("LOLSEARCH_KERNELS_MAPPED_OP") != "off"
 
     def phi(self, fmap: nn.Module, x: torch.Tensor, out_dtype: torch.dtype, fused: bool) -> torch.Tensor:
         """φ ``[B, H, T, F]`` in ``out_dtype`` of x ``[B, HX, T, D]`` at its own heads (queries, or keys at their kv

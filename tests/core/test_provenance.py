@@ -15,7 +15,7 @@ def test_kernel_settings_record_triton_and_the_settings_in_effect(monkeypatch):
     assert got == {"triton": version("triton"), "kernels_autotune": True, "kernels_fp32_dot": "tf32x3", "kernels_bd": None,
                    "kernels_pps": None, "kernels_min_seg": None, "kernels_quadratic_t": None, "kernels_parallel_t": None,
                    "kernels_parallel_seg": None, "kernels_seg_tile": None, "kernels_gqa_order": None,
-                   "kernels_fused_features": True, "kernels_mapped_op": True, "kernels_fused_rope": True,
+                   "kernels_fused_features": True, "kernels_mapped_op": "fused", "kernels_fused_rope": True,
                    "kernels_fused_xent": True,
                    "kernels_direct_launch": True,
                    "kernels_reg_caps": True}

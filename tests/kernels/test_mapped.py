@@ -50,11 +50,14 @@ def _separate(q, k, v, map_q, map_k, gamma, window, layout):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind,b,h,hkv,t,d,p,window,layout", [
     ("hedgehog", 1, 4, 2, 150, 32, 16, 64, "sliding"),   # GQA, three chunks
+    ("hedgehog", 1, 4, 2, 100, 32, 16, 32, "sliding"),   # two chunks (16-bit in the interpreter too)
     ("t2r", 2, 3, 3, 70, 16, 24, 16, "terrace"),         # no GQA, features not a power of two
     ("hedgehog", 1, 2, 1, 65, 16, 8, 0, "linear"),        # pure linear attention
 ])
-def test_mapped_matches_separate_ops(schedule, dtype, kind, b, h, hkv, t, d, p, window, layout, request):
-    """The one node's output and its gradients of q, k, v and γ equal those of the two ops in sequence."""
+def test_mapped_matches_separate_ops(schedule, dtype, kind, b, h, hkv, t, d, p, window, layout, request, monkeypatch):
+    """The one node's output and its gradients of q, k, v and γ equal those of the two ops in sequence. In 16 bits
+    without the walks dq's map part comes from ``bwd_q_maps_kernel`` (dφq in registers), else from ``features_dx``."""
+    from lolsearch.kernels import mapped
     from lolsearch.kernels.mapped import hybrid_attention_mapped
 
     if dtype != torch.float32 and DEV == "cpu" and (t > 128 or window == 0):
@@ -66,11 +69,15 @@ def test_mapped_matches_separate_ops(schedule, dtype, kind, b, h, hkv, t, d, p, 
     q, k, v, gamma = _inputs(b, h, hkv, t, d, dtype)
     map_q, map_k = _maps(kind, h, d, p, seed=1)
     do = torch.randn(b, h, t, d, generator=torch.Generator().manual_seed(2)).to(DEV, dtype)
+    launched = []
+    real = mapped.launch
+    monkeypatch.setattr(mapped, "launch", lambda kernel, *a, **kw: launched.append(kernel) or real(kernel, *a, **kw))
     results = []
     for fn in (_separate, hybrid_attention_mapped):
         xs = [x.clone().requires_grad_(True) for x in (q, k, v, gamma)]
         o = fn(*xs[:3], map_q, map_k, xs[3], window, layout)
         results.append((o, torch.autograd.grad(o, xs, do)))
+    assert launched == ([mapped.bwd_q_maps_kernel] if schedule != "walk" and dtype != torch.float32 else [])
     (o0, g0), (o1, g1) = results
     assert torch.equal(o0, o1)
     for name, a, c in zip("qkvγ", g1, g0, strict=True):
@@ -127,12 +134,12 @@ def test_mapped_rejects_bad_maps():
 
 def test_lora_style_step_takes_the_mapped_node(monkeypatch):
     """A tiny GQA Llama linearized on the Triton backend with its maps frozen and q, k, v trainable (as a LoRA stage
-    runs it): the layers call the mapped node (LOLSEARCH_KERNELS_MAPPED_OP, default on) and give the same logits and
-    gradients as with it off; with trainable maps they keep the separate ops."""
+    runs it): the layers call the mapped node (LOLSEARCH_KERNELS_MAPPED_OP fused, the default, or add) and give the
+    same logits and gradients as with it off; with trainable maps they keep the separate ops."""
+    from lolsearch.kernels import mapped
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lolsearch.config import AttentionConfig
-    from lolsearch.kernels import mapped
     from lolsearch.trial.surgery import linearize
 
     torch.manual_seed(0)
@@ -152,17 +159,19 @@ def test_lora_style_step_takes_the_mapped_node(monkeypatch):
     for p in params:
         p.requires_grad_(True)
     results = {}
-    for on in ("1", "0"):
-        monkeypatch.setenv("LOLSEARCH_KERNELS_MAPPED_OP", on)
+    for setting in ("fused", "add", "off"):
+        monkeypatch.setenv("LOLSEARCH_KERNELS_MAPPED_OP", setting)
         logits = model(input_ids=ids).logits
-        results[on] = (logits, torch.autograd.grad(logits.square().mean(), params))
-        assert len(calls) == (2 if on == "1" else 0)
+        results[setting] = (logits, torch.autograd.grad(logits.square().mean(), params))
+        assert len(calls) == (0 if setting == "off" else 2)
         calls.clear()
-    (y1, g1), (y0, g0) = results["1"], results["0"]
-    assert _rel(y1, y0) <= 1e-6
-    for a, c in zip(g1, g0, strict=True):
-        assert _rel(a, c) <= 1e-5
-    monkeypatch.setenv("LOLSEARCH_KERNELS_MAPPED_OP", "1")
+    y0, g0 = results["off"]
+    for setting in ("fused", "add"):
+        y1, g1 = results[setting]
+        assert _rel(y1, y0) <= 1e-6
+        for a, c in zip(g1, g0, strict=True):
+            assert _rel(a, c) <= 1e-5
+    monkeypatch.delenv("LOLSEARCH_KERNELS_MAPPED_OP")
     for p in maps:
         p.requires_grad_(True)
     model(input_ids=ids).logits.sum().backward()
