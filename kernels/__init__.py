@@ -2,7 +2,6 @@
 
 Public API (Triton is imported lazily, on first use, so that ``TRITON_INTERPRET`` can still be set):
 - :func:`hybrid_attention` — training / prefill, forward and backward (autograd).
-- :func:`hybrid_attention_mapped` — the same with frozen fused feature maps in one autograd node (a LoRA stage).
 - :func:`hybrid_decode_step` — one decode step over a ring-buffer window cache + linear state.
 - :func:`hybrid_decode_step_torch` — the plain-PyTorch twin of the decode step (CPU path, test reference).
 - :func:`fused_features` — the Hedgehog and T2R feature maps fused (forward and backward).
@@ -58,13 +57,6 @@ def hybrid_attention(q, k, v, phi_q, phi_k, gamma, window, layout="sliding", ini
     return fn(q, k, v, phi_q, phi_k, gamma, window, layout, initial_state, return_state, token_major_out)
 
 
-def hybrid_attention_mapped(q, k, v, map_q, map_k, gamma, window, layout="sliding", token_major_out=False):
-    """See :func:`lolsearch.kernels.mapped.hybrid_attention_mapped`."""
-    from lolsearch.kernels.mapped import hybrid_attention_mapped as fn
-
-    return fn(q, k, v, map_q, map_k, gamma, window, layout, token_major_out)
-
-
 def fused_features(kind, x, weight, bias=None, halfspace=False, eps=1e-12, out_dtype=None):
     """See :func:`lolsearch.kernels.featuremap.fused_features`."""
     from lolsearch.kernels.featuremap import fused_features as fn
@@ -116,5 +108,5 @@ def hybrid_decode_step_torch(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, 
     return fn(q, phi_q, k_cache, v_cache, slot_pos, S, z, gamma, window, layout, pos, phi_k_absorb, v_absorb)
 
 
-__all__ = ["cross_entropy_sum", "fused_features", "fused_mse", "hybrid_attention", "hybrid_attention_mapped",
-           "hybrid_decode_step", "hybrid_decode_step_torch", "rope_qkv", "silu_mul", "triton_available"]
+__all__ = ["cross_entropy_sum", "fused_features", "fused_mse", "hybrid_attention", "hybrid_decode_step", "hybrid_decode_step_torch", "rope_qkv",
+           "silu_mul", "triton_available"]

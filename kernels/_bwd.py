@@ -217,54 +217,6 @@ def bwd_state_kv_kernel(
                             D, F, BF, BD, BT, NEED_DV, TOK_DO)
 
 
-@triton.jit
-def seg_state_t(st, bh, seg, NS, rk, mk, rf, mf, D: tl.constexpr, F: tl.constexpr, BDK: tl.constexpr,
-                BF: tl.constexpr, HAS_ST: tl.constexpr):
-    """Sᵀ ``[BDK, BF]`` (feature columns rf) and z ``[BF]`` of the state segment ``seg`` of head bh starts from, fp32;
-    zeros without HAS_ST (no state: the quadratic mode)."""
-    if HAS_ST:
-        sbase = st + (bh * (NS + 1) + seg) * (F * D + F)
-        st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
-        zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
-    else:
-        st_t = tl.zeros([BDK, BF], dtype=tl.float32)
-        zs = tl.zeros([BF], dtype=tl.float32)
-    return st_t, zs
-
-
-@triton.jit
-def dfq_chunk(n, st_t, zs, fk_base, v_base, do, zden, e_in, bh, T, W, LAYOUT, L, H, rk, mk, rf, mf,
-              D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, TOK_DO: tl.constexpr,
-              PAR: tl.constexpr, HAS_ST: tl.constexpr):
-    """dφq ``[BT, BF]`` (fp32) of query chunk n, feature columns rf: with HAS_ST the state part S g − z e of the state
-    ``st_t`` (Sᵀ), ``zs`` holds, plus the window tiles' linear keys Σ_j dA_ij φk_j from :func:`first_tile` on
-    (``fk_base``, ``v_base``: this head's φk rows and its kv head's v rows)."""
-    BK: tl.constexpr = 32
-    rt = tl.arange(0, BT)
-    qpos = n * BT + rt
-    qm = qpos < T
-    rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
-    e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
-    b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
-    if HAS_ST:
-        acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
-        acc = acc * rz[:, None] - e[:, None] * zs[None, :]
-    else:
-        acc = tl.zeros([BT, BF], dtype=tl.float32)
-    # the window tiles' linear keys, BK at a time
-    start = soft_start(qpos, W, LAYOUT)
-    start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
-    for k0 in range(first_tile(n, W, LAYOUT, BT, PAR, L) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
-        kw = k0 + tl.arange(0, BK)
-        kwm = kw < T
-        b_vw = tl.load(v_base + kw[:, None] * D + rk[None, :], mask=kwm[:, None] & mk[None, :], other=0.0)
-        b_fkw = tl.load(fk_base + kw[:, None] * F + rf[None, :], mask=kwm[:, None] & mf[None, :], other=0.0)
-        da = tl.dot(b_do, tl.trans(b_vw), input_precision=F32_DOT) * rz[:, None] - e[:, None]
-        lin = (kw[None, :] <= qpos[:, None]) & (kw[None, :] < start[:, None])
-        acc = tl.dot(tl.where(lin, da, 0.0).to(b_fkw.dtype), b_fkw, acc, input_precision=F32_DOT)
-    return acc
-
-
 @tuned([(8, 1), (8, 2), (4, 2)], key=["D", "F", "BF", "SMALL", "PAR", "HAS_ST", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_state_q_kernel(
@@ -277,6 +229,7 @@ def bwd_state_q_kernel(
     from its stored state with Sᵀ ``[D, BF]`` in registers, plus the window tiles' linear keys, Σ_j dA_ij φk_j.
     PAR (the parallel schedule): one query chunk per program (axis 1), the state its segment starts from (none
     without HAS_ST, the quadratic mode) and the linear keys of every tile from :func:`first_tile` on."""
+    BK: tl.constexpr = 32
     fi = tl.program_id(0)
     s = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -299,7 +252,10 @@ def bwd_state_q_kernel(
         n1 = tl.minimum(n0 + L, NT)
         seg = s
         lo0 = tile_lo(n0, W, LAYOUT, BT)
-    st_t, zs = seg_state_t(st, bh, seg, NS, rk, mk, rf, mf, D, F, BDK, BF, HAS_ST)
+    if HAS_ST:
+        sbase = st + (bh * (NS + 1) + seg) * (F * D + F)
+        st_t = tl.load(sbase + rf[None, :] * D + rk[:, None], mask=mf[None, :] & mk[:, None], other=0.0)
+        zs = tl.load(sbase + F * D + rf, mask=mf, other=0.0)
     for n in range(n0, n1):
         if not PAR:
             if SMALL:  # exactly tile n - 2 leaves the window before chunk n (see fwd_state_kernel)
@@ -317,8 +273,25 @@ def bwd_state_q_kernel(
                     st_t = tl.dot(tl.trans(b_v), a, st_t, input_precision=F32_DOT)
                     zs += tl.sum(a.to(tl.float32), 0)
         qpos = n * BT + rt
-        acc = dfq_chunk(n, st_t, zs, fk_base, v_base, do, zden, e_in, bh, T, W, LAYOUT, L, H, rk, mk, rf, mf, D, F, BF,
-                        BT, TOK_DO, PAR, HAS_ST)
         qm = qpos < T
+        rz = 1.0 / tl.load(zden + bh * T + qpos, mask=qm, other=1.0)
+        e = tl.load(e_in + bh * T + qpos, mask=qm, other=0.0)
+        b_do = tl.load(do + head_rows(bh, H, T, qpos, rk, D, TOK_DO), mask=qm[:, None] & mk[None, :], other=0.0)
+        if HAS_ST:
+            acc = state_dot(b_do, st_t, tl.zeros([BT, BF], dtype=tl.float32))
+            acc = acc * rz[:, None] - e[:, None] * zs[None, :]
+        else:
+            acc = tl.zeros([BT, BF], dtype=tl.float32)
+        # the window tiles' linear keys, BK at a time
+        start = soft_start(qpos, W, LAYOUT)
+        start_hi = soft_start(tl.minimum(n * BT + BT - 1, T - 1), W, LAYOUT)
+        for k0 in range(first_tile(n, W, LAYOUT, BT, PAR, L) * BT, tl.minimum(n + 1, tl.cdiv(start_hi, BT)) * BT, BK):
+            kw = k0 + tl.arange(0, BK)
+            kwm = kw < T
+            b_vw = tl.load(v_base + kw[:, None] * D + rk[None, :], mask=kwm[:, None] & mk[None, :], other=0.0)
+            b_fkw = tl.load(fk_base + kw[:, None] * F + rf[None, :], mask=kwm[:, None] & mf[None, :], other=0.0)
+            da = tl.dot(b_do, tl.trans(b_vw), input_precision=F32_DOT) * rz[:, None] - e[:, None]
+            lin = (kw[None, :] <= qpos[:, None]) & (kw[None, :] < start[:, None])
+            acc = tl.dot(tl.where(lin, da, 0.0).to(b_fkw.dtype), b_fkw, acc, input_precision=F32_DOT)
         tl.store(dfq + bh * T * F + qpos[:, None] * F + rf[None, :], acc.to(dfq.dtype.element_ty),
                  mask=qm[:, None] & mf[None, :])

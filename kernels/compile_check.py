@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 import triton
-from lolsearch.kernels import _bwd, _bwd_maps, _bwd_window, _fwd, decode, featuremap
+from lolsearch.kernels import _bwd, _bwd_window, _fwd, decode, featuremap
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -74,11 +74,6 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
         # frozen maps (a LoRA stage): dx alone, one row tile per program
         "features_dx": (featuremap.features_dx_kernel, {"x": p, "w": f32, "bias": f32, "dout": p, "dx": p, "eps": "fp32"},
                         {**fmap, **fcfg("dx", f // 2)}),
-        # the queries' map part fused into the attention's backward (mapped.py), parallel schedule
-        "bwd_q_maps": (_bwd_maps.bwd_q_maps_kernel, {**dict.fromkeys(("q", "fk", "v", "do", "dq"), p), "wq": f32,
-                       "bq": f32, "zden": f32, "e_in": f32, "st": f32, "eps": "fp32"},
-                       {**{k: fmap[k] for k in ("KIND", "HALF", "PREC")}, "D": d, "F": f, "P": f // 2, "BDK": bdk,
-                        "BP": fmap["BP"], "BT": 64, "TOK_DO": True, "HAS_ST": True}),
         # the fused T2R map with F = P features
         "features_fwd_t2r": (featuremap.features_fwd_kernel, {"x": p, "w": f32, "bias": f32, "out": p, "eps": "fp32"},
                              {**fmap, "P": f, "BP": bf, "KIND": 1, **fcfg("fwd", f)}),

@@ -43,7 +43,7 @@ DX_WIDE = dict(R=32, num_warps=8, num_stages=2)
 
 
 @triton.jit
-def softmax_rows(xw, valid):
+def _softmax_rows(xw, valid):
     """Row softmax of ``xw [R, BP]`` over the columns where ``valid`` (fp32)."""
     s = tl.where(valid, xw, float("-inf"))
     e = tl.exp(s - tl.max(s, 1)[:, None])
@@ -62,7 +62,7 @@ def _x_rows(x, b, hx, t0, T, HX, D: tl.constexpr, BD: tl.constexpr, R: tl.conste
 
 
 @triton.jit
-def w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr):
+def _w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr):
     """W[h] ``[BD, BP]`` fp32, zero outside D × P."""
     rd = tl.arange(0, BD)
     rp = tl.arange(0, BP)
@@ -83,7 +83,7 @@ def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: t
     rp = tl.arange(0, BP)
     valid = (rp < P)[None, :]
     F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
-    wt = w_head(w, h, D, P, BD, BP)
+    wt = _w_head(w, h, D, P, BD, BP)
     for li in range(L):
         t0 = (pid * L + li) * R
         xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
@@ -91,16 +91,16 @@ def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: t
         base = out + (bh.to(tl.int64) * T + t0 + tl.arange(0, R)[:, None]) * F + rp[None, :]
         m = rm[:, None] & valid
         if KIND == 0:
-            tl.store(base, tl.maximum(softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
+            tl.store(base, tl.maximum(_softmax_rows(xw, valid), eps).to(out.dtype.element_ty), mask=m)
             if not HALF:
-                tl.store(base + P, tl.maximum(softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
+                tl.store(base + P, tl.maximum(_softmax_rows(-xw, valid), eps).to(out.dtype.element_ty), mask=m)
         else:
             y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
             tl.store(base, tl.maximum(y, eps).to(out.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def softmax_grad(s, g, eps):
+def _softmax_grad(s, g, eps):
     """d(max(s, eps))/d(logits) applied to g, for s = softmax(logits): clamped entries pass no gradient."""
     g = tl.where(s >= eps, g, 0.0)
     return s * (g - tl.sum(g * s, 1)[:, None])
@@ -114,10 +114,10 @@ def _dlogits(xw, bias, dout, row_off, h, m, valid, eps, P: tl.constexpr, BP: tl.
     F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
     g = tl.load(dout + row_off * F + rp[None, :], mask=m, other=0.0).to(tl.float32)
     if KIND == 0:
-        dxw = softmax_grad(softmax_rows(xw, valid), g, eps)
+        dxw = _softmax_grad(_softmax_rows(xw, valid), g, eps)
         if not HALF:
             g = tl.load(dout + row_off * F + P + rp[None, :], mask=m, other=0.0).to(tl.float32)
-            dxw -= softmax_grad(softmax_rows(-xw, valid), g, eps)
+            dxw -= _softmax_grad(_softmax_rows(-xw, valid), g, eps)
     else:
         y = xw + tl.load(bias + h * P + rp, mask=rp < P, other=0.0)[None, :]
         dxw = tl.where(y >= eps, g, 0.0)  # ReLU's and the clamp's gradients together
@@ -140,7 +140,7 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
     valid = (rp < P)[None, :]
     acc = tl.zeros([BD, BP], dtype=tl.float32)
     bacc = tl.zeros([BP], dtype=tl.float32)
-    wt = w_head(w, h, D, P, BD, BP)
+    wt = _w_head(w, h, D, P, BD, BP)
     for j in range(split, NTILES, nsplit):
         b = j // nt
         t0 = (j % nt) * R
@@ -161,12 +161,10 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
 
 @triton.jit
 def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
-                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr,
-                       ACC: tl.constexpr):
+                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
     """dx of frozen maps (no parameter gradients, e.g. a LoRA stage): program (tile, b·HX + hx) takes one row tile of
-    x head hx and sums the gradients of its G query heads in fp32, stored once in x's dtype. With ACC the sum starts
-    from what ``dx`` holds (x's other gradient), which the program reads and overwrites. Every tile runs in parallel
-    (the parameter-gradient kernel walks tiles serially to keep few partial sums)."""
+    x head hx and sums the gradients of its G query heads in fp32, stored once in x's dtype. Every tile runs in
+    parallel (the parameter-gradient kernel walks tiles serially to keep few partial sums)."""
     pid = tl.program_id(0)
     bx = tl.program_id(1)
     b = bx // HX
@@ -175,20 +173,17 @@ def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, 
     rd = tl.arange(0, BD)
     valid = (tl.arange(0, BP) < P)[None, :]
     xt, rm = _x_rows(x, b, hx, t0, T, HX, D, BD, R)  # read once, shared by the group's query heads
-    rows = t0 + tl.arange(0, R)
-    out = dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :]
-    if ACC:
-        acc = tl.load(out, mask=rm[:, None] & (rd[None, :] < D), other=0.0).to(tl.float32)
-    else:
-        acc = tl.zeros([R, BD], dtype=tl.float32)
+    acc = tl.zeros([R, BD], dtype=tl.float32)
     for gi in range(0, G):
         h = hx * G + gi
-        wt = w_head(w, h, D, P, BD, BP)
+        wt = _w_head(w, h, D, P, BD, BP)
         xw = tl.dot(xt, wt, input_precision=PREC)
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
         acc += tl.dot(dxw, tl.trans(wt), input_precision=PREC)
-    tl.store(out, acc.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
+    rows = t0 + tl.arange(0, R)
+    tl.store(dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :], acc.to(dx.dtype.element_ty),
+             mask=rm[:, None] & (rd[None, :] < D))
 
 
 def precision(dtype: torch.dtype) -> str:
@@ -247,72 +242,27 @@ def _features_torch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
     return relu_features(xw + bias[None, :, None], eps)
 
 
-def features_forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, kind: int, groups: int,
-                     halfspace: bool, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
-    """φ ``[B, H, T, F]`` in ``out_dtype`` of x ``[B, HX, T, D]`` (contiguous; W, b fp32 contiguous) by the forward
-    kernel, or by torch ops where no config fits the device."""
-    b, hx, t, d = x.shape
-    h, _, p = w.shape
-    f = 2 * p if kind == 0 and not halfspace else p
-    out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
-
-    def run(cfg: dict) -> torch.Tensor:
-        features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
-            x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
-            KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
-        return out
-
-    if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
-        out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
-    return out
-
-
-def features_dx(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, dout: torch.Tensor, kind: int,
-                groups: int, halfspace: bool, eps: float, into: torch.Tensor | None = None) -> torch.Tensor:
-    """dx ``[B, HX, T, D]`` of frozen maps (no parameter gradients) from dφ ``dout``, every row tile in parallel. With
-    ``into`` (x's other gradient, contiguous, x's shape and dtype) the sum of both, written in place into it: one
-    pass instead of a separate add."""
-    b, hx, t, d = x.shape
-    h, _, p = w.shape
-    dout = dout.contiguous()
-    dx = torch.empty_like(x) if into is None else into
-
-    def run(cfg: dict) -> torch.Tensor:
-        features_dx_kernel[(cdiv(t, cfg["R"]), b * hx)](
-            x, w, w if bias is None else bias, dout, dx, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
-            KIND=kind, HALF=halfspace, PREC=precision(x.dtype), ACC=into is not None, **cfg)
-        return dx
-
-    if _fit(("dx", x.dtype, d, p, kind, halfspace, True), config("dx", x.element_size(), d, p, t), run) is None:
-        grad = _grads_torch(x, w, bias, dout, kind, groups, halfspace, eps, True, False)[0]
-        dx = grad if into is None else into.add_(grad)
-    return dx
-
-
-def _grads_torch(x, w, bias, dout, kind: int, groups: int, halfspace: bool, eps: float, want_dx: bool,
-                 want_dw: bool) -> tuple:
-    """(dx, dW, db) of :func:`_features_torch` by autograd (None where not wanted)."""
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(want_dx)
-        wr = w.detach().requires_grad_(want_dw)
-        br = None if bias is None else bias.detach().requires_grad_(want_dw)
-        phi = _features_torch(xr, wr, br, kind, groups, halfspace, eps)
-        wanted = [t for t, want in ((xr, want_dx), (wr, want_dw), (br, want_dw and br is not None)) if want]
-        grads = iter(torch.autograd.grad(phi, wanted, dout.float()))
-    dx = next(grads).to(x.dtype) if want_dx else None
-    dw = next(grads) if want_dw else None
-    db = next(grads) if want_dw and bias is not None else None
-    return dx, dw, db
-
-
 class FeatureMapFn(torch.autograd.Function):
     """Autograd wrapper of the kernels; x contiguous, W (and b) fp32 contiguous."""
 
     @staticmethod
     def forward(ctx, x, w, bias, kind: int, groups: int, halfspace: bool, eps: float, out_dtype: torch.dtype):
+        b, hx, t, d = x.shape
+        h, _, p = w.shape
+        f = 2 * p if kind == 0 and not halfspace else p
+        out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
+
+        def run(cfg: dict) -> torch.Tensor:
+            features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
+                x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
+                KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
+            return out
+
+        if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
+            out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
-        return features_forward(x, w, bias, kind, groups, halfspace, eps, out_dtype)
+        return out
 
     @staticmethod
     def backward(ctx, dout):
@@ -321,11 +271,21 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         want_dx = ctx.needs_input_grad[0]
         want_dw = any(ctx.needs_input_grad[1:3])
-        maps = (ctx.kind, ctx.groups, ctx.halfspace, ctx.eps)
-        if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
-            return features_dx(x, w, bias, dout, *maps), None, None, None, None, None, None, None
         dout = dout.contiguous()
         args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype))
+        bias_arg = w if bias is None else bias
+        key = (x.dtype, d, p, ctx.kind, ctx.halfspace, want_dx)
+        if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
+            dx = torch.empty_like(x)
+
+            def run_dx(cfg: dict) -> torch.Tensor:
+                features_dx_kernel[(cdiv(t, cfg["R"]), b * hx)](
+                    x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args, **cfg)
+                return dx
+
+            if _fit(("dx", *key), config("dx", x.element_size(), d, p, t), run_dx) is None:
+                dx = FeatureMapFn._grads_torch(ctx, x, w, bias, dout, True, False)[0]
+            return dx, None, None, None, None, None, None, None
 
         def run(cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             tiles = b * cdiv(t, cfg["R"])
@@ -337,19 +297,33 @@ class FeatureMapFn(torch.autograd.Function):
             dw = torch.empty(nsplit, h, d, p, device=x.device, dtype=torch.float32)
             db = torch.empty(nsplit if bias is not None else 0, h, p, device=x.device, dtype=torch.float32)
             features_bwd_kernel[(nsplit, h)](
-                x, w, w if bias is None else bias, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps,
-                WANT_DX=want_dx, **args, **cfg)
+                x, w, bias_arg, dout, dxq, dw, db, t, h, ctx.groups, hx, tiles, ctx.eps, WANT_DX=want_dx, **args,
+                **cfg)
             return dxq, dw, db
 
-        key = (x.dtype, d, p, ctx.kind, ctx.halfspace, want_dx)
         fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p, t), run)
         if fitted is None:
-            return (*_grads_torch(x, w, bias, dout, *maps, want_dx, True), None, None, None, None, None)
+            return (*FeatureMapFn._grads_torch(ctx, x, w, bias, dout, want_dx, True), None, None, None, None, None)
         dxq, dw, db = fitted
         dx = None
         if want_dx:
             dx = (dxq.view(b, hx, ctx.groups, t, d).sum(2) if ctx.groups > 1 else dxq).to(x.dtype)
         return dx, dw.sum(0), db.sum(0) if bias is not None else None, None, None, None, None, None
+
+    @staticmethod
+    def _grads_torch(ctx, x, w, bias, dout, want_dx: bool, want_dw: bool) -> tuple:
+        """(dx, dW, db) of :func:`_features_torch` by autograd (None where not wanted)."""
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(want_dx)
+            wr = w.detach().requires_grad_(want_dw)
+            br = None if bias is None else bias.detach().requires_grad_(want_dw)
+            phi = _features_torch(xr, wr, br, ctx.kind, ctx.groups, ctx.halfspace, ctx.eps)
+            wanted = [t for t, want in ((xr, want_dx), (wr, want_dw), (br, want_dw and br is not None)) if want]
+            grads = iter(torch.autograd.grad(phi, wanted, dout.float()))
+        dx = next(grads).to(x.dtype) if want_dx else None
+        dw = next(grads) if want_dw else None
+        db = next(grads) if want_dw and bias is not None else None
+        return dx, dw, db
 
 
 def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -383,4 +357,4 @@ def fused_features(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch
                               out_dtype or x.dtype)
 
 
-__all__ = ["KINDS", "FeatureMapFn", "config", "features_dx", "features_forward", "fused_features"]
+__all__ = ["KINDS", "FeatureMapFn", "config", "fused_features"]

@@ -181,11 +181,9 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
     return o, st, (m2, zden, am), (seg, ns), o_lo
 
 
-def _backward(ctx, do, want_dfq: bool = True):
+def _backward(ctx, do):
     """The six gradients; those of q, k and v only where autograd asks for them (None otherwise), so attention
-    transfer, where only the feature maps and γ train, skips their kernels' work. Without ``want_dfq`` (the parallel
-    schedule and the quadratic mode only) dφq is None and ``ctx.bwd_aux`` keeps (do, whether do is token-major, e) for
-    a caller that forms dφq itself (``mapped.py``)."""
+    transfer, where only the feature maps and γ train, skips their kernels' work."""
     q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = ctx.saved_tensors
     need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
     lay, w, (seg, ns) = ctx.lay, ctx.w, ctx.plan
@@ -217,13 +215,9 @@ def _backward(ctx, do, want_dfq: bool = True):
         launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
                num_warps=4)
     if ctx.mode != "walk":  # no walks: dφq per query chunk, dv and dφk whole in bwd_kv
-        dfq, dfk = None, torch.empty_like(fk)
-        if want_dfq:
-            dfq = torch.empty_like(fq)
-            launch(bwd_state_q_kernel, (cdiv(f, bf1), nt, b * h), fk, v, do, zden, e, st if has_st else e, dfq,
-                   **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, PAR=True, HAS_ST=has_st)
-        else:
-            ctx.bwd_aux = (do, tok_do, e)
+        dfq, dfk = torch.empty_like(fq), torch.empty_like(fk)
+        launch(bwd_state_q_kernel, (cdiv(f, bf1), nt, b * h), fk, v, do, zden, e, st if has_st else e, dfq, **walk,
+               D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, PAR=True, HAS_ST=has_st)
         dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, e, dfk, r, dfk, False)
         return dq, dk, dv, dfq, dfk, dgamma
     # dv's state part per query head (bwd_kv sums each GQA group) in fp32, written by plain stores for exactly the key

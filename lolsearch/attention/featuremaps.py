@@ -39,21 +39,13 @@ class FeatureMap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fused_args(self) -> tuple[str, torch.Tensor, torch.Tensor | None, bool, float]:
-        """(kind, weight ``[H, D, P]``, bias ``[H, P]`` or None, halfspace, eps) of this map's fused Triton kernel
-        (maps with ``has_fused``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
-
     def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         """φ by this map's fused Triton kernel (maps with ``has_fused``; Triton backend only).
 
         ``x`` is ``[B, HX, T, D]`` at its own heads: queries (HX = H) or keys at their kv heads (HX divides H);
         the result is ``[B, H, T, F]`` in ``out_dtype``, equal to ``forward`` of x expanded to H heads in fp32.
         """
-        from lolsearch.attention.ops import fused_feature_map
-
-        kind, weight, bias, halfspace, eps = self.fused_args()
-        return fused_feature_map(kind, x, weight, bias, halfspace, eps, out_dtype)
+        raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
 
 
 def build_feature_map(kind: str, params: dict, num_heads: int, head_dim: int) -> FeatureMap:
@@ -95,8 +87,10 @@ class Hedgehog(_SignedProjection):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return signed_softmax(project(x, self.weight), self.params.halfspace, EPS)
 
-    def fused_args(self) -> tuple[str, torch.Tensor, None, bool, float]:
-        return "hedgehog", self.weight, None, self.params.halfspace, EPS
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        from lolsearch.attention.ops import fused_feature_map
+
+        return fused_feature_map("hedgehog", x, self.weight, None, self.params.halfspace, EPS, out_dtype)
 
 
 class ExpDim(_SignedProjection):
@@ -128,8 +122,10 @@ class T2R(FeatureMap):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return relu_features(project(x, self.weight) + self.bias.to(x.dtype)[None, :, None, :], EPS)
 
-    def fused_args(self) -> tuple[str, torch.Tensor, torch.Tensor, bool, float]:
-        return "t2r", self.weight, self.bias, False, EPS
+    def fused(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        from lolsearch.attention.ops import fused_feature_map
+
+        return fused_feature_map("t2r", x, self.weight, self.bias, False, EPS, out_dtype)
 
 
 class Elu(FeatureMap):

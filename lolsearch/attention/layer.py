@@ -27,14 +27,7 @@ from lolsearch.attention.cache import LayerState, LinearizedCache
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 from lolsearch.attention.featuremaps import build_feature_map
 from lolsearch.attention.layouts import get_layout
-from lolsearch.attention.ops import (
-    backend_for_features,
-    fused_rope,
-    hybrid_attention,
-    hybrid_attention_mapped,
-    output_mse,
-    resolve_backend,
-)
+from lolsearch.attention.ops import backend_for_features, fused_rope, hybrid_attention, output_mse, resolve_backend
 from lolsearch.attention.reference import EPS, hybrid_masks, unnormalized_weights
 from lolsearch.attention.static import StaticLayerState, static_decode_step
 from lolsearch.core import kernel_env
@@ -135,9 +128,6 @@ class LinearizedAttention(nn.Module):
             y = self._softmax(q, k, v)
         elif cache is not None:
             y = self._with_cache(q, k, v, cache)
-        elif self._mapped(q, k):
-            y = hybrid_attention_mapped(q, k, v, self.feature_map_q.fused_args(), self.feature_map_k.fused_args(),
-                                        self.gamma, self.window, self.layout, token_major_out=True)
         else:
             y = hybrid_attention(q, k, v, *self._features(q, k), self.gamma, self.window, self.layout, self.backend,
                                  self.chunk_size, token_major_out=True)
@@ -174,15 +164,6 @@ class LinearizedAttention(nn.Module):
         if fuse is None:
             fuse = kernel_env.read("LOLSEARCH_KERNELS_FUSED_FEATURES")
         return bool(fuse) and self.feature_map_q.has_fused and resolve_backend(self.backend, device) == "triton"
-
-    def _mapped(self, q: torch.Tensor, k: torch.Tensor) -> bool:
-        """Whether the attention and its feature maps run as one autograd node (:func:`hybrid_attention_mapped`): fused
-        maps that are frozen while q or k needs a gradient (a LoRA stage), unless LOLSEARCH_KERNELS_MAPPED_OP is off.
-        The maps' part of dq and dk is then added by their backward kernel instead of a separate add."""
-        if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad) and self.fused_maps(q.device)):
-            return False
-        frozen = not any(p.requires_grad for m in (self.feature_map_q, self.feature_map_k) for p in m.parameters())
-        return frozen and kernel_env.read("LOLSEARCH_KERNELS_MAPPED_OP") != "off"
 
     def phi(self, fmap: nn.Module, x: torch.Tensor, out_dtype: torch.dtype, fused: bool) -> torch.Tensor:
         """φ ``[B, H, T, F]`` in ``out_dtype`` of x ``[B, HX, T, D]`` at its own heads (queries, or keys at their kv

@@ -87,16 +87,6 @@ def hybrid_attention(
     )
 
 
-def hybrid_attention_mapped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, map_q: tuple, map_k: tuple,
-                            gamma: torch.Tensor, window: int, layout: str, token_major_out: bool = False) -> torch.Tensor:
-    """Hybrid attention with φ(q), φ(k) by frozen fused feature maps in one autograd node, Triton backend only
-    (:func:`lolsearch.kernels.hybrid_attention_mapped`); ``map_q``, ``map_k`` are the maps' ``fused_args()``."""
-    from lolsearch.kernels import hybrid_attention_mapped as fn
-    from lolsearch.kernels.mapped import MapArgs
-
-    return fn(q, k, v, MapArgs(*map_q), MapArgs(*map_k), gamma, window, layout, token_major_out)
-
-
 def fused_feature_map(kind: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, halfspace: bool,
                       eps: float, out_dtype: torch.dtype) -> torch.Tensor:
     """Features ``[B, H, T, F]`` of x ``[B, HX, T, D]`` (HX divides H) by the fused Triton kernel of map ``kind``
