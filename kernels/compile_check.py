@@ -32,7 +32,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     bd = min(bdk, 128 if bf <= 128 else 64)
     f32, i32 = "*fp32", "*i32"
     fmap = dict(D=d, P=f // 2, BD=bdk, BP=max(16, triton.next_power_of_2(f // 2)), KIND=0, HALF=False,
-                PREC="tf32x3" if dt == "fp32" else "tf32")
+                PREC="tf32x3" if dt == "fp32" else "tf32", LOWP=dt != "fp32")
     fmap_bwd = {"x": p, "w": f32, "bias": f32, "dout": p, "dx": f32, "dw": f32, "db": f32, "eps": "fp32"}
     esize = 4 if dt == "fp32" else 2
 

@@ -10,10 +10,11 @@ fp32 ``[B, H, T, F]`` intermediates, plus a copy of the keys expanded to query h
 head (``groups`` query heads per kv head, GQA) and the gradients of a kv head's query heads are summed.
 
 Shapes: x ``[B, HX, T, D]`` with ``H = HX · groups`` query heads, W ``[H, D, P]`` fp32, b ``[H, P]`` fp32 (T2R),
-φ ``[B, H, T, F]`` with F = 2P for two-sided Hedgehog, else P. The products run on fp32 operands: for fp32 x at
-``F32_DOT`` (3-pass TF32, about fp32, like the modules' fp32 matmul); for 16-bit x in one TF32 pass (10-bit
-mantissas, finer than the 16-bit φ and dx they produce; the 3-pass split needs twice the registers and spilled the
-backward).
+φ ``[B, H, T, F]`` with F = 2P for two-sided Hedgehog, else P. For fp32 x the products run at ``F32_DOT`` (3-pass
+TF32, about fp32, like the modules' fp32 matmul). For 16-bit x (constexpr LOWP, :func:`low_precision`) they take
+16-bit operands, x as it is, W and the logits' gradient rounded to x's dtype, with fp32 sums: the modules' matmul
+in x's dtype does the same. With ``LOLSEARCH_KERNELS_FEATURES_16BIT=0`` they run one TF32 pass on fp32 operands
+instead (10-bit mantissas; the 3-pass split needs twice the registers and spilled the backward).
 
 Each launch starts at the config of :func:`config` and steps down (one stage, then half the rows) while the compiled
 kernel needs more shared memory than the device has; heads whose W tile fits at no config run the same math in plain
@@ -28,6 +29,7 @@ import triton.language as tl
 from lolsearch.kernels._common import F32_DOT, block, cdiv, fit_shared_memory, num_sms
 
 from lolsearch.attention.feature_math import project, relu_features, signed_softmax
+from lolsearch.core import kernel_env
 
 KINDS = {"hedgehog": 0, "t2r": 1}
 # Rows per tile (R) and launch config of each kernel, for 16-bit x with W[h] tiles up to 128 × 64 (D and P
@@ -51,28 +53,45 @@ def _softmax_rows(xw, valid):
 
 
 @triton.jit
-def _x_rows(x, b, hx, t0, T, HX, D: tl.constexpr, BD: tl.constexpr, R: tl.constexpr):
-    """The x rows [t0, t0 + R) of x head hx in fp32, and their row mask."""
+def _x_rows(x, b, hx, t0, T, HX, D: tl.constexpr, BD: tl.constexpr, R: tl.constexpr, LOWP: tl.constexpr):
+    """The x rows [t0, t0 + R) of x head hx (in x's dtype with LOWP, else fp32), and their row mask."""
     rows = t0 + tl.arange(0, R)
     rd = tl.arange(0, BD)
     rm = rows < T
     xt = tl.load(x + ((b * HX + hx).to(tl.int64) * T + rows[:, None]) * D + rd[None, :],
                  mask=rm[:, None] & (rd[None, :] < D), other=0.0)
-    return xt.to(tl.float32), rm
+    if not LOWP:
+        xt = xt.to(tl.float32)
+    return xt, rm
 
 
 @triton.jit
-def _w_head(w, h, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr):
-    """W[h] ``[BD, BP]`` fp32, zero outside D × P."""
+def _w_head(w, h, x_dtype, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr, BP: tl.constexpr,
+            LOWP: tl.constexpr):
+    """W[h] ``[BD, BP]``, zero outside D × P: fp32, or rounded to ``x_dtype`` with LOWP."""
     rd = tl.arange(0, BD)
     rp = tl.arange(0, BP)
-    return tl.load(w + (h * D + rd[:, None]) * P + rp[None, :], mask=(rd[:, None] < D) & (rp[None, :] < P), other=0.0)
+    wt = tl.load(w + (h * D + rd[:, None]) * P + rp[None, :], mask=(rd[:, None] < D) & (rp[None, :] < P), other=0.0)
+    if LOWP:
+        wt = wt.to(x_dtype)
+    return wt
+
+
+@triton.jit
+def _mm(a, b, acc, x_dtype, PREC: tl.constexpr, LOWP: tl.constexpr):
+    """acc + a·b (a·b where acc is None) in fp32: with LOWP on operands rounded to ``x_dtype``, else on fp32 ones
+    at ``PREC``."""
+    if LOWP:  # noqa: SIM108 - a constexpr test: the untaken branch is never compiled
+        out = tl.dot(a.to(x_dtype), b.to(x_dtype), acc)
+    else:
+        out = tl.dot(a, b, acc, input_precision=PREC)
+    return out
 
 
 @triton.jit
 def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
                         BP: tl.constexpr, R: tl.constexpr, L: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr,
-                        PREC: tl.constexpr):
+                        PREC: tl.constexpr, LOWP: tl.constexpr):
     """out[b, h, rows] for L consecutive tiles of R rows (W[h] loaded once): Hedgehog (KIND 0)
     [max(softmax(xW), eps), max(softmax(−xW), eps)] (the first half alone with HALF), T2R (KIND 1)
     max(xW + b, eps)."""
@@ -83,11 +102,11 @@ def features_fwd_kernel(x, w, bias, out, T, H, G, HX, eps, D: tl.constexpr, P: t
     rp = tl.arange(0, BP)
     valid = (rp < P)[None, :]
     F: tl.constexpr = 2 * P if (KIND == 0) and not HALF else P
-    wt = _w_head(w, h, D, P, BD, BP)
+    wt = _w_head(w, h, x.dtype.element_ty, D, P, BD, BP, LOWP)
     for li in range(L):
         t0 = (pid * L + li) * R
-        xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
-        xw = tl.dot(xt, wt, input_precision=PREC)
+        xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R, LOWP)
+        xw = _mm(xt, wt, None, x.dtype.element_ty, PREC, LOWP)
         base = out + (bh.to(tl.int64) * T + t0 + tl.arange(0, R)[:, None]) * F + rp[None, :]
         m = rm[:, None] & valid
         if KIND == 0:
@@ -127,7 +146,7 @@ def _dlogits(xw, bias, dout, row_off, h, m, valid, eps, P: tl.constexpr, BP: tl.
 @triton.jit
 def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, D: tl.constexpr, P: tl.constexpr,
                         BD: tl.constexpr, BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr,
-                        PREC: tl.constexpr, WANT_DX: tl.constexpr):
+                        PREC: tl.constexpr, LOWP: tl.constexpr, WANT_DX: tl.constexpr):
     """Program (split, h) walks the row tiles split, split + NSPLIT, ... of query head h over the whole batch:
     writes one partial parameter gradient per program, dW[split, h] = Σ xᵀ d(xW) and (T2R) db[split, h] = Σ d(xW),
     and with WANT_DX dx of its rows (per query head)."""
@@ -140,20 +159,20 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
     valid = (rp < P)[None, :]
     acc = tl.zeros([BD, BP], dtype=tl.float32)
     bacc = tl.zeros([BP], dtype=tl.float32)
-    wt = _w_head(w, h, D, P, BD, BP)
+    wt = _w_head(w, h, x.dtype.element_ty, D, P, BD, BP, LOWP)
     for j in range(split, NTILES, nsplit):
         b = j // nt
         t0 = (j % nt) * R
-        xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R)
-        xw = tl.dot(xt, wt, input_precision=PREC)
+        xt, rm = _x_rows(x, b, h // G, t0, T, HX, D, BD, R, LOWP)
+        xw = _mm(xt, wt, None, x.dtype.element_ty, PREC, LOWP)
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
         if KIND == 1:
             bacc += tl.sum(dxw, 0)
         if WANT_DX:
-            dxt = tl.dot(dxw, tl.trans(wt), input_precision=PREC)
+            dxt = _mm(dxw, tl.trans(wt), None, x.dtype.element_ty, PREC, LOWP)
             tl.store(dx + row_off * D + rd[None, :], dxt.to(dx.dtype.element_ty), mask=rm[:, None] & (rd[None, :] < D))
-        acc = tl.dot(tl.trans(xt), dxw, acc, input_precision=PREC)
+        acc = _mm(tl.trans(xt), dxw, acc, x.dtype.element_ty, PREC, LOWP)
     tl.store(dw + ((split * H + h) * D + rd[:, None]) * P + rp[None, :], acc, mask=(rd[:, None] < D) & (rp[None, :] < P))
     if KIND == 1:
         tl.store(db + (split * H + h) * P + rp, bacc, mask=rp < P)
@@ -161,7 +180,8 @@ def features_bwd_kernel(x, w, bias, dout, dx, dw, db, T, H, G, HX, NTILES, eps, 
 
 @triton.jit
 def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, P: tl.constexpr, BD: tl.constexpr,
-                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr):
+                       BP: tl.constexpr, R: tl.constexpr, KIND: tl.constexpr, HALF: tl.constexpr, PREC: tl.constexpr,
+                       LOWP: tl.constexpr):
     """dx of frozen maps (no parameter gradients, e.g. a LoRA stage): program (tile, b·HX + hx) takes one row tile of
     x head hx and sums the gradients of its G query heads in fp32, stored once in x's dtype. Every tile runs in
     parallel (the parameter-gradient kernel walks tiles serially to keep few partial sums)."""
@@ -172,23 +192,33 @@ def features_dx_kernel(x, w, bias, dout, dx, T, H, G, HX, eps, D: tl.constexpr, 
     t0 = pid * R
     rd = tl.arange(0, BD)
     valid = (tl.arange(0, BP) < P)[None, :]
-    xt, rm = _x_rows(x, b, hx, t0, T, HX, D, BD, R)  # read once, shared by the group's query heads
+    xt, rm = _x_rows(x, b, hx, t0, T, HX, D, BD, R, LOWP)  # read once, shared by the group's query heads
     acc = tl.zeros([R, BD], dtype=tl.float32)
     for gi in range(0, G):
         h = hx * G + gi
-        wt = _w_head(w, h, D, P, BD, BP)
-        xw = tl.dot(xt, wt, input_precision=PREC)
+        wt = _w_head(w, h, x.dtype.element_ty, D, P, BD, BP, LOWP)
+        xw = _mm(xt, wt, None, x.dtype.element_ty, PREC, LOWP)
         row_off = ((b * H + h).to(tl.int64) * T + t0 + tl.arange(0, R)[:, None])
         dxw = _dlogits(xw, bias, dout, row_off, h, rm[:, None] & valid, valid, eps, P, BP, KIND, HALF)
-        acc += tl.dot(dxw, tl.trans(wt), input_precision=PREC)
+        acc = _mm(dxw, tl.trans(wt), acc, x.dtype.element_ty, PREC, LOWP)
     rows = t0 + tl.arange(0, R)
     tl.store(dx + (bx.to(tl.int64) * T + rows[:, None]) * D + rd[None, :], acc.to(dx.dtype.element_ty),
              mask=rm[:, None] & (rd[None, :] < D))
 
 
 def precision(dtype: torch.dtype) -> str:
-    """``input_precision`` of the kernels' fp32 products for inputs of ``dtype`` (see the module docstring)."""
+    """``input_precision`` of the kernels' fp32-operand products for inputs of ``dtype`` (module docstring)."""
     return F32_DOT.value if dtype == torch.float32 else "tf32"
+
+
+def low_precision(dtype: torch.dtype) -> bool:
+    """Whether the kernels' products take 16-bit operands for x of ``dtype`` (constexpr LOWP): for 16-bit x unless
+    ``LOLSEARCH_KERNELS_FEATURES_16BIT=0``."""
+    return dtype != torch.float32 and kernel_env.read("LOLSEARCH_KERNELS_FEATURES_16BIT")
+
+
+def _precision_args(dtype: torch.dtype) -> dict:
+    return dict(PREC=precision(dtype), LOWP=low_precision(dtype))
 
 
 def _splits(tiles: int, heads: int, device: torch.device) -> int:
@@ -255,10 +285,10 @@ class FeatureMapFn(torch.autograd.Function):
         def run(cfg: dict) -> torch.Tensor:
             features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
                 x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
-                KIND=kind, HALF=halfspace, PREC=precision(x.dtype), **cfg)
+                KIND=kind, HALF=halfspace, **_precision_args(x.dtype), **cfg)
             return out
 
-        if _fit(("fwd", x.dtype, d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
+        if _fit(("fwd", x.dtype, low_precision(x.dtype), d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
             out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
@@ -272,9 +302,10 @@ class FeatureMapFn(torch.autograd.Function):
         want_dx = ctx.needs_input_grad[0]
         want_dw = any(ctx.needs_input_grad[1:3])
         dout = dout.contiguous()
-        args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace, PREC=precision(x.dtype))
+        args = dict(D=d, P=p, BD=block(d), BP=block(p), KIND=ctx.kind, HALF=ctx.halfspace,
+                    **_precision_args(x.dtype))
         bias_arg = w if bias is None else bias
-        key = (x.dtype, d, p, ctx.kind, ctx.halfspace, want_dx)
+        key = (x.dtype, args["LOWP"], d, p, ctx.kind, ctx.halfspace, want_dx)
         if not want_dw:  # frozen maps (e.g. a LoRA stage that does not train them): dx alone, every tile in parallel
             dx = torch.empty_like(x)
 

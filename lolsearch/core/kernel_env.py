@@ -110,6 +110,7 @@ READERS = {
     "LOLSEARCH_KERNELS_SEG_TILE": tile,
     "LOLSEARCH_KERNELS_GQA_ORDER": auto_flag,
     "LOLSEARCH_KERNELS_FUSED_FEATURES": lambda n: flag(n, True),
+    "LOLSEARCH_KERNELS_FEATURES_16BIT": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_ROPE": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_FUSED_XENT": lambda n: flag(n, True),
     "LOLSEARCH_KERNELS_DIRECT_LAUNCH": lambda n: flag(n, True),

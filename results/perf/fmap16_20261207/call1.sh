@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The fused feature maps with 16-bit products (LOLSEARCH_KERNELS_FEATURES_16BIT=1, the new default) against one TF32
+# pass on fp32 operands (=0, the old path): SmolLM2 8 x 1024 graphed LoRA and attention-transfer steps, alternating,
+# beside the teacher's LoRA step; the maps' GPU tests (every dtype); the kernels' probe over launch configs.
+# Carrying .dev/p0, after `bash results/h200/lighten.sh out`:
+#   PERF_CMDS="bash results/perf/fmap16_20261207/call1.sh \$OUT/perf" timeout 560 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+set -u
+O=$(realpath -m "$1")
+mkdir -p "$O"
+P="python3 -m lolsearch.perf --model smollm2-135m-shape"
+nvidia-smi --query-gpu=name --format=csv,noheader
+S1="train --seq 1024 --backends triton --cuda-graph on --compile off --steps 30 --sync-every 5"
+i=0
+for on in 1 0 1 0; do
+  i=$((i + 1))
+  LOLSEARCH_KERNELS_FEATURES_16BIT=$on timeout $([ $i = 1 ] && echo 80 || echo 45) $P --out "$O/lora_${i}_$on" $S1 \
+    --stages lora $([ $i = 1 ] && echo --check) > "$O/lora_${i}_$on.log" 2>&1
+  grep '^| smollm2' "$O/lora_${i}_$on.log" | cut -c1-250
+done
+timeout 45 $P --out "$O/lora_teacher" $S1 --stages teacher_lora > "$O/lora_teacher.log" 2>&1
+grep '^| smollm2' "$O/lora_teacher.log" | cut -c1-250
+for on in 0 1; do
+  LOLSEARCH_KERNELS_FEATURES_16BIT=$on timeout 45 $P --out "$O/at_$on" $S1 --stages attention_transfer \
+    > "$O/at_$on.log" 2>&1
+  grep '^| smollm2' "$O/at_$on.log" | cut -c1-250
+done
+COLUMNS=250 timeout 100 python3 -m pytest -q -rf -p no:cacheprovider tests/kernels/test_featuremap_kernel.py \
+  > "$O/pytest_featuremap.log" 2>&1
+tail -4 "$O/pytest_featuremap.log" | cut -c1-300
+timeout 90 python3 results/perf/fmap16_20261207/probe.py > "$O/probe.log" 2>&1
+cut -c1-160 "$O/probe.log"
