@@ -182,7 +182,7 @@ def _dv_tile(q, fq, fk, gamma, do, m2, zden, e_in, dv_s, r, s_st, b_k, kpos, km,
 # (4 warps, 1 stage, at most 168 registers) fits three programs per SM instead of two; at D = 64 it was 8-17% faster
 # (results/perf/direct_20261206/), so the autotuner weighs it too
 @tuned([(4, 1), (4, 2), (8, 1), (4, 1, 168)],
-       key=["D", "F", "NEED_DK", "NEED_DV", "STATE_DFK", "PAR", "HAS_ST", "TUNE"])
+       key=["D", "F", "BQ", "NEED_DK", "NEED_DV", "STATE_DFK", "PAR", "HAS_ST", "TUNE"])
 @triton.jit(do_not_specialize=NO_SPEC)
 def bwd_kv_kernel(
     q, k, v, fq, fk, gamma, do, m2, zden, e_in, dc_in, am, dv_s, dfk_s, r,

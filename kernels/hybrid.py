@@ -44,6 +44,8 @@ FORCE_SAVE_LO = False
 PROGRAMS_PER_SM = 8
 # Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
 MIN_SEGMENT_CHUNKS = 8
+# Query rows per block of bwd_kv's [64 keys, BQ queries] score tiles (16 or 32; tests and benches set it).
+KV_QUERY_ROWS = 32
 
 
 def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
@@ -272,7 +274,7 @@ def _window_grads(ctx, do, tok_do: bool, e, dv_s, dfk_s, r, dfk, state_dfk: bool
     launch(bwd_kv_kernel, (nt, b * hkv, need_dk + need_dv + h // hkv),
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, r, dk if need_dk else dfk,
         dv if need_dv else dfk, dfk, T=t, W=ctx.w, LAYOUT=ctx.lay, L=ctx.plan[0], NS=ctx.plan[1], **heads, **scales,
-        D=d, F=f, BDK=block(d), BF=block(f), BT=BT, BQ=32, NEED_DK=need_dk, NEED_DV=need_dv, TOK_DO=tok_do,
+        D=d, F=f, BDK=block(d), BF=block(f), BT=BT, BQ=KV_QUERY_ROWS, NEED_DK=need_dk, NEED_DV=need_dv, TOK_DO=tok_do,
         STATE_DFK=state_dfk, PAR=ctx.mode != "walk", HAS_ST=ctx.mode != "quadratic",
     )
     return dq, dk, dv, dgp.view(b, h, nt).sum((0, 2))

@@ -169,3 +169,21 @@ def test_requested_gradients_and_token_major(mode, wanted, nan_alloc, quadratic,
     assert reads_do == [True] * (4 if mode == "quadratic" else 5)
     bwd_kv = next(kw for name, kw in seen if name == "bwd_kv_kernel")
     assert (bwd_kv["NEED_DK"], bwd_kv["NEED_DV"]) == ("k" in names, "v" in names)
+
+
+@pytest.mark.parametrize("mode", ["walk", "quadratic", "parallel"])
+def test_kv_query_blocks_of_16_rows(mode, nan_alloc, monkeypatch):
+    """bwd_kv's query blocks of 16 rows (KV_QUERY_ROWS) give the reference's output and six gradients in every
+    schedule, with GQA and a window that spans tiles."""
+    import lolsearch.kernels.hybrid as hy
+
+    quad, par = {"walk": (0, 0), "quadratic": (1 << 30, 0), "parallel": (0, 1 << 30)}[mode]
+    monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(quad))
+    monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_T", str(par))
+    monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_SEG", "2")
+    monkeypatch.setattr(hy, "KV_QUERY_ROWS", 16)
+    seen = _recording(monkeypatch)
+    check_against_reference(200, "sliding", 100, 16, 16, 4, 2, TOL, f"{mode} BQ=16")
+    launched = {name for name, _ in seen}
+    assert ("fwd_state_kernel" in launched) == (mode == "walk")
+    assert {kw["BQ"] for name, kw in seen if name == "bwd_kv_kernel"} == {16}
