@@ -15,14 +15,14 @@ def test_kernel_settings_record_triton_and_the_settings_in_effect(monkeypatch):
     assert got == {"triton": version("triton"), "kernels_autotune": True, "kernels_fp32_dot": "tf32x3", "kernels_bd": None,
                    "kernels_pps": None, "kernels_min_seg": None, "kernels_quadratic_t": None, "kernels_parallel_t": None,
                    "kernels_parallel_seg": None, "kernels_seg_tile": None, "kernels_gqa_order": None,
-                   "kernels_fused_features": True, "kernels_fused_rope": True, "kernels_fused_xent": True,
+                   "kernels_fused_features": True, "kernels_features_16bit": True, "kernels_fused_rope": True, "kernels_fused_xent": True,
                    "kernels_direct_launch": True,
                    "kernels_reg_caps": True}
     monkeypatch.setenv("LOLSEARCH_KERNELS_AUTOTUNE", "off")
     monkeypatch.setenv("LOLSEARCH_KERNELS_SEG_TILE", "128x64")
     monkeypatch.setenv("LOLSEARCH_CACHE", "/elsewhere")  # not a kernel setting
     got = kernel_settings()
-    assert got["kernels_autotune"] is False and got["kernels_seg_tile"] == (128, 64) and len(got) == 16
+    assert got["kernels_autotune"] is False and got["kernels_seg_tile"] == (128, 64) and len(got) == 17
 
 
 def test_git_sha_marks_uncommitted_changes(tmp_path, monkeypatch):

@@ -183,7 +183,7 @@ def test_kv_query_blocks_of_16_rows(mode, nan_alloc, monkeypatch):
     monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_SEG", "2")
     monkeypatch.setattr(hy, "KV_QUERY_ROWS", 16)
     seen = _recording(monkeypatch)
-    check_against_reference(200, "sliding", 100, 16, 16, 4, 2, TOL, f"{mode} BQ=16")
+    check_against_reference(140, "sliding", 70, 16, 16, 4, 2, TOL, f"{mode} BQ=16")
     launched = {name for name, _ in seen}
     assert ("fwd_state_kernel" in launched) == (mode == "walk")
     assert {kw["BQ"] for name, kw in seen if name == "bwd_kv_kernel"} == {16}
