@@ -4,7 +4,7 @@
 # beside the teacher's LoRA step; bwd_kv's query blocks of 16 rows against 32 (bq_bench.py); the maps' GPU tests
 # (every dtype). probe.py (the maps' kernels over launch configs) is left for a later call.
 # Carrying .dev/p0, after `bash results/h200/lighten.sh out`:
-#   PERF_CMDS="bash results/perf/fmap16_20261207/call1.sh \$OUT/perf" timeout 470 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+#   PERF_CMDS="bash results/perf/fmap16_20261207/call1.sh \$OUT/perf" timeout 430 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
 set -u
 O=$(realpath -m "$1")
 mkdir -p "$O"
@@ -20,6 +20,9 @@ for on in 1 0; do
 done
 timeout 45 $P --out "$O/lora_teacher" $S1 --stages teacher_lora > "$O/lora_teacher.log" 2>&1
 grep '^| smollm2' "$O/lora_teacher.log" | cut -c1-250
+COLUMNS=250 timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/kernels/test_featuremap_kernel.py \
+  > "$O/pytest_featuremap.log" 2>&1
+tail -4 "$O/pytest_featuremap.log" | cut -c1-300
 for on in 0 1; do
   LOLSEARCH_KERNELS_FEATURES_16BIT=$on timeout 45 $P --out "$O/at_$on" $S1 --stages attention_transfer \
     > "$O/at_$on.log" 2>&1
@@ -27,6 +30,3 @@ for on in 0 1; do
 done
 timeout 100 python3 results/perf/fmap16_20261207/bq_bench.py "$O/bq_bench.csv" > "$O/bq_bench.log" 2>&1
 cut -c1-200 "$O/bq_bench.log"
-COLUMNS=250 timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/kernels/test_featuremap_kernel.py \
-  > "$O/pytest_featuremap.log" 2>&1
-tail -4 "$O/pytest_featuremap.log" | cut -c1-300
