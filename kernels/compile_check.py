@@ -37,7 +37,7 @@ def _jobs(dt: str, d: int, f: int, small: bool) -> dict:
     esize = 4 if dt == "fp32" else 2
 
     def fcfg(kernel: str, fp: int) -> dict:  # the feature maps' first launch config (rows, warps, stages)
-        return dict(featuremap.config(kernel, esize, d, fp))
+        return dict(featuremap.config(kernel, esize, d, fp, lowp=dt != "fp32"))
 
     jobs = {
         "seg_sums": (_fwd.seg_sums_kernel, {"fk": p, "v": p, "st": f32}, dict(D=d, F=f, BF=min(bf, 64), BD=min(bdk, 64), BT=64)),

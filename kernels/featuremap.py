@@ -37,9 +37,14 @@ KINDS = {"hedgehog": 0, "t2r": 1}
 # (results/perf/features_tiles_20261206/), spill-free in sm_90 compiles. fp32 x or wider W take the *_WIDE configs.
 # A forward program takes L consecutive tiles; it and the parameter-gradient kernel's programs load their head's W
 # once. BWD is the parameter-gradient kernel's, DX the frozen maps' dx kernel's (no parameter-gradient accumulators).
+# With 16-bit products (LOWP) the forward's and, up to 64 projected features, the parameter gradients' fastest configs
+# differ (*_LOWP; Hedgehog P = 64 on an H100, results/perf/fmap16_20261207/: 0.83-0.86x and 0.87-0.89x of those
+# kernels' time at the SmolLM2 shape, 0.92-0.96x and 0.92-0.97x at 8B's).
 FWD = dict(R=64, L=4, num_warps=4, num_stages=1)
 BWD = dict(R=128, num_warps=8, num_stages=1)
 DX = dict(R=64, num_warps=4, num_stages=1)
+FWD_LOWP = dict(R=64, L=2, num_warps=4, num_stages=1)
+BWD_LOWP = dict(R=64, num_warps=4, num_stages=1)
 BWD_WIDE = dict(R=32, num_warps=8, num_stages=2)
 DX_WIDE = dict(R=32, num_warps=8, num_stages=2)
 
@@ -226,16 +231,19 @@ def _splits(tiles: int, heads: int, device: torch.device) -> int:
     return max(1, min(tiles, cdiv(4 * num_sms(device), heads)))
 
 
-def config(kernel: str, esize: int, d: int, p: int, t: int | None = None) -> dict:
+def config(kernel: str, esize: int, d: int, p: int, t: int | None = None, lowp: bool = False) -> dict:
     """First launch config of ``kernel`` (``fwd``, ``bwd`` or ``dx``) for x of ``esize`` bytes per element, head
-    size d and P projected features: the measured fast one where it holds (16-bit, W tile up to 128 × 64). With the
-    sequence length ``t``, a program's tiles hold no more rows than there are: R down to the power of two (at least
-    16) that covers t, and a forward program takes no more tiles than t fills (a decode step's one row ran 4 × 64)."""
+    size d and P projected features, with 16-bit products (``lowp``) or not: the measured fast one where it holds
+    (16-bit, W tile up to 128 × 64). With the sequence length ``t``, a program's tiles hold no more rows than there
+    are: R down to the power of two (at least 16) that covers t, and a forward program takes no more tiles than t
+    fills (a decode step's one row ran 4 × 64)."""
+    narrow = esize == 2 and block(d) * block(p) <= 128 * 64
     if kernel == "fwd":
-        cfg = FWD
+        cfg = FWD_LOWP if narrow and lowp else FWD
+    elif kernel == "bwd":
+        cfg = (BWD_LOWP if lowp and block(p) <= 64 else BWD) if narrow else BWD_WIDE  # T2R P 128: R64 spills
     else:
-        narrow = esize == 2 and block(d) * block(p) <= 128 * 64
-        cfg = (BWD if narrow else BWD_WIDE) if kernel == "bwd" else (DX if narrow else DX_WIDE)
+        cfg = DX if narrow else DX_WIDE
     if t is None or t >= cfg["R"] * cfg.get("L", 1):
         return cfg
     rows = min(cfg["R"], max(16, triton.next_power_of_2(t)))
@@ -288,7 +296,9 @@ class FeatureMapFn(torch.autograd.Function):
                 KIND=kind, HALF=halfspace, **_precision_args(x.dtype), **cfg)
             return out
 
-        if _fit(("fwd", x.dtype, low_precision(x.dtype), d, p, kind, halfspace, False), config("fwd", x.element_size(), d, p, t), run) is None:
+        lowp = low_precision(x.dtype)
+        first = config("fwd", x.element_size(), d, p, t, lowp)
+        if _fit(("fwd", x.dtype, lowp, d, p, kind, halfspace, False), first, run) is None:
             out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps
@@ -314,7 +324,7 @@ class FeatureMapFn(torch.autograd.Function):
                     x, w, bias_arg, dout, dx, t, h, ctx.groups, hx, ctx.eps, **args, **cfg)
                 return dx
 
-            if _fit(("dx", *key), config("dx", x.element_size(), d, p, t), run_dx) is None:
+            if _fit(("dx", *key), config("dx", x.element_size(), d, p, t, args["LOWP"]), run_dx) is None:
                 dx = FeatureMapFn._grads_torch(ctx, x, w, bias, dout, True, False)[0]
             return dx, None, None, None, None, None, None, None
 
@@ -332,7 +342,7 @@ class FeatureMapFn(torch.autograd.Function):
                 **cfg)
             return dxq, dw, db
 
-        fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p, t), run)
+        fitted = _fit(("bwd", *key), config("bwd", x.element_size(), d, p, t, args["LOWP"]), run)
         if fitted is None:
             return (*FeatureMapFn._grads_torch(ctx, x, w, bias, dout, want_dx, True), None, None, None, None, None)
         dxq, dw, db = fitted

@@ -235,6 +235,11 @@ def test_short_sequences_get_tiles_no_larger_than_their_rows(nan_alloc, monkeypa
     assert fmod.config("fwd", 2, 64, 64, 1024) == fmod.FWD
     assert fmod.config("dx", 2, 64, 64, 20) == {**fmod.DX, "R": 32}
     assert fmod.config("bwd", 4, 64, 64, 2048) == fmod.BWD_WIDE
+    # 16-bit products have configs of their own (fp32 x never takes them)
+    assert fmod.config("fwd", 2, 64, 64, 1024, lowp=True) == fmod.FWD_LOWP
+    assert fmod.config("bwd", 2, 64, 64, 1024, lowp=True) == fmod.BWD_LOWP
+    assert fmod.config("bwd", 2, 64, 64, 1024, lowp=False) == fmod.BWD
+    assert fmod.config("fwd", 4, 64, 64, 1024, lowp=True) == fmod.FWD
     rows = []
     kernel = fmod.features_fwd_kernel
 
