@@ -44,7 +44,8 @@ FORCE_SAVE_LO = False
 PROGRAMS_PER_SM = 8
 # Chunks per segment at least (env LOLSEARCH_KERNELS_MIN_SEG).
 MIN_SEGMENT_CHUNKS = 8
-# Query rows per block of bwd_kv's [64 keys, BQ queries] score tiles (16 or 32; tests and benches set it).
+# Query rows per block of bwd_kv's [64 keys, BQ queries] score tiles (tests and benches set it). 16 needs fewer
+# registers but ran 1.00-1.08x slower than 32 on an H100 at every training shape (results/perf/fmap16_20261207/).
 KV_QUERY_ROWS = 32
 
 

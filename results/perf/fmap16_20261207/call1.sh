@@ -2,9 +2,10 @@
 # The fused feature maps with 16-bit products (LOLSEARCH_KERNELS_FEATURES_16BIT=1, the new default) against one TF32
 # pass on fp32 operands (=0, the old path): SmolLM2 8 x 1024 graphed LoRA and attention-transfer steps, alternating,
 # beside the teacher's LoRA step; bwd_kv's query blocks of 16 rows against 32 (bq_bench.py); the maps' GPU tests
-# (every dtype). probe.py (the maps' kernels over launch configs) is left for a later call.
+# (every dtype). probe.py (the maps' kernels over launch configs) ran in a call of its own (h100_call3/).
 # Carrying .dev/p0, after `bash results/h200/lighten.sh out`:
-#   PERF_CMDS="bash results/perf/fmap16_20261207/call1.sh \$OUT/perf" timeout 430 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+#   PERF_CMDS="bash results/perf/fmap16_20261207/call1.sh \$OUT/perf" timeout 330 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+# (run so at ab9975f: the 330 s cut it during bq_bench.py, after the AT pair)
 set -u
 O=$(realpath -m "$1")
 mkdir -p "$O"
