@@ -2,8 +2,8 @@
 # Llama-3-8B shape (random weights), 8 x 1024, eager: attention transfer and LoRA with the fused maps' 16-bit products
 # (LOLSEARCH_KERNELS_FEATURES_16BIT=1, the default) and without (=0), alternating. Carrying .dev/p0, after
 # `bash results/h200/lighten.sh out`:
-# Not run yet (no device time left on 2026-12-07):
-#   PERF_CMDS="bash results/perf/fmap16_20261207/call2.sh \$OUT/perf" timeout 560 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
+# Run so on 2026-12-07 (nineteenth session, tree e4b3fe4): results/perf/lowp_20261207b/h100_call2/
+#   PERF_CMDS="bash results/perf/fmap16_20261207/call2.sh \$OUT/perf" timeout 560 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack  (timeout 520 there)
 set -u
 O=$(realpath -m "$1")
 mkdir -p "$O"
