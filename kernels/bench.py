@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,12 +33,15 @@ FIELDS = ["impl", "shape", "T", "pass", "ms", "device", "backend", "status", "no
 
 
 class Runner:
-    """Runs cells under a wall-clock budget and collects rows."""
+    """Runs cells under a wall-clock budget and collects rows. ``on_row(rows)`` runs after every cell (``main`` writes
+    bench.csv/bench.md there, so a run killed inside a long cell keeps the rows before it). The budget is checked as
+    a cell starts: one cell may run past it."""
 
-    def __init__(self, budget_s: float, rep_ms: float):
+    def __init__(self, budget_s: float, rep_ms: float, on_row: Callable[[list[dict]], None] | None = None):
         self.rows: list[dict] = []
         self.deadline = time.time() + budget_s
         self.rep_ms = rep_ms
+        self.on_row = on_row
         self.device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
     def cell(self, impl: str, shape: str, t: int, pas: str, build, backend: str = "", timer=None) -> float | None:
@@ -65,6 +69,8 @@ class Runner:
         finally:
             torch.cuda.empty_cache()
         self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(self.rows)
         log.info("%-14s %-10s T=%-6s %-8s %10s ms  %s %s [%s]", impl, shape, t, pas, row["ms"], row["status"],
                  row["note"], backend)
         return float(row["ms"]) if row["ms"] else None
@@ -212,10 +218,10 @@ def goals(rows) -> list[tuple[str, str, str]]:
                 f"{o32} ms (slower layout: {which})" if o32 is not None else "not measured"))
     r = None if o32 is None or sd32 is None else sd32 / o32
     out.append(("fwd at 32K >= 15x SDPA", verdict(None if r is None else r >= 15),
-                f"SDPA[{be32}] {sd32} ms / ours {o32} ms = {r:.1f}x" if r else "not measured"))
+                f"SDPA[{be32}] {sd32} ms / ours {o32} ms = {r:.2f}x" if r else "not measured"))
     r = None if o32 is None or fla32 is None else fla32 / o32
     out.append(("fwd at 32K >= 2.5x fla linear + SWA pair", verdict(None if r is None else r >= 2.5),
-                f"fla {fla32} ms / ours {o32} ms = {r:.1f}x" if r else "fla not measured (not installed)"))
+                f"fla {fla32} ms / ours {o32} ms = {r:.2f}x" if r else "fla not measured (not installed)"))
     o8, which = ours_worst(8192, "fwd+bwd")
     sd8, be8 = _flash_or_best(rows, s, 8192, "fwd+bwd")
     r = None if o8 is None or sd8 is None else sd8 / o8
@@ -237,7 +243,7 @@ def goals(rows) -> list[tuple[str, str, str]]:
     sdd, bed = _flash_or_best(rows, s, 131072, "decode", impl="sdpa-decode")
     r = None if od is None or sdd is None else sdd / od
     out.append(("decode at 128K >= 20x faster than SDPA over the KV cache", verdict(None if r is None else r >= 20),
-                f"SDPA[{bed}] {sdd} ms / ours {od} ms = {r:.1f}x" if r else "not measured"))
+                f"SDPA[{bed}] {sdd} ms / ours {od} ms = {r:.2f}x" if r else "not measured"))
     return out
 
 
@@ -401,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.time()
     cmd = "python -m lolsearch.kernels.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    run = Runner(args.budget, args.rep_ms)
+    run = Runner(args.budget, args.rep_ms, on_row=lambda rows: write_results(args.out, rows, cmd, time.time() - t0))
     shapes = args.shapes or (["llama3-8b"] if args.quick else list(bi.SHAPES))
     ts = args.seq_lens or ([2048, 8192] if args.quick else [2048, 8192, 32768, 131072])
     ctxs = args.decode_ctx or ([4096] if args.quick else [4096, 32768, 131072])
@@ -409,15 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in ts:
             _prefill_cells(run, bi.SHAPES[name], t)
         _decode_cells(run, bi.SHAPES[name], args.decode_batch, ctxs)
-        write_results(args.out, run.rows, cmd, time.time() - t0)
     for name in shapes:  # the torch paths next: slow, and no goal depends on them
         for t in ts:
             _torch_cells(run, bi.SHAPES[name], t)
-    write_results(args.out, run.rows, cmd, time.time() - t0)
     if "llama3-8b" in shapes and not args.quick:
         # schedule knobs last: a non-default value-tile width once crashed the CUDA context (results/kernels/RUN.md)
         _schedule_sweep(run, bi.SHAPES["llama3-8b"])
-        write_results(args.out, run.rows, cmd, time.time() - t0)
+    write_results(args.out, run.rows, cmd, time.time() - t0)
     print("\n".join(_markdown(run.rows, cmd, time.time() - t0).splitlines()[:16]))  # noqa: T201
     return 0
 
