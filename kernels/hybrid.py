@@ -186,8 +186,10 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=Fals
 
 def _backward(ctx, do):
     """The six gradients; those of q, k and v only where autograd asks for them (None otherwise), so attention
-    transfer, where only the feature maps and γ train, skips their kernels' work."""
-    q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = ctx.saved_tensors
+    transfer, where only the feature maps and γ train, skips their kernels' work. ``ctx.saved_tensors`` is read once
+    (activation checkpointing refuses a second unpack)."""
+    saved = ctx.saved_tensors
+    q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = saved
     need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
     lay, w, (seg, ns) = ctx.lay, ctx.w, ctx.plan
     b, h, t, d = q.shape
@@ -221,7 +223,7 @@ def _backward(ctx, do):
         dfq, dfk = torch.empty_like(fq), torch.empty_like(fk)
         launch(bwd_state_q_kernel, (cdiv(f, bf1), nt, b * h), fk, v, do, zden, e, st if has_st else e, dfq, **walk,
                D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, PAR=True, HAS_ST=has_st)
-        dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, e, dfk, r, dfk, False)
+        dq, dk, dv, dgamma = _window_grads(ctx, saved, do, tok_do, e, e, dfk, r, dfk, False)
         return dq, dk, dv, dfq, dfk, dgamma
     # dv's state part per query head (bwd_kv sums each GQA group) in fp32, written by plain stores for exactly the key
     # tiles some chunk reads through the state (bwd_kv reads no others), so not initialised. dφk: bwd_state_kv writes
@@ -247,15 +249,16 @@ def _backward(ctx, do):
         fk, v, do, zden, e, st, dfq, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w),
         TOK_DO=tok_do, PAR=False, HAS_ST=True,
     )
-    dq, dk, dv, dgamma = _window_grads(ctx, do, tok_do, e, dv_s, dfk_s if d > bd else dfk, r, dfk, d <= bd)
+    dq, dk, dv, dgamma = _window_grads(ctx, saved, do, tok_do, e, dv_s, dfk_s if d > bd else dfk, r, dfk, d <= bd)
     return dq, dk, dv, dfq, dfk, dgamma
 
 
-def _window_grads(ctx, do, tok_do: bool, e, dv_s, dfk_s, r, dfk, state_dfk: bool):
+def _window_grads(ctx, saved: tuple, do, tok_do: bool, e, dv_s, dfk_s, r, dfk, state_dfk: bool):
     """dq, dk, dv (None where autograd asks for none) and dγ from the window kernels, which write them in the input
-    dtypes; ``bwd_kv`` also completes dφk into ``dfk``. The state parts: the walk's ``dv_s`` and, without
-    ``state_dfk``, ``dfk_s``; the parallel schedule's from the suffix sums ``r``; none in the quadratic mode."""
-    q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = ctx.saved_tensors
+    dtypes; ``bwd_kv`` also completes dφk into ``dfk``. ``saved``: ctx.saved_tensors, as ``_backward`` read them. The
+    state parts: the walk's ``dv_s`` and, without ``state_dfk``, ``dfk_s``; the parallel schedule's from the suffix
+    sums ``r``; none in the quadratic mode."""
+    q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = saved
     need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
