@@ -116,8 +116,7 @@ kernels)
 perf)
   mkdir -p "$OUT/perf"
   # default: the trial paths' GPU tests (graphed steps, evaluations and validations, the kernel check, checkpointed
-  # layers, LoRA products; the checkpointed layers broke unseen on 2026-12-07 while only the first three ran here),
-  # then decode of a hybrid design (3 softmax layers) graph on/off
+  # layers, LoRA products), then decode of a hybrid design (3 softmax layers) graph on/off
   P="python3 -m lolsearch.perf --model smollm2-135m-shape"
   bash -c "${PERF_CMDS:-timeout 240 python3 -m pytest -q -rf -p no:cacheprovider tests/trial/test_graphed.py \
     tests/trial/test_step_graph.py tests/trial/test_kernel_check.py tests/trial/test_checkpoint_layers.py \
