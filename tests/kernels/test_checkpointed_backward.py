@@ -92,3 +92,27 @@ def test_lora_layer():
     x, wt, a, b = (torch.randn(*s, generator=gen).to(DEV) for s in ((2, 5, 12), (10, 12), (3, 12), (10, 3)))
     _assert_same(*_grads_plain_and_checkpointed(lambda x_, a_, b_: LoraLinearFn.apply(x_, wt, None, a_, b_, 0.5),
                                                 [x, a, b]))
+
+
+COVERED = {"HybridAttentionFn", "FeatureMapFn", "SiluMulFn", "RopeFn", "CrossEntropySumFn", "FusedMSEFn", "LoraLinearFn"}
+
+
+def test_every_autograd_function_is_covered():
+    """A new autograd function in lolsearch must join the tests above (and COVERED)."""
+    import importlib
+    import pkgutil
+
+    from lolsearch import attention, kernels, models, trial
+
+    for pkg in (attention, kernels, models, trial):
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if mod.name not in ("bench", "compile_check", "__main__"):  # entry points with heavy imports
+                importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    ours = {c.__name__ for c in subclasses(torch.autograd.Function) if c.__module__.startswith("lolsearch")}
+    assert ours == COVERED, ours ^ COVERED
