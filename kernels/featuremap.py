@@ -289,16 +289,16 @@ class FeatureMapFn(torch.autograd.Function):
         h, _, p = w.shape
         f = 2 * p if kind == 0 and not halfspace else p
         out = torch.empty(b, h, t, f, device=x.device, dtype=out_dtype)
+        prec = _precision_args(x.dtype)
 
         def run(cfg: dict) -> torch.Tensor:
             features_fwd_kernel[(cdiv(t, cfg["R"] * cfg["L"]), b * h)](
                 x, w, w if bias is None else bias, out, t, h, groups, hx, eps, D=d, P=p, BD=block(d), BP=block(p),
-                KIND=kind, HALF=halfspace, **_precision_args(x.dtype), **cfg)
+                KIND=kind, HALF=halfspace, **prec, **cfg)
             return out
 
-        lowp = low_precision(x.dtype)
-        first = config("fwd", x.element_size(), d, p, t, lowp)
-        if _fit(("fwd", x.dtype, lowp, d, p, kind, halfspace, False), first, run) is None:
+        first = config("fwd", x.element_size(), d, p, t, prec["LOWP"])
+        if _fit(("fwd", x.dtype, prec["LOWP"], d, p, kind, halfspace, False), first, run) is None:
             out.copy_(_features_torch(x, w, bias, kind, groups, halfspace, eps))
         ctx.save_for_backward(x, w, bias)
         ctx.kind, ctx.groups, ctx.halfspace, ctx.eps = kind, groups, halfspace, eps

@@ -56,6 +56,21 @@ def parallel(monkeypatch):
 
 
 @pytest.fixture
+def schedule(monkeypatch, parallel):
+    """``schedule(mode)``: the hybrid op's "walk", "quadratic" or "parallel" (segments of 2 chunks) schedule at every
+    length, for one test."""
+
+    def set_(mode: str) -> None:
+        if mode == "parallel":
+            parallel(2)
+        else:
+            monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30) if mode == "quadratic" else "0")
+            monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_T", "0")
+
+    return set_
+
+
+@pytest.fixture
 def nan_alloc(monkeypatch):
     """torch.empty / empty_like return NaN-filled (floats) or -123456789-filled (ints) tensors, so that an
     element a kernel forgets to write shows up in the comparison (as in fla's tests/conftest.py)."""

@@ -38,14 +38,11 @@ def _assert_same(plain: list, ckpt: list) -> None:
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("schedule", ["walk", "parallel", "quadratic"])
-def test_hybrid_op(schedule, parallel, monkeypatch):
+@pytest.mark.parametrize("mode", ["walk", "parallel", "quadratic"])
+def test_hybrid_op(mode, schedule):
     from lolsearch.kernels import hybrid_attention
 
-    if schedule == "parallel":
-        parallel(2)
-    elif schedule == "quadratic":
-        monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(1 << 30))
+    schedule(mode)
     inputs = make_inputs(1, 2, 1, 200, 16, 16, device=DEV)
 
     def fn(q, k, v, fq, fk, gamma):

@@ -172,15 +172,12 @@ def test_requested_gradients_and_token_major(mode, wanted, nan_alloc, quadratic,
 
 
 @pytest.mark.parametrize("mode", ["walk", "quadratic", "parallel"])
-def test_kv_query_blocks_of_16_rows(mode, nan_alloc, monkeypatch):
+def test_kv_query_blocks_of_16_rows(mode, nan_alloc, schedule, monkeypatch):
     """bwd_kv's query blocks of 16 rows (KV_QUERY_ROWS) give the reference's output and six gradients in every
     schedule, with GQA and a window that spans tiles."""
     import lolsearch.kernels.hybrid as hy
 
-    quad, par = {"walk": (0, 0), "quadratic": (1 << 30, 0), "parallel": (0, 1 << 30)}[mode]
-    monkeypatch.setenv("LOLSEARCH_KERNELS_QUADRATIC_T", str(quad))
-    monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_T", str(par))
-    monkeypatch.setenv("LOLSEARCH_KERNELS_PARALLEL_SEG", "2")
+    schedule(mode)
     monkeypatch.setattr(hy, "KV_QUERY_ROWS", 16)
     seen = _recording(monkeypatch)
     check_against_reference(140, "sliding", 70, 16, 16, 4, 2, TOL, f"{mode} BQ=16")
