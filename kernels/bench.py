@@ -149,6 +149,16 @@ def _schedule_sweep(run: Runner, shape: bi.Shape) -> None:
         x.clear()
 
 
+def _repeat_cell(run: Runner, shape: bi.Shape, t: int) -> None:
+    """Our eager sliding forward at length ``t`` timed again as the run's last cell. At short T the eager call is
+    bound by host time: as a run's first cell it took 0.29 ms where cells launching the same kernels later in that
+    run took 0.11 (results/perf/linwin_20261207/). The goal's verdict takes the slower of the two timings."""
+    x: dict = {}
+    inputs = _lazy_inputs(shape, t, False, x)
+    run.cell("ours-sliding-repeat", shape.name, t, "fwd", lambda: bi.ours(inputs(), "sliding", False), "triton")
+    x.clear()
+
+
 def _knob_cell(x: dict, bwd: bool, ref: torch.Tensor | None):
     """Our sliding forward (+ backward) under the knob set now; a forward's note gives its output's largest
     difference from the default schedule's, relative to the output's largest value (a knob is a schedule
@@ -234,11 +244,14 @@ def goals(rows) -> list[tuple[str, str, str]]:
         out.append((f"{pas} at 2K no slower than 2x SDPA", verdict(None if r is None else r <= 2.0),
                     f"ours {o2} ms / SDPA[{be2}] {sd2} ms = {r:.2f}x" if r else "not measured"))
     for impl, sd_impl, how in (("ours-sliding", "sdpa", "eager"), ("ours-sliding-graphed", "sdpa-graphed", "graphed")):
-        o2 = _ms(rows, impl, s, 2048, "fwd")
+        first, again = _ms(rows, impl, s, 2048, "fwd"), _ms(rows, f"{impl}-repeat", s, 2048, "fwd")
+        timed = [v for v in (first, again) if v is not None]
+        o2 = max(timed) if timed else None  # the slower timing where the cell ran twice (_repeat_cell)
+        both = f" (the slower of {first} ms and {again} ms at the run's end)" if len(timed) == 2 else ""
         sd2, be2 = _flash_or_best(rows, s, 2048, "fwd", impl=sd_impl)
         r = None if o2 is None or sd2 is None else o2 / sd2
         out.append((f"fwd at 2K within 1.5x SDPA ({how})", verdict(None if r is None else r <= 1.5),
-                    f"ours {o2} ms / SDPA[{be2}] {sd2} ms = {r:.2f}x" if r else "not measured"))
+                    f"ours {o2} ms{both} / SDPA[{be2}] {sd2} ms = {r:.2f}x" if r else "not measured"))
     od = _ms(rows, "ours-decode", s, 131072, "decode")
     sdd, bed = _flash_or_best(rows, s, 131072, "decode", impl="sdpa-decode")
     r = None if od is None or sdd is None else sdd / od
@@ -421,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     if "llama3-8b" in shapes and not args.quick:
         # schedule knobs last: a non-default value-tile width once crashed the CUDA context (results/kernels/RUN.md)
         _schedule_sweep(run, bi.SHAPES["llama3-8b"])
+    for name in shapes:
+        _repeat_cell(run, bi.SHAPES[name], min(ts))
     write_results(args.out, run.rows, cmd, time.time() - t0)
     print("\n".join(_markdown(run.rows, cmd, time.time() - t0).splitlines()[:16]))  # noqa: T201
     return 0
