@@ -30,8 +30,13 @@ _OPTIONS = {"num_warps", "num_stages", "num_ctas", "maxnreg"}
 # Keys hold T and the other sizes by value, so a process that sees ever new lengths would grow the dict without end:
 # it starts over past this many entries (a miss costs one ordinary kernel[grid] launch).
 MAX_KEPT = 4096
-# key -> (compiled kernel, the keyword arguments' names in signature order after the positional ones)
-_CACHE: dict[tuple, tuple[Any, tuple[str, ...]]] = {}
+# Check every launch that names its site against the full key (tests set it): a site must never stand for two
+# different argument sets.
+CHECK_SITES = False
+# key -> (compiled kernel, the keyword arguments' names in signature order after the positional ones, their values
+# where the key is a site, else None)
+_CACHE: dict[tuple, tuple[Any, tuple[str, ...], tuple | None]] = {}
+_SITE_KEYS: dict[tuple, tuple] = {}  # site key -> the full key it stood for (CHECK_SITES)
 
 
 def _jit_fn(kernel):
@@ -49,13 +54,22 @@ def _key(kernel, device: int, args: tuple, kwargs: dict) -> tuple:
     return tuple(spec)
 
 
-def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
+def launch(kernel, grid: tuple[int, ...], *args, site: tuple | None = None, **kwargs):
     """``kernel[grid](*args, **kwargs)``; from the second call with the same key on, through the compiled kernel's
-    launcher. ``grid``: 1 to 3 ints. Returns the compiled kernel."""
+    launcher. ``grid``: 1 to 3 ints. Returns the compiled kernel.
+
+    ``site``: a hashable the caller guarantees to fix every non-tensor argument, keyword name and tensor dtype and
+    alignment of this launch (e.g. a plan's serial number with the inputs' alignment). It then stands for the key,
+    which is not computed, and the keyword arguments' values are taken as they were at the site's first launch."""
     if not ENABLED:
         return kernel[grid](*args, **kwargs)
     device = driver.active.get_current_device()
-    key = _key(kernel, device, args, kwargs)
+    if site is None:
+        key = _key(kernel, device, args, kwargs)
+    else:
+        key = (site, id(kernel), device)
+        if CHECK_SITES and _SITE_KEYS.setdefault(key, full := _key(kernel, device, args, kwargs)) != full:
+            raise AssertionError(f"launch site {site} of {_jit_fn(kernel).__name__} stood for other arguments")
     hit = _CACHE.get(key)
     if hit is None:
         compiled = kernel[grid](*args, **kwargs)
@@ -64,10 +78,11 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
         if set(names) <= set(kwargs) and set(kwargs) - set(names) <= _OPTIONS and hasattr(compiled, "packed_metadata"):
             if len(_CACHE) >= MAX_KEPT:
                 _CACHE.clear()
-            _CACHE[key] = (compiled, tuple(names))
+            tail = tuple(kwargs[n] for n in names) if site is not None else None
+            _CACHE[key] = (compiled, tuple(names), tail)
         return compiled
-    compiled, names = hit
-    values = (*args, *(kwargs[n] for n in names))
+    compiled, names, tail = hit
+    values = (*args, *(tail if tail is not None else (kwargs[n] for n in names)))
     g = (*grid, 1, 1)
     stream = driver.active.get_current_stream(device)
     meta = compiled.launch_metadata(g[:3], stream, *values)  # for the launch hooks, as JITFunction.run passes it
@@ -79,6 +94,7 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
 def clear() -> None:
     """Forgets every kept kernel (the next launch of each key goes through ``kernel[grid]`` again)."""
     _CACHE.clear()
+    _SITE_KEYS.clear()
 
 
 __all__ = ["ENABLED", "clear", "launch"]

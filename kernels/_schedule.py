@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 from lolsearch.kernels._common import BT, cdiv
 
+from lolsearch.attention.layouts import get_layout
 from lolsearch.core import kernel_env
 
 # The schedules (kernels/NOTES.md): "walk" (segment states carried through each segment's chunks by a serial walk;
@@ -51,4 +54,33 @@ def parallel_plan(t: int, grad: bool) -> tuple[int, int]:
     return seg, cdiv(nt, seg)
 
 
-__all__ = ["parallel_plan", "schedule"]
+@functools.lru_cache(maxsize=64)
+def small_window(lay: int, w: int) -> bool:
+    """True when tile_lo(n) = n - 1 for every chunk n >= 1 (softmax keys of chunk n within tiles n-1, n):
+    sliding 2 <= w <= 65, terrace w <= 32 or w = 64. The walks then absorb exactly one tile per chunk."""
+    if lay == 1:
+        return 2 <= w <= BT + 1
+    if lay == 2:
+        return 1 <= w <= BT // 2 or w == BT
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def linear_in_diagonal_tile(lay: int, w: int) -> bool:
+    """Whether some query of chunk n has linear keys inside key tile n (start(i) > 64 n) for this layout."""
+    lay_name = {0: "linear", 1: "sliding", 2: "terrace"}[lay]
+    layout = get_layout(lay_name)
+    # the pattern repeats every lcm(w, 64) / 64 <= w chunks
+    return any(int(layout.softmax_start(n * BT + r, w)) > n * BT for n in range(1, w + 3) for r in range(BT))
+
+
+def seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
+    """(BF, BD, warps) of ``seg_sums``: [64, 64] tiles at 4 warps, so φk is read once per value tile and v once
+    per feature tile. Env LOLSEARCH_KERNELS_SEG_TILE=BFxBD (e.g. 128x128: φk and v read once, 8 warps) is a
+    benchmark knob, not checked by the GPU test matrix."""
+    want = kernel_env.read("LOLSEARCH_KERNELS_SEG_TILE") or (64, 64)
+    bf1, bd1 = min(bf, want[0]), min(bdk, want[1])
+    return bf1, bd1, 8 if bf1 * bd1 > 64 * 64 else 4
+
+
+__all__ = ["linear_in_diagonal_tile", "parallel_plan", "schedule", "seg_tile", "small_window"]

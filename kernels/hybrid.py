@@ -7,10 +7,13 @@ older keys through a fp32 linear state carried per segment (see ``_fwd.py`` / ``
 
 from __future__ import annotations
 
-import functools
+import itertools
 import math
+import os
+from typing import NamedTuple
 
 import torch
+from lolsearch.kernels import _schedule
 from lolsearch.kernels._bwd import bwd_pre_kernel, bwd_rsum_kernel, bwd_state_kv_kernel, bwd_state_q_kernel
 from lolsearch.kernels._bwd_window import bwd_kv_kernel, bwd_q_kernel
 from lolsearch.kernels._common import (
@@ -29,10 +32,9 @@ from lolsearch.kernels._common import (
 )
 from lolsearch.kernels._direct import launch
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
-from lolsearch.kernels._schedule import parallel_plan, schedule
+from lolsearch.kernels._schedule import linear_in_diagonal_tile, parallel_plan, schedule, seg_tile, small_window
 
 from lolsearch.attention.chunked import LinearState, state_cover
-from lolsearch.attention.layouts import get_layout
 from lolsearch.core import kernel_env
 
 # Query chunks per segment; None = pick from the machine size (tests override it to force many segments).
@@ -62,49 +64,20 @@ def _value_block(bdk: int, bf: int, esize: int, smem: int) -> int:
     return bd
 
 
-def _launch_walk(kernel, key: tuple, bd: int, grid, *args, prepare=None, **kwargs) -> int:
+def _launch_walk(kernel, key: tuple, bd: int, grid, *args, prepare=None, site: tuple | None = None, **kwargs) -> int:
     """Launches a state-walk kernel with value tile ``BD = bd``, halving BD down to 16 while the compiled kernel
     needs more shared memory than the device has (:func:`fit_shared_memory`). ``grid(bd)`` gives the launch grid;
     ``prepare(bd)``, if given, runs before each try and returns keyword arguments that depend on BD (or None).
-    Returns the BD that ran."""
+    ``site``: the call site of :func:`launch`, to which BD is added. Returns the BD that ran."""
 
     def run(x: int):
         extra = (prepare(x) if prepare is not None else None) or {}
-        return launch(kernel, grid(x), *args, **kwargs, **extra, BD=x)
+        return launch(kernel, grid(x), *args, **kwargs, **extra, BD=x, site=None if site is None else (*site, x))
 
     fit, _ = fit_shared_memory(key, bd, lambda x: x // 2 if x > 16 else None, run)
     if fit is None:
         raise RuntimeError(f"{key[0]}: no value tile down to BD = 16 fits the device's shared memory")
     return fit
-
-
-@functools.lru_cache(maxsize=64)
-def small_window(lay: int, w: int) -> bool:
-    """True when tile_lo(n) = n - 1 for every chunk n >= 1 (softmax keys of chunk n within tiles n-1, n):
-    sliding 2 <= w <= 65, terrace w <= 32 or w = 64. The walks then absorb exactly one tile per chunk."""
-    if lay == 1:
-        return 2 <= w <= BT + 1
-    if lay == 2:
-        return 1 <= w <= BT // 2 or w == BT
-    return False
-
-
-@functools.lru_cache(maxsize=64)
-def linear_in_diagonal_tile(lay: int, w: int) -> bool:
-    """Whether some query of chunk n has linear keys inside key tile n (start(i) > 64 n) for this layout."""
-    lay_name = {0: "linear", 1: "sliding", 2: "terrace"}[lay]
-    layout = get_layout(lay_name)
-    # the pattern repeats every lcm(w, 64) / 64 <= w chunks
-    return any(int(layout.softmax_start(n * BT + r, w)) > n * BT for n in range(1, w + 3) for r in range(BT))
-
-
-def _seg_tile(bf: int, bdk: int) -> tuple[int, int, int]:
-    """(BF, BD, warps) of ``seg_sums``: [64, 64] tiles at 4 warps, so φk is read once per value tile and v once
-    per feature tile. Env LOLSEARCH_KERNELS_SEG_TILE=BFxBD (e.g. 128x128: φk and v read once, 8 warps) is a
-    benchmark knob, not checked by the GPU test matrix."""
-    want = kernel_env.read("LOLSEARCH_KERNELS_SEG_TILE") or (64, 64)
-    bf1, bd1 = min(bf, want[0]), min(bdk, want[1])
-    return bf1, bd1, 8 if bf1 * bd1 > 64 * 64 else 4
 
 
 def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False) -> tuple[int, int]:
@@ -133,55 +106,115 @@ def _plan(t: int, bh: int, nd: int, device: torch.device, balance: bool = False)
     return seg, cdiv(nt, seg)
 
 
-def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo=False, balance=False, tok_o=False, mode="walk",
-             save_grad=False):
+class ForwardPlan(NamedTuple):
+    """The host-side decisions of a forward for one call signature (:func:`_forward_plan`); ``serial`` names it in
+    the kept launches' keys (``_direct.launch(site=...)``)."""
+
+    serial: int
+    mode: str  # the schedule: "walk", "parallel" or "quadratic"
+    seg: int  # query chunks per segment (L)
+    ns: int  # segments (NS)
+    bd: int  # value columns per program of the walk fwd_state (before any shared-memory halving)
+    seg_tile: tuple[int, int, int]  # (BF, BD, warps) of seg_sums
+    grouped: bool  # a kv head's query heads on adjacent programs (GROUPED)
+    tune: int  # the autotune key's size class (TUNE)
+    small: bool  # the small-window variants (SMALL)
+    lin_cur: bool  # linear keys inside the diagonal tile (LIN_CUR)
+
+
+# The settings a forward's plan reads beside the call's shape: their raw values are part of its key, so a changed
+# setting takes effect on the next call (benches and tests change them within a process).
+_PLAN_ENV = ("LOLSEARCH_KERNELS_BD", "LOLSEARCH_KERNELS_PPS", "LOLSEARCH_KERNELS_MIN_SEG", "LOLSEARCH_KERNELS_SEG_TILE",
+             "LOLSEARCH_KERNELS_GQA_ORDER", "LOLSEARCH_KERNELS_QUADRATIC_T", "LOLSEARCH_KERNELS_PARALLEL_T",
+             "LOLSEARCH_KERNELS_PARALLEL_SEG")
+_PLANS: dict[tuple, ForwardPlan] = {}
+_SERIAL = itertools.count()
+
+
+def _forward_plan(shape: tuple[int, int, int, int, int, int], dtype: torch.dtype, device: torch.device, lay: int,
+                  w: int, state_io: bool, grad: bool) -> ForwardPlan:
+    """The forward's plan for q ``[B, H, T, D]`` with Hkv kv heads and F features (``shape``: (B, H, Hkv, T, D, F)),
+    computed once per call signature: the key holds the shape, dtype, device, layout, window, whether a state goes in
+    or out, whether the call is under autograd, the machine's SMs and shared memory, the module's plan overrides,
+    the schedule's limits and the raw values of the settings in _PLAN_ENV. At small T the forward is bound by host
+    time (issue 17), and this is most of it after the launches."""
+    b, h, hkv, t, d, f = shape
+    # The balanced segment plan (16-bit forwards outside autograd) only where it was measured faster: H200, CUDA-graph
+    # replay at 2K and 8K. Longer segments as such are checked for every dtype by the GPU matrix (MATRIX_SEG).
+    balance = not grad and dtype != torch.float32
+    key = (shape, dtype, device, lay, w, state_io, grad, num_sms(device), smem_limit(device), SEGMENT_CHUNKS,
+           PROGRAMS_PER_SM, MIN_SEGMENT_CHUNKS, _schedule.QUADRATIC_MAX_T, _schedule.PARALLEL_MAX_T,
+           *map(os.environ.get, _PLAN_ENV))
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    mode = schedule(t, d, state_io)
+    bdk, bf, nt = block(d), block(f), cdiv(t, BT)
+    bd = _value_block(bdk, bf, dtype.itemsize, smem_limit(device))
+    seg, ns = nt, 1  # the quadratic mode: one segment, no state
+    if mode == "parallel":
+        seg, ns = parallel_plan(t, grad)
+    elif mode == "walk":
+        seg, ns = _plan(t, b * h, cdiv(d, bd), device, balance)
+    small = mode == "walk" and small_window(lay, w)
+    plan = ForwardPlan(next(_SERIAL), mode, seg, ns, bd, seg_tile(bf, bdk), gqa_grouped(h, hkv, nt),
+                       tune_bucket(b * h, t), small, small and linear_in_diagonal_tile(lay, w))
+    if len(_PLANS) >= 1024:  # keys hold T: a process that sees ever new lengths starts over
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def _aligned(*xs: torch.Tensor) -> tuple[bool, ...]:
+    """Which tensors start on a 16-byte boundary (what Triton specializes pointers on)."""
+    return tuple(x.data_ptr() % 16 == 0 for x in xs)
+
+
+def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, plan: ForwardPlan, save_lo=False, tok_o=False):
     """Returns o, the segment states ``[BH, NS+1, F*D+F]`` (empty in the quadratic mode), the per-row stats (m, Z,
-    argmax), the plan (L, NS) and the rounding residual of o (``save_lo``; else None). ``balance``: the walk's
-    balanced segment plan (``_plan``); ``tok_o``: o (and its residual) in token-major memory; ``mode``: the schedule
-    (:func:`schedule`; only "walk" takes ``s0``); ``save_grad``: the call is under autograd."""
+    argmax) and the rounding residual of o (``save_lo``; else None). ``plan``: :func:`_forward_plan` of the call (only
+    the "walk" schedule takes ``s0``); ``tok_o``: o (and its residual) in token-major memory.
+
+    The launches name their call site (``site``): the plan's serial number with everything else that sets a
+    non-tensor argument or a tensor's dtype and alignment, so a repeated call skips the per-launch key."""
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
     nt = cdiv(t, BT)
+    site = (plan.serial, save_lo, tok_o, *_aligned(q, k, v, fq, fk, gamma))
     o = torch.empty(b, t, h, d, device=q.device, dtype=q.dtype).transpose(1, 2) if tok_o else torch.empty_like(q)
     o_lo = torch.empty_like(o) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
     zden = torch.empty_like(m2)
     am = torch.empty(b * h, t, device=q.device, dtype=torch.int32)
-    grouped = gqa_grouped(h, hkv, nt)
-    tb = tune_bucket(b * h, t)
-    seg, ns, st, ys, dens = nt, 1, m2.new_empty(0), q, m2  # the quadratic mode: no state (ys, dens are not read)
+    mode, seg, ns = plan.mode, plan.seg, plan.ns
+    st, ys, dens = m2.new_empty(0), q, m2  # the quadratic mode: no state (ys, dens are not read)
+    common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
     if mode != "quadratic":
-        if mode == "parallel":
-            seg, ns = parallel_plan(t, save_grad)
-        else:
-            bd = _value_block(bdk, bf, q.element_size(), smem_limit(q.device))
-            seg, ns = _plan(t, b * h, cdiv(d, bd), q.device, balance)
         sz = f * d + f
         st = torch.empty(b * h, ns + 1, sz, device=q.device, dtype=torch.float32)
         if s0 is not None:  # else the scan writes entry 0 as zeros
             st[:, 0, : f * d] = s0.reshape(b * h, f * d)
             st[:, 0, f * d :] = z0.reshape(b * h, f)
-        bf1, bd1, warps1 = _seg_tile(bf, bdk)
-        common = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv)
+        bf1, bd1, warps1 = plan.seg_tile
         launch(seg_sums_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
-            fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1
+            fk, v, st, **common, D=d, F=f, BF=bf1, BD=bd1, BT=BT, num_warps=warps1, site=site
         )
         launch(scan_kernel, (cdiv(sz, 1024), b * h), st, ns + 1, sz, REVERSE=False, BLOCK=1024,
-               ZERO_FIRST=s0 is None, num_warps=4)
-    small = mode == "walk" and small_window(lay, w)
+               ZERO_FIRST=s0 is None, num_warps=4, site=(*site, s0 is None))
     if mode == "walk":  # state part of every query: in the input dtype (fp32 for fp32 inputs), an fp32 denominator
         ys = torch.empty_like(q)
         dens = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
-        _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), bd, lambda x: (cdiv(d, x), ns, b * h),
-                     fq, fk, v, st, ys, dens, **common, TUNE=tb, D=d, F=f, BF=bf, BT=BT, SMALL=small)
-    launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, grouped),
+        _launch_walk(fwd_state_kernel, ("fwd_state", q.dtype, d, f, q.device), plan.bd,
+                     lambda x: (cdiv(d, x), ns, b * h), fq, fk, v, st, ys, dens, **common, TUNE=plan.tune, D=d, F=f,
+                     BF=bf, BT=BT, SMALL=plan.small, site=site)
+    launch(fwd_window_kernel, chunk_grid(nt, b, h, hkv, plan.grouped),
         q, k, v, fq, fk, gamma, ys, dens, st if st.numel() else m2, o, o if o_lo is None else o_lo, m2, zden, am,
-        T=t, W=w, LAYOUT=lay, L=seg, NS=ns, H=h, G=h // hkv, HKV=hkv, TUNE=tb, qk_scale=d**-0.5 * LOG2E, D=d, F=f,
-        BDK=bdk, BF=bf, BT=BT, SMALL=small, LIN_CUR=small and linear_in_diagonal_tile(lay, w), SAVE_LO=save_lo,
-        GROUPED=grouped, TOK_O=tok_o, PAR=mode != "walk", HAS_ST=mode != "quadratic",
+        **common, TUNE=plan.tune, qk_scale=d**-0.5 * LOG2E, D=d, F=f, BDK=bdk, BF=bf, BT=BT, SMALL=plan.small,
+        LIN_CUR=plan.lin_cur, SAVE_LO=save_lo, GROUPED=plan.grouped, TOK_O=tok_o, PAR=mode != "walk",
+        HAS_ST=mode != "quadratic", site=site,
     )
-    return o, st, (m2, zden, am), (seg, ns), o_lo
+    return o, st, (m2, zden, am), o_lo
 
 
 def _backward(ctx, do):
@@ -294,23 +327,22 @@ class HybridAttentionFn(torch.autograd.Function):
     """Autograd wrapper; inputs already validated, contiguous and in one dtype."""
 
     @staticmethod
-    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, balance, tok_o, mode):
+    def forward(ctx, q, k, v, fq, fk, gamma, lay, w, s0, z0, want_state, tok_o, plan):
         save_lo = any(ctx.needs_input_grad[:6]) and (q.dtype != torch.float32 or FORCE_SAVE_LO)
-        o, st, (m2, zden, am), plan, o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, save_lo, balance, tok_o,
-                                                     mode, True)
+        o, st, (m2, zden, am), o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, plan, save_lo, tok_o)
         o_lo = o_lo if o_lo is not None else o.new_empty(0)
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
-        ctx.lay, ctx.w, ctx.plan, ctx.tok_o, ctx.mode = lay, w, plan, tok_o, mode
+        ctx.lay, ctx.w, ctx.plan, ctx.tok_o, ctx.mode = lay, w, (plan.seg, plan.ns), tok_o, plan.mode
         if not want_state:
             return o
-        s_fin, z_fin = _final_state(st, plan[1], q.shape, fq.shape[-1])
+        s_fin, z_fin = _final_state(st, plan.ns, q.shape, fq.shape[-1])
         ctx.mark_non_differentiable(s_fin, z_fin)
         return o, s_fin, z_fin
 
     @staticmethod
     def backward(ctx, do, *_state_grads):
         grads = _backward(ctx, do)
-        return (*grads, None, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def _check(q, k, v, phi_q, phi_k, gamma, initial_state) -> None:
@@ -379,20 +411,18 @@ def hybrid_attention(
     if initial_state is not None:
         s0 = initial_state.S.detach().float().contiguous()
         z0 = initial_state.z.detach().float().contiguous()
-    # The balanced segment plan only where it was measured faster: 16-bit forwards outside autograd (H200, CUDA-graph
-    # replay at 2K and 8K). Longer segments as such are checked for every dtype by the GPU matrix (MATRIX_SEG).
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, phi_q, phi_k, gamma))
-    balance = not grad and dt != torch.float32
-    mode = schedule(q.shape[2], q.shape[3], s0 is not None or return_state)
+    b, h, t, d = q.shape
+    plan = _forward_plan((b, h, k.shape[1], t, d, phi_q.shape[-1]), dt, q.device, lay, w,
+                         s0 is not None or return_state, grad)
     if grad:
-        out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, balance,
-                                      token_major_out, mode)
+        out = HybridAttentionFn.apply(*args, gamma.float().contiguous(), lay, w, s0, z0, return_state, token_major_out,
+                                      plan)
         o, s_fin, z_fin = out if return_state else (out, None, None)
     else:  # nothing to save for a backward: no autograd node (host time counts at small T)
-        o, st, _, plan, _ = _forward(*args, gamma.float().contiguous(), lay, w, s0, z0, False, balance, token_major_out,
-                                     mode)
+        o, st, _, _ = _forward(*args, gamma.float().contiguous(), lay, w, s0, z0, plan, False, token_major_out)
         if return_state:
-            s_fin, z_fin = _final_state(st, plan[1], q.shape, phi_q.shape[-1])
+            s_fin, z_fin = _final_state(st, plan.ns, q.shape, phi_q.shape[-1])
     if not return_state:
         return o
     return o, LinearState(s_fin, z_fin), state_cover(layout if w else "linear", w, q.shape[2])

@@ -459,6 +459,40 @@ def test_segments_have_a_minimum_length(monkeypatch):
     assert hy._plan(1024, 72, 1, cpu) == (2, 8)
 
 
+def test_forward_plan_is_kept_per_call_signature(monkeypatch):
+    """A forward's host-side plan (schedule, segments, tiles, variants) is computed once per call signature: the same
+    shape gets the same plan object back, and a changed setting between two calls (env LOLSEARCH_KERNELS_PPS, the
+    module's SEGMENT_CHUNKS, the schedule's limits, the machine's SMs) gives a new plan with the new decision."""
+    import lolsearch.kernels._schedule as sc
+    import lolsearch.kernels.hybrid as hy
+
+    for name in hy._PLAN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hy, "num_sms", lambda device: 132)
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    shape = (1, 32, 8, 32768, 128, 128)  # Llama-3-8B heads at 32K
+
+    def plan(**kw):
+        return hy._forward_plan(kw.get("shape", shape), kw.get("dtype", bf16), cpu, 1, 64, False, kw.get("grad", False))
+
+    first = plan()
+    assert plan() is first and (first.mode, first.seg, first.ns) == ("walk", 16, 32)
+    assert plan(grad=True) is not first and plan(dtype=torch.float32).bd == 64  # fp32 D = F = 128: half the columns
+    monkeypatch.setenv("LOLSEARCH_KERNELS_PPS", "2")
+    assert (plan().seg, plan().ns) == (57, 9)  # the fill rule alone: 2 programs per SM
+    monkeypatch.delenv("LOLSEARCH_KERNELS_PPS")
+    assert plan() is first
+    monkeypatch.setattr(hy, "SEGMENT_CHUNKS", 4)
+    assert (plan().seg, plan().ns) == (4, 128)
+    monkeypatch.setattr(hy, "SEGMENT_CHUNKS", None)
+    monkeypatch.setattr(hy, "num_sms", lambda device: 1000)
+    assert plan().serial != first.serial
+    monkeypatch.setattr(sc, "QUADRATIC_MAX_T", 1 << 16)
+    assert plan().mode == "quadratic" and plan().ns == 1
+    monkeypatch.setattr(sc, "QUADRATIC_MAX_T", None)
+    assert plan(shape=(1, 9, 3, 2048, 64, 64)).mode == "parallel"
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_balanced_plan_only_for_16_bit_forwards_outside_autograd(dtype, monkeypatch, nan_alloc):
     """A 16-bit forward without autograd runs the balanced plan (2 chunks per segment here, against 1 with autograd or

@@ -261,6 +261,7 @@ def test_gpu_direct_launch_matches_triton_launch(dtype, d, f, layout, window, gr
         do = torch.randn(o.shape, device=DEV, generator=torch.Generator(DEV).manual_seed(seed)).to(dtype)
         return [o, *torch.autograd.grad(o, leaves, do)]
 
+    monkeypatch.setattr(_direct, "CHECK_SITES", True)
     monkeypatch.setattr(_direct, "ENABLED", False)
     plain = [run(1), run(2), run(3, _misaligned)]
     monkeypatch.setattr(_direct, "ENABLED", True)
@@ -274,3 +275,51 @@ def test_gpu_direct_launch_matches_triton_launch(dtype, d, f, layout, window, gr
     for want, got in zip(plain, [first, second, third], strict=True):
         for a, b in zip(want, got, strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_gpu_kept_plans_follow_settings(grad, nan_alloc, monkeypatch):
+    """The forward's plan and launch sites are kept per call signature (hybrid._forward_plan, _direct's sites): a
+    setting changed between two calls of one shape (env LOLSEARCH_KERNELS_PPS, hybrid.SEGMENT_CHUNKS, the quadratic
+    limit) takes effect on the next call, which gives the bits of ``kernel[grid]`` launches under that setting; every
+    site stands for one argument set (CHECK_SITES), token-major o and an initial state included."""
+    import lolsearch.kernels._schedule as sc
+    import lolsearch.kernels.hybrid as hy
+    from lolsearch.kernels import _direct, hybrid_attention
+
+    monkeypatch.setattr(_direct, "CHECK_SITES", True)
+    monkeypatch.delenv("LOLSEARCH_KERNELS_PPS", raising=False)
+    inputs = make_inputs(1, 8, 2, 2048, 128, 128, device=DEV, dtype=torch.bfloat16, seed=7)
+    g = torch.Generator(DEV).manual_seed(8)
+    state = LinearState(torch.rand(1, 8, 128, 128, device=DEV, generator=g),
+                        torch.rand(1, 8, 128, device=DEV, generator=g) * 100)
+    do = torch.randn(1, 8, 2048, 128, device=DEV, generator=g).to(torch.bfloat16)
+
+    def run() -> list[torch.Tensor]:
+        leaves = [x.clone().requires_grad_(grad) for x in inputs]
+        with torch.set_grad_enabled(grad):
+            outs = [hybrid_attention(*leaves, 64, "sliding", token_major_out=True),
+                    hybrid_attention(*leaves, 64, "sliding", initial_state=state, return_state=True)[0]]
+        return outs + (list(torch.autograd.grad(outs, leaves, [do, do])) if grad else [])
+
+    plans = set()
+    for setting in ("default", "pps2", "seg3", "quadratic", "default"):
+        if setting == "pps2":
+            monkeypatch.setenv("LOLSEARCH_KERNELS_PPS", "2")
+        elif setting == "seg3":
+            monkeypatch.delenv("LOLSEARCH_KERNELS_PPS")
+            monkeypatch.setattr(hy, "SEGMENT_CHUNKS", 3)
+        elif setting == "quadratic":
+            monkeypatch.setattr(hy, "SEGMENT_CHUNKS", None)
+            monkeypatch.setattr(sc, "QUADRATIC_MAX_T", 4096)
+        else:
+            monkeypatch.setattr(sc, "QUADRATIC_MAX_T", None)
+        plan = hy._forward_plan((1, 8, 2, 2048, 128, 128), torch.bfloat16, torch.device(DEV), 1, 64, False, grad)
+        plans.add((plan.mode, plan.seg, plan.ns))
+        monkeypatch.setattr(_direct, "ENABLED", False)
+        want = run()
+        monkeypatch.setattr(_direct, "ENABLED", True)
+        for got in (run(), run()):
+            for a, b in zip(want, got, strict=True):
+                assert torch.equal(a, b), setting
+    assert len(plans) == 4
