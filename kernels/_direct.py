@@ -60,7 +60,8 @@ def launch(kernel, grid: tuple[int, ...], *args, site: tuple | None = None, **kw
 
     ``site``: a hashable the caller guarantees to fix every non-tensor argument, keyword name and tensor dtype and
     alignment of this launch (e.g. a plan's serial number with the inputs' alignment). It then stands for the key,
-    which is not computed, and the keyword arguments' values are taken as they were at the site's first launch."""
+    which is not computed, and keyword arguments that are not tensors are taken as they were at the site's first
+    launch."""
     if not ENABLED:
         return kernel[grid](*args, **kwargs)
     device = driver.active.get_current_device()
@@ -69,7 +70,8 @@ def launch(kernel, grid: tuple[int, ...], *args, site: tuple | None = None, **kw
     else:
         key = (site, id(kernel), device)
         if CHECK_SITES and _SITE_KEYS.setdefault(key, full := _key(kernel, device, args, kwargs)) != full:
-            raise AssertionError(f"launch site {site} of {_jit_fn(kernel).__name__} stood for other arguments")
+            name = getattr(_jit_fn(kernel), "__name__", type(kernel).__name__)
+            raise AssertionError(f"launch site {site} of {name} stood for other arguments")
     hit = _CACHE.get(key)
     if hit is None:
         compiled = kernel[grid](*args, **kwargs)
@@ -79,6 +81,8 @@ def launch(kernel, grid: tuple[int, ...], *args, site: tuple | None = None, **kw
             if len(_CACHE) >= MAX_KEPT:
                 _CACHE.clear()
             tail = tuple(kwargs[n] for n in names) if site is not None else None
+            if tail is not None and any(isinstance(x, torch.Tensor) for x in tail):
+                tail = None  # a tensor given by keyword is read from each call, as without a site
             _CACHE[key] = (compiled, tuple(names), tail)
         return compiled
     compiled, names, tail = hit

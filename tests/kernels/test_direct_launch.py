@@ -117,3 +117,63 @@ def test_the_kept_kernels_are_bounded(direct, monkeypatch):
     for n in range(5):
         direct.launch(kernel, (1,), x, x, N=n, BLOCK=16)
     assert 1 <= len(direct._CACHE) <= 3
+
+
+def test_a_site_stands_for_its_first_arguments(direct):
+    """A launch that names its site skips the key: the second launch of a site goes through the kept launcher with the
+    current tensors and the keyword values of the site's first launch; another site is another entry; ``site`` never
+    reaches the kernel."""
+    kernel = FakeKernel()
+    x, y, z = torch.zeros(8), torch.ones(8), torch.full((8,), 2.0)
+    direct.launch(kernel, (2,), x, y, N=8, BLOCK=16, num_warps=4, site=("plan", 0))
+    direct.launch(kernel, (3,), z, y, N=8, BLOCK=16, num_warps=4, site=("plan", 0))
+    direct.launch(kernel, (2,), x, y, N=8, BLOCK=16, num_warps=4, site=("plan", 1))
+    assert [entry[0] for entry in kernel.log] == ["jit", "direct", "jit"]
+    assert "site" not in kernel.log[0][3]
+    _, grid, _, _, values = kernel.log[1]
+    assert grid == (3, 1, 1) and values == (z, y, 8, 16)
+    direct.launch(kernel, (1,), x, N=8, y=y, BLOCK=16, site=("tensor keyword",))
+    direct.launch(kernel, (1,), x, N=8, y=z, BLOCK=16, site=("tensor keyword",))
+    assert kernel.log[-1][0] == "direct" and kernel.log[-1][4] == (x, z, 8, 16)  # a tensor keyword is read per call
+
+
+def test_checked_sites_refuse_a_second_argument_set(direct, monkeypatch):
+    """Under CHECK_SITES a site that comes back with another value, dtype or alignment fails the launch."""
+    monkeypatch.setattr(direct, "CHECK_SITES", True)
+    kernel = FakeKernel()
+    x = torch.zeros(8)
+    direct.launch(kernel, (1,), x, x, N=8, BLOCK=16, site=("s",))
+    direct.launch(kernel, (1,), torch.ones(8), x, N=8, BLOCK=16, site=("s",))  # other data, same key: fine
+    for args, kwargs in (((x, x), {"N": 9, "BLOCK": 16}), ((x, x.double()), {"N": 8, "BLOCK": 16}),
+                         ((torch.ones(9)[1:], x), {"N": 8, "BLOCK": 16})):
+        with pytest.raises(AssertionError, match="stood for other arguments"):
+            direct.launch(kernel, (1,), *args, **kwargs, site=("s",))
+
+
+@pytest.mark.parametrize("schedule", ["walk", "parallel", "quadratic"])
+def test_the_hybrid_ops_sites_each_stand_for_one_argument_set(schedule, direct, monkeypatch):
+    """The hybrid op's forward names its launches by site (its kept plan's serial number with save_lo, token-major o
+    and the inputs' alignment). In the interpreter, with the site check on, calls of one signature with other data,
+    with and without autograd, a state in and out, token-major o, misaligned inputs and a setting changed between
+    calls never make one site stand for two argument sets (the interpreter's launches are not kept, so every launch
+    is checked)."""
+    import lolsearch.kernels._schedule as sc
+    from kernel_testlib import make_inputs
+    from lolsearch.kernels import hybrid_attention
+
+    monkeypatch.setattr(direct, "CHECK_SITES", True)
+    monkeypatch.setattr(sc, "QUADRATIC_MAX_T", 1000 if schedule == "quadratic" else 0)
+    monkeypatch.setattr(sc, "PARALLEL_MAX_T", 0 if schedule == "walk" else None)
+    monkeypatch.delenv("LOLSEARCH_KERNELS_PPS", raising=False)
+    for seed, setting in ((1, None), (2, None), (3, "misaligned"), (4, "pps")):
+        if setting == "pps":
+            monkeypatch.setenv("LOLSEARCH_KERNELS_PPS", "2")
+        inputs = make_inputs(1, 4, 2, 200, 16, 16, seed=seed)
+        if setting == "misaligned":
+            inputs = [torch.cat([x.new_zeros(1), x.flatten()])[1:].view(x.shape) for x in inputs]
+        leaves = [x.clone().requires_grad_(True) for x in inputs]
+        hybrid_attention(*leaves, 64, "sliding", token_major_out=True).sum().backward()
+        with torch.no_grad():
+            hybrid_attention(*inputs, 64, "sliding", token_major_out=seed % 2 == 0)
+            hybrid_attention(*inputs, 100, "terrace", return_state=True)
+    assert direct._SITE_KEYS and all(key[0][0] >= 0 for key in direct._SITE_KEYS)
