@@ -150,9 +150,9 @@ def _schedule_sweep(run: Runner, shape: bi.Shape) -> None:
 
 
 def _repeat_cell(run: Runner, shape: bi.Shape, t: int) -> None:
-    """Our eager sliding forward at length ``t`` timed again as the run's last cell. At short T the eager call is
-    bound by host time: as a run's first cell it took 0.29 ms where cells launching the same kernels later in that
-    run took 0.11 (results/perf/linwin_20261207/). The goal's verdict takes the slower of the two timings."""
+    """Our eager sliding forward at length ``t`` timed again as the run's last cell: at short T the eager call is
+    bound by host time, which can differ between the start and the end of a run. The goal's verdict takes the slower
+    of the two timings (results/perf/bench2k_20261207/)."""
     x: dict = {}
     inputs = _lazy_inputs(shape, t, False, x)
     run.cell("ours-sliding-repeat", shape.name, t, "fwd", lambda: bi.ours(inputs(), "sliding", False), "triton")

@@ -30,7 +30,7 @@ from lolsearch.kernels._common import (
     token_major,
     tune_bucket,
 )
-from lolsearch.kernels._direct import launch
+from lolsearch.kernels._direct import aligned, launch
 from lolsearch.kernels._fwd import fwd_state_kernel, fwd_window_kernel, scan_kernel, seg_sums_kernel
 from lolsearch.kernels._schedule import linear_in_diagonal_tile, parallel_plan, schedule, seg_tile, small_window
 
@@ -165,11 +165,6 @@ def _forward_plan(shape: tuple[int, int, int, int, int, int], dtype: torch.dtype
     return plan
 
 
-def _aligned(*xs: torch.Tensor) -> tuple[bool, ...]:
-    """Which tensors start on a 16-byte boundary (what Triton specializes pointers on)."""
-    return tuple(x.data_ptr() % 16 == 0 for x in xs)
-
-
 def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, plan: ForwardPlan, save_lo=False, tok_o=False):
     """Returns o, the segment states ``[BH, NS+1, F*D+F]`` (empty in the quadratic mode), the per-row stats (m, Z,
     argmax) and the rounding residual of o (``save_lo``; else None). ``plan``: :func:`_forward_plan` of the call (only
@@ -181,7 +176,7 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, plan: ForwardPlan, save_lo=
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
     nt = cdiv(t, BT)
-    site = (plan.serial, save_lo, tok_o, *_aligned(q, k, v, fq, fk, gamma))
+    site = (plan.serial, save_lo, tok_o, *aligned(q, k, v, fq, fk, gamma))
     o = torch.empty(b, t, h, d, device=q.device, dtype=q.dtype).transpose(1, 2) if tok_o else torch.empty_like(q)
     o_lo = torch.empty_like(o) if save_lo else None
     m2 = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
