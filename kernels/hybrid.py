@@ -215,11 +215,15 @@ def _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, plan: ForwardPlan, save_lo=
 def _backward(ctx, do):
     """The six gradients; those of q, k and v only where autograd asks for them (None otherwise), so attention
     transfer, where only the feature maps and γ train, skips their kernels' work. ``ctx.saved_tensors`` is read once
-    (activation checkpointing refuses a second unpack)."""
+    (activation checkpointing refuses a second unpack).
+
+    The launches name their call site, as the forward's do: the forward plan's serial number with the gradients
+    asked for, the layouts of o and its gradient, and the alignment of the tensors that were not allocated here."""
     saved = ctx.saved_tensors
     q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = saved
     need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
-    lay, w, (seg, ns) = ctx.lay, ctx.w, ctx.plan
+    plan: ForwardPlan = ctx.plan
+    lay, w, seg, ns = ctx.lay, ctx.w, plan.seg, plan.ns
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     bdk, bf = block(d), block(f)
@@ -228,14 +232,16 @@ def _backward(ctx, do):
     do = do.to(q.dtype)
     tok_do = token_major(do) and not do.is_contiguous()  # the grad of a token-major o is read where it lies
     do = do if tok_do else do.contiguous()
-    heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=tune_bucket(b * h, t))  # TUNE: the autotuned kernels' size class
+    has_lo = o_lo.numel() > 0
+    site = (plan.serial, "bwd", need_dq, need_dk, need_dv, has_lo, ctx.tok_o, tok_do,
+            *aligned(q, k, v, fq, fk, gamma, o, o_lo, do))
+    heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=plan.tune)  # TUNE: the autotuned kernels' size class
     walk = dict(T=t, W=w, LAYOUT=lay, L=seg, NS=ns, **heads)
     e = torch.empty(b * h, t, device=dev, dtype=f32)
-    has_lo = o_lo.numel() > 0
     launch(bwd_pre_kernel, (nt, b * h), o, o_lo if has_lo else o, do, zden, e, t, h, D=d, BDK=bdk, BT=BT,
-           HAS_LO=has_lo, TOK_O=ctx.tok_o, TOK_DO=tok_do, num_warps=4)
+           HAS_LO=has_lo, TOK_O=ctx.tok_o, TOK_DO=tok_do, num_warps=4, site=site)
     bf1 = min(bf, 64)
-    has_st = ctx.mode != "quadratic"
+    has_st = plan.mode != "quadratic"
     r = e
     if has_st:  # the state parts' gradients, Σ φq gᵀ per segment, summed from the last segment back (fp32)
         sz = f * d + f
@@ -243,15 +249,15 @@ def _backward(ctx, do):
         r[:, ns].zero_()
         bd1 = min(bdk, 64)
         launch(bwd_rsum_kernel, (cdiv(f, bf1) * cdiv(d, bd1), ns, b * h),
-            fq, do, zden, e, r, t, seg, ns, h, D=d, F=f, BF=bf1, BD=bd1, BT=BT, TOK_DO=tok_do, num_warps=4
+            fq, do, zden, e, r, t, seg, ns, h, D=d, F=f, BF=bf1, BD=bd1, BT=BT, TOK_DO=tok_do, num_warps=4, site=site
         )
         launch(scan_kernel, (cdiv(sz, 1024), b * h), r, ns + 1, sz, REVERSE=True, BLOCK=1024, ZERO_FIRST=False,
-               num_warps=4)
-    if ctx.mode != "walk":  # no walks: dφq per query chunk, dv and dφk whole in bwd_kv
+               num_warps=4, site=site)
+    if plan.mode != "walk":  # no walks: dφq per query chunk, dv and dφk whole in bwd_kv
         dfq, dfk = torch.empty_like(fq), torch.empty_like(fk)
         launch(bwd_state_q_kernel, (cdiv(f, bf1), nt, b * h), fk, v, do, zden, e, st if has_st else e, dfq, **walk,
-               D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, PAR=True, HAS_ST=has_st)
-        dq, dk, dv, dgamma = _window_grads(ctx, saved, do, tok_do, e, e, dfk, r, dfk, False)
+               D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=False, TOK_DO=tok_do, PAR=True, HAS_ST=has_st, site=site)
+        dq, dk, dv, dgamma = _window_grads(ctx, saved, do, tok_do, e, e, dfk, r, dfk, False, site)
         return dq, dk, dv, dfq, dfk, dgamma
     # dv's state part per query head (bwd_kv sums each GQA group) in fp32, written by plain stores for exactly the key
     # tiles some chunk reads through the state (bwd_kv reads no others), so not initialised. dφk: bwd_state_kv writes
@@ -268,46 +274,48 @@ def _backward(ctx, do):
         dfk_s = torch.zeros(b, h, t, f, device=dev, dtype=f32) if dfk_s.numel() == 0 else dfk_s.zero_()
         return {"dfk": dfk_s}
 
-    bd = _value_block(bdk, bf, q.element_size(), smem_limit(dev))
-    bd = _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), bd, lambda x: (cdiv(d, x), ns, b * h),
-                      fq, fk, v, do, zden, e, r, dv=dv_s, **walk, D=d, F=f, BF=bf, BT=BT, SMALL=small_window(lay, w),
-                      NEED_DV=need_dv, TOK_DO=tok_do, prepare=dfk_target)
+    bd = _launch_walk(bwd_state_kv_kernel, ("bwd_state_kv", q.dtype, d, f, dev), plan.bd,
+                      lambda x: (cdiv(d, x), ns, b * h), fq, fk, v, do, zden, e, r, dv=dv_s, **walk, D=d, F=f, BF=bf,
+                      BT=BT, SMALL=plan.small, NEED_DV=need_dv, TOK_DO=tok_do, prepare=dfk_target, site=site)
     dfq = torch.empty_like(fq)
     launch(bwd_state_q_kernel, (cdiv(f, bf1), ns, b * h),
-        fk, v, do, zden, e, st, dfq, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=small_window(lay, w),
-        TOK_DO=tok_do, PAR=False, HAS_ST=True,
+        fk, v, do, zden, e, st, dfq, **walk, D=d, F=f, BDK=bdk, BF=bf1, BT=BT, SMALL=plan.small,
+        TOK_DO=tok_do, PAR=False, HAS_ST=True, site=site,
     )
-    dq, dk, dv, dgamma = _window_grads(ctx, saved, do, tok_do, e, dv_s, dfk_s if d > bd else dfk, r, dfk, d <= bd)
+    dq, dk, dv, dgamma = _window_grads(ctx, saved, do, tok_do, e, dv_s, dfk_s if d > bd else dfk, r, dfk, d <= bd,
+                                       (*site, bd))
     return dq, dk, dv, dfq, dfk, dgamma
 
 
-def _window_grads(ctx, saved: tuple, do, tok_do: bool, e, dv_s, dfk_s, r, dfk, state_dfk: bool):
+def _window_grads(ctx, saved: tuple, do, tok_do: bool, e, dv_s, dfk_s, r, dfk, state_dfk: bool, site: tuple):
     """dq, dk, dv (None where autograd asks for none) and dγ from the window kernels, which write them in the input
     dtypes; ``bwd_kv`` also completes dφk into ``dfk``. ``saved``: ctx.saved_tensors, as ``_backward`` read them. The
     state parts: the walk's ``dv_s`` and, without ``state_dfk``, ``dfk_s``; the parallel schedule's from the suffix
-    sums ``r``; none in the quadratic mode."""
+    sums ``r``; none in the quadratic mode. ``site``: the backward's launch site (with the walk's value tile)."""
     q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo = saved
     need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
     b, h, t, d = q.shape
     hkv, f = k.shape[1], fq.shape[-1]
     nt = cdiv(t, BT)
-    heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=tune_bucket(b * h, t))
+    plan: ForwardPlan = ctx.plan
+    heads = dict(H=h, G=h // hkv, HKV=hkv, TUNE=plan.tune)
     scales = dict(qk_scale=d**-0.5 * LOG2E, scale=d**-0.5)
     dq = torch.empty_like(q) if need_dq else None
     dc = torch.empty_like(e)
     dgp = torch.empty(b * h, nt, device=q.device, dtype=torch.float32)
-    grouped = gqa_grouped(h, hkv, nt)
+    grouped = plan.grouped
     launch(bwd_q_kernel, chunk_grid(nt, b, h, hkv, grouped),
         q, k, v, gamma, do, m2, zden, e, am, dq if need_dq else dc, dc, dgp, T=t, W=ctx.w,
         LAYOUT=ctx.lay, **heads, **scales, D=d, BDK=block(d), BT=BT, NEED_DQ=need_dq, GROUPED=grouped, TOK_DO=tok_do,
+        site=site,
     )
     dk = torch.empty_like(k) if need_dk else None
     dv = torch.empty_like(v) if need_dv else None
     launch(bwd_kv_kernel, (nt, b * hkv, need_dk + need_dv + h // hkv),
         q, k, v, fq, fk, gamma, do, m2, zden, e, dc, am, dv_s, dfk_s, r, dk if need_dk else dfk,
-        dv if need_dv else dfk, dfk, T=t, W=ctx.w, LAYOUT=ctx.lay, L=ctx.plan[0], NS=ctx.plan[1], **heads, **scales,
+        dv if need_dv else dfk, dfk, T=t, W=ctx.w, LAYOUT=ctx.lay, L=plan.seg, NS=plan.ns, **heads, **scales,
         D=d, F=f, BDK=block(d), BF=block(f), BT=BT, BQ=KV_QUERY_ROWS, NEED_DK=need_dk, NEED_DV=need_dv, TOK_DO=tok_do,
-        STATE_DFK=state_dfk, PAR=ctx.mode != "walk", HAS_ST=ctx.mode != "quadratic",
+        STATE_DFK=state_dfk, PAR=plan.mode != "walk", HAS_ST=plan.mode != "quadratic", site=(*site, state_dfk),
     )
     return dq, dk, dv, dgp.view(b, h, nt).sum((0, 2))
 
@@ -327,7 +335,7 @@ class HybridAttentionFn(torch.autograd.Function):
         o, st, (m2, zden, am), o_lo = _forward(q, k, v, fq, fk, gamma, lay, w, s0, z0, plan, save_lo, tok_o)
         o_lo = o_lo if o_lo is not None else o.new_empty(0)
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, st, m2, zden, am, o_lo)
-        ctx.lay, ctx.w, ctx.plan, ctx.tok_o, ctx.mode = lay, w, (plan.seg, plan.ns), tok_o, plan.mode
+        ctx.lay, ctx.w, ctx.plan, ctx.tok_o = lay, w, plan, tok_o
         if not want_state:
             return o
         s_fin, z_fin = _final_state(st, plan.ns, q.shape, fq.shape[-1])

@@ -150,13 +150,24 @@ def test_checked_sites_refuse_a_second_argument_set(direct, monkeypatch):
             direct.launch(kernel, (1,), *args, **kwargs, site=("s",))
 
 
+# The backwards of test_the_hybrid_ops_sites_...: per seed, (the inputs that train, token-major o, the kinds of o's
+# gradient). Each argument of the backward's site has a pair of calls that differ in it alone: the gradients asked
+# for (seed 1), o's gradient token-major, misaligned (seed 2 against seed 1) and o's layout (seed 2).
+ALL, FEATURES = range(6), range(3, 6)
+BACKWARDS = {1: [(ALL, True, ["contiguous"]), (FEATURES, True, ["contiguous"])],
+             2: [(ALL, True, ["token-major", "misaligned"]), (ALL, False, ["contiguous"])],
+             3: [(ALL, False, ["contiguous"])], 4: [(FEATURES, False, ["token-major"])]}
+
+
 @pytest.mark.parametrize("schedule", ["walk", "parallel", "quadratic"])
 def test_the_hybrid_ops_sites_each_stand_for_one_argument_set(schedule, direct, monkeypatch):
-    """The hybrid op's forward names its launches by site (its kept plan's serial number with save_lo, token-major o
-    and the inputs' alignment). In the interpreter, with the site check on, calls of one signature with other data,
-    with and without autograd, a state in and out, token-major o, misaligned inputs and a setting changed between
-    calls never make one site stand for two argument sets (the interpreter's launches are not kept, so every launch
-    is checked)."""
+    """The hybrid op's forward and backward name their launches by site (the kept plan's serial number with what else
+    sets an argument: save_lo, the layouts of o and its gradient, the gradients asked for, the tensors' alignment).
+    In the interpreter, with the site check on, calls of one signature with other data, with and without autograd,
+    a state in and out, token-major o, gradients of q, k, v or only of the features and γ (attention transfer),
+    o's gradient contiguous, token-major or misaligned, misaligned inputs and a setting changed between calls never
+    make one site stand for two argument sets (the interpreter's launches are not kept, so every launch is
+    checked)."""
     import lolsearch.kernels._schedule as sc
     from kernel_testlib import make_inputs
     from lolsearch.kernels import hybrid_attention
@@ -171,9 +182,17 @@ def test_the_hybrid_ops_sites_each_stand_for_one_argument_set(schedule, direct, 
         inputs = make_inputs(1, 4, 2, 200, 16, 16, seed=seed)
         if setting == "misaligned":
             inputs = [torch.cat([x.new_zeros(1), x.flatten()])[1:].view(x.shape) for x in inputs]
-        leaves = [x.clone().requires_grad_(True) for x in inputs]
-        hybrid_attention(*leaves, 64, "sliding", token_major_out=True).sum().backward()
+        for trained, tok_o, dos in BACKWARDS[seed]:
+            leaves = [x.clone().requires_grad_(i in trained) for i, x in enumerate(inputs)]
+            o = hybrid_attention(*leaves, 64, "sliding", token_major_out=tok_o)
+            for kind in dos:
+                b, h, t, d = o.shape
+                do = {"contiguous": torch.randn(b, h, t, d), "token-major": torch.randn(b, t, h, d).transpose(1, 2),
+                      "misaligned": torch.randn(o.numel() + 1)[1:].view(o.shape)}[kind]
+                torch.autograd.grad(o, [x for x in leaves if x.requires_grad], do, retain_graph=True)
         with torch.no_grad():
             hybrid_attention(*inputs, 64, "sliding", token_major_out=seed % 2 == 0)
             hybrid_attention(*inputs, 100, "terrace", return_state=True)
-    assert direct._SITE_KEYS and all(key[0][0] >= 0 for key in direct._SITE_KEYS)
+    sites = [key[0] for key in direct._SITE_KEYS]
+    assert all(site[0] >= 0 for site in sites)
+    assert any(site[1] == "bwd" for site in sites) and any(site[1] != "bwd" for site in sites)
