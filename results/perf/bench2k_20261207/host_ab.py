@@ -1,13 +1,16 @@
 """Host time per eager 2K forward of the hybrid op and SDPA's beside it, in the tree on PYTHONPATH (2026-12-07).
 
     PYTHONPATH=<tree>:/tmp/site python3 results/perf/bench2k_20261207/host_ab.py LABEL
+    PYTHONPATH=<tree>:/tmp/site python3 results/perf/bench2k_20261207/host_ab.py --bwd LABEL   # forward + backward
     PYTHONPATH=<tree>:/tmp/site python3 results/perf/bench2k_20261207/host_ab.py --profile-bwd OUT   # cProfile -> OUT
 
 Llama-3-8B heads (32 query / 8 kv heads, D = F = 128), bf16, batch 1, T 2048, sliding window 64, no autograd, as the
 bench's eager 2K cell. Five rounds of 300 forwards issued back to back and one sync at the end: the host's time to
 issue them, and the time with the GPU's work (when the host is slower than the GPU, the two are the same). Each
 round also times SDPA's forward of the same q, k, v (cuDNN, causal, GQA) the same way and triton's do_bench of
-both, as the bench times them. One line per round. ``--profile-bwd``: cProfile of 100 eager forward + backward
+both, as the bench times them. One line per round. ``--bwd``: the same rounds (100 calls each) of the eager forward +
+backward (``.backward(do)`` with q, k, v, the features and γ trainable, as the bench's fwd+bwd cell) against SDPA's
+forward + backward. ``--profile-bwd``: cProfile of 100 eager forward + backward
 calls (``.backward(do)``, as the bench's fwd+bwd cell), and their host and GPU time.
 """
 
@@ -48,7 +51,8 @@ def issue(call, calls: int = 300) -> tuple[float, float]:
     return host * 1e6, (time.perf_counter() - t0) / calls * 1e6
 
 
-def profile_backward(out: str) -> None:
+def fwd_bwd_steps():
+    """(ours, SDPA's) eager forward + backward at 2K, the bench's fwd+bwd cell."""
     x = [t.requires_grad_(True) for t in inputs(2048)]
     do = torch.randn_like(x[0])
 
@@ -57,6 +61,16 @@ def profile_backward(out: str) -> None:
             t.grad = None
         hybrid_attention(*x, 64, "sliding").backward(do)
 
+    def sdpa_step():
+        for t in x:
+            t.grad = None
+        fn.scaled_dot_product_attention(x[0], x[1], x[2], is_causal=True, enable_gqa=True).backward(do)
+
+    return step, sdpa_step
+
+
+def profile_backward(out: str) -> None:
+    step, _ = fwd_bwd_steps()
     host, wall = issue(step, 100)
     prof = cProfile.Profile()
     prof.enable()
@@ -75,7 +89,8 @@ def main() -> None:
     if sys.argv[1] == "--profile-bwd":
         profile_backward(sys.argv[2])
         return
-    label = sys.argv[1]
+    bwd = sys.argv[1] == "--bwd"
+    label = sys.argv[-1]
     x = inputs(2048)
 
     def ours():
@@ -84,13 +99,15 @@ def main() -> None:
     def sdpa():
         return fn.scaled_dot_product_attention(x[0], x[1], x[2], is_causal=True, enable_gqa=True)
 
-    with torch.no_grad(), sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+    if bwd:
+        ours, sdpa = fwd_bwd_steps()
+    with torch.set_grad_enabled(bwd), sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         for rnd in range(5):
-            h1, w1 = issue(ours)
-            h2, w2 = issue(sdpa)
+            h1, w1 = issue(ours, 100 if bwd else 300)
+            h2, w2 = issue(sdpa, 100 if bwd else 300)
             b1 = triton.testing.do_bench(ours, warmup=10, rep=40) * 1e3
             b2 = triton.testing.do_bench(sdpa, warmup=10, rep=40) * 1e3
-            print(f"{label} round {rnd}: ours host {h1:6.1f} us, with GPU {w1:6.1f} us, do_bench {b1:6.1f} us | "  # noqa: T201
+            print(f"{label} {'fwd+bwd ' if bwd else ''}round {rnd}: ours host {h1:6.1f} us, with GPU {w1:6.1f} us, do_bench {b1:6.1f} us | "  # noqa: T201
                   f"SDPA host {h2:5.1f} us, with GPU {w2:5.1f} us, do_bench {b2:5.1f} us | "
                   f"do_bench ratio {b1 / b2:.2f}", flush=True)
 
