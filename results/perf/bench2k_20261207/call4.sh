@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# call2.sh with the backward's launch sites too (the working tree) against 84b5d4e (.dev/old:
+# The A/B of call2.sh (4f07705, never run) with the backward's launch sites too (the working tree) against 84b5d4e (.dev/old:
 # `git archive 84b5d4e kernels lolsearch | tar -x -C .dev/old`), carrying .dev/p0 and .dev/old, after
 # `bash results/h200/lighten.sh out`:
 #   PERF_CMDS="bash results/perf/bench2k_20261207/call4.sh \$OUT/perf" timeout 430 bash results/h200/rerun.sh perf; bash results/h200/rerun.sh pack
