@@ -70,6 +70,8 @@ class LayerState:
     def store_window(self, k: torch.Tensor, v: torch.Tensor, first_pos: int) -> None:
         """Makes keys ``k, v [B, Hkv, n, D]`` at positions ``first_pos ..`` the window (``seen`` must be set)."""
         n = k.shape[-2]
+        if first_pos < 0:
+            raise ValueError(f"window keys start at position {first_pos}: positions are >= 0")
         if n > self.capacity:
             raise RuntimeError(f"window of {n} keys exceeds the cache capacity {self.capacity}")
         idx = self.slots(first_pos, first_pos + n)

@@ -91,6 +91,16 @@ def test_token_by_token_equals_prefill(layout, window, t):
     assert rel_err(torch.cat(outs, dim=-2), ref) < 1e-5
 
 
+@pytest.mark.parametrize("layout", ["sliding", "terrace"])
+def test_state_cover_is_zero_while_every_key_is_a_softmax_key(layout):
+    """A window longer than the sequence: the layouts' softmax start is below 0 (sliding), the state covers no key,
+    and the prefill's window cache starts at position 0 (a negative cover once misplaced every cached key)."""
+    assert [state_cover(layout, 100, t) for t in (0, 1, 40, 99)] == [0, 0, 0, 0]
+    q, k, v, fq, fk, g = inputs(40)
+    _, state, covered = hybrid_attention_chunked(q, k, v, fq, fk, g, 100, layout, return_state=True)
+    assert covered == 0 and state.S.abs().max() == 0
+
+
 def test_final_state_covers_exactly_the_linear_keys():
     q, k, v, fq, fk, g = inputs(50)
     _, state, covered = hybrid_attention_chunked(q, k, v, fq, fk, g, 8, "sliding", return_state=True)

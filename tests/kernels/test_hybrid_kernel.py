@@ -72,7 +72,8 @@ def test_forward_and_gradients_match_reference(t, layout, window, d, f, h, hkv, 
 
 
 @pytest.mark.parametrize(
-    "t,layout,window,seg", [(257, "sliding", 16, None), (200, "terrace", 64, 1), (100, "sliding", 0, None), (70, "terrace", 100, None)]
+    "t,layout,window,seg", [(257, "sliding", 16, None), (200, "terrace", 64, 1), (100, "sliding", 0, None), (70, "terrace", 100, None),
+                            (40, "sliding", 100, None)]
 )
 def test_states_and_gradients_match_chunked(t, layout, window, seg, nan_alloc, segments, monkeypatch):
     """Initial state in, final state out (covering exactly the keys before `covered`), gradients with a state;
