@@ -56,10 +56,10 @@ def expand_kv(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def state_cover(layout: str, window: int, next_pos: int) -> int:
-    """Keys with position < this can live in the state once the next query is at ``next_pos``: 0 while every key so
-    far is still a softmax key (a window longer than the sequence: the layouts' softmax start is negative there)."""
+    """Keys with position < this can live in the state once the next query is at ``next_pos`` (0 while every key so
+    far is a softmax key: the layouts' softmax start is never below 0)."""
     lay = get_layout("linear" if window == 0 else layout)
-    return max(0, min(int(lay.softmax_start(next_pos, window)), next_pos))
+    return min(int(lay.softmax_start(next_pos, window)), next_pos)
 
 
 def hybrid_attention_chunked(

@@ -3,7 +3,9 @@
 A layout is a rule ``softmax_start(pos, window)``: for the query at position ``i`` the keys
 ``softmax_start(i) <= j <= i`` get (γ-weighted) softmax, the keys ``j < softmax_start(i)`` linear
 attention. ``softmax_start`` is non-decreasing in ``i``, so a key once linear stays linear: that is
-what lets a recurrent state absorb keys for good (prefill, decode, chunking all rely on it).
+what lets a recurrent state absorb keys for good (prefill, decode, chunking all rely on it). It is never
+below 0, even where the window reaches before the first key: the state cover and the decode caches read it
+as a position (a negative one once put a short prompt's keys at negative positions).
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ class SlidingLayout(Layout):
     name = "sliding"
 
     def softmax_start(self, pos, window):
-        return pos - window + 1 if window > 0 else pos + 1
+        if window <= 0:
+            return pos + 1
+        start = pos - window + 1
+        return start.clamp_min(0) if isinstance(start, torch.Tensor) else max(start, 0)
 
     def window_capacity(self, window: int) -> int:
         return window
