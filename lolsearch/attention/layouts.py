@@ -5,7 +5,7 @@ A layout is a rule ``softmax_start(pos, window)``: for the query at position ``i
 attention. ``softmax_start`` is non-decreasing in ``i``, so a key once linear stays linear: that is
 what lets a recurrent state absorb keys for good (prefill, decode, chunking all rely on it). It is never
 below 0, even where the window reaches before the first key: the state cover and the decode caches read it
-as a position (a negative one once put a short prompt's keys at negative positions).
+as a position.
 """
 
 from __future__ import annotations

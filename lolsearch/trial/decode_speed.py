@@ -70,7 +70,7 @@ def linear_cache_at(model, batch: int, context: int):
         st.k.normal_()
         st.v.normal_()
         st.seen = context
-        st.win_start = max(0, layer._softmax_start(context), context - st.capacity)
+        st.win_start = max(layer._softmax_start(context), context - st.capacity)
         cache.linear[layer.layer_idx] = st
     return cache
 

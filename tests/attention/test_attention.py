@@ -93,8 +93,8 @@ def test_token_by_token_equals_prefill(layout, window, t):
 
 @pytest.mark.parametrize("layout", ["sliding", "terrace"])
 def test_state_cover_is_zero_while_every_key_is_a_softmax_key(layout):
-    """A window longer than the sequence: the layouts' softmax start is below 0 (sliding), the state covers no key,
-    and the prefill's window cache starts at position 0 (a negative cover once misplaced every cached key)."""
+    """A window longer than the sequence (sliding: i − w + 1 < 0): the state covers no key, and a prefill's window
+    cache starts at position 0 (a negative cover would put every cached key at a wrong position)."""
     assert [state_cover(layout, 100, t) for t in (0, 1, 40, 99)] == [0, 0, 0, 0]
     q, k, v, fq, fk, g = inputs(40)
     _, state, covered = hybrid_attention_chunked(q, k, v, fq, fk, g, 100, layout, return_state=True)

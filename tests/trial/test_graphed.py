@@ -48,8 +48,8 @@ def greedy(model, tok, ids, mask=None, n: int = 24):
 @pytest.mark.parametrize("layout,window,softmax_layers", [*[(*lw, ()) for lw in LAYOUTS], ("terrace", 4, (1,)),
                                                            ("sliding", 16, ())])
 def test_left_padded_generate_equals_each_row_alone(layout, window, softmax_layers):
-    """Rows of 13, 6 and 10 tokens; with window 16 every prompt is shorter than the window (a sliding layout's
-    softmax start was negative there, and the PyTorch static step then read empty slots as window keys)."""
+    """Rows of 13, 6 and 10 tokens; with window 16 every prompt is shorter than the window, where the static step's
+    empty ring slots must stay out of the softmax."""
     model, tok = toy(layout, window, softmax_layers=softmax_layers)
     rows, ids, mask = left_padded([13, 6, 10], tok.pad_token_id)
     tokens, scores = greedy(model, tok, ids, mask)
