@@ -40,8 +40,8 @@ t0=$(date +%s)
 case $phase in
 a)
   PYTHON=python3 KERNEL_TEST_TIMEOUT="${KERNEL_TEST_TIMEOUT:-170}" BENCH_BUDGET="${BENCH_BUDGET:-150}" bash kernels/gpu_check.sh "$OUT/kernels"
-  { timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_surgery.py -k triton
-    timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_models.py tests/test_efficiency.py; } 2>&1 \
+  { timeout 60 python3 -m pytest -q -p no:cacheprovider tests/trial/test_surgery.py -k triton
+    timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_models.py tests/trial/test_efficiency.py; } 2>&1 \
     | tail -30 | tee "$OUT/kernels/pytest_gpu_package.log"
   tar czf "$OUT/kernels.tgz" -C "$OUT" kernels && rm -rf "$OUT/kernels"
   ;;

@@ -116,11 +116,12 @@ kernels)
 perf)
   mkdir -p "$OUT/perf"
   # default: the trial paths' GPU tests (graphed steps, evaluations and validations, the kernel check, checkpointed
-  # layers, LoRA products), then decode of a hybrid design (3 softmax layers) graph on/off
+  # layers, LoRA products, surgery with the Triton prefill + decode), then decode of a hybrid design (3 softmax
+  # layers) graph on/off
   P="python3 -m lolsearch.perf --model smollm2-135m-shape"
   bash -c "${PERF_CMDS:-timeout 240 python3 -m pytest -q -rf -p no:cacheprovider tests/trial/test_graphed.py \
     tests/trial/test_step_graph.py tests/trial/test_kernel_check.py tests/trial/test_checkpoint_layers.py \
-    tests/trial/test_lora_compute.py tests/trial/test_eval_graph.py; timeout 150 $P --softmax-layers 23,24,28 --out $OUT/perf/hybrid generate \
+    tests/trial/test_lora_compute.py tests/trial/test_eval_graph.py tests/trial/test_surgery.py; timeout 150 $P --softmax-layers 23,24,28 --out $OUT/perf/hybrid generate \
     --contexts 32768 --batch 64 --graph both --steps 16 --max-batch-limit 0 --budget-s 120}" > "$OUT/perf/perf.log" 2>&1
   tail -40 "$OUT/perf/perf.log"
   tar czf "$OUT/perf.tgz" -C "$OUT" perf && rm -rf "$OUT/perf"
