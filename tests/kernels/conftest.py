@@ -74,14 +74,8 @@ def schedule(monkeypatch, parallel):
 def nan_alloc(monkeypatch):
     """torch.empty / empty_like return NaN-filled (floats) or -123456789-filled (ints) tensors, so that an
     element a kernel forgets to write shows up in the comparison (as in fla's tests/conftest.py)."""
+    from kernel_testlib import nan_filled
+
     real_empty, real_like = torch.empty, torch.empty_like
-
-    def fill(t: torch.Tensor) -> torch.Tensor:
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-        elif t.dtype in (torch.int32, torch.int64):
-            t.fill_(-123456789)
-        return t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: fill(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: fill(real_like(*a, **k)))
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_filled(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_filled(real_like(*a, **k)))

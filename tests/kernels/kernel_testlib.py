@@ -11,6 +11,16 @@ from lolsearch.attention.reference import hybrid_masks
 GRAD_NAMES = ("q", "k", "v", "phi_q", "phi_k", "gamma")
 
 
+def nan_filled(t: torch.Tensor) -> torch.Tensor:
+    """``t`` filled with NaN (floats) or -123456789 (int32/int64), in place: what an allocation returns under the
+    ``nan_alloc`` fixture, so that an element a kernel forgets to write shows up in a comparison."""
+    if t.is_floating_point():
+        t.fill_(float("nan"))
+    elif t.dtype in (torch.int32, torch.int64):
+        t.fill_(-123456789)
+    return t
+
+
 def hedgehog_like(x: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
     """Non-negative features [.., f] shaped like Hedgehog's [softmax(xW), softmax(−xW)] (f even)."""
     w = torch.randn(x.shape[-1], f // 2, generator=gen, device="cpu").to(x.device, torch.float32) / x.shape[-1] ** 0.5

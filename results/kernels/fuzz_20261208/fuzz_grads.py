@@ -15,7 +15,7 @@ import random
 import sys
 
 import torch
-from kernel_testlib import GRAD_NAMES, assert_close_grads, make_inputs, reference_and_grads, rel_err
+from kernel_testlib import GRAD_NAMES, assert_close_grads, make_inputs, nan_filled, reference_and_grads, rel_err
 
 from lolsearch.attention.chunked import LinearState, expand_kv, hybrid_attention_chunked
 
@@ -25,16 +25,8 @@ SUBSETS = [GRAD_NAMES, ("phi_q", "phi_k", "gamma"), ("q", "k", "v"), ("v",), ("q
 
 def nan_empty() -> None:
     real_empty, real_like = torch.empty, torch.empty_like
-
-    def fill(t: torch.Tensor) -> torch.Tensor:
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-        elif t.dtype in (torch.int32, torch.int64):
-            t.fill_(-123456789)
-        return t
-
-    torch.empty = lambda *a, **k: fill(real_empty(*a, **k))
-    torch.empty_like = lambda *a, **k: fill(real_like(*a, **k))
+    torch.empty = lambda *a, **k: nan_filled(real_empty(*a, **k))
+    torch.empty_like = lambda *a, **k: nan_filled(real_like(*a, **k))
 
 
 def main() -> int:
