@@ -155,7 +155,8 @@ def _read_out(layer, q: torch.Tensor, phi_q: torch.Tensor, st: StaticLayerState,
     den = torch.einsum("bhf,bhf->bh", phi_q, st.z)
     if cap > 0:
         g = h // hkv
-        invalid = (st.slot_pos < 0) | (st.slot_pos < start[:, None]) | (st.slot_pos > st.pos[:, None])  # [B, C]
+        # [B, C]; a layout's start is >= 0, so an empty slot (−1) is never valid
+        invalid = (st.slot_pos < start[:, None]) | (st.slot_pos > st.pos[:, None])
         qg = q.float().view(b, hkv, g, d)
         s = torch.einsum("bkgd,bkcd->bkgc", qg, st.k.float()) * d**-0.5
         s = s.masked_fill(invalid.view(b, 1, 1, cap), float("-inf"))
